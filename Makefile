@@ -1,0 +1,35 @@
+# stellate — every target sets itself up: a fresh machine needs only Python 3.11 and pip.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## make run: the embedded default fleet (local agent server + agents on 127.0.0.1), once.
+run: $(STAMP)
+	$(VENV)/bin/stellate up $(ARGS)
+
+## make test: lint, types, then the whole suite.
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check stellate tests benchmarks examples
+	$(VENV)/bin/ruff format --check stellate tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## make bench [QUICK=1]: benchmarks print a table and write JSON to benchmarks/results/.
+bench: $(STAMP)
+	$(PY) -m benchmarks $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

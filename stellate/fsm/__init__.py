@@ -1,0 +1,48 @@
+"""The registration engine: statuses, profiles, the one transition table and its machine."""
+
+from .effects import (
+    CloseConnection,
+    Effect,
+    OpenConnection,
+    RequestTelemetry,
+    SendRegister,
+    StartHeartbeat,
+)
+from .lifecycle import (
+    DeviceLifecycle,
+    IllegalTransition,
+    LifecycleEngine,
+    Observer,
+    TransitionRecord,
+)
+from .paths import Path, Step, paths
+from .policy import RandomSource, RetryPolicy
+from .profile import SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
+from .status import DeviceStatus
+from .table import TRANSITIONS, TRIGGERS, rows
+
+__all__ = [
+    "SYSTEM_INFO_KEYS",
+    "TRANSITIONS",
+    "TRIGGERS",
+    "AgentProfile",
+    "CloseConnection",
+    "DeviceLifecycle",
+    "DeviceStatus",
+    "Effect",
+    "IllegalTransition",
+    "LifecycleEngine",
+    "Observer",
+    "OpenConnection",
+    "Path",
+    "RandomSource",
+    "RequestTelemetry",
+    "RetryPolicy",
+    "SendRegister",
+    "StartHeartbeat",
+    "Step",
+    "TransitionRecord",
+    "merge_system_info",
+    "paths",
+    "rows",
+]
