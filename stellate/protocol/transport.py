@@ -1,0 +1,64 @@
+"""The transport port: what protocol code needs from a message-oriented connection.
+
+Implemented by ``stellate.adapters.websocket`` (trio-websocket, real sockets) and
+``stellate.adapters.memory`` (in-process, for deterministic tests under MockClock). Protocol
+and lifecycle code depend only on these names, never on trio_websocket.
+
+Rules every implementation keeps:
+* ``receive`` is called by exactly one task per connection (one reader per socket).
+* ``receive`` returns a text frame as ``str`` and a binary frame as ``bytes``.
+* when the peer closes, or the connection breaks, ``receive`` and ``send`` raise
+  ``ConnectionClosed`` (with the close code and reason when known).
+* ``aclose`` is idempotent and never raises for an already-closed connection.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class TransportError(Exception):
+    """Base class of transport failures."""
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened (refused, DNS, handshake rejected, TLS failure).
+
+    ``status`` carries the HTTP status when the server refused the handshake (e.g. 403).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConnectionClosed(TransportError):
+    """The connection is closed; ``code`` is the WebSocket close code when known."""
+
+    def __init__(self, code: int | None = None, reason: str | None = None) -> None:
+        super().__init__(f"connection closed (code={code}, reason={reason!r})")
+        self.code = code
+        self.reason = reason
+
+
+class Connection(Protocol):
+    """One open, message-oriented, bidirectional connection."""
+
+    async def send(self, message: str | bytes) -> None: ...
+
+    async def receive(self) -> str | bytes: ...
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+class Connector(Protocol):
+    """Opens a client connection to ``url`` (``ws://`` or ``wss://``).
+
+    Raises:
+        ConnectError: the connection could not be established.
+    """
+
+    async def __call__(self, url: str) -> Connection: ...
