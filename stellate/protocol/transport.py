@@ -14,6 +14,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 
@@ -55,10 +56,14 @@ class Connection(Protocol):
 
 
 class Connector(Protocol):
-    """Opens a client connection to ``url`` (``ws://`` or ``wss://``).
+    """Opens client connections.
 
-    Raises:
+    ``open`` returns an async context manager because a trio-websocket client owns a nursery
+    (its background reader): the connection lives exactly as long as the ``async with`` block
+    of the task that opened it, so cancelling that task can leak neither task nor socket.
+
+    Raises (on entering the context):
         ConnectError: the connection could not be established.
     """
 
-    async def __call__(self, url: str) -> Connection: ...
+    def open(self, url: str) -> AbstractAsyncContextManager[Connection]: ...
