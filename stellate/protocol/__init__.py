@@ -1,0 +1,61 @@
+"""The AIP protocol: message shapes, the JSON codec, sans-IO sessions, and the transport port."""
+
+from .codec import ProtocolError, decode_client, decode_server, encode_client, encode_server
+from .messages import (
+    ClientMessage,
+    ClientMessageType,
+    ClientType,
+    ServerMessage,
+    ServerMessageType,
+    TaskStatus,
+)
+from .session_client import (
+    ClientEvent,
+    ConstellationSession,
+    DeviceEvent,
+    DeviceInfo,
+    DeviceSession,
+    HeartbeatAck,
+    Ignored,
+    PeerError,
+    ProtocolViolation,
+    Registered,
+    Rejected,
+    Reply,
+    SessionPhase,
+    SessionStateError,
+)
+from .transport import ConnectError, Connection, ConnectionClosed, Connector, TransportError
+
+__all__ = [
+    "ClientEvent",
+    "ClientMessage",
+    "ClientMessageType",
+    "ClientType",
+    "ConnectError",
+    "Connection",
+    "ConnectionClosed",
+    "Connector",
+    "ConstellationSession",
+    "DeviceEvent",
+    "DeviceInfo",
+    "DeviceSession",
+    "HeartbeatAck",
+    "Ignored",
+    "PeerError",
+    "ProtocolError",
+    "ProtocolViolation",
+    "Registered",
+    "Rejected",
+    "Reply",
+    "ServerMessage",
+    "ServerMessageType",
+    "SessionPhase",
+    "SessionStateError",
+    "TaskStatus",
+    "TransportError",
+    "decode_client",
+    "decode_server",
+    "encode_client",
+    "encode_server",
+]
