@@ -1,0 +1,433 @@
+"""ConstellationDeviceManager: a fleet of devices, one trio task each, in one nursery.
+
+The seed's API is kept for people who know Galaxy (``register_device``, ``connect_device``,
+``get_device_info``, ``get_all_devices``), but the manager is trio-native: it is an async context
+manager (``async with ConstellationDeviceManager(...) as manager``) or a service started with
+``await nursery.start(manager.run)``, so an app embeds it in its own nursery and cancelling that
+nursery stops every device task and closes every socket.
+
+The manager never sets a status. Each device's ``DeviceRunner`` fires events into its
+``DeviceLifecycle``; the manager only observes the transitions (event stream, waiters) and
+sends commands into the runners' inboxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from enum import StrEnum
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+import trio
+
+from .fsm import (
+    AgentProfile,
+    DeviceLifecycle,
+    DeviceStatus,
+    LifecycleEngine,
+    RandomSource,
+    RetryPolicy,
+    TransitionRecord,
+)
+from .protocol import Connector
+from .redact import redact_url
+from .runner import Command, CommandName, DeviceRunner, InboxItem, RunnerSettings
+
+if TYPE_CHECKING:
+    from .config import StellateConfig
+
+logger = logging.getLogger(__name__)
+
+_SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
+
+
+class EventKind(StrEnum):
+    """What a transition means to someone watching the fleet."""
+
+    PHASE = "phase"  # any other phase change
+    TELEMETRY_MERGED = "telemetry_merged"  # system info merged into the profile
+    READY = "ready"  # reached IDLE (activated)
+    CONNECTION_LOST = "connection_lost"  # an activated device lost its server
+    FAILED = "failed"  # gave up (retries exhausted or rejected)
+
+
+@attrs.frozen
+class ManagerEvent:
+    kind: EventKind
+    device_id: str
+    record: TransitionRecord
+    profile: AgentProfile
+    reason: str | None = None
+
+
+def _classify(record: TransitionRecord, lifecycle: DeviceLifecycle) -> EventKind:
+    if record.dest is DeviceStatus.FAILED:
+        return EventKind.FAILED
+    if record.source in (DeviceStatus.IDLE, DeviceStatus.BUSY) and (
+        record.dest is DeviceStatus.BACKOFF
+    ):
+        return EventKind.CONNECTION_LOST
+    if record.trigger == "telemetry_received" and "system_info" in lifecycle.profile.metadata:
+        return EventKind.TELEMETRY_MERGED
+    if record.dest is DeviceStatus.IDLE and record.source is not DeviceStatus.BUSY:
+        return EventKind.READY
+    return EventKind.PHASE
+
+
+class UnknownDevice(KeyError):
+    """No device with that id is registered."""
+
+
+class DeviceRegistry:
+    """The seed's DeviceRegistry: device_id → lifecycle (which holds the AgentProfile)."""
+
+    def __init__(self, engine: LifecycleEngine) -> None:
+        self._engine = engine
+        self._devices: dict[str, DeviceLifecycle] = {}
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def lifecycle(self, device_id: str) -> DeviceLifecycle:
+        try:
+            return self._devices[device_id]
+        except KeyError:
+            raise UnknownDevice(device_id) from None
+
+    def add(self, lifecycle: DeviceLifecycle) -> None:
+        if lifecycle.device_id in self._devices:
+            raise ValueError(f"device {lifecycle.device_id!r} is already registered")
+        self._devices[lifecycle.device_id] = lifecycle
+
+    def remove(self, device_id: str) -> None:
+        lifecycle = self._devices.pop(device_id, None)
+        if lifecycle is not None:
+            self._engine.release(lifecycle)
+
+    def get_device(self, device_id: str) -> AgentProfile | None:
+        lifecycle = self._devices.get(device_id)
+        return lifecycle.profile if lifecycle is not None else None
+
+    def get_all_devices(self) -> dict[str, AgentProfile]:
+        return {device_id: lc.profile for device_id, lc in self._devices.items()}
+
+    def lifecycles(self) -> Iterable[DeviceLifecycle]:
+        return self._devices.values()
+
+
+@attrs.define
+class _DeviceHandle:
+    inbox: trio.MemorySendChannel[InboxItem]
+    scope: trio.CancelScope
+
+
+def _with_token(url: str, api_key: str | None) -> str:
+    """Add ``?token=`` for the server's shared key unless the URL already carries one."""
+    if not api_key or "token=" in url:
+        return url
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}token={api_key}"
+
+
+class ConstellationDeviceManager:
+    """Registers devices on their agent servers and keeps them task-ready.
+
+    Args:
+        task_name: names this constellation; its client id on a server is ``task_name@device``.
+        heartbeat_interval: seconds between heartbeats once a device is IDLE.
+        reconnect_delay: base of the jittered exponential backoff between attempts.
+        backoff_cap: the backoff never waits longer than this.
+        miss_limit: a device whose server leaves ``miss_limit`` heartbeats unanswered is lost.
+        connector: how to open connections (default: real WebSockets).
+        api_key: the servers' shared key, added as ``?token=`` to URLs that carry none.
+        rng: the jitter's random source (seed it for reproducible runs).
+    """
+
+    def __init__(
+        self,
+        task_name: str = "stellate",
+        heartbeat_interval: float = 30.0,
+        reconnect_delay: float = 5.0,
+        *,
+        backoff_cap: float = 60.0,
+        connect_timeout: float = 30.0,
+        registration_timeout: float = 10.0,
+        telemetry_timeout: float = 10.0,
+        miss_limit: int = 3,
+        connector: Connector | None = None,
+        api_key: str | None = None,
+        rng: RandomSource | None = None,
+    ) -> None:
+        if heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be > 0")
+        if miss_limit < 1:
+            raise ValueError("miss_limit must be >= 1")
+        self.task_name = task_name
+        self.policy = RetryPolicy(
+            reconnect_delay=reconnect_delay,
+            backoff_cap=max(backoff_cap, reconnect_delay),
+            connect_timeout=connect_timeout,
+            registration_timeout=registration_timeout,
+            telemetry_timeout=telemetry_timeout,
+        )
+        self._runner_settings = RunnerSettings(
+            task_name=task_name, heartbeat_interval=heartbeat_interval, miss_limit=miss_limit
+        )
+        if connector is None:
+            from .adapters.websocket import WebSocketConnector
+
+            connector = WebSocketConnector()
+        self._connector = connector
+        self._api_key = api_key
+        self._rng: RandomSource = rng if rng is not None else random.Random()
+        self._engine = LifecycleEngine()
+        self.device_registry = DeviceRegistry(self._engine)
+        self._handles: dict[str, _DeviceHandle] = {}
+        self._waiters: dict[str, trio.Event] = {}
+        self._subscribers: list[trio.MemorySendChannel[ManagerEvent]] = []
+        self._nursery: trio.Nursery | None = None
+        self._context: tuple[AsyncExitStack, trio.CancelScope]
+
+    @classmethod
+    def from_config(cls, config: StellateConfig, **overrides: Any) -> Self:
+        """A manager with the settings of a loaded devices.yaml (devices not yet added)."""
+        settings = config.manager
+        kwargs: dict[str, Any] = {
+            "task_name": settings.task_name,
+            "heartbeat_interval": settings.heartbeat_interval,
+            "reconnect_delay": settings.reconnect_delay,
+            "backoff_cap": settings.backoff_cap,
+            "connect_timeout": settings.connect_timeout,
+            "registration_timeout": settings.registration_timeout,
+            "telemetry_timeout": settings.telemetry_timeout,
+            "miss_limit": settings.miss_limit,
+            "api_key": settings.api_key,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- running ------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve device tasks until cancelled: ``manager = await nursery.start(manager.run)``."""
+        if self._nursery is not None:
+            raise RuntimeError("this manager is already running")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._close_subscribers()
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        await nursery.start(self.run)
+        self._context = (stack, nursery.cancel_scope)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, scope = self._context
+        scope.cancel()  # stop every device task; their sockets close as they unwind
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
+    # -- phase 1: configuration ---------------------------------------------------------------
+    def add_device(self, profile: AgentProfile, *, auto_connect: bool = True) -> None:
+        """Register a device (phase 1) and start its task; connect it now if ``auto_connect``.
+
+        Raises:
+            RuntimeError: the manager is not running.
+            ValueError: a device with that id is already registered.
+        """
+        if self._nursery is None:
+            raise RuntimeError("start the manager first (async with / nursery.start(run))")
+        profile = attrs.evolve(profile, server_url=_with_token(profile.server_url, self._api_key))
+        lifecycle = self._engine.create(
+            profile, policy=self.policy, rng=self._rng, observer=self._observe
+        )
+        try:
+            self.device_registry.add(lifecycle)
+        except ValueError:
+            self._engine.release(lifecycle)
+            raise
+        send, receive = trio.open_memory_channel[InboxItem](64)
+        scope = trio.CancelScope()
+        self._handles[profile.device_id] = _DeviceHandle(send, scope)
+        runner = DeviceRunner(lifecycle, self._connector, self._runner_settings, receive, send)
+        self._nursery.start_soon(self._device_task, runner, scope, name=f"device:{profile.device_id}")
+        if auto_connect:
+            send.send_nowait(Command("connect"))
+
+    async def _device_task(self, runner: DeviceRunner, scope: trio.CancelScope) -> None:
+        with scope:
+            await runner.run()
+
+    async def register_device(
+        self,
+        device_id: str,
+        server_url: str,
+        os: str | None = None,
+        capabilities: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        max_retries: int | None = 5,
+        auto_connect: bool = True,
+    ) -> bool:
+        """The seed's call: add the device; with ``auto_connect``, run all five phases.
+
+        Returns True once the device is IDLE (or at once without auto_connect), False if it
+        ended FAILED.
+        """
+        profile = AgentProfile(
+            device_id=device_id,
+            server_url=server_url,
+            os=os,
+            capabilities=tuple(capabilities),
+            metadata=dict(metadata or {}),
+            max_retries=max_retries,
+        )
+        self.add_device(profile, auto_connect=auto_connect)
+        if not auto_connect:
+            return True
+        final = await self.wait_for(device_id, *_SETTLED)
+        return final.status is DeviceStatus.IDLE
+
+    def add_config(self, config: StellateConfig) -> None:
+        """Add every device of a loaded devices.yaml."""
+        for device in config.devices:
+            self.add_device(device.to_profile(), auto_connect=device.auto_connect)
+
+    async def remove_device(self, device_id: str) -> None:
+        """Stop the device's task (closing its socket) and forget it."""
+        handle = self._handles.pop(device_id, None)
+        if handle is None:
+            raise UnknownDevice(device_id)
+        handle.scope.cancel()
+        self.device_registry.remove(device_id)
+
+    # -- commands -----------------------------------------------------------------------------
+    async def _command(self, device_id: str, name: CommandName) -> None:
+        handle = self._handles.get(device_id)
+        if handle is None:
+            raise UnknownDevice(device_id)
+        await handle.inbox.send(Command(name))
+
+    async def connect_device(self, device_id: str) -> bool:
+        """Connect a DISCONNECTED device (or retry a FAILED one); True once IDLE."""
+        await self._command(device_id, "connect")
+        await self._wait_left(device_id, (DeviceStatus.DISCONNECTED, DeviceStatus.FAILED))
+        final = await self.wait_for(device_id, *_SETTLED)
+        return final.status is DeviceStatus.IDLE
+
+    async def retry_device(self, device_id: str) -> bool:
+        """Explicitly retry a FAILED device (the only way out of FAILED but disconnect)."""
+        return await self.connect_device(device_id)
+
+    async def disconnect_device(self, device_id: str) -> None:
+        await self._command(device_id, "disconnect")
+        await self.wait_for(device_id, DeviceStatus.DISCONNECTED)
+
+    # -- queries ------------------------------------------------------------------------------
+    def get_device_info(self, device_id: str) -> AgentProfile | None:
+        return self.device_registry.get_device(device_id)
+
+    def get_all_devices(self) -> dict[str, AgentProfile]:
+        return self.device_registry.get_all_devices()
+
+    def failure_reason(self, device_id: str) -> str | None:
+        return self.device_registry.lifecycle(device_id).failure_reason
+
+    async def wait_for(self, device_id: str, *statuses: DeviceStatus) -> AgentProfile:
+        """Wait until the device is in one of ``statuses``; return that profile."""
+        wanted = statuses or _SETTLED
+        while True:
+            profile = self.device_registry.lifecycle(device_id).profile
+            if profile.status in wanted:
+                return profile
+            event = self._waiters.get(device_id)
+            if event is None:
+                event = self._waiters[device_id] = trio.Event()
+            await event.wait()
+
+    async def _wait_left(self, device_id: str, statuses: tuple[DeviceStatus, ...]) -> None:
+        while self.device_registry.lifecycle(device_id).state in statuses:
+            event = self._waiters.get(device_id)
+            if event is None:
+                event = self._waiters[device_id] = trio.Event()
+            await event.wait()
+
+    async def wait_settled(self, device_ids: Iterable[str] | None = None) -> dict[str, AgentProfile]:
+        """Wait until every (given) device is IDLE or FAILED."""
+        ids = list(device_ids) if device_ids is not None else list(self._handles)
+        for device_id in ids:
+            await self.wait_for(device_id, *_SETTLED)
+        return {device_id: self.device_registry.lifecycle(device_id).profile for device_id in ids}
+
+    # -- the event stream ---------------------------------------------------------------------
+    def subscribe(self) -> trio.MemoryReceiveChannel[ManagerEvent]:
+        """Every transition from now on, in order. Close the channel to unsubscribe.
+
+        The buffer is unbounded so no event is ever dropped: read it, or close it.
+        """
+        send, receive = trio.open_memory_channel[ManagerEvent](math.inf)
+        self._subscribers.append(send)
+        return receive
+
+    @asynccontextmanager
+    async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[ManagerEvent]]:
+        receive = self.subscribe()
+        async with receive:
+            yield receive
+
+    def _observe(self, record: TransitionRecord, lifecycle: DeviceLifecycle) -> None:
+        waiter = self._waiters.pop(record.device_id, None)
+        if waiter is not None:
+            waiter.set()
+        if not self._subscribers:
+            return
+        kind = _classify(record, lifecycle)
+        reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
+        event = ManagerEvent(kind, record.device_id, record, lifecycle.profile, reason)
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber.send_nowait(event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.remove(subscriber)
+
+    def _close_subscribers(self) -> None:
+        for subscriber in self._subscribers:
+            subscriber.close()
+        self._subscribers.clear()
+
+    def describe(self, device_id: str) -> str:
+        """A one-line summary for logs and displays (URL secrets redacted)."""
+        profile = self.device_registry.lifecycle(device_id).profile
+        return f"{device_id} {profile.status} {redact_url(profile.server_url)}"
+
+
+@asynccontextmanager
+async def open_constellation(
+    config: StellateConfig, **overrides: Any
+) -> AsyncIterator[ConstellationDeviceManager]:
+    """A running manager with every device of ``config`` added (auto_connect ones connecting)."""
+    manager = ConstellationDeviceManager.from_config(config, **overrides)
+    async with manager:
+        manager.add_config(config)
+        yield manager

@@ -1,0 +1,336 @@
+"""One trio task per device: it drives the device's lifecycle and performs its effects.
+
+The runner is the only code that does I/O for a device. It looks at the state, performs the one
+step that state calls for (open the socket, send REGISTER, wait for the answer, request
+telemetry, wait out the backoff), and feeds the outcome back into the machine as an event. The
+machine decides; the runner obeys. Everything the task waits on arrives through one inbox:
+
+* frames decoded by the connection's single reader task,
+* the heartbeat task's "lease expired",
+* the owner's commands (connect, retry, disconnect).
+
+Each connection has a generation number, so a late item from a socket that is already gone can
+never be mistaken for news about the current one. Heartbeats and the reader live in a nursery
+that is a child of the device task: cancelling the device (or the whole manager) cancels them
+and closes the socket, leaking nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+import attrs
+import trio
+
+from .fsm import (
+    CloseConnection,
+    DeviceLifecycle,
+    DeviceStatus,
+    Effect,
+    IllegalTransition,
+    OpenConnection,
+    RequestTelemetry,
+    SendRegister,
+    StartHeartbeat,
+)
+from .protocol import (
+    ConnectError,
+    Connection,
+    ConnectionClosed,
+    Connector,
+    ConstellationSession,
+    DeviceInfo,
+    HeartbeatAck,
+    PeerError,
+    ProtocolViolation,
+    Registered,
+    Rejected,
+)
+from .protocol.session_client import ClientEvent
+from .redact import redact_url
+
+logger = logging.getLogger(__name__)
+
+#: States in which the device holds an open socket.
+_CONNECTED_PHASES = frozenset(
+    {
+        DeviceStatus.CONNECTED,
+        DeviceStatus.REGISTERING,
+        DeviceStatus.TELEMETRY,
+        DeviceStatus.IDLE,
+        DeviceStatus.BUSY,
+    }
+)
+
+#: How long closing a socket may take before we drop it (a silent peer must not hold us).
+CLOSE_GRACE = 2.0
+
+CommandName = Literal["connect", "retry", "disconnect"]
+
+
+@attrs.frozen
+class RunnerSettings:
+    task_name: str = "stellate"
+    heartbeat_interval: float = 30.0
+    miss_limit: int = 3
+
+
+@attrs.frozen
+class Command:
+    """An instruction from the device's owner (the manager)."""
+
+    name: CommandName
+
+
+@attrs.frozen
+class _FromPeer:
+    generation: int
+    event: ClientEvent
+
+
+@attrs.frozen
+class _Closed:
+    generation: int
+    reason: str
+
+
+@attrs.frozen
+class _LeaseExpired:
+    generation: int
+    silent_for: float
+
+
+InboxItem = Command | _FromPeer | _Closed | _LeaseExpired
+
+SessionFactory = Callable[[str, str], ConstellationSession]
+
+
+def _is_target_absent(reason: str) -> bool:
+    return "is not connected" in reason
+
+
+class DeviceRunner:
+    """Runs one device until cancelled. Create with an inbox; send ``Command``s into it."""
+
+    def __init__(
+        self,
+        lifecycle: DeviceLifecycle,
+        connector: Connector,
+        settings: RunnerSettings,
+        inbox: trio.MemoryReceiveChannel[InboxItem],
+        inbox_sender: trio.MemorySendChannel[InboxItem],
+        session_factory: SessionFactory = ConstellationSession,
+    ) -> None:
+        self.lc = lifecycle
+        self._connector = connector
+        self._settings = settings
+        self._inbox = inbox
+        self._to_inbox = inbox_sender
+        self._new_session = session_factory
+        self._generation = 0
+        self._last_ack = 0.0
+        # True once the device reached IDLE since the owner last (re)started it: a target that
+        # is briefly absent while we recover is a connection problem, not a rejection.
+        self._recovering = False
+
+    # -- the outer loop: one state at a time ------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            state = self.lc.state
+            if state is DeviceStatus.CONNECTING:
+                await self._connection()
+            elif state is DeviceStatus.BACKOFF:
+                item = await self._next(self.lc.timeout)
+                if item is None:
+                    self._fire("timed_out")
+                elif isinstance(item, Command):
+                    self._command_while_waiting(item)
+            else:  # DISCONNECTED or FAILED: only the owner moves us on
+                item = await self._next(None)
+                if isinstance(item, Command):
+                    self._command_while_waiting(item)
+
+    def _command_while_waiting(self, command: Command) -> None:
+        state = self.lc.state
+        if command.name == "disconnect":
+            if state is not DeviceStatus.DISCONNECTED:
+                self._fire("disconnect")
+            return
+        self._recovering = False
+        if state is DeviceStatus.DISCONNECTED:
+            self._fire("connect")
+        elif state is DeviceStatus.FAILED:
+            self._fire("retry")
+        elif state is DeviceStatus.BACKOFF:  # "connect now": cut the wait short
+            self._fire("timed_out")
+
+    async def _next(self, timeout: float | None) -> InboxItem | None:
+        """The next current item from the inbox, or None when ``timeout`` passes."""
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            while True:
+                item = await self._inbox.receive()
+                if isinstance(item, Command) or item.generation == self._generation:
+                    return item
+        return None
+
+    # -- phase 2 and beyond: one connection's lifetime ----------------------------------------
+    async def _connection(self) -> None:
+        url = self.lc.profile.server_url
+        timeout = self.lc.timeout
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        try:
+            with trio.CancelScope(deadline=deadline) as connect_scope:
+                async with self._connector.open(url) as conn:
+                    connect_scope.deadline = math.inf  # connected: the connect deadline is over
+                    await self._connected(conn)
+        except (ConnectError, OSError) as exc:
+            if self.lc.state is DeviceStatus.CONNECTING:
+                self._fire("connection_failed", reason=str(exc) or type(exc).__name__)
+            return
+        except ConnectionClosed as exc:  # closed while the context manager was leaving
+            if self.lc.state in _CONNECTED_PHASES:
+                self._fire("connection_failed", reason=f"connection closed ({exc.code})")
+            return
+        finally:
+            self._generation += 1  # whatever that socket still says is stale from now on
+        if connect_scope.cancelled_caught and self.lc.state is DeviceStatus.CONNECTING:
+            logger.info("device %s: connect to %s timed out", self.lc.device_id, redact_url(url))
+            self._fire("timed_out")
+
+    async def _connected(self, conn: Connection) -> None:
+        session = self._new_session(self._settings.task_name, self.lc.device_id)
+        generation = self._generation
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, conn, session, generation)
+            try:
+                pending = self._fire("connection_opened")
+                while True:
+                    while pending:
+                        pending = await self._perform(pending, conn, session, nursery)
+                    if self.lc.state not in _CONNECTED_PHASES:
+                        break
+                    item = await self._next(self.lc.timeout)
+                    pending = self._on_item(item)
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True) as close_scope:
+                    close_scope.deadline = trio.current_time() + CLOSE_GRACE
+                    await conn.aclose(1000, "stellate: device released")
+
+    async def _perform(
+        self,
+        effects: list[Effect],
+        conn: Connection,
+        session: ConstellationSession,
+        nursery: trio.Nursery,
+    ) -> list[Effect]:
+        """Perform effects in order; return the effects of any event they caused."""
+        follow_up: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, SendRegister):
+                if await self._send(conn, session.register()):
+                    follow_up += self._fire("register_sent")
+                else:
+                    return []
+            elif isinstance(effect, RequestTelemetry):
+                if not await self._send(conn, session.request_device_info()):
+                    return []
+            elif isinstance(effect, StartHeartbeat):
+                self._recovering = True
+                nursery.start_soon(self._heartbeat, conn, session, self._generation)
+            elif isinstance(effect, CloseConnection | OpenConnection):
+                pass  # the connection's lifetime is the ``async with`` in _connection
+        return follow_up
+
+    async def _send(self, conn: Connection, frame: str) -> bool:
+        try:
+            await conn.send(frame)
+        except ConnectionClosed as exc:
+            self._fire("connection_failed", reason=f"connection closed ({exc.code})")
+            return False
+        return True
+
+    def _on_item(self, item: InboxItem | None) -> list[Effect]:
+        state = self.lc.state
+        if item is None:
+            return self._fire("timed_out")
+        if isinstance(item, Command):
+            if item.name == "disconnect":
+                return self._fire("disconnect")
+            return []  # already connecting or connected
+        if isinstance(item, _Closed):
+            return self._fire("connection_failed", reason=item.reason)
+        if isinstance(item, _LeaseExpired):
+            return self._fire(
+                "connection_failed",
+                reason=f"heartbeat lease expired (silent for {item.silent_for:.1f}s)",
+            )
+        event = item.event
+        if isinstance(event, Registered) and state is DeviceStatus.REGISTERING:
+            self._last_ack = trio.current_time()
+            return self._fire("registration_answered", accepted=True)
+        if isinstance(event, Rejected) and state is DeviceStatus.REGISTERING:
+            if self._recovering and _is_target_absent(event.reason):
+                return self._fire("connection_failed", reason=event.reason)
+            return self._fire("registration_answered", accepted=False, reason=event.reason)
+        if isinstance(event, DeviceInfo):
+            if state is DeviceStatus.TELEMETRY:
+                return self._fire("telemetry_received", system_info=event.system_info)
+            return []  # a late answer after the telemetry deadline: nothing to do
+        if isinstance(event, HeartbeatAck):
+            self._last_ack = trio.current_time()
+            self.lc.heartbeat_seen(datetime.now(UTC))
+            return []
+        if isinstance(event, PeerError):
+            return self._fire("connection_failed", reason=f"server error: {event.reason}")
+        if isinstance(event, ProtocolViolation):
+            logger.warning("device %s: protocol violation: %s", self.lc.device_id, event.reason)
+            if state in (DeviceStatus.REGISTERING,):
+                return self._fire("connection_failed", reason=f"protocol violation: {event.reason}")
+            return []  # garbage after registration is logged and ignored
+        return []
+
+    # -- child tasks of one connection ------------------------------------------------------
+    async def _read(self, conn: Connection, session: ConstellationSession, generation: int) -> None:
+        """The socket's only reader: decode frames and queue what they mean."""
+        try:
+            while True:
+                frame = await conn.receive()
+                for event in session.receive(frame):
+                    await self._to_inbox.send(_FromPeer(generation, event))
+        except ConnectionClosed as exc:
+            reason = f"connection closed by server (code {exc.code})"
+            if exc.reason:
+                reason += f": {exc.reason}"
+            await self._to_inbox.send(_Closed(generation, reason))
+
+    async def _heartbeat(
+        self, conn: Connection, session: ConstellationSession, generation: int
+    ) -> None:
+        """Send heartbeats; declare the lease expired when acks stop coming."""
+        interval = self._settings.heartbeat_interval
+        lease = interval * self._settings.miss_limit
+        self._last_ack = trio.current_time()
+        while True:
+            await trio.sleep(interval)
+            silent = trio.current_time() - self._last_ack
+            if silent >= lease:
+                await self._to_inbox.send(_LeaseExpired(generation, silent))
+                return
+            try:
+                await conn.send(session.heartbeat())
+            except ConnectionClosed:
+                return  # the reader reports the closure
+
+    # -- the machine --------------------------------------------------------------------------
+    def _fire(self, trigger: str, **data: object) -> list[Effect]:
+        try:
+            return self.lc.fire(trigger, **data)
+        except IllegalTransition:
+            logger.exception("device %s: runner fired an illegal event", self.lc.device_id)
+            raise
