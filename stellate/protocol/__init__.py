@@ -9,6 +9,7 @@ from .messages import (
     ServerMessageType,
     TaskStatus,
 )
+from .registry import ClientEntry, ClientRegistry
 from .session_client import (
     ClientEvent,
     ConstellationSession,
@@ -25,13 +26,25 @@ from .session_client import (
     SessionPhase,
     SessionStateError,
 )
+from .session_server import (
+    Close,
+    Evict,
+    Send,
+    ServerAction,
+    ServerPhase,
+    ServerPolicy,
+    ServerSession,
+)
 from .transport import ConnectError, Connection, ConnectionClosed, Connector, TransportError
 
 __all__ = [
+    "ClientEntry",
     "ClientEvent",
     "ClientMessage",
     "ClientMessageType",
+    "ClientRegistry",
     "ClientType",
+    "Close",
     "ConnectError",
     "Connection",
     "ConnectionClosed",
@@ -40,6 +53,7 @@ __all__ = [
     "DeviceEvent",
     "DeviceInfo",
     "DeviceSession",
+    "Evict",
     "HeartbeatAck",
     "Ignored",
     "PeerError",
@@ -48,8 +62,13 @@ __all__ = [
     "Registered",
     "Rejected",
     "Reply",
+    "Send",
+    "ServerAction",
     "ServerMessage",
     "ServerMessageType",
+    "ServerPhase",
+    "ServerPolicy",
+    "ServerSession",
     "SessionPhase",
     "SessionStateError",
     "TaskStatus",

@@ -1,0 +1,360 @@
+"""Sans-IO agent-server session: one per accepted socket.
+
+The trio edge feeds it what happened — a frame arrived, the deadline passed, the socket is
+gone — with the time it happened (``at``), and performs the actions it returns: ``Send`` a
+frame, ``Close`` the socket, or ``Evict`` another connection (send it a last error frame and
+close it). ``deadline`` says when the edge must call ``deadline_passed``: the registration
+deadline before a register frame, the heartbeat lease of a registered device after it.
+
+On the wire this is the reference server (same confirmation, same error texts, same
+device-info answers), with the fixes listed at the end of ``wire.md``; each fix is marked
+``Fix n`` below with its number there.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from .codec import ProtocolError, decode_client, encode_server
+from .messages import (
+    ClientMessage,
+    ClientMessageType,
+    ClientType,
+    ServerMessage,
+    ServerMessageType,
+    TaskStatus,
+)
+from .registry import ClientEntry, ClientRegistry
+from .session_client import default_new_id, default_now
+
+__all__ = [
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_TOO_BIG",
+    "CLOSE_UNSUPPORTED_DATA",
+    "Close",
+    "Evict",
+    "Send",
+    "ServerAction",
+    "ServerPhase",
+    "ServerPolicy",
+    "ServerSession",
+]
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+
+MISMATCHED_CLIENT_TYPE = "client_type does not match the registered connection"
+MISMATCHED_CLIENT_ID = "client_id does not match the registered connection"
+
+
+@attrs.frozen
+class ServerPolicy:
+    """Server timing. A device silent for ``heartbeat_interval × miss_limit`` is declared lost."""
+
+    registration_timeout: float = 10.0
+    heartbeat_interval: float = 30.0
+    miss_limit: int = 3
+
+    @property
+    def lease(self) -> float:
+        return self.heartbeat_interval * self.miss_limit
+
+
+class ServerPhase(enum.Enum):
+    AWAITING_REGISTER = "awaiting_register"
+    REGISTERED = "registered"
+    CLOSED = "closed"
+
+
+@attrs.frozen
+class Send:
+    """Send ``frame`` on this session's socket."""
+
+    frame: str
+
+
+@attrs.frozen
+class Close:
+    """Close this session's socket; the session has already left the registry."""
+
+    code: int
+    reason: str
+
+
+@attrs.frozen(eq=False)
+class Evict:
+    """Tell another connection to send ``frame`` (if any) and close with ``code``."""
+
+    session: ServerSession
+    frame: str | None
+    code: int
+    reason: str
+
+
+ServerAction = Send | Close | Evict
+
+
+def _close_reason(text: str) -> str:
+    """A close reason is limited to 123 UTF-8 bytes; cut on a character boundary."""
+    return text.encode()[:120].decode(errors="ignore")
+
+
+class ServerSession:
+    """The server's side of one socket.
+
+    Args:
+        registry: the server-wide registry this session registers into.
+        accepted_at: when the socket was accepted (starts the registration deadline).
+        policy: deadlines and lease.
+        now: ISO-8601 time stamps for outgoing frames.
+        new_id: fresh ``response_id`` values.
+    """
+
+    def __init__(
+        self,
+        registry: ClientRegistry,
+        accepted_at: float,
+        *,
+        policy: ServerPolicy = ServerPolicy(),
+        now: Callable[[], str] = default_now,
+        new_id: Callable[[], str] = default_new_id,
+    ) -> None:
+        self._registry = registry
+        self._policy = policy
+        self._now = now
+        self._new_id = new_id
+        self.phase = ServerPhase.AWAITING_REGISTER
+        self.client_id: str | None = None
+        self.client_type: ClientType | None = None
+        self.target_id: str | None = None
+        self._deadline = accepted_at + policy.registration_timeout
+
+    def __repr__(self) -> str:
+        return f"<ServerSession {self.client_id or '?'} {self.phase.value}>"
+
+    @property
+    def deadline(self) -> float:
+        """When ``deadline_passed`` is due (``inf``: no deadline)."""
+        return self._deadline
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def receive(self, frame: str | bytes, at: float) -> list[ServerAction]:
+        """A frame arrived at time ``at``."""
+        if self.phase is ServerPhase.CLOSED:
+            return []
+        if isinstance(frame, bytes):
+            # Fix 3: the reference drops the client but leaves the socket open.
+            return self._shut_down(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported")
+        try:
+            message = decode_client(frame)
+        except ProtocolError as exc:
+            if self.phase is ServerPhase.AWAITING_REGISTER:  # Fix 2
+                return self._shut_down(CLOSE_POLICY_VIOLATION, f"invalid first frame: {exc}")
+            return [self._error(f"invalid message: {exc}")]
+        if self.phase is ServerPhase.AWAITING_REGISTER:
+            return self._register(message, at)
+        return self._registered_frame(message, at)
+
+    def deadline_passed(self, at: float) -> list[ServerAction]:
+        """The edge's deadline fired; a no-op if it is not yet due (e.g. a lease was renewed)."""
+        if self.phase is ServerPhase.CLOSED or at < self._deadline:
+            return []
+        if self.phase is ServerPhase.AWAITING_REGISTER:  # Fix 2: silent sockets
+            timeout = self._policy.registration_timeout
+            return self._shut_down(
+                CLOSE_POLICY_VIOLATION, f"no register frame within {timeout:g} s"
+            )
+        # Fix 7: the lease of a registered device ran out.
+        return self._shut_down(
+            CLOSE_POLICY_VIOLATION,
+            f"no heartbeat for {self._policy.lease:g} s; connection declared lost",
+        )
+
+    def connection_lost(self, at: float) -> list[ServerAction]:
+        """The socket is gone (peer closed, network broke, or we closed it)."""
+        if self.phase is ServerPhase.CLOSED:
+            return []
+        self.phase = ServerPhase.CLOSED
+        self._deadline = math.inf
+        return self._deregister()
+
+    # --- registration -----------------------------------------------------------------------
+
+    def _register(self, message: ClientMessage, at: float) -> list[ServerAction]:
+        if message.type is not ClientMessageType.REGISTER:
+            return self._shut_down(
+                CLOSE_POLICY_VIOLATION,
+                f"first frame must be a register frame, got {message.type.value!r}",
+            )
+        client_id = message.client_id
+        if not client_id:
+            return self._shut_down(CLOSE_POLICY_VIOLATION, "register frame without client_id")
+
+        evictions: list[ServerAction] = []
+        existing = self._registry.get(client_id)
+        if existing is not None:
+            if not existing.is_stale(at):
+                return self._shut_down(
+                    CLOSE_NORMAL,
+                    f"client_id '{client_id}' is already registered; "
+                    "duplicate registrations are not allowed",
+                )
+            # Fix 5: a stale registration (lease expired or socket gone) is replaced.
+            logger.info("replacing stale registration of %s", client_id)
+            evictions.append(self._replace(existing))
+
+        metadata = message.metadata or {}
+        entry = ClientEntry(
+            client_id=client_id, client_type=message.client_type, owner=self, registered_at=at
+        )
+        if message.client_type is ClientType.CONSTELLATION:
+            target = message.target_id
+            if target is not None and self._registry.live_device(target, at) is None:
+                return [
+                    *evictions,
+                    *self._shut_down(CLOSE_NORMAL, f"Target device '{target}' is not connected"),
+                ]
+            entry.target_id = target
+        else:
+            system_info = metadata.get("system_info")
+            entry.system_info = system_info if isinstance(system_info, dict) else None
+            platform = metadata.get("platform")
+            entry.platform = platform if isinstance(platform, str) else None
+            entry.lease_expires = at + self._policy.lease
+
+        self._registry.add(entry)
+        self.phase = ServerPhase.REGISTERED
+        self.client_id = client_id
+        self.client_type = message.client_type
+        self.target_id = entry.target_id
+        self._deadline = entry.lease_expires
+        logger.info("registered %s %s", message.client_type.value, client_id)
+        return [*evictions, self._ack()]
+
+    def _replace(self, stale: ClientEntry) -> Evict:
+        owner = stale.owner
+        assert isinstance(owner, ServerSession)
+        frame = encode_server(self._error_message("connection replaced by a newer registration"))
+        return Evict(owner, frame, CLOSE_NORMAL, "replaced by a newer registration")
+
+    # --- after registration -----------------------------------------------------------------
+
+    def _registered_frame(self, message: ClientMessage, at: float) -> list[ServerAction]:
+        if message.client_id is not None and message.client_id != self.client_id:
+            return [self._error(MISMATCHED_CLIENT_ID)]
+        if message.type is ClientMessageType.HEARTBEAT:
+            # Fix 1: a heartbeat grants nothing, so its claimed client_type does not matter
+            # (reference constellations send "device" and would otherwise be refused forever).
+            return self._heartbeat(at)
+        if message.client_type is not self.client_type:
+            return [self._error(MISMATCHED_CLIENT_TYPE)]
+        if message.type is ClientMessageType.DEVICE_INFO_REQUEST:
+            return [self._device_info(message, at)]
+        if message.type is ClientMessageType.REGISTER:
+            return [self._error("this connection is already registered")]
+        if message.type in (ClientMessageType.ERROR, ClientMessageType.DEVICE_INFO_RESPONSE):
+            logger.debug("%s sent %s; nothing to do", self.client_id, message.type.value)
+            return []
+        return [self._error(f"{message.type.value!r} frames are not supported by this server")]
+
+    def _heartbeat(self, at: float) -> list[ServerAction]:
+        if self.client_type is ClientType.DEVICE and self.client_id is not None:
+            self._deadline = at + self._policy.lease
+            self._registry.renew(self.client_id, self, self._deadline)
+        return [self._ack()]
+
+    def _device_info(self, message: ClientMessage, at: float) -> ServerAction:
+        requested = message.target_id or self.target_id
+        if self.client_type is not ClientType.CONSTELLATION:
+            return self._error("only constellation clients may request device info")
+        if requested is None or requested != self.target_id:
+            # Fix 6: the reference answers any device's telemetry to any constellation.
+            return self._error(
+                f"device info is only available for this connection's target "
+                f"{self.target_id!r}, not {requested!r}"
+            )
+        device = self._registry.live_device(requested, at)
+        result: Any
+        if device is not None and device.system_info is not None:
+            result = device.system_info
+        else:
+            result = {"error": f"Device {requested} not found or no system info available"}
+        # response_id echoes request_id, even when the client sent none (as the reference).
+        return Send(
+            encode_server(
+                ServerMessage(
+                    type=ServerMessageType.DEVICE_INFO_RESPONSE,
+                    status=TaskStatus.OK,
+                    timestamp=self._now(),
+                    response_id=message.request_id,
+                    result=result,
+                )
+            )
+        )
+
+    # --- leaving ----------------------------------------------------------------------------
+
+    def _shut_down(self, code: int, reason: str) -> list[ServerAction]:
+        """Say why (an error frame), leave the registry, and close."""
+        actions: list[ServerAction] = [self._error(reason)]
+        self.phase = ServerPhase.CLOSED
+        self._deadline = math.inf
+        actions.extend(self._deregister())
+        actions.append(Close(code, _close_reason(reason)))
+        logger.info("closing %r (%d): %s", self, code, reason)
+        return actions
+
+    def _deregister(self) -> list[ServerAction]:
+        if self.client_id is None:
+            return []
+        entry = self._registry.remove(self.client_id, self)
+        if entry is None or entry.client_type is not ClientType.DEVICE:
+            return []
+        logger.info("device %s left", entry.client_id)
+        # Fix 4: constellations acting on this device are told at once.
+        text = f"Target device '{entry.client_id}' disconnected"
+        frame = encode_server(self._error_message(text))
+        return [
+            Evict(c.owner, frame, CLOSE_NORMAL, text)
+            for c in self._registry.constellations_of(entry.client_id)
+            if isinstance(c.owner, ServerSession)
+        ]
+
+    # --- frames -----------------------------------------------------------------------------
+
+    def _error_message(self, text: str) -> ServerMessage:
+        return ServerMessage(
+            type=ServerMessageType.ERROR,
+            status=TaskStatus.ERROR,
+            error=text,
+            timestamp=self._now(),
+            response_id=self._new_id(),
+        )
+
+    def _error(self, text: str) -> Send:
+        return Send(encode_server(self._error_message(text)))
+
+    def _ack(self) -> Send:
+        """A heartbeat/ok frame with a fresh response_id: both confirmation and heartbeat ack."""
+        return Send(
+            encode_server(
+                ServerMessage(
+                    type=ServerMessageType.HEARTBEAT,
+                    status=TaskStatus.OK,
+                    timestamp=self._now(),
+                    response_id=self._new_id(),
+                )
+            )
+        )
