@@ -160,7 +160,7 @@ async def test_invalid_urls_are_connect_errors(bad: str) -> None:
             pass
 
 
-async def test_silent_server_times_out_as_connect_error(nursery: trio.Nursery) -> None:
+async def test_silent_server_times_out_as_connect_error() -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     held: list[trio.SocketStream] = []
@@ -169,11 +169,15 @@ async def test_silent_server_times_out_as_connect_error(nursery: trio.Nursery) -
         while True:
             held.append(await listener.accept())
 
-    nursery.start_soon(accept_and_ignore, listeners[0])
-    impatient = WebSocketConnector(connect_timeout=0.3)
-    with trio.fail_after(LIMIT), pytest.raises(ConnectError) as timed_out:
-        async with impatient.open(url(port)):
-            pass
+    async with trio.open_nursery() as inner:
+        inner.start_soon(accept_and_ignore, listeners[0])
+        impatient = WebSocketConnector(connect_timeout=0.3)
+        with trio.fail_after(LIMIT), pytest.raises(ConnectError) as timed_out:
+            async with impatient.open(url(port)):
+                pass
+        inner.cancel_scope.cancel()
+    for resource in [*held, *listeners]:
+        await resource.aclose()
     assert "timed out" in str(timed_out.value)
     assert KEY not in str(timed_out.value)
 

@@ -1,0 +1,70 @@
+"""redact_url / redact_text / RedactingFilter."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from stellate.redact import RedactingFilter, redact_text, redact_url
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ws://127.0.0.1:5005/ws?token=abc", "ws://127.0.0.1:5005/ws?token=***"),
+        ("ws://h/ws", "ws://h/ws"),
+        ("ws://h/ws?token=", "ws://h/ws?token=***"),
+        ("ws://h/ws?a=1&api_key=x&b=2", "ws://h/ws?a=1&api_key=***&b=2"),
+        ("wss://h/ws?Client_Secret=x&password=y", "wss://h/ws?Client_Secret=***&password=***"),
+        ("wss://bob:hunter2@h:443/ws", "wss://bob:***@h:443/ws"),
+        ("wss://bob@h/ws", "wss://bob@h/ws"),
+        ("ws://h/ws?token=a%26b&x=1#frag", "ws://h/ws?token=***&x=1#frag"),
+        ("ws://h/ws?debug=1&name=token", "ws://h/ws?debug=1&name=token"),
+        ("ws://[::1:bad/ws?token=s", "ws://[::1:bad/ws?token=***"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_redact_text_finds_urls_and_literal_secrets() -> None:
+    text = "retry ws://h:1/ws?token=abc&x=1, proxy http://u:pw@p/ and key K€Y / K%E2%82%ACY"
+    out = redact_text(text, ["K€Y"])
+    assert "abc" not in out and "pw@" not in out and "K€Y" not in out and "%E2%82%AC" not in out
+    assert "x=1" in out and "ws://h:1/ws?token=***" in out
+
+
+def make_logger(filt: RedactingFilter) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(filt)
+    logger = logging.getLogger(f"test_redact.{id(filt)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return logger, stream
+
+
+def test_filter_redacts_messages_args_and_tracebacks() -> None:
+    filt = RedactingFilter(["topsecret"])
+    logger, stream = make_logger(filt)
+    logger.info("connecting to %s", "ws://h/ws?token=topsecret")
+    logger.info("key is %s", "topsecret")
+    try:
+        raise ValueError("bad key topsecret in ws://h/ws?token=zzz")
+    except ValueError:
+        logger.exception("failed")
+    filt.add_secret("later")
+    logger.warning("later on")
+    out = stream.getvalue()
+    assert "topsecret" not in out and "zzz" not in out and "later" not in out
+    assert "ws://h/ws?token=***" in out and "ValueError" in out
+
+
+def test_filter_keeps_ordinary_records_untouched() -> None:
+    filt = RedactingFilter()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "n=%d", (3,), None)
+    assert filt.filter(record)
+    assert record.args == (3,) and record.getMessage() == "n=3"
