@@ -41,7 +41,7 @@ import attrs
 import trio
 import trio_websocket
 
-from ..protocol.transport import ConnectError, ConnectionClosed
+from ..protocol.transport import ConnectError, Connection, ConnectionClosed
 from ..redact import redact_url
 
 __all__ = [
@@ -403,8 +403,11 @@ class AcceptedRequest:
     path: str
 
 
-ServerHandler = Callable[[WebSocketConnection, AcceptedRequest], Awaitable[None]]
-"""``async def handler(conn, info)``: serves one connection; returning closes it (1000)."""
+ServerHandler = Callable[[Connection, AcceptedRequest], Awaitable[None]]
+"""``async def handler(conn, info)``: serves one connection; returning closes it (1000).
+
+Typed against the ``Connection`` port so one handler serves real and in-memory connections.
+"""
 
 
 def _token_ok(query: str, api_key: str) -> bool:
