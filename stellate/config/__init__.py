@@ -1,0 +1,20 @@
+"""Configuration: ``devices.yaml`` → a validated, typed :class:`StellateConfig`.
+
+Every problem in a file is reported at once, each as ``FILE:LINE: field: message``.
+"""
+
+from .loader import DEFAULT_CONFIG_PATH, load_config, loads_config
+from .model import DeviceConfig, InvalidFields, ManagerSettings, StellateConfig
+from .problems import ConfigError, Problem
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "DeviceConfig",
+    "InvalidFields",
+    "ManagerSettings",
+    "Problem",
+    "StellateConfig",
+    "load_config",
+    "loads_config",
+]

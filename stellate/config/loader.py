@@ -1,0 +1,166 @@
+"""Read ``devices.yaml`` into a :class:`StellateConfig`, or report everything wrong with it.
+
+The file is parsed once into a node tree (for line numbers) and constructed from that same
+tree (for values). Checks run in layers, each collecting rather than stopping: duplicate keys
+and duplicate device ids on the raw document, then types and unknown keys (the converter), then
+value rules (the model). Bad input always ends in :class:`ConfigError`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cattrs.errors import CattrsError
+
+from .converter import CONVERTER
+from .findings import Finding, findings
+from .locate import DuplicateKey, duplicate_keys, locate
+from .model import ConfigDocument, InvalidFields, StellateConfig, format_path
+from .problems import ConfigError, Problem, describe
+
+logger = logging.getLogger(__name__)
+
+#: Where ``stellate`` looks when no file is named.
+DEFAULT_CONFIG_PATH = "config/galaxy/devices.yaml"
+
+_TOP_LEVEL_HINT = "expected a mapping with a 'devices' list at the top level"
+
+
+def load_config(path: str | os.PathLike[str]) -> StellateConfig:
+    """Load and validate a config file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or not a valid config; its
+            ``problems`` list every problem found.
+    """
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError([Problem(source, 0, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem(source, 0, "", "is a directory, not a YAML file")]) from None
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (bad byte at offset {exc.start})"
+        raise ConfigError([Problem(source, 0, "", message)]) from None
+    except OSError as exc:
+        message = f"cannot read file: {exc.strerror or exc}"
+        raise ConfigError([Problem(source, 0, "", message)]) from None
+    config = loads_config(text, source)
+    logger.debug("loaded %d devices from %s", len(config.devices), source)
+    return config
+
+
+def loads_config(text: str, source: str = "<string>") -> StellateConfig:
+    """Validate a config given as YAML text; ``source`` names it in problems.
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    root, data, duplicates = _parse(text, source)
+    if root is None:
+        raise ConfigError([Problem(source, 1, "", f"empty file: {_TOP_LEVEL_HINT}")])
+    if not isinstance(data, dict):
+        message = f"{_TOP_LEVEL_HINT}, got {describe(data)}"
+        raise ConfigError([Problem(source, locate(root, ()), "", message)])
+
+    problems = [
+        Problem(
+            source,
+            dup.line,
+            format_path(dup.path),
+            f"duplicate key (first at line {dup.first_line})",
+        )
+        for dup in duplicates
+    ]
+    problems += _fleet_problems(root, data, source)
+
+    document: ConfigDocument | None = None
+    try:
+        document = CONVERTER.structure(data, ConfigDocument)
+    except (CattrsError, TypeError, ValueError, KeyError) as exc:
+        problems += [_problem(root, source, finding) for finding in findings(exc)]
+
+    if problems or document is None:
+        raise ConfigError(sorted(problems, key=lambda problem: problem.line))
+    try:
+        return StellateConfig(devices=document.devices, manager=document.manager, source=source)
+    except InvalidFields as exc:  # pragma: no cover - _fleet_problems checks the same rules
+        raise ConfigError([_problem(root, source, finding) for finding in findings(exc)]) from None
+
+
+def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any, list[DuplicateKey]]:
+    """Compose the node tree and construct the values from it (one parse, both views).
+
+    Keys written twice are collected in between: building the values flattens ``<<`` merges
+    into the node tree, after which a merged key would look like a repeated one.
+    """
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # a ReaderError: a character YAML does not allow
+        raise ConfigError([_reader_problem(text, source, exc)]) from None
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None, []
+        duplicates = list(duplicate_keys(root))
+        data = loader.construct_document(root)
+        return root, data, duplicates
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + 1 if mark is not None else 1
+        what = exc.problem or "invalid YAML"
+        if exc.context:
+            what = f"{what} ({exc.context})"
+        kind = (
+            "invalid YAML"
+            if isinstance(exc, yaml.constructor.ConstructorError)
+            else "YAML syntax error"
+        )
+        raise ConfigError([Problem(source, line, "", f"{kind}: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_reader_problem(text, source, exc)]) from None
+    finally:
+        loader.dispose()
+
+
+def _reader_problem(text: str, source: str, exc: yaml.YAMLError) -> Problem:
+    """A character YAML refuses (a control character, say): the reader gives only an offset."""
+    position = getattr(exc, "position", 0)
+    line = text.count("\n", 0, position) + 1
+    detail = " ".join(str(exc).split("\n")[0].split())
+    return Problem(source, line, "", f"not valid YAML text: {detail}")
+
+
+def _fleet_problems(root: yaml.Node, data: dict[Any, Any], source: str) -> list[Problem]:
+    """Rules over the device list, checked on the raw data so they hold even when a device
+    has other problems: at least one device, and no device_id used twice."""
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return []  # missing or mistyped: the converter reports it
+    if not devices:
+        return [Problem(source, locate(root, ("devices",)), "devices", "no devices configured")]
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    for index, item in enumerate(devices):
+        device_id = item.get("device_id") if isinstance(item, dict) else None
+        if not isinstance(device_id, str):
+            continue
+        path = ("devices", index, "device_id")
+        line = locate(root, path)
+        if device_id in first_line:
+            first = first_line[device_id]
+            message = f"duplicate device_id {device_id!r} (first defined at line {first})"
+            problems.append(Problem(source, line, format_path(path), message))
+        else:
+            first_line[device_id] = line
+    return problems
+
+
+def _problem(root: yaml.Node, source: str, finding: Finding) -> Problem:
+    line = locate(root, finding.path, at_key=finding.at_key)
+    return Problem(source, line, format_path(finding.path), finding.message)

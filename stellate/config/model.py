@@ -1,0 +1,304 @@
+"""The typed shape of ``devices.yaml``: frozen attrs values and the rules their fields obey.
+
+Types are checked by the converter (``converter.py``); value rules (ranges, URL shape, no
+whitespace in ids) live here, in each class's ``rule_violations`` and run from
+``__attrs_post_init__``, so a config built in code is held to the same rules as one read from a
+file. A class checks *all* of its rules before raising one :class:`InvalidFields` naming every
+offending field, so the loader can report every problem in a file at once, not the first.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from ..fsm import AgentProfile, RetryPolicy
+from .problems import describe
+
+#: A field's position inside the document: keys and list indices, outermost first.
+FieldPath = tuple[str | int, ...]
+
+#: Fields whose values must never appear in a repr, a log line or an error message.
+SECRET_FIELDS = frozenset({"api_key"})
+
+
+class InvalidFields(ValueError):
+    """One or more fields broke their rules; ``violations`` lists them all.
+
+    Each violation is ``(path, message)``, the path relative to the object that raised.
+    """
+
+    def __init__(self, violations: list[tuple[FieldPath, str]]) -> None:
+        self.violations = tuple(violations)
+        super().__init__(
+            "; ".join(f"{format_path(path)}: {message}" for path, message in self.violations)
+        )
+
+
+def format_path(path: FieldPath) -> str:
+    """``("devices", 0, "max_retries")`` → ``devices[0].max_retries``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+# --- value rules: each yields what is wrong, nothing when all is well ---
+
+
+def _number_rule(value: float, *, minimum: float, inclusive: bool) -> Iterator[str]:
+    if not math.isfinite(value):
+        yield f"must be a finite number, got {value!r}"
+    elif value < minimum or (not inclusive and value == minimum):
+        yield f"must be {'>=' if inclusive else '>'} {minimum:g}, got {value!r}"
+
+
+def _server_url_rule(url: str) -> Iterator[str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        yield f"must be a ws:// or wss:// URL, got {url!r}"
+        return
+    if any(ch.isspace() for ch in url):
+        yield f"must not contain whitespace, got {url!r}"
+    if not parts.hostname:
+        yield f"has no host, got {url!r}"
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily, on access
+    except ValueError:
+        yield f"has an invalid port, got {url!r}"
+
+
+def _json_like(value: Any, path: FieldPath, seen: set[int]) -> Iterator[tuple[FieldPath, str]]:
+    """Metadata travels to the server as JSON: anything else (dates, sets, bytes) is refused."""
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            yield path, f"must be a finite number (metadata is sent as JSON), got {value!r}"
+        return
+    if isinstance(value, list | dict):
+        if id(value) in seen:
+            yield path, "refers to itself (a recursive YAML alias)"
+            return
+        seen = seen | {id(value)}
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from _json_like(item, (*path, index), seen)
+            return
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield path, f"keys must be strings, got {type(key).__name__} {key!r}"
+            else:
+                yield from _json_like(item, (*path, key), seen)
+        return
+    yield path, f"must be a JSON value, got {describe(value)} (quote it to keep it a string)"
+
+
+def _raise_if_any(violations: list[tuple[FieldPath, str]]) -> None:
+    if violations:
+        raise InvalidFields(violations)
+
+
+def _own_values(instance: Any) -> dict[str, Any]:
+    return {field.name: getattr(instance, field.name) for field in attrs.fields(type(instance))}
+
+
+def _secret_repr(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
+# --- the classes ---
+#
+# Each class's rules are a classmethod over a mapping of field values, not over ``self``: the
+# converter calls it with just the fields that did have the right type when others did not, so
+# a wrong type in one field never hides a broken rule in another. Missing names are skipped.
+
+
+@attrs.frozen(kw_only=True)
+class DeviceConfig:
+    """One entry of ``devices:``: the user-supplied half of the seed's AgentProfile."""
+
+    device_id: str
+    server_url: str
+    os: str | None = None
+    capabilities: tuple[str, ...] = ()
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    #: Connection attempts before FAILED; ``None`` retries forever.
+    max_retries: int | None = 5
+    auto_connect: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        _raise_if_any(self.rule_violations(_own_values(self)))
+
+    @classmethod
+    def rule_violations(cls, values: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
+        """What is wrong with these (already well-typed) field values."""
+        problems: list[tuple[FieldPath, str]] = []
+        device_id = values.get("device_id")
+        if device_id == "":
+            problems.append((("device_id",), "must not be empty"))
+        elif device_id is not None and any(ch.isspace() for ch in device_id):
+            problems.append((("device_id",), f"must not contain whitespace, got {device_id!r}"))
+        if "server_url" in values:
+            problems += [(("server_url",), m) for m in _server_url_rule(values["server_url"])]
+        os_name = values.get("os")
+        if os_name is not None and not os_name.strip():
+            problems.append((("os",), "must not be empty (use null or leave it out)"))
+        seen: set[str] = set()
+        for index, capability in enumerate(values.get("capabilities", ())):
+            if not capability.strip():
+                problems.append((("capabilities", index), "must not be empty"))
+            elif capability in seen:
+                problems.append((("capabilities", index), f"duplicate capability {capability!r}"))
+            seen.add(capability)
+        if "metadata" in values:
+            problems += [
+                (("metadata", *path), message)
+                for path, message in _json_like(values["metadata"], (), set())
+            ]
+        max_retries = values.get("max_retries")
+        if max_retries is not None and max_retries < 1:
+            message = f"must be >= 1 (null means retry forever), got {max_retries}"
+            problems.append((("max_retries",), message))
+        return problems
+
+    def to_profile(self) -> AgentProfile:
+        """The seed's Phase 1 output: a DISCONNECTED profile with no attempts made yet.
+
+        Metadata is deep-copied so a profile never shares mutable state with the config.
+        """
+        return AgentProfile(
+            device_id=self.device_id,
+            server_url=self.server_url,
+            os=self.os,
+            capabilities=self.capabilities,
+            metadata=copy.deepcopy(self.metadata),
+            max_retries=self.max_retries,
+        )
+
+
+_POSITIVE_SECONDS = (
+    "heartbeat_interval",
+    "connect_timeout",
+    "registration_timeout",
+    "telemetry_timeout",
+)
+
+
+@attrs.frozen(kw_only=True)
+class ManagerSettings:
+    """The ``manager:`` block: the seed's ConstellationDeviceManager arguments and timings."""
+
+    task_name: str = "stellate"
+    heartbeat_interval: float = 30.0
+    reconnect_delay: float = 5.0
+    backoff_cap: float = 60.0
+    connect_timeout: float = 30.0
+    registration_timeout: float = 10.0
+    telemetry_timeout: float = 10.0
+    #: Heartbeats missed in a row before a device is considered lost.
+    miss_limit: int = 3
+    #: Sent to the server when set. Secret: kept out of reprs and error messages.
+    api_key: str | None = attrs.field(default=None, repr=_secret_repr)
+
+    def __attrs_post_init__(self) -> None:
+        _raise_if_any(self.rule_violations(_own_values(self)))
+
+    @classmethod
+    def rule_violations(cls, values: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
+        """What is wrong with these (already well-typed) field values."""
+        problems: list[tuple[FieldPath, str]] = []
+        task_name = values.get("task_name")
+        if task_name is not None and not task_name.strip():
+            problems.append((("task_name",), "must not be empty"))
+        for name in _POSITIVE_SECONDS:
+            if name in values:
+                for message in _number_rule(values[name], minimum=0.0, inclusive=False):
+                    problems.append(((name,), message))
+        delay = values.get("reconnect_delay")
+        if delay is not None:
+            delay_problems = list(_number_rule(delay, minimum=0.0, inclusive=True))
+            problems += [(("reconnect_delay",), m) for m in delay_problems]
+            if delay_problems:
+                delay = None  # no meaningful bound for backoff_cap
+        cap = values.get("backoff_cap")
+        if cap is not None:
+            cap_problems = list(_number_rule(cap, minimum=0.0, inclusive=True))
+            problems += [(("backoff_cap",), m) for m in cap_problems]
+            if not cap_problems and delay is not None and cap < delay:
+                message = f"must be >= reconnect_delay ({delay:g}), got {cap!r}"
+                problems.append((("backoff_cap",), message))
+        miss_limit = values.get("miss_limit")
+        if miss_limit is not None and miss_limit < 1:
+            problems.append((("miss_limit",), f"must be >= 1, got {miss_limit}"))
+        if values.get("api_key") == "":
+            problems.append((("api_key",), "must not be empty (use null for no key)"))
+        return problems
+
+    def retry_policy(self) -> RetryPolicy:
+        """The per-device timing these settings imply, as the state machine's runner wants it."""
+        return RetryPolicy(
+            reconnect_delay=self.reconnect_delay,
+            backoff_cap=self.backoff_cap,
+            connect_timeout=self.connect_timeout,
+            registration_timeout=self.registration_timeout,
+            telemetry_timeout=self.telemetry_timeout,
+        )
+
+
+def fleet_violations(devices: tuple[DeviceConfig, ...]) -> list[tuple[FieldPath, str]]:
+    """Rules over the whole list: at least one device, no device_id used twice."""
+    if not devices:
+        return [(("devices",), "no devices configured")]
+    problems: list[tuple[FieldPath, str]] = []
+    first: dict[str, int] = {}
+    for index, device in enumerate(devices):
+        if device.device_id in first:
+            problems.append(
+                (
+                    ("devices", index, "device_id"),
+                    f"duplicate device_id {device.device_id!r} "
+                    f"(first used by devices[{first[device.device_id]}])",
+                )
+            )
+        else:
+            first[device.device_id] = index
+    return problems
+
+
+@attrs.frozen(kw_only=True)
+class StellateConfig:
+    """A whole validated file: the devices, the manager settings, and where they came from."""
+
+    devices: tuple[DeviceConfig, ...]
+    manager: ManagerSettings = attrs.field(factory=ManagerSettings)
+    #: The file (or ``"<string>"``) the config was read from, for messages.
+    source: str = "<string>"
+
+    def __attrs_post_init__(self) -> None:
+        _raise_if_any(fleet_violations(self.devices))
+
+    def device(self, device_id: str) -> DeviceConfig:
+        """The device with this id. Raises KeyError when there is none."""
+        for device in self.devices:
+            if device.device_id == device_id:
+                return device
+        raise KeyError(device_id)
+
+
+@attrs.frozen(kw_only=True)
+class ConfigDocument:
+    """What the YAML file itself holds (no ``source``): the schema the converter structures."""
+
+    devices: tuple[DeviceConfig, ...]
+    manager: ManagerSettings = attrs.field(factory=ManagerSettings)
