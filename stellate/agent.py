@@ -1,0 +1,335 @@
+"""The device agent: registers this machine on an agent server and keeps it registered.
+
+One task per agent and one per socket, and that task does everything on its socket: it reads
+with a deadline set to whichever comes first — the next heartbeat to send, or the moment the
+server counts as gone (``miss_limit`` heartbeats unanswered) — so there is never a second reader
+or a concurrent writer. When the server goes away the agent reconnects after a jittered,
+exponentially growing wait (``RetryPolicy.backoff_delay``) that resets once a registration
+succeeds: a server restart is not met by every agent at the same instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import resource
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .fsm.policy import RandomSource, RetryPolicy
+from .protocol.session_client import (
+    DeviceSession,
+    HeartbeatAck,
+    Ignored,
+    PeerError,
+    ProtocolViolation,
+    Registered,
+    Rejected,
+    Reply,
+)
+from .protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
+from .redact import redact_url
+
+__all__ = ["DeviceAgent", "add_agent_command", "parse_metadata", "run_fleet"]
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "STELLATE_API_KEY"
+DEFAULT_HEARTBEAT_INTERVAL = 30.0
+DEFAULT_RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=30.0)
+
+
+class _SessionEnded(Exception):
+    """The current socket is done for (rejected, timed out, server silent); reconnect."""
+
+
+def with_token(url: str, api_key: str | None) -> str:
+    """Add ``?token=`` for ``api_key`` unless the URL already carries a token."""
+    if not api_key:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if "token" in urllib.parse.parse_qs(parts.query, keep_blank_values=True):
+        return url
+    query = f"{parts.query}&" if parts.query else ""
+    query += urllib.parse.urlencode({"token": api_key})
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+class DeviceAgent:
+    """A device agent: one device id, one server, registered for as long as it runs.
+
+    Args:
+        server_url: ``ws://host:port/ws`` (a ``?token=`` in it is kept).
+        device_id: the id the device registers under.
+        api_key: the server's shared key, added as ``?token=`` if the URL has none.
+        custom_metadata: sent in ``system_info.custom_metadata``.
+        heartbeat_interval: seconds between heartbeats.
+        miss_limit: unanswered heartbeats after which the server counts as gone.
+        connector: opens connections (default: the trio-websocket connector).
+        info_provider: collects ``system_info`` (default: the psutil ``DeviceInfoProvider``).
+        system_info: a ready ``system_info`` (skips collection; fleets share one).
+        retry: backoff and registration deadline.
+        rng: jitter source (seed it in tests).
+        on_registered: called after every successful registration.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        device_id: str,
+        *,
+        api_key: str | None = None,
+        custom_metadata: dict[str, Any] | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        miss_limit: int = 3,
+        connector: Connector | None = None,
+        info_provider: Any = None,
+        system_info: dict[str, Any] | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        rng: RandomSource | None = None,
+        on_registered: Callable[[DeviceAgent], None] | None = None,
+    ) -> None:
+        self._url = with_token(server_url, api_key)
+        self.device_id = device_id
+        self.custom_metadata = dict(custom_metadata or {})
+        self.heartbeat_interval = heartbeat_interval
+        self.miss_limit = miss_limit
+        self._connector = connector
+        self._info_provider = info_provider
+        self.system_info = system_info
+        self.retry = retry
+        self._rng: RandomSource = rng or random.Random()
+        self.on_registered = on_registered
+        self.registered = False
+        self.registrations = 0
+        self.failures = 0
+
+    def __repr__(self) -> str:
+        state = "registered" if self.registered else "not registered"
+        return f"<DeviceAgent {self.device_id} {redact_url(self._url)} {state}>"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Register and stay registered until cancelled.
+
+        ``nursery.start(agent.run)`` returns once the first registration is confirmed, so a
+        caller can rely on the device being on the server (``stellate up`` does).
+        """
+        connector = self._connector or _default_connector()
+        system_info = self._system_info()
+        platform = str(system_info.get("platform", "unknown"))
+        started = False
+        while True:
+            session = DeviceSession(self.device_id, system_info, platform)
+            try:
+                async with connector.open(self._url) as conn:
+                    await self._register(conn, session)
+                    self._registered()
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await self._stay_registered(conn, session)
+            except (ConnectError, ConnectionClosed, _SessionEnded, trio.BrokenResourceError) as exc:
+                logger.info("%s: %s", self.device_id, exc)
+            finally:
+                self.registered = False
+            self.failures += 1
+            delay = self.retry.backoff_delay(self.failures, self._rng)
+            logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
+            await trio.sleep(delay)
+
+    def _system_info(self) -> dict[str, Any]:
+        if self.system_info is None:
+            provider = self._info_provider
+            if provider is None:
+                from .adapters.telemetry import DeviceInfoProvider
+
+                provider = DeviceInfoProvider()
+            self.system_info = provider.collect_system_info(self.device_id, self.custom_metadata)
+        return self.system_info
+
+    def _registered(self) -> None:
+        self.registered = True
+        self.registrations += 1
+        self.failures = 0
+        logger.info("%s registered on %s", self.device_id, redact_url(self._url))
+        if self.on_registered is not None:
+            self.on_registered(self)
+
+    async def _register(self, conn: Connection, session: DeviceSession) -> None:
+        await conn.send(session.register())
+        with trio.move_on_after(self.retry.registration_timeout):
+            while True:
+                for event in session.receive(await conn.receive()):
+                    if isinstance(event, Registered):
+                        return
+                    if isinstance(event, Rejected):
+                        raise _SessionEnded(f"registration rejected: {event.reason}")
+                    logger.warning("%s: while registering: %s", self.device_id, event)
+        raise _SessionEnded(f"no registration answer within {self.retry.registration_timeout:g} s")
+
+    async def _stay_registered(self, conn: Connection, session: DeviceSession) -> None:
+        """Heartbeat and read until the socket fails or the server stops answering."""
+        now = trio.current_time()
+        next_heartbeat = now + self.heartbeat_interval
+        server_lease = self.heartbeat_interval * self.miss_limit
+        server_deadline = now + server_lease
+        while True:
+            frame: str | bytes | None = None
+            with trio.move_on_at(min(next_heartbeat, server_deadline)):
+                frame = await conn.receive()
+            now = trio.current_time()
+            if frame is not None:
+                for event in session.receive(frame):
+                    if isinstance(event, HeartbeatAck):
+                        server_deadline = now + server_lease
+                    elif isinstance(event, Reply):
+                        await conn.send(event.frame)
+                    elif isinstance(event, PeerError | ProtocolViolation | Ignored):
+                        logger.warning("%s: %s", self.device_id, event)
+            if now >= server_deadline:
+                raise _SessionEnded(f"server silent for {server_lease:g} s")
+            if now >= next_heartbeat:
+                await conn.send(session.heartbeat())
+                next_heartbeat = now + self.heartbeat_interval
+
+
+def _default_connector() -> Connector:
+    from .adapters.websocket import WebSocketConnector
+
+    return WebSocketConnector()
+
+
+async def run_fleet(
+    agents: list[DeviceAgent], *, on_all_registered: Callable[[], None] | None = None
+) -> None:
+    """Run many agents in one nursery until cancelled; report once all have registered."""
+    waiting = {agent.device_id for agent in agents}
+
+    def registered(agent: DeviceAgent) -> None:
+        if agent.device_id in waiting:
+            waiting.discard(agent.device_id)
+            if not waiting and on_all_registered is not None:
+                on_all_registered()
+
+    async with trio.open_nursery() as nursery:
+        for agent in agents:
+            agent.on_registered = registered
+            nursery.start_soon(agent.run)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def parse_metadata(items: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` → ``{"k": "v"}``.
+
+    Raises:
+        ValueError: an item has no ``=`` or an empty key.
+    """
+    metadata: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--metadata expects key=value, got {item!r}")
+        metadata[key] = value
+    return metadata
+
+
+def add_agent_command(subparsers: Any) -> None:
+    """Add ``stellate agent`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "agent",
+        help="run a device agent (or N simulated ones) that registers on an agent server",
+        description="Register this machine as an AIP device on SERVER and keep it registered.",
+    )
+    p.add_argument("--server", required=True, help="agent server URL, e.g. ws://127.0.0.1:5005/ws")
+    p.add_argument("--device-id", help="the device id to register (one agent)")
+    p.add_argument(
+        "--api-key", default=None, help=f"the server's shared key (default: ${API_KEY_ENV})"
+    )
+    p.add_argument(
+        "--metadata",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="custom metadata sent with the telemetry",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        help="seconds between heartbeats (default: %(default)s)",
+    )
+    p.add_argument("--count", type=int, default=None, help="simulate N agents in this process")
+    p.add_argument(
+        "--device-id-prefix", default=None, help="with --count: ids are PREFIX0..PREFIX{N-1}"
+    )
+    p.set_defaults(handler=_cmd_agent)
+
+
+def _device_ids(args: argparse.Namespace) -> list[str]:
+    if args.count is None:
+        if not args.device_id:
+            raise ValueError("--device-id is required (or --count N --device-id-prefix P)")
+        return [args.device_id]
+    if args.count < 1:
+        raise ValueError("--count must be at least 1")
+    prefix = args.device_id_prefix if args.device_id_prefix is not None else args.device_id
+    if not prefix:
+        raise ValueError("--count needs --device-id-prefix")
+    return [f"{prefix}{i}" for i in range(args.count)]
+
+
+def _raise_open_file_limit(connections: int) -> None:
+    """Each agent holds one socket; lift the soft limit toward the hard one when needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    try:
+        device_ids = _device_ids(args)
+        metadata = parse_metadata(args.metadata)
+    except ValueError as exc:
+        print(f"stellate agent: {exc}", file=sys.stderr)
+        return 2
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    from .adapters.telemetry import DeviceInfoProvider
+
+    # Collected once and shared: N simulated agents describe the same machine.
+    base = DeviceInfoProvider.collect_system_info(device_ids[0], metadata)
+    agents = [
+        DeviceAgent(
+            args.server,
+            device_id,
+            api_key=api_key,
+            custom_metadata=metadata,
+            heartbeat_interval=args.heartbeat_interval,
+            system_info={**base, "device_id": device_id},
+        )
+        for device_id in device_ids
+    ]
+    if len(agents) > 1:
+        _raise_open_file_limit(len(agents))
+    shown = redact_url(args.server)
+    began = time.monotonic()
+
+    def all_registered() -> None:
+        elapsed = time.monotonic() - began
+        print(f"{len(agents)} agent(s) registered on {shown} in {elapsed:.2f} s", flush=True)
+
+    try:
+        trio.run(lambda: run_fleet(agents, on_all_registered=all_registered))
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
