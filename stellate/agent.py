@@ -15,11 +15,13 @@ import logging
 import os
 import random
 import resource
+import signal
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -37,12 +39,16 @@ from .protocol.session_client import (
 from .protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
 from .redact import redact_url
 
+if TYPE_CHECKING:
+    from .adapters.telemetry import Telemetry
+
 __all__ = ["DeviceAgent", "add_agent_command", "parse_metadata", "run_fleet"]
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "STELLATE_API_KEY"
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
+GOODBYE_TIMEOUT = 1.0
 DEFAULT_RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=30.0)
 
 
@@ -90,7 +96,7 @@ class DeviceAgent:
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         miss_limit: int = 3,
         connector: Connector | None = None,
-        info_provider: Any = None,
+        info_provider: Telemetry | None = None,
         system_info: dict[str, Any] | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         rng: RandomSource | None = None,
@@ -129,12 +135,16 @@ class DeviceAgent:
             session = DeviceSession(self.device_id, system_info, platform)
             try:
                 async with connector.open(self._url) as conn:
-                    await self._register(conn, session)
-                    self._registered()
-                    if not started:
-                        started = True
-                        task_status.started()
-                    await self._stay_registered(conn, session)
+                    try:
+                        await self._register(conn, session)
+                        self._registered()
+                        if not started:
+                            started = True
+                            task_status.started()
+                        await self._stay_registered(conn, session)
+                    except trio.Cancelled:
+                        await self._say_goodbye(conn)
+                        raise
             except (ConnectError, ConnectionClosed, _SessionEnded, trio.BrokenResourceError) as exc:
                 logger.info("%s: %s", self.device_id, exc)
             finally:
@@ -143,6 +153,11 @@ class DeviceAgent:
             delay = self.retry.backoff_delay(self.failures, self._rng)
             logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
             await trio.sleep(delay)
+
+    async def _say_goodbye(self, conn: Connection) -> None:
+        """Stopping: close with 1001 so the server deregisters us at once (not at lease end)."""
+        with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
+            await conn.aclose(1001, "agent stopping")
 
     def _system_info(self) -> dict[str, Any]:
         if self.system_info is None:
@@ -328,8 +343,14 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - began
         print(f"{len(agents)} agent(s) registered on {shown} in {elapsed:.2f} s", flush=True)
 
-    try:
-        trio.run(lambda: run_fleet(agents, on_all_registered=all_registered))
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(run_fleet, agents, on_all_registered=all_registered))
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()  # each agent closes its socket with 1001
+
+    trio.run(main)
+    print("stopped", file=sys.stderr)
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -59,6 +60,9 @@ class _Handle:
     read_scope: trio.CancelScope | None = None
 
 
+_SHUTDOWN_NOTICE = _Notice(None, 1001, "server shutting down")
+
+
 class AgentServer:
     """An AIP agent server: devices register on it, constellations ask it about them.
 
@@ -87,6 +91,9 @@ class AgentServer:
         self.close_timeout = close_timeout
         self.registry = ClientRegistry()
         self._handles: dict[ServerSession, _Handle] = {}
+        self._closing = False
+        self._all_closed = trio.Event()
+        self._all_closed.set()
 
     def __repr__(self) -> str:  # never shows the key
         return f"<AgentServer clients={len(self.registry)} connections={len(self._handles)}>"
@@ -124,12 +131,33 @@ class AgentServer:
             new_id=default_new_id,
         )
         handle = _Handle(conn)
+        if self._closing:
+            handle.notice = _SHUTDOWN_NOTICE
         self._handles[session] = handle
+        self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
         try:
             await self._serve_session(session, handle)
         finally:
             del self._handles[session]
             self._deliver(session.connection_lost(trio.current_time()))
+            if not self._handles:
+                self._all_closed.set()
+
+    async def shutdown(self) -> None:
+        """Close every connection with 1001 (going away) and wait, at most ``close_timeout``.
+
+        Cancelling ``serve`` alone would drop the sockets without a closing handshake (the
+        peers would see 1006); agents reconnect either way, but a clean 1001 tells them why.
+        Connections accepted after this call are closed at once.
+        """
+        self._closing = True
+        for handle in self._handles.values():
+            if handle.notice is None:
+                handle.notice = _SHUTDOWN_NOTICE
+                if handle.read_scope is not None:
+                    handle.read_scope.cancel()
+        with trio.move_on_after(self.close_timeout):
+            await self._all_closed.wait()
 
     async def _serve_session(self, session: ServerSession, handle: _Handle) -> None:
         conn = handle.conn
@@ -251,16 +279,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     server = AgentServer(api_key=api_key, policy=policy)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.serve, args.host, args.port)
-            auth = " (token required)" if api_key else ""
-            print(f"stellate agent server on ws://{args.host}:{port}/ws{auth}", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(server.serve, args.host, args.port)
+                auth = " (token required)" if api_key else ""
+                print(f"stellate agent server on ws://{args.host}:{port}/ws{auth}", flush=True)
+                async for _ in signals:
+                    break
+                await server.shutdown()
+                nursery.cancel_scope.cancel()
 
+    failure: BaseException | None = None
     try:
         trio.run(main)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    except OSError as exc:
-        print(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+    except* OSError as group:  # bind failures (address in use, permission)
+        failure = group.exceptions[0]
+    if failure is not None:
+        reason = failure.strerror if isinstance(failure, OSError) and failure.strerror else failure
+        print(f"cannot serve on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
+    print("stopped", file=sys.stderr)
     return 0

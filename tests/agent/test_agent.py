@@ -27,7 +27,7 @@ from stellate.protocol import (
     decode_client,
     encode_server,
 )
-from stellate.protocol.transport import Connection
+from stellate.protocol.transport import Connection, ConnectionClosed
 from stellate.server import AgentServer
 
 URL = "ws://memory-server:5005/ws"
@@ -338,3 +338,25 @@ async def test_a_fleet_shares_one_collection(real_url: str, nursery: trio.Nurser
     assert agents[0].system_info is not None and agents[1].system_info is not None
     assert agents[0].system_info["device_id"] == "fleet0"
     assert agents[1].system_info["device_id"] == "fleet1"
+
+
+async def test_a_stopped_agent_says_goodbye_with_1001(
+    network: MemoryNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    closes: list[int | None] = []
+
+    async def handler(conn: Connection, _info: Any) -> None:
+        await conn.receive()
+        await conn.send(ack())
+        try:
+            while True:
+                await conn.receive()
+        except ConnectionClosed as exc:
+            closes.append(exc.code)
+
+    network.listen(URL, handler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent_on(network).run)
+        nursery.cancel_scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert closes == [1001]

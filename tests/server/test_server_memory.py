@@ -164,3 +164,18 @@ async def test_binary_frame_after_registration_closes_1003(
 
 async def test_server_repr_never_shows_the_key() -> None:
     assert "s3cret" not in repr(AgentServer(api_key="s3cret"))
+
+
+async def test_shutdown_closes_every_connection_with_1001(
+    network: MemoryNetwork, server: AgentServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with network.open(URL) as device, network.open(URL) as silent:
+        await register_device(device)
+        await server.shutdown()
+        assert trio.current_time() == 0.0  # nobody waited for a timeout
+        for conn in (device, silent):
+            closed = await closed_with(conn)
+            assert (closed.code, closed.reason) == (1001, "server shutting down")
+        async with network.open(URL) as late:  # accepted after shutdown: closed at once
+            assert (await closed_with(late)).code == 1001
+    assert len(server.registry) == 0
