@@ -18,7 +18,7 @@ run: $(STAMP)
 
 ## make test: lint, types, then the whole suite.
 test: $(STAMP) lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	STELLATE_COVERAGE_STRICT=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stellate tests benchmarks examples
