@@ -124,9 +124,14 @@ def _format_exception(exc: BaseException, _type: object) -> str:
     return str(exc)
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity, which no other JSON parser does.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _decode(text: str | bytes, cls: type[_M]) -> _M:
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     if not isinstance(data, dict):

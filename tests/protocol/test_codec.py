@@ -149,3 +149,10 @@ def test_frames_dir_is_a_copy_of_the_shared_one() -> None:
         pytest.skip("shared frames not present")
     for path in shared.glob("*.json"):
         assert json.loads(path.read_text()) == json.loads((FRAMES / path.name).read_text())
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_standard_json_constants_are_refused(constant: str) -> None:
+    text = '{"type": "register", "status": "ok", "metadata": {"x": ' + constant + "}}"
+    with pytest.raises(ProtocolError, match=f"{constant} is not valid JSON"):
+        decode_client(text)
