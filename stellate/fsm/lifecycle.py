@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 from transitions import Machine, MachineError
 
+from . import coverage as _coverage
 from .effects import (
     CloseConnection,
     Effect,
@@ -161,6 +162,8 @@ class DeviceLifecycle:
         self.timeout = None
 
     def _notify(self, event: Any) -> None:
+        if _coverage.enabled:
+            _coverage.record(event.event.name, event.transition.source, event.transition.dest)
         if self._observer is not None:
             record = TransitionRecord(
                 self.device_id,

@@ -1,0 +1,65 @@
+"""Transition coverage: which rows of the table have fired.
+
+A row is ``(trigger, source, dest)`` as in ``table.rows()``. Recording is off by default and
+costs one module-attribute test per transition while off (``DeviceLifecycle._notify`` checks
+``enabled`` before calling ``record``). The test session turns it on (``tests/conftest.py``) and
+reports ``transition coverage: N/M rows`` at the end.
+"""
+
+from __future__ import annotations
+
+from .table import rows
+
+Row = tuple[str, str, str]
+
+#: Read by the lifecycle before every ``record`` call; flip with ``enable``/``disable``.
+enabled: bool = False
+
+_fired: set[Row] = set()
+
+
+def enable() -> None:
+    """Start recording fired rows (already recorded rows are kept)."""
+    global enabled
+    enabled = True
+
+
+def disable() -> None:
+    """Stop recording; what was recorded stays readable through ``fired``."""
+    global enabled
+    enabled = False
+
+
+def reset() -> None:
+    """Forget every recorded row."""
+    _fired.clear()
+
+
+def record(trigger: str, source: str, dest: str) -> None:
+    """Note that the row ``(trigger, source, dest)`` fired."""
+    _fired.add((trigger, source, dest))
+
+
+def fired() -> set[Row]:
+    """A copy of the rows recorded so far."""
+    return set(_fired)
+
+
+def all_rows() -> list[Row]:
+    """Every row of the table, in table order, without repeats."""
+    return list(dict.fromkeys((t, s, d) for t, s, d, _c, _u in rows()))
+
+
+def report() -> tuple[int, int, list[Row]]:
+    """``(covered, total, missing rows in table order)``."""
+    table = all_rows()
+    missing = [row for row in table if row not in _fired]
+    return len(table) - len(missing), len(table), missing
+
+
+def summary() -> list[str]:
+    """The report as lines: ``transition coverage: N/M rows``, then one line per missing row."""
+    covered, total, missing = report()
+    lines = [f"transition coverage: {covered}/{total} rows"]
+    lines.extend(f"  missing: {t} {s} -> {d}" for t, s, d in missing)
+    return lines

@@ -1,0 +1,272 @@
+"""Hypothesis strategies for stellate's values: system info, profiles, policies, legal paths.
+
+Needs ``hypothesis`` (the ``testing`` extra). Strategies are grouped by the part of stellate
+they feed; add new groups (configs, frames, faults, …) as new sections below.
+
+``legal_paths(max_retries)`` walks the transition table on real lifecycles, one step at a time,
+offering at each state the successors that reach a final state soonest first — so hypothesis
+shrinks a failing path toward the shortest path that still fails.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from hypothesis import strategies as st
+
+from ..fsm.lifecycle import LifecycleEngine
+from ..fsm.paths import EVENT_VARIANTS, OUTSIDE_FLOW, Path, Step
+from ..fsm.policy import RetryPolicy
+from ..fsm.profile import AgentProfile
+from ..fsm.status import DeviceStatus
+from ..fsm.table import rows
+
+__all__ = [
+    "FEATURES",
+    "PLATFORMS",
+    "agent_profiles",
+    "legal_paths",
+    "retry_policies",
+    "system_infos",
+]
+
+# -- shared building blocks ------------------------------------------------------------------
+
+#: Feature names devices report (the seed's, plus a few), so capabilities and
+#: ``supported_features`` overlap often enough to exercise de-duplication.
+FEATURES: tuple[str, ...] = (
+    "gui",
+    "cli",
+    "browser",
+    "file_system",
+    "office",
+    "windows_apps",
+    "linux_apps",
+    "mac_apps",
+    "web_browsing",
+    "office_applications",
+    "file_management",
+)
+
+#: Platforms as UFO's DeviceInfoProvider reports them (``unknown`` when collection failed).
+PLATFORMS: tuple[str, ...] = ("windows", "linux", "darwin", "unknown")
+
+_NAME = st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=12)
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-1000, max_value=1000),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.text(max_size=12),
+)
+
+
+def _json_values() -> st.SearchStrategy[Any]:
+    """Small JSON-like values (what YAML metadata and AIP frames may carry)."""
+    return st.recursive(
+        _SCALAR,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(_NAME, inner, max_size=3),
+        ),
+        max_leaves=6,
+    )
+
+
+def _feature() -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(FEATURES), _NAME)
+
+
+# -- fsm: telemetry, profiles, policies -------------------------------------------------------
+
+
+@st.composite
+def system_infos(draw: st.DrawFn, *, extras: bool | None = None) -> dict[str, Any]:
+    """``system_info`` dicts shaped like a REGISTER frame's (tests/frames/device_register.json).
+
+    ``supported_features`` may repeat a feature or overlap the configured capabilities.
+
+    Args:
+        extras: True: always add ``custom_metadata`` and ``tags``; False: never;
+            None (default): each independently, sometimes.
+    """
+    hostname = draw(_NAME)
+    info: dict[str, Any] = {
+        "device_id": draw(_NAME),
+        "platform": draw(st.sampled_from(PLATFORMS)),
+        "os_version": draw(st.text(alphabet=string.printable.strip(), max_size=24)),
+        "cpu_count": draw(st.integers(min_value=0, max_value=512)),
+        "memory_total_gb": draw(
+            st.floats(min_value=0.0, max_value=4096.0, allow_nan=False).map(lambda g: round(g, 2))
+        ),
+        "hostname": hostname,
+        "ip_address": str(draw(st.ip_addresses())),
+        "supported_features": draw(st.lists(_feature(), max_size=8)),
+        "platform_type": draw(st.sampled_from(("computer", "mobile", "server", "unknown"))),
+        "schema_version": "1.0",
+    }
+    for key, values in (
+        ("custom_metadata", st.dictionaries(_NAME, _json_values(), max_size=3)),
+        ("tags", st.lists(_NAME, max_size=4)),
+    ):
+        if extras is True or (extras is None and draw(st.booleans())):
+            info[key] = draw(values)
+    return info
+
+
+@st.composite
+def agent_profiles(
+    draw: st.DrawFn,
+    *,
+    max_retries: st.SearchStrategy[int | None] | None = None,
+    status: DeviceStatus = DeviceStatus.DISCONNECTED,
+) -> AgentProfile:
+    """Configured profiles, as Phase 1 creates them (no attempts, no heartbeat, no task).
+
+    Args:
+        max_retries: strategy for ``max_retries``; default ``None`` (retry forever) or 1–10.
+        status: the status the profile starts in.
+    """
+    retries = draw(
+        max_retries
+        if max_retries is not None
+        else st.one_of(st.none(), st.integers(min_value=1, max_value=10))
+    )
+    host = draw(st.one_of(st.just("localhost"), st.ip_addresses(v=4).map(str)))
+    port = draw(st.integers(min_value=1, max_value=65535))
+    return AgentProfile(
+        device_id=draw(_NAME),
+        server_url=f"ws://{host}:{port}/ws",
+        os=draw(st.one_of(st.none(), st.sampled_from(PLATFORMS))),
+        capabilities=draw(st.lists(_feature(), max_size=5, unique=True)),
+        metadata=draw(
+            st.dictionaries(
+                st.one_of(
+                    st.sampled_from(("location", "performance", "description", "tags")), _NAME
+                ),
+                _json_values(),
+                max_size=4,
+            )
+        ),
+        status=status,
+        max_retries=retries,
+    )
+
+
+def retry_policies() -> st.SearchStrategy[RetryPolicy]:
+    """Valid ``RetryPolicy`` values (non-negative delays, jitter floor in [0, 1])."""
+    seconds = st.floats(min_value=0.0, max_value=600.0, allow_nan=False)
+    return st.builds(
+        RetryPolicy,
+        reconnect_delay=seconds,
+        backoff_cap=seconds,
+        jitter_floor=st.floats(min_value=0.0, max_value=1.0),
+        connect_timeout=seconds,
+        registration_timeout=seconds,
+        telemetry_timeout=seconds,
+    )
+
+
+# -- fsm: legal paths --------------------------------------------------------------------------
+
+_IDLE = DeviceStatus.IDLE.value
+_FAILED = DeviceStatus.FAILED.value
+
+
+Event = tuple[str, Mapping[str, Any]]
+_Key = tuple[int, str, int]  # (max_retries, state, attempts): all a successor depends on
+_Option = tuple[Step, Event, _Key]
+
+_ENGINE = LifecycleEngine()
+#: A sequence of events that leads to each key seen so far (how to get a probe there).
+_REACH: dict[_Key, tuple[Event, ...]] = {}
+_SUCCESSORS: dict[_Key, tuple[_Option, ...]] = {}
+_DISTANCE: dict[_Key, int] = {}
+
+
+def _start(max_retries: int) -> _Key:
+    key = (max_retries, DeviceStatus.DISCONNECTED.value, 0)
+    _REACH.setdefault(key, ())
+    return key
+
+
+def _replay(max_retries: int, events: tuple[Event, ...]) -> _Key:
+    """Drive a fresh probe from DISCONNECTED through ``events``; return where it ends.
+
+    Probes only ever move through ``fire``: this module never sets a status itself.
+    """
+    probe = AgentProfile(
+        device_id="strategy-probe", server_url="ws://127.0.0.1/ws", max_retries=max_retries
+    )
+    lifecycle = _ENGINE.create(probe)
+    try:
+        for trigger, data in events:
+            lifecycle.fire(trigger, **data)
+        return max_retries, lifecycle.status, lifecycle.profile.connection_attempts
+    finally:
+        _ENGINE.release(lifecycle)
+
+
+def _successors(key: _Key) -> tuple[_Option, ...]:
+    """The registration-flow steps legal at ``key``, decided by the engine."""
+    if key not in _SUCCESSORS:
+        max_retries, state, _attempts = key
+        reach = _REACH[key]
+        triggers = dict.fromkeys(
+            trigger
+            for trigger, source, _dest, _c, _u in rows()
+            if source == state and trigger not in OUTSIDE_FLOW
+        )
+        found: dict[Step, _Option] = {}
+        for trigger in triggers:
+            variants: tuple[Mapping[str, Any], ...] = EVENT_VARIANTS.get(trigger, ({},))
+            for data in variants:
+                event = (trigger, data)
+                nxt = _replay(max_retries, (*reach, event))
+                _REACH.setdefault(nxt, (*reach, event))
+                step = Step(trigger, state, nxt[1])
+                found.setdefault(step, (step, event, nxt))
+        _SUCCESSORS[key] = tuple(found.values())
+    return _SUCCESSORS[key]
+
+
+def _distance(key: _Key) -> int:
+    """Fewest steps from ``key`` to IDLE or FAILED."""
+    if key not in _DISTANCE:
+        if key[1] in (_IDLE, _FAILED):
+            _DISTANCE[key] = 0
+        else:
+            _DISTANCE[key] = 1 + min(_distance(nxt) for _s, _e, nxt in _successors(key))
+    return _DISTANCE[key]
+
+
+@st.composite
+def legal_paths(draw: st.DrawFn, max_retries: int, *, losses: int = 0) -> Path:
+    """Legal registration paths for a device with ``max_retries``: the same set as
+    ``stellate.fsm.paths.paths(max_retries, losses)``, drawn by walking the table.
+
+    Each step is chosen among the state's successors ordered shortest-way-out first, and going
+    on past IDLE (a lost connection, at most ``losses`` times) is offered after stopping there,
+    so failures shrink toward short paths.
+
+    Args:
+        max_retries: the device's retry limit (>= 1; ``None`` would make paths unbounded).
+        losses: how many times a path may lose its connection after IDLE and go on.
+    """
+    if max_retries < 1:
+        raise ValueError("max_retries must be >= 1")
+    key, losses_left = _start(max_retries), losses
+    path: list[Step] = []
+    while key[1] != _FAILED:
+        options = _successors(key)
+        if key[1] == _IDLE:
+            if losses_left == 0 or not draw(st.booleans()):
+                break
+            options = tuple(o for o in options if o[0].trigger == "connection_failed")
+            losses_left -= 1
+        ordered = sorted(options, key=lambda option: _distance(option[2]))
+        step, _event, key = draw(st.sampled_from(ordered))
+        path.append(step)
+    return tuple(path)

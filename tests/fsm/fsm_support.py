@@ -1,0 +1,178 @@
+"""Helpers shared by the FSM tests: a fake clock, a recording observer, replaying paths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from stellate.fsm import (
+    SYSTEM_INFO_KEYS,
+    AgentProfile,
+    CloseConnection,
+    DeviceLifecycle,
+    DeviceStatus,
+    Effect,
+    LifecycleEngine,
+    OpenConnection,
+    RequestTelemetry,
+    SendRegister,
+    StartHeartbeat,
+    TransitionRecord,
+)
+from stellate.fsm.paths import Path, Step
+
+S = DeviceStatus
+T0 = datetime(2025, 11, 6, 10, 30, tzinfo=UTC)
+
+#: The seed's windowsagent, as Phase 1 creates it.
+WINDOWSAGENT = AgentProfile(
+    device_id="windowsagent",
+    server_url="ws://localhost:5005/ws",
+    os="windows",
+    capabilities=["web_browsing", "office_applications", "file_management"],
+    metadata={
+        "location": "office_desktop",
+        "performance": "high",
+        "description": "Primary Windows workstation",
+        "operation_engineer_email": "admin@example.com",
+    },
+    max_retries=5,
+)
+
+#: The seed's Phase 4 system info.
+SEED_SYSTEM_INFO: dict[str, Any] = {
+    "platform": "windows",
+    "os_version": "10.0.22631",
+    "cpu_count": 16,
+    "memory_total_gb": 32.0,
+    "hostname": "DESKTOP-DEV01",
+    "ip_address": "192.168.1.100",
+    "supported_features": ["gui", "cli", "browser", "file_system", "office", "windows_apps"],
+    "platform_type": "computer",
+    "schema_version": "1.0",
+}
+
+
+class FakeClock:
+    """Returns T0, T0+1s, T0+2s, ... and remembers the last value it gave."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.last: datetime | None = None
+
+    def __call__(self) -> datetime:
+        self.last = T0 + timedelta(seconds=self.calls)
+        self.calls += 1
+        return self.last
+
+
+class Recorder:
+    """An observer keeping every fired row as (trigger, source, dest)."""
+
+    def __init__(self) -> None:
+        self.records: list[TransitionRecord] = []
+
+    def __call__(self, record: TransitionRecord, lifecycle: DeviceLifecycle) -> None:
+        assert lifecycle.state == record.dest
+        self.records.append(record)
+
+    @property
+    def steps(self) -> list[tuple[str, str, str]]:
+        return [r.step for r in self.records]
+
+
+def step_data(step: Step, system_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The event data a path's step implies."""
+    if step.trigger == "registration_answered":
+        accepted = step.dest == S.TELEMETRY
+        return {"accepted": accepted} if accepted else {"accepted": False, "reason": "nope"}
+    if step.trigger == "telemetry_received":
+        return {"system_info": system_info}
+    if step.trigger == "connection_failed":
+        return {"reason": "refused"}
+    if step.trigger == "task_assigned":
+        return {"task_id": "task-1"}
+    return {}
+
+
+def reference_merge(profile: AgentProfile, info: Mapping[str, Any]) -> AgentProfile:
+    """The seed's update_device_system_info with order-stable capabilities, written afresh."""
+    capabilities = list(profile.capabilities)
+    for feature in info.get("supported_features", []):
+        if feature not in capabilities:
+            capabilities.append(feature)
+    metadata = dict(profile.metadata)
+    metadata["system_info"] = {key: info.get(key) for key in SYSTEM_INFO_KEYS}
+    for key in ("custom_metadata", "tags"):
+        if key in info:
+            metadata[key] = info[key]
+    return attrs.evolve(
+        profile, os=info.get("platform", profile.os), capabilities=capabilities, metadata=metadata
+    )
+
+
+def expected_effects(step: Step, lifecycle: DeviceLifecycle) -> list[Effect]:
+    """What entering ``step.dest`` must ask the I/O edge to do (read after the step)."""
+    dest = step.dest
+    if dest == S.CONNECTING:
+        return [OpenConnection(lifecycle.profile.server_url)]
+    if dest == S.CONNECTED:
+        return [SendRegister()]
+    if dest == S.TELEMETRY:
+        return [RequestTelemetry()]
+    if dest == S.IDLE and step.source == S.TELEMETRY:
+        return [StartHeartbeat()]
+    if dest == S.BACKOFF:
+        return [CloseConnection(lifecycle.last_error or "")]
+    if dest == S.FAILED:
+        return [CloseConnection(lifecycle.failure_reason or "")]
+    if dest == S.DISCONNECTED:
+        return [CloseConnection("disconnect")]
+    return []  # registering, busy, idle after a task
+
+
+@attrs.frozen
+class Replay:
+    lifecycle: DeviceLifecycle
+    recorder: Recorder
+    clock: FakeClock
+    expected: AgentProfile  # the profile the path implies, before the final status checks
+    attempts_at_end: int
+    activations: int
+
+
+def replay(
+    engine: LifecycleEngine,
+    start: AgentProfile,
+    path: Path,
+    infos: list[Mapping[str, Any] | None],
+) -> Replay:
+    """Fire ``path`` on a fresh lifecycle; ``infos[i]`` answers the i-th telemetry request.
+
+    Checks each step's effects on the way and models the profile the path should produce.
+    """
+    clock = FakeClock()
+    recorder = Recorder()
+    lifecycle = engine.create(start, clock=clock, observer=recorder)
+    expected = start
+    attempts = start.connection_attempts
+    activations = 0
+    infos_left = list(infos)
+    try:
+        for step in path:
+            info = infos_left.pop(0) if step.trigger == "telemetry_received" else None
+            effects = lifecycle.fire(step.trigger, **step_data(step, info))
+            assert effects == expected_effects(step, lifecycle), step
+            if step.dest == S.CONNECTING:
+                attempts += 1
+            if info is not None:
+                expected = reference_merge(expected, info)
+            if step.dest == S.IDLE and step.source == S.TELEMETRY:
+                attempts = 0
+                activations += 1
+    finally:
+        engine.release(lifecycle)
+    return Replay(lifecycle, recorder, clock, expected, attempts, activations)

@@ -1,0 +1,48 @@
+"""The transition-coverage recorder itself (the session's record is left intact)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stellate.fsm import AgentProfile, LifecycleEngine, coverage, rows
+
+
+@pytest.fixture
+def scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private record for this test; monkeypatch puts the session's back afterwards."""
+    monkeypatch.setattr(coverage, "_fired", set())
+    monkeypatch.setattr(coverage, "enabled", coverage.enabled)
+
+
+def test_report_counts_rows(scratch: None) -> None:
+    coverage.reset()
+    covered, total, missing = coverage.report()
+    assert covered == 0 and total == len({r[:3] for r in rows()}) == len(missing)
+    coverage.record(*missing[0])
+    assert coverage.report() == (1, total, missing[1:])
+    assert coverage.summary()[0] == f"transition coverage: 1/{total} rows"
+    assert coverage.summary()[1] == "  missing: {} {} -> {}".format(*missing[1])
+
+
+def test_lifecycle_records_only_while_enabled(scratch: None) -> None:
+    engine = LifecycleEngine()
+    coverage.disable()
+    lc = engine.create(AgentProfile("d", "ws://x/ws"))
+    lc.fire("connect")
+    assert coverage.fired() == set()
+    coverage.enable()
+    lc.fire("connection_opened")
+    assert coverage.fired() == {("connection_opened", "connecting", "connected")}
+    engine.release(lc)
+
+
+def test_rows_are_unique() -> None:
+    assert len(coverage.all_rows()) == len(rows())
+
+
+def test_scratch_leaves_the_session_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    session = coverage._fired
+    with monkeypatch.context() as m:
+        m.setattr(coverage, "_fired", set())
+        coverage.record("x", "y", "z")
+    assert coverage._fired is session and ("x", "y", "z") not in session

@@ -1,0 +1,415 @@
+"""Guards, effects, timeouts, merging and backoff, one behaviour at a time."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+import pytest
+from fsm_support import (
+    SEED_SYSTEM_INFO,
+    WINDOWSAGENT,
+    FakeClock,
+    Recorder,
+    S,
+    expected_effects,
+    step_data,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stellate.fsm import (
+    SYSTEM_INFO_KEYS,
+    TRIGGERS,
+    AgentProfile,
+    CloseConnection,
+    DeviceLifecycle,
+    IllegalTransition,
+    LifecycleEngine,
+    OpenConnection,
+    RequestTelemetry,
+    RetryPolicy,
+    SendRegister,
+    StartHeartbeat,
+    merge_system_info,
+    rows,
+)
+from stellate.fsm.paths import Step
+from stellate.testing import agent_profiles, retry_policies, system_infos
+
+ENGINE = LifecycleEngine()
+
+
+@pytest.fixture
+def make() -> Any:
+    made: list[DeviceLifecycle] = []
+
+    def make(
+        status: S = S.DISCONNECTED, attempts: int = 0, max_retries: int | None = 5, **kw: Any
+    ) -> DeviceLifecycle:
+        profile = attrs.evolve(
+            WINDOWSAGENT, status=status, connection_attempts=attempts, max_retries=max_retries
+        )
+        kw.setdefault("rng", random.Random(7))
+        kw.setdefault("clock", FakeClock())
+        lifecycle = ENGINE.create(profile, **kw)
+        made.append(lifecycle)
+        return lifecycle
+
+    yield make
+    for lifecycle in made:
+        ENGINE.release(lifecycle)
+
+
+def snapshot(lc: DeviceLifecycle) -> tuple[Any, ...]:
+    return (lc.profile, lc.timeout, lc.failure_reason, lc.last_error)
+
+
+# -- guards ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attempts", "max_retries", "expected"),
+    [
+        (0, 1, True),
+        (2, 3, True),
+        (3, 3, False),
+        (4, 3, False),
+        (0, None, True),
+        (10**6, None, True),
+    ],
+)
+def test_retries_left(make: Any, attempts: int, max_retries: int | None, expected: bool) -> None:
+    lc = make(S.CONNECTING, attempts, max_retries)
+    assert lc.retries_left(None) is expected
+    lc.fire("connection_failed")
+    assert lc.state == (S.BACKOFF if expected else S.FAILED)
+
+
+@pytest.mark.parametrize(("accepted", "dest"), [(True, S.TELEMETRY), (False, S.FAILED)])
+def test_accepted_guard(make: Any, accepted: bool, dest: S) -> None:
+    lc = make(S.REGISTERING, attempts=1)
+    assert lc.accepts("registration_answered", accepted=accepted)
+    assert lc.state == S.REGISTERING  # asking changes nothing
+    lc.fire("registration_answered", accepted=accepted, reason="bad token")
+    assert lc.state == dest
+
+
+@pytest.mark.parametrize("data", [{}, {"accepted": "yes"}, {"accepted": 1}])
+def test_accepted_guard_needs_a_bool(make: Any, data: dict[str, Any]) -> None:
+    lc = make(S.REGISTERING, attempts=1)
+    before = snapshot(lc)
+    with pytest.raises(TypeError):
+        lc.fire("registration_answered", **data)
+    assert snapshot(lc) == before and lc.state == S.REGISTERING
+
+
+def test_task_assigned_needs_a_task_id(make: Any) -> None:
+    lc = make(S.IDLE)
+    with pytest.raises(TypeError):
+        lc.fire("task_assigned")
+    assert lc.state == S.IDLE and lc.profile.current_task_id is None
+    lc.fire("task_assigned", task_id="t-1")
+    assert lc.state == S.BUSY and lc.profile.current_task_id == "t-1"
+    lc.fire("task_finished")
+    assert lc.state == S.IDLE and lc.profile.current_task_id is None
+
+
+# -- every row: fires, is observed, and asks for its effects -----------------------------------
+
+
+def _row_id(row: tuple[Any, ...]) -> str:
+    trigger, source, dest, conditions, unless = row
+    guard = "".join(f"+{c}" for c in conditions) + "".join(f"-{u}" for u in unless)
+    return f"{source}-{trigger}{guard}-{dest}"
+
+
+@pytest.mark.parametrize("row", rows(), ids=_row_id)
+def test_every_row_fires_with_its_effects(make: Any, row: tuple[Any, ...]) -> None:
+    trigger, source, dest, _conditions, unless = row
+    exhausted = "retries_left" in unless
+    recorder = Recorder()
+    lc = make(S(source), attempts=3 if exhausted else 1, max_retries=3, observer=recorder)
+    step = Step(trigger, source, dest)
+    effects = lc.fire(trigger, **step_data(step, SEED_SYSTEM_INFO))
+    assert lc.status == dest
+    assert recorder.steps == [(trigger, source, dest)]
+    assert effects == expected_effects(step, lc)
+
+
+def test_effects_on_the_happy_path(make: Any) -> None:
+    lc = make()
+    assert lc.fire("connect") == [OpenConnection("ws://localhost:5005/ws")]
+    assert lc.fire("connection_opened") == [SendRegister()]
+    assert lc.fire("register_sent") == []
+    assert lc.fire("registration_answered", accepted=True) == [RequestTelemetry()]
+    assert lc.fire("telemetry_received", system_info=SEED_SYSTEM_INFO) == [StartHeartbeat()]
+    assert lc.fire("connection_failed", reason="reset") == [CloseConnection("reset")]
+    assert lc.fire("disconnect") == [CloseConnection("disconnect")]
+
+
+def test_failure_reasons(make: Any) -> None:
+    lc = make(S.REGISTERING, attempts=1)
+    assert lc.fire("registration_answered", accepted=False, reason="duplicate id") == [
+        CloseConnection("registration rejected: duplicate id")
+    ]
+    assert lc.failure_reason == "registration rejected: duplicate id"
+    lc = make(S.CONNECTING, attempts=5)
+    lc.fire("connection_failed", reason="refused")
+    assert lc.failure_reason == "gave up after 5 attempts: refused"
+    lc = make(S.REGISTERING, attempts=5)
+    lc.fire("timed_out")
+    assert lc.failure_reason == "gave up after 5 attempts: retries exhausted"
+
+
+# -- illegal events ----------------------------------------------------------------------------
+
+
+def _illegal_pairs() -> list[tuple[S, str]]:
+    legal = {(source, trigger) for trigger, source, *_ in rows()}
+    return [(s, t) for s in S for t in TRIGGERS if (s.value, t) not in legal]
+
+
+@pytest.mark.parametrize(("state", "trigger"), _illegal_pairs())
+def test_illegal_event_raises_and_changes_nothing(make: Any, state: S, trigger: str) -> None:
+    recorder = Recorder()
+    lc = make(state, attempts=1, observer=recorder)
+    before = snapshot(lc)
+    assert not lc.accepts(trigger, accepted=True, task_id="t")
+    with pytest.raises(IllegalTransition) as info:
+        lc.fire(trigger, accepted=True, task_id="t")
+    assert (info.value.status, info.value.trigger, info.value.device_id) == (
+        state,
+        trigger,
+        "windowsagent",
+    )
+    assert snapshot(lc) == before and recorder.records == []
+
+
+def test_unknown_event_is_illegal(make: Any) -> None:
+    lc = make()
+    assert not lc.accepts("to_idle")
+    with pytest.raises(IllegalTransition, match="unknown event"):
+        lc.fire("to_idle")  # transitions' auto shortcut must not exist
+    assert not hasattr(lc, "to_idle")
+    assert lc.state == S.DISCONNECTED
+
+
+# -- timeouts, rejection, retry ----------------------------------------------------------------
+
+
+def test_timeouts_are_armed_per_state(make: Any) -> None:
+    policy = RetryPolicy(connect_timeout=3, registration_timeout=4, telemetry_timeout=5)
+    lc = make(policy=policy)
+    assert lc.timeout is None
+    lc.fire("connect")
+    assert lc.timeout == 3
+    lc.fire("connection_opened")
+    assert lc.timeout is None
+    lc.fire("register_sent")
+    assert lc.timeout == 4
+    lc.fire("registration_answered", accepted=True)
+    assert lc.timeout == 5
+    lc.fire("timed_out")
+    assert lc.state == S.IDLE and lc.timeout is None
+
+
+def test_rejection_is_final_until_retry(make: Any) -> None:
+    lc = make(S.REGISTERING, attempts=1)
+    lc.fire("registration_answered", accepted=False)
+    assert lc.state == S.FAILED and lc.profile.connection_attempts == 1  # retries were left
+    for trigger in ("connect", "timed_out", "connection_failed", "connection_opened"):
+        assert not lc.accepts(trigger)
+    lc.fire("retry")
+    assert lc.state == S.CONNECTING
+    assert lc.profile.connection_attempts == 1 and lc.failure_reason is None
+
+
+def test_activation_resets_attempts_and_stamps_heartbeat(make: Any) -> None:
+    clock = FakeClock()
+    lc = make(S.TELEMETRY, attempts=4, clock=clock)
+    lc.fire("telemetry_received", system_info=None)
+    profile = lc.profile
+    assert profile.connection_attempts == 0 and profile.current_task_id is None
+    assert profile.last_heartbeat == clock.last is not None
+    assert profile.capabilities == WINDOWSAGENT.capabilities  # no telemetry: unchanged
+    assert profile.metadata == WINDOWSAGENT.metadata
+
+
+# -- merge_system_info -------------------------------------------------------------------------
+
+
+def test_merge_seed_windowsagent_example() -> None:
+    merged = merge_system_info(WINDOWSAGENT, SEED_SYSTEM_INFO)
+    assert list(merged.capabilities) == [
+        "web_browsing",
+        "office_applications",
+        "file_management",
+        "gui",
+        "cli",
+        "browser",
+        "file_system",
+        "office",
+        "windows_apps",
+    ]
+    assert merged.os == "windows"
+    assert merged.metadata == {
+        **WINDOWSAGENT.metadata,
+        "system_info": {
+            "platform": "windows",
+            "os_version": "10.0.22631",
+            "cpu_count": 16,
+            "memory_total_gb": 32.0,
+            "hostname": "DESKTOP-DEV01",
+            "ip_address": "192.168.1.100",
+            "platform_type": "computer",
+            "schema_version": "1.0",
+        },
+    }
+    assert "custom_metadata" not in merged.metadata and "tags" not in merged.metadata
+    assert WINDOWSAGENT.metadata.keys() == {
+        "location",
+        "performance",
+        "description",
+        "operation_engineer_email",
+    }  # the input profile is untouched
+
+
+def test_merge_deduplicates_and_keeps_order() -> None:
+    profile = AgentProfile("d", "ws://x/ws", capabilities=["cli", "gpu"])
+    merged = merge_system_info(profile, {"supported_features": ["gui", "cli", "gui", "ocr"]})
+    assert merged.capabilities == ("cli", "gpu", "gui", "ocr")
+
+
+def test_merge_partial_info() -> None:
+    profile = AgentProfile("d", "ws://x/ws", os="linux", capabilities=["cli"], metadata={"a": 1})
+    merged = merge_system_info(profile, {"hostname": "h", "tags": ["x"], "custom_metadata": {}})
+    assert merged.os == "linux"  # no platform given: configured OS kept
+    assert merged.capabilities == ("cli",)
+    assert merged.metadata["system_info"] == dict.fromkeys(SYSTEM_INFO_KEYS) | {"hostname": "h"}
+    assert merged.metadata["tags"] == ["x"] and merged.metadata["custom_metadata"] == {}
+    assert merged.metadata["a"] == 1
+
+
+def test_merge_ignores_ill_typed_fields() -> None:
+    profile = AgentProfile("d", "ws://x/ws", os="linux", capabilities=["cli"])
+    merged = merge_system_info(profile, {"platform": 7, "supported_features": "gui"})
+    assert merged.os == "linux" and merged.capabilities == ("cli",)
+
+
+def test_merge_replaces_previous_telemetry() -> None:
+    once = merge_system_info(WINDOWSAGENT, {**SEED_SYSTEM_INFO, "tags": ["a"]})
+    twice = merge_system_info(once, {"platform": "linux", "supported_features": ["linux_apps"]})
+    assert twice.os == "linux"
+    assert twice.capabilities[-1] == "linux_apps" and "windows_apps" in twice.capabilities
+    assert twice.metadata["system_info"]["platform"] == "linux"
+    assert twice.metadata["system_info"]["hostname"] is None
+    assert twice.metadata["tags"] == ["a"]  # tags only change when telemetry sends them
+
+
+@given(agent_profiles(), system_infos())
+def test_merge_property(profile: AgentProfile, info: dict[str, Any]) -> None:
+    merged = merge_system_info(profile, info)
+    new = [f for f in dict.fromkeys(info["supported_features"]) if f not in profile.capabilities]
+    assert list(merged.capabilities) == [*profile.capabilities, *new]
+    assert list(merged.metadata["system_info"]) == list(SYSTEM_INFO_KEYS)
+    assert merged.metadata["system_info"] == {k: info[k] for k in SYSTEM_INFO_KEYS}
+    for key in ("custom_metadata", "tags"):
+        if key in info:
+            assert merged.metadata[key] == info[key]
+        else:
+            assert merged.metadata.get(key) == profile.metadata.get(key)
+    kept = set(profile.metadata) - {"system_info", "custom_metadata", "tags"}
+    assert {k: merged.metadata[k] for k in kept} == {k: profile.metadata[k] for k in kept}
+    assert merged.os == info["platform"]
+    assert attrs.evolve(merged, os=profile.os, capabilities=profile.capabilities,
+                        metadata=profile.metadata) == profile  # fmt: skip
+
+
+# -- backoff -----------------------------------------------------------------------------------
+
+
+@given(retry_policies(), st.integers(min_value=0, max_value=200), st.integers(0, 2**32 - 1))
+def test_backoff_within_bounds(policy: RetryPolicy, failures: int, seed: int) -> None:
+    low, high = policy.backoff_bounds(failures)
+    assert 0 <= low <= high <= policy.backoff_cap
+    delay = policy.backoff_delay(failures, random.Random(seed))
+    assert low <= delay <= high or delay == pytest.approx(high, rel=1e-12)
+
+
+def test_backoff_bounds_grow_then_cap() -> None:
+    policy = RetryPolicy(reconnect_delay=5.0, backoff_cap=60.0, jitter_floor=0.1)
+    highs = [policy.backoff_bounds(n)[1] for n in range(0, 10)]
+    assert highs == [5.0, 5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 60.0, 60.0]
+    assert policy.backoff_bounds(3) == (2.0, 20.0)
+    assert policy.backoff_bounds(10**6) == (6.0, 60.0)  # no overflow retrying forever
+
+
+def test_backoff_is_jittered_across_seeds() -> None:
+    policy = RetryPolicy()
+    delays = {policy.backoff_delay(3, random.Random(seed)) for seed in range(20)}
+    assert len(delays) > 10
+    assert all(2.0 <= d <= 20.0 for d in delays)
+    same = {policy.backoff_delay(3, random.Random(42)) for _ in range(3)}
+    assert len(same) == 1  # a seed reproduces its delay
+
+
+def test_backoff_timeout_is_armed_from_the_policy(make: Any) -> None:
+    policy = RetryPolicy(reconnect_delay=2.0, backoff_cap=100.0, jitter_floor=0.5)
+    lc = make(S.CONNECTING, attempts=3, policy=policy)
+    lc.fire("connection_failed", reason="refused")
+    assert lc.state == S.BACKOFF and lc.last_error == "refused"
+    assert lc.timeout is not None and 4.0 <= lc.timeout <= 8.0
+
+
+def test_max_retries_none_retries_forever(make: Any) -> None:
+    policy = RetryPolicy()
+    lc = make(max_retries=None, policy=policy)
+    lc.fire("connect")
+    for attempt in range(1, 101):
+        assert lc.state == S.CONNECTING and lc.profile.connection_attempts == attempt
+        assert lc.fire("connection_failed", reason="refused") == [CloseConnection("refused")]
+        assert lc.state == S.BACKOFF
+        low, high = policy.backoff_bounds(attempt)
+        assert lc.timeout is not None and low <= lc.timeout <= high
+        lc.fire("timed_out")
+    assert lc.profile.connection_attempts == 101
+
+
+def test_policy_rejects_negative_delays() -> None:
+    with pytest.raises(ValueError, match="reconnect_delay"):
+        RetryPolicy(reconnect_delay=-1)
+
+
+# -- known bugs (owned by stellate/fsm; see the report) ----------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG fsm: connect from DISCONNECTED keeps the previous run's connection_attempts "
+    "(neither disconnect nor connect resets them), so after a disconnect the owner's next "
+    "connect exceeds max_retries and gets one attempt instead of max_retries. When fixed, "
+    "also set LifecycleWalk.TOLERATE_STALE_CONNECT = False in test_fsm_stateful.py.",
+)
+@pytest.mark.parametrize("where", [S.FAILED, S.BACKOFF, S.CONNECTING])
+def test_connect_after_disconnect_starts_attempts_over(make: Any, where: S) -> None:
+    lc = make(where, attempts=3, max_retries=3)
+    lc.fire("disconnect")
+    lc.fire("connect")
+    assert lc.profile.connection_attempts == 1
+    lc.fire("connection_failed")
+    assert lc.state == S.BACKOFF  # a fresh run has retries left
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG fsm: failure_reason is documented 'else None' but survives disconnect from "
+    "FAILED; it is only cleared on the next connecting.",
+)
+def test_failure_reason_cleared_on_disconnect(make: Any) -> None:
+    lc = make(S.REGISTERING, attempts=1)
+    lc.fire("registration_answered", accepted=False)
+    lc.fire("disconnect")
+    assert lc.state == S.DISCONNECTED
+    assert lc.failure_reason is None
