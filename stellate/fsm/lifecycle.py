@@ -174,6 +174,7 @@ class DeviceLifecycle:
             self._observer(record, self)
 
     def _enter_disconnected(self, event: Any) -> None:
+        self.failure_reason = None  # the owner stopped the device: nothing has failed
         self._effects.append(CloseConnection("disconnect"))
 
     def _enter_connecting(self, event: Any) -> None:

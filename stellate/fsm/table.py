@@ -4,7 +4,8 @@ Rules, read top to bottom (h11 style):
 
 * Phases are states: ``disconnected`` (1, configured) → ``connecting`` → ``connected`` (2) →
   ``registering`` (3) → ``telemetry`` (4) → ``idle`` (5, task-ready).
-* Every connection attempt enters ``connecting`` and counts one attempt.
+* Every connection attempt enters ``connecting`` and counts one attempt; the owner's
+  ``connect`` (from ``disconnected``) and ``retry`` (from ``failed``) start the count over.
 * A loss after activation (``idle``/``busy``: dropped socket, expired lease) backs off and
   reconnects; attempts were reset on activation, so it always has a retry left.
 * A failed attempt, a dropped socket or a silent peer (``connection_failed``, or ``timed_out``
@@ -59,7 +60,12 @@ def _v(*states: S) -> list[str]:
 #: guarded alternatives: the first whose guards hold wins.
 TRANSITIONS: Final[list[dict[str, Any]]] = [
     # Phase 2: connection
-    {"trigger": "connect", "source": _v(S.DISCONNECTED), "dest": S.CONNECTING.value},
+    {
+        "trigger": "connect",
+        "source": _v(S.DISCONNECTED),
+        "dest": S.CONNECTING.value,
+        "before": "_reset_attempts",  # an owner's (re)connect is a fresh run of max_retries
+    },
     {"trigger": "connection_opened", "source": _v(S.CONNECTING), "dest": S.CONNECTED.value},
     {
         "trigger": "connection_failed",

@@ -80,12 +80,6 @@ def table_dest(lifecycle: DeviceLifecycle, trigger: str, data: dict[str, Any]) -
 
 
 class LifecycleWalk(RuleBasedStateMachine):
-    #: Known bug (see test_fsm_units.test_connect_after_disconnect_starts_attempts_over):
-    #: ``connect`` keeps the attempts of the run the owner disconnected, so after a
-    #: disconnect at the limit the next attempt exceeds max_retries. While True, the
-    #: ``attempts <= max_retries`` invariant is waived exactly after such a connect.
-    TOLERATE_STALE_CONNECT = True
-
     def __init__(self) -> None:
         super().__init__()
         self.engine = LifecycleEngine()
@@ -106,7 +100,6 @@ class LifecycleWalk(RuleBasedStateMachine):
             observer=self.recorder,
         )
         self.attempts = 0  # the model's count
-        self.stale_connect = False
         self.since_connecting: list[tuple[str, dict[str, Any]]] | None = None
 
     # -- rules ----------------------------------------------------------------------------
@@ -166,7 +159,6 @@ class LifecycleWalk(RuleBasedStateMachine):
         lc = self.lc
         source = lc.state
         expected = table_dest(lc, trigger, data) if trigger in TRIGGERS else None
-        attempts_before = lc.profile.connection_attempts
         if expected is None:
             before = self._snapshot()
             with pytest.raises(IllegalTransition) as info:
@@ -184,12 +176,10 @@ class LifecycleWalk(RuleBasedStateMachine):
 
         # the model: attempts, and what happened since the last connecting
         if dest == S.CONNECTING:
-            if trigger == "retry":
-                self.attempts, self.stale_connect = 1, False
+            if trigger in ("retry", "connect"):  # the owner starts a fresh run
+                self.attempts = 1
             else:
                 self.attempts += 1
-                if trigger == "connect" and attempts_before > 0:
-                    self.stale_connect = True
             self.since_connecting = []
         elif self.since_connecting is not None:
             self.since_connecting.append((trigger, data))
@@ -201,7 +191,7 @@ class LifecycleWalk(RuleBasedStateMachine):
             assert self.since_connecting[2][1]["accepted"] is True
             assert triggers[3:] == [trigger] and trigger in ("telemetry_received", "timed_out")
             assert lc.profile.last_heartbeat == self.clock.last
-            self.attempts, self.stale_connect = 0, False
+            self.attempts = 0
         if dest == S.IDLE:
             assert source in (S.TELEMETRY, S.BUSY)
 
@@ -219,7 +209,7 @@ class LifecycleWalk(RuleBasedStateMachine):
     @invariant()
     def attempts_never_exceed_max_retries(self) -> None:
         limit = self.lc.profile.max_retries
-        if limit is None or (self.TOLERATE_STALE_CONNECT and self.stale_connect):
+        if limit is None:
             return
         assert self.lc.profile.connection_attempts <= limit
 

@@ -382,16 +382,9 @@ def test_policy_rejects_negative_delays() -> None:
         RetryPolicy(reconnect_delay=-1)
 
 
-# -- known bugs (owned by stellate/fsm; see the report) ----------------------------------------
+# -- regressions: bugs found by these tests, fixed in stellate/fsm -----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG fsm: connect from DISCONNECTED keeps the previous run's connection_attempts "
-    "(neither disconnect nor connect resets them), so after a disconnect the owner's next "
-    "connect exceeds max_retries and gets one attempt instead of max_retries. When fixed, "
-    "also set LifecycleWalk.TOLERATE_STALE_CONNECT = False in test_fsm_stateful.py.",
-)
 @pytest.mark.parametrize("where", [S.FAILED, S.BACKOFF, S.CONNECTING])
 def test_connect_after_disconnect_starts_attempts_over(make: Any, where: S) -> None:
     lc = make(where, attempts=3, max_retries=3)
@@ -402,11 +395,6 @@ def test_connect_after_disconnect_starts_attempts_over(make: Any, where: S) -> N
     assert lc.state == S.BACKOFF  # a fresh run has retries left
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG fsm: failure_reason is documented 'else None' but survives disconnect from "
-    "FAILED; it is only cleared on the next connecting.",
-)
 def test_failure_reason_cleared_on_disconnect(make: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
     lc.fire("registration_answered", accepted=False)
