@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from aip_golden import FRAMES, frame, frame_text
+from golden_frames import FRAMES, frame, frame_text
 
 from stellate.protocol import (
     ClientMessage,

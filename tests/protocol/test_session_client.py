@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from aip_golden import VOLATILE_KEYS, frame, frame_text
+from golden_frames import VOLATILE_KEYS, frame, frame_text
 
 from stellate.protocol import (
     ConstellationSession,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from wire_frames import assert_like, client_frame
+from golden_frames import assert_like, client_frame
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.protocol.session_server import ServerPolicy

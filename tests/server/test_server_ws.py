@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from wire_frames import assert_like, client_frame, frame
+from golden_frames import assert_like, client_frame, frame
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.protocol.transport import ConnectError, Connection, ConnectionClosed

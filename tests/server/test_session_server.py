@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from wire_frames import assert_like, client_frame, frame
+from golden_frames import assert_like, client_frame, frame
 
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import (

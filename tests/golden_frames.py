@@ -1,4 +1,4 @@
-"""Golden frames and comparison helpers for the server tests (a copy-free view of tests/frames)."""
+"""Golden frames captured from the reference (tests/frames), and how to compare ours."""
 
 from __future__ import annotations
 
