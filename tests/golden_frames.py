@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-FRAMES = Path(__file__).resolve().parent.parent / "frames"
+FRAMES = Path(__file__).resolve().parent / "frames"
 
 #: Keys whose values legitimately differ between the reference's frames and ours.
 VOLATILE_KEYS = frozenset({"timestamp", "response_id", "request_id", "registration_time"})
