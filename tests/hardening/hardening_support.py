@@ -21,7 +21,7 @@ import trio
 from stellate.adapters.memory import MemoryConnection, MemoryNetwork
 from stellate.agent import DeviceAgent
 from stellate.fsm import AgentProfile, DeviceStatus, RetryPolicy
-from stellate.manager import ConstellationDeviceManager
+from stellate.manager import ConstellationDeviceManager, ManagerEvent
 from stellate.protocol import ConnectError, ConnectionClosed, ServerPolicy
 from stellate.server import AgentServer
 
@@ -220,6 +220,7 @@ class FaultConnector:
         self.opens_after_fault: Counter[str] = Counter()
         self.injected = 0
         self.open_now = 0
+        self.live: set[FaultConnection] = set()
 
     def _strike(self, device_id: str) -> Fault | None:
         fault = self.faults.get(device_id)
@@ -252,10 +253,19 @@ class FaultConnector:
         async with self.network.open(url) as inner:
             conn = FaultConnection(self, device_id, inner)
             self.open_now += 1
+            self.live.add(conn)
             try:
                 yield conn
             finally:
                 self.open_now -= 1
+                self.live.discard(conn)
+
+    def drop_all(self) -> int:
+        """Every open constellation socket dies at once (a network flap); how many."""
+        conns = list(self.live)
+        for conn in conns:
+            conn.inner.abort()
+        return len(conns)
 
 
 class FaultConnection:
@@ -379,8 +389,22 @@ class Fleet:
         check_nothing_lost(self.configured, self.profiles())
 
 
-async def settle(manager: ConstellationDeviceManager, ids: Iterable[str]) -> None:
-    await manager.wait_settled(ids)
+async def until_all_idle_again(
+    events: trio.MemoryReceiveChannel[ManagerEvent], ids: Iterable[str]
+) -> None:
+    """Consume events until every device has moved since now and its last move reached IDLE."""
+    not_idle = set(ids)  # a device leaves this set when its latest move reached IDLE
+    moved: set[str] = set()
+    async for event in events:
+        d, dest = event.device_id, event.record.dest
+        assert dest is not DeviceStatus.FAILED, (d, event.reason)
+        moved.add(d)
+        if dest is DeviceStatus.IDLE:
+            not_idle.discard(d)
+        else:
+            not_idle.add(d)
+        if not not_idle and len(moved) == len(set(ids)):
+            return
 
 
 # -- leak probes -------------------------------------------------------------------------------

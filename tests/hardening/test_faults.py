@@ -19,6 +19,7 @@ from hardening_support import (
     Fault,
     Fleet,
     lost_telemetry,
+    until_all_idle_again,
 )
 
 from stellate.adapters.memory import MemoryNetwork
@@ -199,24 +200,6 @@ async def server_kill_run(phase: DeviceStatus, restart: bool) -> Fleet:
 @pytest.mark.parametrize("phase", PHASES, ids=lambda p: p.value)
 def test_server_killed_in_each_phase_one_device(phase: DeviceStatus, restart: bool) -> None:
     trio.run(server_kill_run, phase, restart, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
-async def until_all_idle_again(
-    events: trio.MemoryReceiveChannel[ManagerEvent], ids: Iterable[str]
-) -> None:
-    """Consume events until every device has moved since now and its last move reached IDLE."""
-    not_idle = set(ids)  # a device leaves this set when its latest move reached IDLE
-    moved: set[str] = set()
-    async for event in events:
-        d, dest = event.device_id, event.record.dest
-        assert dest is not S.FAILED, (d, event.reason)
-        moved.add(d)
-        if dest is S.IDLE:
-            not_idle.discard(d)
-        else:
-            not_idle.add(d)
-        if not not_idle and len(moved) == len(set(ids)):
-            return
 
 
 def test_server_killed_and_restarted_500_devices() -> None:
