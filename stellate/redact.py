@@ -2,8 +2,10 @@
 
 AIP authenticates with ``?token=KEY`` on the WebSocket URL, so a URL is a secret until redacted.
 The reference server leaks the key into its access log; stellate formats every URL it shows
-through :func:`redact_url`, and the CLI installs :class:`RedactingFilter` on its log handlers as
-a second line of defence for anything that slips through.
+through :func:`redact_url`, and the CLI installs :data:`LOG_FILTER` on its log handlers
+(:func:`install_log_redaction`) as a second line of defence for anything that slips through:
+it masks secret-looking URL parameters anywhere in a record, and every key handed to
+:func:`add_log_secret` literally (the server, the agent and the CLI hand theirs over).
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 
-__all__ = ["MASK", "RedactingFilter", "is_secret_param", "redact_text", "redact_url"]
+__all__ = [
+    "LOG_FILTER",
+    "MASK",
+    "RedactingFilter",
+    "add_log_secret",
+    "install_log_redaction",
+    "is_secret_param",
+    "redact_text",
+    "redact_url",
+]
 
 MASK = "***"
 
@@ -122,3 +133,24 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info, self._secrets)
         return True
+
+
+#: The process-wide filter: on the CLI's handlers and on trio-websocket's logger.
+LOG_FILTER = RedactingFilter()
+
+
+def add_log_secret(secret: str | None) -> None:
+    """Mask ``secret`` (and its percent-encoded form) in every record :data:`LOG_FILTER` sees."""
+    if secret:
+        LOG_FILTER.add_secret(secret)
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Put :data:`LOG_FILTER` on every handler of ``logger`` (default: the root logger).
+
+    Idempotent. Handlers added later are not covered: call it after configuring logging.
+    """
+    target = logger if logger is not None else logging.getLogger()
+    for handler in target.handlers:
+        if LOG_FILTER not in handler.filters:
+            handler.addFilter(LOG_FILTER)

@@ -15,17 +15,22 @@ It opens the TCP stream and does the TLS handshake itself before handing the str
   ends, whatever happened.
 
 Server: :func:`serve_websocket` serves one path (``/ws``), checks ``?token=KEY`` with a
-constant-time comparison and refuses at the handshake (HTTP 404 / 403), then calls the handler
-with a :class:`WebSocketConnection`. It too owns each connection's stream and closes it when the
+constant-time comparison and refuses at the handshake (HTTP 404 / 403), asks an optional
+:class:`Admission` whether there is room (HTTP 503 when not), then calls the handler with a
+:class:`WebSocketConnection`. It too owns each connection's stream and closes it when the
 handler is done (trio-websocket leaves a rejected or 1009-closed stream open until the client
 hangs up). A handler that crashes is logged and its connection closed with 1011; it never takes
 the server down.
 
-Secrets: messages and logs only ever show :func:`stellate.redact.redact_url` forms.
+Secrets: messages and logs only ever show :func:`stellate.redact.redact_url` forms. trio-websocket
+itself logs every handshake event at DEBUG, the request target (``/ws?token=KEY``) included, so a
+:data:`~stellate.redact.LOG_FILTER` sits on its logger (``trio-websocket``) from import on, and
+the server adds its key to it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
@@ -35,17 +40,18 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
 from functools import partial
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import attrs
 import trio
 import trio_websocket
 
 from ..protocol.transport import ConnectError, Connection, ConnectionClosed
-from ..redact import redact_url
+from ..redact import LOG_FILTER, add_log_secret, redact_url
 
 __all__ = [
     "AcceptedRequest",
+    "Admission",
     "ServerHandler",
     "WebSocketConnection",
     "WebSocketConnector",
@@ -55,6 +61,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+# Mask ``?token=`` values (and every key a server registers) in trio-websocket's own records.
+# A filter on a logger sees the records logged *on that logger*, which is where trio-websocket
+# logs (it has no child loggers), so every handler anywhere only gets the redacted text.
+if LOG_FILTER not in logging.getLogger("trio-websocket").filters:
+    logging.getLogger("trio-websocket").addFilter(LOG_FILTER)
 
 
 def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
@@ -238,20 +250,35 @@ class WebSocketConnector:
         except BaseException as exc:
             await trio.aclose_forcefully(tcp)
             if isinstance(exc, trio.BrokenResourceError):
-                cause = exc.__cause__
-                reason = (
-                    getattr(cause, "verify_message", None)
-                    or getattr(cause, "reason", None)
-                    or str(cause or "connection lost")
-                )
                 raise ConnectError(
-                    f"TLS handshake with {where} failed ({target.safe}): {reason}"
+                    f"TLS handshake with {where} failed ({target.safe}): "
+                    f"{_tls_reason(exc.__cause__)}"
                 ) from None
             raise
         return stream
 
 
 _ClientStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+def _tls_reason(cause: BaseException | None) -> str:
+    """Say why a TLS handshake failed in words an operator can act on.
+
+    A verification failure names itself ("certificate verify failed: ...") so that it is never
+    mistaken for a network fault; a server that does not speak TLS at all (``wss://`` to a
+    ``ws://`` port) shows up as a protocol error, and gets a hint.
+    """
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = cause.verify_message or cause.reason or str(cause)
+        return f"certificate verify failed: {detail}"
+    if isinstance(cause, ssl.SSLError):
+        reason = cause.reason or str(cause)
+        if reason in ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"):
+            return f"{reason} (is the server speaking plain ws:// rather than wss://?)"
+        return str(reason)
+    if cause is None:
+        return "connection lost during the TLS handshake (does the server speak TLS?)"
+    return str(cause) or type(cause).__name__
 
 
 class _ClientSession(AbstractAsyncContextManager[WebSocketConnection]):
@@ -410,11 +437,36 @@ Typed against the ``Connection`` port so one handler serves real and in-memory c
 """
 
 
+class Admission(Protocol):
+    """Decides, at the handshake, whether there is room for one more connection.
+
+    ``admit`` runs synchronously just before the upgrade is accepted (so the decision and the
+    bookkeeping it implies cannot interleave with another connection's); it returns ``None`` to
+    admit or a reason to refuse with HTTP 503. For every admitted request exactly one of two
+    things follows: the handler runs, or (the client left before the upgrade completed)
+    ``abandon`` is called, so a reservation made in ``admit`` is always given back.
+    """
+
+    def admit(self, info: AcceptedRequest) -> str | None: ...
+
+    def abandon(self, info: AcceptedRequest) -> None: ...
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
 def _token_ok(query: str, api_key: str) -> bool:
+    """True when the query carries exactly one ``token`` equal to ``api_key``.
+
+    Both sides are hashed before ``hmac.compare_digest``: the comparison then takes the same
+    time whatever the candidate is, its length included (compare_digest alone returns early on
+    a length mismatch, which tells a prober the key's length).
+    """
     tokens = urllib.parse.parse_qs(query, keep_blank_values=True).get("token")
     if not tokens or len(tokens) != 1:
         return False
-    return hmac.compare_digest(tokens[0].encode("utf-8"), api_key.encode("utf-8"))
+    return hmac.compare_digest(_digest(tokens[0]), _digest(api_key))
 
 
 async def serve_websocket(
@@ -429,6 +481,7 @@ async def serve_websocket(
     handshake_timeout: float = 10.0,
     close_timeout: float = 5.0,
     message_queue_size: int = 1,
+    admission: Admission | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve WebSocket connections on ``host:port`` until cancelled.
@@ -443,9 +496,15 @@ async def serve_websocket(
         ssl_context: server TLS context for ``wss://``; ``None`` serves plain ``ws://``.
         max_message_size: a larger incoming message closes the connection with 1009.
         path: the only path served; other paths get HTTP 404.
-        handshake_timeout: seconds a client gets to send its upgrade request.
+        handshake_timeout: seconds a client gets to complete TCP, TLS and the upgrade; a
+            slow or silent client is dropped when they run out.
         close_timeout: seconds granted to the closing handshake.
+        message_queue_size: messages buffered per connection before its reader stops reading
+            (the peer then meets TCP backpressure instead of growing our memory).
+        admission: asked, after the path and token checks, whether there is room for the
+            connection (``None``: always admitted); a refusal is HTTP 503 with Retry-After.
     """
+    add_log_secret(api_key)
     listeners: list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]
     if ssl_context is None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -467,11 +526,13 @@ async def serve_websocket(
         handshake_timeout=handshake_timeout,
         close_timeout=close_timeout,
         message_queue_size=message_queue_size,
+        admission=admission,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, serve_one, listeners)
         logger.info(
-            "serving WebSocket on %s:%d%s%s",
+            "serving %s on %s:%d%s%s",
+            "WebSocket" if ssl_context is None else "WebSocket over TLS",
             host or "*",
             bound,
             path,
@@ -492,19 +553,26 @@ async def _serve_connection(
     handshake_timeout: float,
     close_timeout: float,
     message_queue_size: int,
+    admission: Admission | None,
 ) -> None:
-    """One TCP connection: handshake, checks, handler; always closes the stream it owns."""
+    """One TCP connection: handshake, checks, handler; always closes the stream it owns.
+
+    The handshake deadline covers the TLS handshake too: for an ``SSLStream`` it happens
+    lazily inside the first read, i.e. inside ``wrap_server_stream``.
+    """
     try:
         async with trio.open_nursery() as nursery:
             ws = None
-            with trio.move_on_after(handshake_timeout):
+            with trio.move_on_after(handshake_timeout) as handshake:
                 request = await trio_websocket.wrap_server_stream(
                     nursery,
                     stream,
                     message_queue_size=message_queue_size,
                     max_message_size=max_message_size,
                 )
-                ws = await _check_and_accept(request, api_key, path)
+                ws = await _check_and_accept(request, api_key, path, admission)
+            if handshake.cancelled_caught:
+                logger.info("dropped a client that did not finish its handshake in time")
             if ws is not None:
                 await _run_handler(ws, handler, close_timeout)
             nursery.cancel_scope.cancel()
@@ -516,11 +584,20 @@ async def _serve_connection(
 
 
 async def _check_and_accept(
-    request: trio_websocket.WebSocketRequest, api_key: str | None, path: str
+    request: trio_websocket.WebSocketRequest,
+    api_key: str | None,
+    path: str,
+    admission: Admission | None,
 ) -> tuple[WebSocketConnection, AcceptedRequest] | None:
-    """Check path and token; accept, or reject with 404/403 (``None``)."""
+    """Check path, token and room; accept, or reject with 404/403/503 (``None``).
+
+    The order matters: authentication comes before admission, so a client without the key
+    learns nothing about the server's load, and only authenticated requests reserve a slot.
+    """
     remote = _endpoint_str(request.remote)
     target = urllib.parse.urlsplit(request.path)
+    info = AcceptedRequest(remote, target.path)
+    admitted = False
     try:
         if target.path != path:
             logger.info("refused %s: unknown path %r (404)", remote, target.path)
@@ -530,11 +607,26 @@ async def _check_and_accept(
             logger.warning("refused %s: missing or wrong token (403)", remote)
             await request.reject(403, body=b"forbidden")
             return None
+        if admission is not None:
+            refusal = admission.admit(info)
+            if refusal is not None:
+                logger.warning("refused %s: %s (503)", remote, refusal)
+                await request.reject(
+                    503,
+                    extra_headers=[(b"Retry-After", b"5")],
+                    body=refusal.encode("utf-8", "replace"),
+                )
+                return None
+            admitted = True
         ws = await request.accept()
-    except trio_websocket.ConnectionClosed:
-        logger.debug("client %s left during the handshake", remote)
-        return None
-    return WebSocketConnection(ws), AcceptedRequest(remote, target.path)
+    except BaseException as exc:
+        if admitted and admission is not None:
+            admission.abandon(info)
+        if isinstance(exc, trio_websocket.ConnectionClosed):
+            logger.debug("client %s left during the handshake", remote)
+            return None
+        raise
+    return WebSocketConnection(ws), info
 
 
 async def _run_handler(
