@@ -60,15 +60,31 @@ MISMATCHED_CLIENT_ID = "client_id does not match the registered connection"
 
 @attrs.frozen
 class ServerPolicy:
-    """Server timing. A device silent for ``heartbeat_interval × miss_limit`` is declared lost."""
+    """Server timing.
+
+    A socket has ``registration_timeout`` seconds to register. After that, a device silent
+    (no heartbeat) for ``lease = heartbeat_interval × miss_limit`` is declared lost, and a
+    constellation that sends nothing at all for ``constellation_idle_timeout`` is dropped
+    (``None``: never, as the reference). Its default, twice the device lease, keeps a device's
+    loss reported to its constellations before their own limit could fire at the same moment.
+    """
 
     registration_timeout: float = 10.0
     heartbeat_interval: float = 30.0
     miss_limit: int = 3
+    constellation_idle_timeout: float | None = attrs.field(
+        default=attrs.Factory(lambda self: 2 * self.lease, takes_self=True)
+    )
 
     @property
     def lease(self) -> float:
         return self.heartbeat_interval * self.miss_limit
+
+    @property
+    def constellation_lease(self) -> float:
+        """Seconds a registered constellation may stay silent (``inf``: no limit)."""
+        idle = self.constellation_idle_timeout
+        return math.inf if idle is None else idle
 
 
 class ServerPhase(enum.Enum):
@@ -176,7 +192,13 @@ class ServerSession:
             return self._shut_down(
                 CLOSE_POLICY_VIOLATION, f"no register frame within {timeout:g} s"
             )
-        # Fix 7: the lease of a registered device ran out.
+        # Fix 7: the lease of a registered client ran out.
+        if self.client_type is ClientType.CONSTELLATION:
+            return self._shut_down(
+                CLOSE_POLICY_VIOLATION,
+                f"nothing received for {self._policy.constellation_lease:g} s; "
+                "connection declared lost",
+            )
         return self._shut_down(
             CLOSE_POLICY_VIOLATION,
             f"no heartbeat for {self._policy.lease:g} s; connection declared lost",
@@ -205,7 +227,10 @@ class ServerSession:
         evictions: list[ServerAction] = []
         existing = self._registry.get(client_id)
         if existing is not None:
-            if not existing.is_stale(at):
+            # No takeover: a live owner keeps its id, and even a stale entry may only be
+            # replaced by a client of its own type (a constellation must not squat a device's
+            # id while that device is between connections, nor the other way round).
+            if not existing.is_stale(at) or existing.client_type is not message.client_type:
                 return self._shut_down(
                     CLOSE_NORMAL,
                     f"client_id '{client_id}' is already registered; "
@@ -227,6 +252,10 @@ class ServerSession:
                     *self._shut_down(CLOSE_NORMAL, f"Target device '{target}' is not connected"),
                 ]
             entry.target_id = target
+            # Constellations have no lease in the reference; here a silent one is dropped like
+            # a silent device, so a vanished peer cannot hold a socket forever. Any valid frame
+            # renews it (reference constellations heartbeat, as stellate's manager does).
+            entry.lease_expires = at + self._policy.constellation_lease
         else:
             system_info = metadata.get("system_info")
             entry.system_info = system_info if isinstance(system_info, dict) else None
@@ -254,6 +283,8 @@ class ServerSession:
     def _registered_frame(self, message: ClientMessage, at: float) -> list[ServerAction]:
         if message.client_id is not None and message.client_id != self.client_id:
             return [self._error(MISMATCHED_CLIENT_ID)]
+        if self.client_type is ClientType.CONSTELLATION:
+            self._renew(at)
         if message.type is ClientMessageType.HEARTBEAT:
             # Fix 1: a heartbeat grants nothing, so its claimed client_type does not matter
             # (reference constellations send "device" and would otherwise be refused forever).
@@ -270,10 +301,17 @@ class ServerSession:
         return [self._error(f"{message.type.value!r} frames are not supported by this server")]
 
     def _heartbeat(self, at: float) -> list[ServerAction]:
-        if self.client_type is ClientType.DEVICE and self.client_id is not None:
-            self._deadline = at + self._policy.lease
-            self._registry.renew(self.client_id, self, self._deadline)
+        if self.client_type is ClientType.DEVICE:
+            self._renew(at)
         return [self._ack()]
+
+    def _renew(self, at: float) -> None:
+        if self.client_id is not None:
+            lease = self._policy.lease
+            if self.client_type is ClientType.CONSTELLATION:
+                lease = self._policy.constellation_lease
+            self._deadline = at + lease
+            self._registry.renew(self.client_id, self, self._deadline)
 
     def _device_info(self, message: ClientMessage, at: float) -> ServerAction:
         requested = message.target_id or self.target_id
