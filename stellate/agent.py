@@ -37,7 +37,7 @@ from .protocol.session_client import (
     Reply,
 )
 from .protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
-from .redact import redact_url
+from .redact import add_log_secret, install_log_redaction, redact_url
 
 if TYPE_CHECKING:
     from .adapters.telemetry import Telemetry
@@ -78,7 +78,10 @@ class DeviceAgent:
         custom_metadata: sent in ``system_info.custom_metadata``.
         heartbeat_interval: seconds between heartbeats.
         miss_limit: unanswered heartbeats after which the server counts as gone.
-        connector: opens connections (default: the trio-websocket connector).
+        connector: opens connections (default: the trio-websocket connector, which verifies
+            ``wss://`` servers against the system CA store plus ``cafile``).
+        cafile: a PEM CA bundle to trust for ``wss://`` besides the system's (only used to build
+            the default connector). There is deliberately no way to skip verification.
         info_provider: collects ``system_info`` (default: the psutil ``DeviceInfoProvider``).
         system_info: a ready ``system_info`` (skips collection; fleets share one).
         retry: backoff and registration deadline.
@@ -96,18 +99,21 @@ class DeviceAgent:
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         miss_limit: int = 3,
         connector: Connector | None = None,
+        cafile: str | None = None,
         info_provider: Telemetry | None = None,
         system_info: dict[str, Any] | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         rng: RandomSource | None = None,
         on_registered: Callable[[DeviceAgent], None] | None = None,
     ) -> None:
+        add_log_secret(api_key)
         self._url = with_token(server_url, api_key)
         self.device_id = device_id
         self.custom_metadata = dict(custom_metadata or {})
         self.heartbeat_interval = heartbeat_interval
         self.miss_limit = miss_limit
         self._connector = connector
+        self._cafile = cafile
         self._info_provider = info_provider
         self.system_info = system_info
         self.retry = retry
@@ -127,7 +133,7 @@ class DeviceAgent:
         ``nursery.start(agent.run)`` returns once the first registration is confirmed, so a
         caller can rely on the device being on the server (``stellate up`` does).
         """
-        connector = self._connector or _default_connector()
+        connector = self._connector or _default_connector(self._cafile)
         system_info = self._system_info()
         platform = str(system_info.get("platform", "unknown"))
         started = False
@@ -145,7 +151,15 @@ class DeviceAgent:
                     except trio.Cancelled:
                         await self._say_goodbye(conn)
                         raise
-            except (ConnectError, ConnectionClosed, _SessionEnded, trio.BrokenResourceError) as exc:
+            except ConnectError as exc:
+                # Seen by an operator at the default level: the first failure of a run, and
+                # any the server or TLS meant (bad certificate, 403 wrong key, 503 full) --
+                # those do not fix themselves. Plain refusals while a server restarts do not
+                # flood the log.
+                loud = self.failures == 0 or exc.status is not None or "TLS" in str(exc)
+                level = logging.WARNING if loud else logging.INFO
+                logger.log(level, "%s: cannot connect: %s", self.device_id, exc)
+            except (ConnectionClosed, _SessionEnded, trio.BrokenResourceError) as exc:
                 logger.info("%s: %s", self.device_id, exc)
             finally:
                 self.registered = False
@@ -215,10 +229,10 @@ class DeviceAgent:
                 next_heartbeat = now + self.heartbeat_interval
 
 
-def _default_connector() -> Connector:
+def _default_connector(cafile: str | None = None) -> Connector:
     from .adapters.websocket import WebSocketConnector
 
-    return WebSocketConnector()
+    return WebSocketConnector(cafile=cafile)
 
 
 async def run_fleet(
@@ -267,7 +281,19 @@ def add_agent_command(subparsers: Any) -> None:
     p.add_argument("--server", required=True, help="agent server URL, e.g. ws://127.0.0.1:5005/ws")
     p.add_argument("--device-id", help="the device id to register (one agent)")
     p.add_argument(
-        "--api-key", default=None, help=f"the server's shared key (default: ${API_KEY_ENV})"
+        "--api-key",
+        default=None,
+        help=f"the server's shared key (default: ${API_KEY_ENV}; on the command line it is "
+        "visible to other local users: prefer the environment or --api-key-file)",
+    )
+    p.add_argument(
+        "--api-key-file", default=None, metavar="FILE", help="read the server's key from FILE"
+    )
+    p.add_argument(
+        "--cafile",
+        default=None,
+        help="PEM CA bundle to trust for a wss:// server, besides the system's "
+        "(certificates are always verified)",
     )
     p.add_argument(
         "--metadata",
@@ -318,8 +344,22 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"stellate agent: {exc}", file=sys.stderr)
         return 2
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    from .server import read_api_key
+
+    try:
+        api_key = read_api_key(args)
+    except (OSError, ValueError) as exc:
+        print(f"stellate agent: cannot read the API key: {exc}", file=sys.stderr)
+        return 2
+    install_log_redaction()
+    add_log_secret(api_key)
+    if args.cafile is not None and not os.path.isfile(args.cafile):
+        print(f"stellate agent: --cafile {args.cafile}: no such file", file=sys.stderr)
+        return 2
     from .adapters.telemetry import DeviceInfoProvider
+    from .adapters.websocket import WebSocketConnector
+
+    connector = WebSocketConnector(cafile=args.cafile)
 
     # Collected once and shared: N simulated agents describe the same machine.
     base = DeviceInfoProvider.collect_system_info(device_ids[0], metadata)
@@ -328,6 +368,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             args.server,
             device_id,
             api_key=api_key,
+            connector=connector,
             custom_metadata=metadata,
             heartbeat_interval=args.heartbeat_interval,
             system_info={**base, "device_id": device_id},

@@ -7,16 +7,26 @@ a stale registration is replaced), it leaves a notice on the other connection's 
 cancels that connection's read, and the owner sends the last frame and closes. All waiting is
 on trio deadlines (``CancelScope.deadline``), so ``trio.testing.MockClock`` drives the
 registration deadline and the heartbeat lease in tests.
+
+Security defaults (docs/SECURITY.md has the whole picture): the server binds 127.0.0.1; it will
+not listen on any other interface without an API key unless told ``insecure_no_auth``; it
+serves ``wss://`` when given a TLS context; and it bounds what clients can hold — connections,
+sockets that have not registered yet, frame size, and the time a socket may stay silent or
+refuse to read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import logging
 import os
+import resource
 import signal
+import ssl
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -33,13 +43,77 @@ from .protocol.session_server import (
     ServerSession,
 )
 from .protocol.transport import Connection, ConnectionClosed
+from .redact import add_log_secret, install_log_redaction
 
-__all__ = ["API_KEY_ENV", "AgentServer", "add_serve_command"]
+if TYPE_CHECKING:
+    from .adapters.websocket import AcceptedRequest
+
+__all__ = [
+    "API_KEY_ENV",
+    "AgentServer",
+    "InsecureBindError",
+    "add_serve_command",
+    "default_max_connections",
+    "is_loopback_host",
+    "server_ssl_context",
+]
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "STELLATE_API_KEY"
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+#: File descriptors kept free of connections (listeners, logs, the 503 answers themselves).
+FD_HEADROOM = 64
+#: WebSocket close code "try again later": a connection over the limits on a transport that
+#: has no HTTP handshake to refuse it with 503 (the in-memory one).
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class InsecureBindError(ValueError):
+    """Refused to serve off loopback without an API key (pass ``insecure_no_auth`` to insist)."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True when binding ``host`` only exposes the server to this machine.
+
+    ``None`` and ``""`` mean every interface; names other than ``localhost`` are not resolved
+    and count as exposed (a name can point anywhere).
+    """
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_max_connections() -> int:
+    """What this process can hold: its open-file soft limit less ``FD_HEADROOM``.
+
+    A server that runs out of descriptors stops accepting and its clients hang until their
+    connect timeout; below this cap they get an immediate HTTP 503 instead.
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(16, soft - FD_HEADROOM)
+
+
+def server_ssl_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
+    """A server TLS context with the certificate chain of ``certfile`` (key in it or ``keyfile``).
+
+    Python's defaults for a server context: TLS 1.2 at least, no compression, modern ciphers.
+
+    Raises:
+        OSError: a file cannot be read.
+        ssl.SSLError: the files are not a certificate and its matching private key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 @attrs.define
@@ -68,11 +142,24 @@ class AgentServer:
 
     Args:
         api_key: shared key clients must present as ``?token=`` (checked at the handshake,
-            constant-time; never logged). ``None`` accepts everyone.
+            constant-time; never logged). ``None`` accepts everyone, and is only allowed on a
+            loopback address unless ``insecure_no_auth``.
         policy: registration deadline and heartbeat lease.
-        max_message_size: a larger frame closes its connection with 1009.
-        send_timeout: a peer that does not take a frame within this many seconds is dropped.
+        ssl_context: serve ``wss://`` with this server context (see :func:`server_ssl_context`);
+            ``None`` serves plain ``ws://``.
+        max_message_size: a larger frame closes its connection with 1009 (default 1 MiB).
+        max_connections: WebSocket connections held at once; one more is refused at the
+            handshake with HTTP 503 (default: :func:`default_max_connections`).
+        max_unregistered: connections that have not registered yet; one more is refused with
+            HTTP 503 (default: a quarter of ``max_connections``, at least 16). Keeps room for
+            registered clients when many sockets arrive and say nothing.
+        registration_timeout: overrides ``policy.registration_timeout``: seconds a socket has
+            for its WebSocket handshake, and again for its register frame.
+        send_timeout: a peer that does not take a frame within this many seconds is dropped
+            (so a client that never reads holds its socket for at most this plus
+            ``close_timeout``, and never slows anyone else: each socket has its own task).
         close_timeout: seconds granted to a closing handshake.
+        insecure_no_auth: allow serving without an API key on a non-loopback interface.
     """
 
     def __init__(
@@ -80,23 +167,64 @@ class AgentServer:
         *,
         api_key: str | None = None,
         policy: ServerPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_connections: int | None = None,
+        max_unregistered: int | None = None,
+        registration_timeout: float | None = None,
         send_timeout: float = 10.0,
         close_timeout: float = 5.0,
+        insecure_no_auth: bool = False,
     ) -> None:
-        self._api_key = api_key
-        self.policy = policy or ServerPolicy()
+        policy = policy or ServerPolicy()
+        if registration_timeout is not None:
+            policy = attrs.evolve(policy, registration_timeout=registration_timeout)
+        if max_connections is None:
+            max_connections = default_max_connections()
+        if max_unregistered is None:
+            max_unregistered = max(16, max_connections // 4)
+        if max_message_size < 1 or max_connections < 1 or max_unregistered < 1:
+            raise ValueError("max_message_size, max_connections and max_unregistered must be >= 1")
+        self._api_key = api_key or None
+        add_log_secret(self._api_key)
+        self.policy = policy
+        self.ssl_context = ssl_context
         self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.max_unregistered = min(max_unregistered, max_connections)
         self.send_timeout = send_timeout
         self.close_timeout = close_timeout
+        self.insecure_no_auth = insecure_no_auth
         self.registry = ClientRegistry()
         self._handles: dict[ServerSession, _Handle] = {}
+        self._unregistered: set[ServerSession] = set()
+        self._gate = _Gate(self)
         self._closing = False
         self._all_closed = trio.Event()
         self._all_closed.set()
 
+    @property
+    def connections(self) -> int:
+        """Connections held now (served, or admitted and about to be)."""
+        return len(self._handles) + self._gate.reserved
+
+    @property
+    def unregistered(self) -> int:
+        """Connections held now that have not registered (yet)."""
+        return len(self._unregistered) + self._gate.reserved
+
+    def _refusal(self) -> str | None:
+        """Why one more connection cannot be taken now (``None``: it can)."""
+        if self._closing:
+            return "server shutting down"
+        if self.connections >= self.max_connections:
+            return f"too many connections (limit {self.max_connections})"
+        if self.unregistered >= self.max_unregistered:
+            return f"too many connections waiting to register (limit {self.max_unregistered})"
+        return None
+
     def __repr__(self) -> str:  # never shows the key
-        return f"<AgentServer clients={len(self.registry)} connections={len(self._handles)}>"
+        return f"<AgentServer clients={len(self.registry)} connections={self.connections}>"
 
     async def serve(
         self,
@@ -105,24 +233,71 @@ class AgentServer:
         *,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve ``ws://host:port/ws`` until cancelled; ``nursery.start`` gets the bound port."""
+        """Serve ``ws://host:port/ws`` (``wss://`` with a TLS context) until cancelled.
+
+        ``nursery.start`` gets the bound port.
+
+        Raises:
+            InsecureBindError: ``host`` is not a loopback address, there is no API key, and
+                ``insecure_no_auth`` was not given.
+            OSError: the address cannot be bound.
+        """
         from .adapters.websocket import serve_websocket
 
+        self.check_bind(host)
+        if not is_loopback_host(host) and self.ssl_context is None:
+            logger.warning(
+                "serving %s without TLS: the API key and all traffic cross the network in "
+                "clear text (give a certificate to serve wss://)",
+                host or "every interface",
+            )
         await serve_websocket(
             self._serve_accepted,
             host,
             port,
             api_key=self._api_key,
+            ssl_context=self.ssl_context,
             max_message_size=self.max_message_size,
+            handshake_timeout=self.policy.registration_timeout,
             close_timeout=self.close_timeout,
+            admission=self._gate,
             task_status=task_status,
         )
 
-    async def _serve_accepted(self, conn: Any, _request: Any) -> None:
-        await self.handle_connection(conn)
+    def check_bind(self, host: str | None) -> None:
+        """Refuse to expose an unauthenticated server beyond this machine.
+
+        Raises:
+            InsecureBindError: as for :meth:`serve`.
+        """
+        if self._api_key is None and not self.insecure_no_auth and not is_loopback_host(host):
+            raise InsecureBindError(
+                f"refusing to serve on {host or 'every interface'} without an API key: anyone "
+                f"who can reach it could register devices. Set {API_KEY_ENV} (or --api-key-file),"
+                " bind 127.0.0.1, or pass --insecure-no-auth to accept the risk."
+            )
+
+    async def _serve_accepted(self, conn: Connection, _request: AcceptedRequest) -> None:
+        # The gate reserved this connection's slot at the handshake; take it over before the
+        # first checkpoint, so the counts never miss it.
+        self._gate.reserved -= 1
+        await self._handle(conn, admitted=True)
 
     async def handle_connection(self, conn: Connection) -> None:
-        """Serve one accepted connection until it ends (any transport: tests use memory)."""
+        """Serve one accepted connection until it ends (any transport: tests use memory).
+
+        Connections that did not come through :meth:`serve`'s handshake are held to the same
+        limits here: one too many is closed at once with 1013 (try again later).
+        """
+        await self._handle(conn, admitted=False)
+
+    async def _handle(self, conn: Connection, *, admitted: bool) -> None:
+        if not admitted:
+            refusal = self._refusal()
+            if refusal is not None and not self._closing:
+                logger.warning("refused a connection: %s (1013)", refusal)
+                await self._close(conn, CLOSE_TRY_AGAIN_LATER, refusal)
+                return
         session = ServerSession(
             self.registry,
             trio.current_time(),
@@ -134,11 +309,13 @@ class AgentServer:
         if self._closing:
             handle.notice = _SHUTDOWN_NOTICE
         self._handles[session] = handle
+        self._unregistered.add(session)
         self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
         try:
             await self._serve_session(session, handle)
         finally:
             del self._handles[session]
+            self._unregistered.discard(session)
             self._deliver(session.connection_lost(trio.current_time()))
             if not self._handles:
                 self._all_closed.set()
@@ -181,6 +358,8 @@ class AgentServer:
                 actions = session.deadline_passed(trio.current_time())
             else:
                 actions = session.receive(frame, trio.current_time())
+            if session.phase is not ServerPhase.AWAITING_REGISTER:
+                self._unregistered.discard(session)
             if not await self._perform(handle, actions):
                 return
 
@@ -230,6 +409,27 @@ class AgentServer:
             await conn.aclose(code, reason)
 
 
+class _Gate:
+    """The server's :class:`~stellate.adapters.websocket.Admission`: limits at the handshake.
+
+    ``reserved`` counts connections admitted whose handler has not started yet, so that two
+    handshakes finishing together cannot both take the last slot.
+    """
+
+    def __init__(self, server: AgentServer) -> None:
+        self._server = server
+        self.reserved = 0
+
+    def admit(self, info: AcceptedRequest) -> str | None:
+        refusal = self._server._refusal()
+        if refusal is None:
+            self.reserved += 1
+        return refusal
+
+    def abandon(self, info: AcceptedRequest) -> None:
+        self.reserved -= 1
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 
@@ -238,21 +438,37 @@ def add_serve_command(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run an AIP agent server (devices register, constellations query)",
-        description="Run an AIP agent server on ws://HOST:PORT/ws.",
+        description=(
+            "Run an AIP agent server on ws://HOST:PORT/ws (wss:// with --certfile). Off "
+            "loopback it requires an API key (or --insecure-no-auth)."
+        ),
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=5005, help="port (default: 5005; 0: any free port)")
     p.add_argument(
         "--api-key",
         default=None,
-        help=f"shared key clients pass as ?token= (default: ${API_KEY_ENV})",
+        help=f"shared key clients pass as ?token= (default: ${API_KEY_ENV}; note that a key "
+        "on the command line is visible to other local users: prefer the environment or "
+        "--api-key-file)",
     )
+    p.add_argument(
+        "--api-key-file", default=None, metavar="FILE", help="read the shared key from FILE"
+    )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow serving without an API key on a non-loopback interface",
+    )
+    p.add_argument("--certfile", default=None, help="PEM certificate chain: serve wss://")
+    p.add_argument("--keyfile", default=None, help="PEM private key (default: in --certfile)")
     defaults = ServerPolicy()
     p.add_argument(
         "--registration-timeout",
         type=float,
         default=defaults.registration_timeout,
-        help="seconds a new socket has to send its register frame (default: %(default)s)",
+        help="seconds a new socket has for its handshake, and then for its register frame "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--heartbeat-interval",
@@ -264,26 +480,126 @@ def add_serve_command(subparsers: Any) -> None:
         "--miss-limit",
         type=int,
         default=defaults.miss_limit,
-        help="missed heartbeats before a device is declared lost (default: %(default)s)",
+        help="missed heartbeats before a client is declared lost (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help="largest frame in bytes; a larger one closes its socket with 1009 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        help="connections held at once; more are refused with HTTP 503 (default: the "
+        f"open-file limit less {FD_HEADROOM})",
+    )
+    p.add_argument(
+        "--max-unregistered",
+        type=_positive_int,
+        default=None,
+        help="connections not yet registered; more are refused with HTTP 503 (default: a "
+        "quarter of --max-connections)",
     )
     p.set_defaults(handler=_cmd_serve)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one: every client holds one descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        # An unlimited hard limit may be more than the kernel allows: then keep the soft one.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def read_api_key(args: argparse.Namespace) -> str | None:
+    """The key from ``--api-key-file``, ``--api-key`` or ``$STELLATE_API_KEY``, in that order.
+
+    Raises:
+        OSError: the key file cannot be read.
+        ValueError: the key file is empty.
+    """
+    path = getattr(args, "api_key_file", None)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            key = f.read().strip()
+        if not key:
+            raise ValueError(f"{path}: the key file is empty")
+        return key
+    return args.api_key or os.environ.get(API_KEY_ENV) or None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    def fail(message: str) -> int:
+        print(f"stellate serve: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        api_key = read_api_key(args)
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot read the API key: {exc}")
+    install_log_redaction()
+    add_log_secret(api_key)
+    ssl_context: ssl.SSLContext | None = None
+    if args.keyfile and not args.certfile:
+        return fail("--keyfile needs --certfile")
+    if args.certfile:
+        try:
+            ssl_context = server_ssl_context(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            return fail(f"cannot load the TLS certificate/key: {exc}")
+    _raise_open_file_limit()
     policy = ServerPolicy(
         registration_timeout=args.registration_timeout,
         heartbeat_interval=args.heartbeat_interval,
         miss_limit=args.miss_limit,
     )
-    server = AgentServer(api_key=api_key, policy=policy)
+    server = AgentServer(
+        api_key=api_key,
+        policy=policy,
+        ssl_context=ssl_context,
+        max_message_size=args.max_message_size,
+        max_connections=args.max_connections,
+        max_unregistered=args.max_unregistered,
+        insecure_no_auth=args.insecure_no_auth,
+    )
+    try:
+        server.check_bind(args.host)
+    except InsecureBindError as exc:
+        return fail(str(exc))
+    if not is_loopback_host(args.host):
+        if ssl_context is None:
+            print(
+                "stellate serve: warning: no TLS (--certfile): the API key and all traffic "
+                "cross the network in clear text",
+                file=sys.stderr,
+            )
+        if api_key is None:
+            print(
+                "stellate serve: warning: --insecure-no-auth: anyone who can reach this "
+                "server can register devices and read their telemetry",
+                file=sys.stderr,
+            )
+    scheme = "ws" if ssl_context is None else "wss"
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 port = await nursery.start(server.serve, args.host, args.port)
                 auth = " (token required)" if api_key else ""
-                print(f"stellate agent server on ws://{args.host}:{port}/ws{auth}", flush=True)
+                print(
+                    f"stellate agent server on {scheme}://{args.host}:{port}/ws{auth}", flush=True
+                )
                 async for _ in signals:
                     break
                 await server.shutdown()
