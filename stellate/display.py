@@ -36,19 +36,42 @@ def phase_label(status: DeviceStatus) -> str:
 
 def status_counts(profiles: Iterable[AgentProfile]) -> str:
     counts = Counter(p.status for p in profiles)
-    return "  ".join(f"{status.value}={counts[status]}" for status in DeviceStatus if counts[status])
+    return "  ".join(
+        f"{status.value}={counts[status]}" for status in DeviceStatus if counts[status]
+    )
 
 
 class PlainDisplay:
-    """Line-oriented progress for pipes and logs."""
+    """Line-oriented progress for pipes and logs.
+
+    Small fleets get one line per transition (plus one when telemetry is merged); big ones a
+    status summary, printed only when it changed, so an idle fleet stays quiet in a log.
+    """
 
     def __init__(self, out: TextIO, device_count: int) -> None:
         self._out = out
         self._detailed = device_count <= DETAIL_LIMIT
+        self._last_summary = ""
 
     def event(self, event: ManagerEvent) -> None:
         if not self._detailed:
             return
+        record = event.record
+        if event.kind is EventKind.TELEMETRY_MERGED:
+            profile = event.profile
+            line = (
+                f"{event.device_id}: telemetry merged: os={profile.os}, "
+                f"{len(profile.capabilities)} capabilities"
+            )
+        elif event.kind is EventKind.READY and record.trigger == "timed_out":
+            line = f"{event.device_id}: no telemetry in time; activated without it"
+            line += f"\n{self._transition(event)}"
+        else:
+            line = self._transition(event)
+        print(line, file=self._out, flush=True)
+
+    @staticmethod
+    def _transition(event: ManagerEvent) -> str:
         record = event.record
         line = (
             f"{event.device_id}: {record.source} -> {record.dest} ({record.trigger})"
@@ -56,11 +79,15 @@ class PlainDisplay:
         )
         if event.kind in (EventKind.FAILED, EventKind.CONNECTION_LOST) and event.reason:
             line += f": {event.reason}"
-        print(line, file=self._out, flush=True)
+        return line
 
     def tick(self, profiles: dict[str, AgentProfile]) -> None:
-        if not self._detailed:
-            print(f"[{len(profiles)} devices] {status_counts(profiles.values())}", file=self._out)
+        if self._detailed:
+            return
+        summary = f"[{len(profiles)} devices] {status_counts(profiles.values())}"
+        if summary != self._last_summary:
+            self._last_summary = summary
+            print(summary, file=self._out, flush=True)
 
     def close(self) -> None:
         pass

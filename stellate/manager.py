@@ -6,6 +6,13 @@ manager (``async with ConstellationDeviceManager(...) as manager``) or a service
 ``await nursery.start(manager.run)``, so an app embeds it in its own nursery and cancelling that
 nursery stops every device task and closes every socket.
 
+Stopping. Leaving ``async with`` normally, or ``await manager.aclose()``, is the graceful way:
+every device is sent ``disconnect`` and closes its socket with a full closing handshake (1000)
+while the rest of the fleet is still running, then the device tasks end (bounded by
+``shutdown_timeout``). Cancelling the manager from outside (a cancelled nursery, an exception
+in the ``async with`` body) is the hard way: the device tasks are cancelled at once; each still
+sends its close frame, but nobody waits for the peers' replies.
+
 The manager never sets a status. Each device's ``DeviceRunner`` fires events into its
 ``DeviceLifecycle``; the manager only observes the transitions (event stream, waiters) and
 sends commands into the runners' inboxes.
@@ -13,6 +20,7 @@ sends commands into the runners' inboxes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -58,6 +66,14 @@ class EventKind(StrEnum):
 
 @attrs.frozen
 class ManagerEvent:
+    """One thing that happened to one device.
+
+    Every transition yields exactly one event whose kind is its meaning (``PHASE`` if none
+    more specific applies). The one exception: activation with telemetry yields
+    ``TELEMETRY_MERGED`` then ``READY`` for the same record, so a watcher of either kind sees
+    every device that gets there.
+    """
+
     kind: EventKind
     device_id: str
     record: TransitionRecord
@@ -65,18 +81,16 @@ class ManagerEvent:
     reason: str | None = None
 
 
-def _classify(record: TransitionRecord, lifecycle: DeviceLifecycle) -> EventKind:
+def _kinds(record: TransitionRecord, merged: bool) -> tuple[EventKind, ...]:
     if record.dest is DeviceStatus.FAILED:
-        return EventKind.FAILED
+        return (EventKind.FAILED,)
     if record.source in (DeviceStatus.IDLE, DeviceStatus.BUSY) and (
         record.dest is DeviceStatus.BACKOFF
     ):
-        return EventKind.CONNECTION_LOST
-    if record.trigger == "telemetry_received" and "system_info" in lifecycle.profile.metadata:
-        return EventKind.TELEMETRY_MERGED
+        return (EventKind.CONNECTION_LOST,)
     if record.dest is DeviceStatus.IDLE and record.source is not DeviceStatus.BUSY:
-        return EventKind.READY
-    return EventKind.PHASE
+        return (EventKind.TELEMETRY_MERGED, EventKind.READY) if merged else (EventKind.READY,)
+    return (EventKind.PHASE,)
 
 
 class UnknownDevice(KeyError):
@@ -125,8 +139,10 @@ class DeviceRegistry:
 
 @attrs.define
 class _DeviceHandle:
+    runner: DeviceRunner
     inbox: trio.MemorySendChannel[InboxItem]
     scope: trio.CancelScope
+    done: trio.Event = attrs.field(factory=trio.Event)
 
 
 def _with_token(url: str, api_key: str | None) -> str:
@@ -149,6 +165,8 @@ class ConstellationDeviceManager:
         connector: how to open connections (default: real WebSockets).
         api_key: the servers' shared key, added as ``?token=`` to URLs that carry none.
         rng: the jitter's random source (seed it for reproducible runs).
+        shutdown_timeout: how long a graceful stop waits for every device to disconnect
+            before it cancels the stragglers.
     """
 
     def __init__(
@@ -165,6 +183,7 @@ class ConstellationDeviceManager:
         connector: Connector | None = None,
         api_key: str | None = None,
         rng: RandomSource | None = None,
+        shutdown_timeout: float = 5.0,
     ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be > 0")
@@ -193,7 +212,14 @@ class ConstellationDeviceManager:
         self._handles: dict[str, _DeviceHandle] = {}
         self._waiters: dict[str, trio.Event] = {}
         self._subscribers: list[trio.MemorySendChannel[ManagerEvent]] = []
+        # Transitions seen per device: lets a caller wait for "a transition after this one"
+        # without caring whether it was woken in time to see the intermediate states.
+        self._transitions: dict[str, int] = {}
+        self._before_telemetry: dict[str, object] = {}
         self._nursery: trio.Nursery | None = None
+        self._stop_requested = trio.Event()
+        self._stopped = trio.Event()
+        self.shutdown_timeout = shutdown_timeout
         self._context: tuple[AsyncExitStack, trio.CancelScope]
 
     @classmethod
@@ -216,17 +242,59 @@ class ConstellationDeviceManager:
 
     # -- running ------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve device tasks until cancelled: ``manager = await nursery.start(manager.run)``."""
-        if self._nursery is not None:
-            raise RuntimeError("this manager is already running")
+        """Serve device tasks: ``manager = await nursery.start(manager.run)``.
+
+        Returns after ``aclose()`` (or ``stop()``) once every device has disconnected; being
+        cancelled stops every device task at once instead.
+        """
+        if self._nursery is not None or self._stopped.is_set():
+            raise RuntimeError("a manager runs once")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started(self)
-                await trio.sleep_forever()
+                await self._stop_requested.wait()
+                with trio.move_on_after(self.shutdown_timeout):
+                    await self._disconnect_all()
+                nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             self._close_subscribers()
+            self._stopped.set()
+
+    def stop(self) -> None:
+        """Ask ``run`` to disconnect every device and return (does not wait; see ``aclose``)."""
+        self._stop_requested.set()
+
+    async def aclose(self) -> None:
+        """Disconnect every device cleanly and wait until the manager has stopped."""
+        self.stop()
+        if self._nursery is not None:
+            await self._stopped.wait()
+
+    async def _disconnect_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for device_id in list(self._handles):
+                nursery.start_soon(self._disconnect_quietly, device_id)
+
+    async def _disconnect_quietly(self, device_id: str) -> None:
+        handle = self._handles.get(device_id)
+        if handle is None or handle.done.is_set():
+            return
+        await handle.inbox.send(Command("disconnect"))
+        with trio.CancelScope() as scope:
+            # A device task that ends (removed meanwhile) will never reach DISCONNECTED.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._cancel_when_done, handle.done, scope)
+                with contextlib.suppress(UnknownDevice):
+                    await self.wait_for(device_id, DeviceStatus.DISCONNECTED)
+                    await handle.runner.wait_released()  # its closing handshake is over
+                scope.cancel()
+
+    @staticmethod
+    async def _cancel_when_done(done: trio.Event, scope: trio.CancelScope) -> None:
+        await done.wait()
+        scope.cancel()
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
@@ -242,7 +310,10 @@ class ConstellationDeviceManager:
         tb: TracebackType | None,
     ) -> bool | None:
         stack, scope = self._context
-        scope.cancel()  # stop every device task; their sockets close as they unwind
+        if exc is None:
+            self.stop()  # graceful: run() disconnects every device, then returns
+        else:
+            scope.cancel()  # the body failed or was cancelled: stop every device task now
         return await stack.__aexit__(exc_type, exc, tb)
 
     @property
@@ -257,8 +328,8 @@ class ConstellationDeviceManager:
             RuntimeError: the manager is not running.
             ValueError: a device with that id is already registered.
         """
-        if self._nursery is None:
-            raise RuntimeError("start the manager first (async with / nursery.start(run))")
+        if self._nursery is None or self._stop_requested.is_set():
+            raise RuntimeError("the manager is not running (async with / nursery.start(run))")
         profile = attrs.evolve(profile, server_url=_with_token(profile.server_url, self._api_key))
         lifecycle = self._engine.create(
             profile, policy=self.policy, rng=self._rng, observer=self._observe
@@ -269,16 +340,22 @@ class ConstellationDeviceManager:
             self._engine.release(lifecycle)
             raise
         send, receive = trio.open_memory_channel[InboxItem](64)
-        scope = trio.CancelScope()
-        self._handles[profile.device_id] = _DeviceHandle(send, scope)
         runner = DeviceRunner(lifecycle, self._connector, self._runner_settings, receive, send)
-        self._nursery.start_soon(self._device_task, runner, scope, name=f"device:{profile.device_id}")
+        handle = _DeviceHandle(runner, send, trio.CancelScope())
+        self._handles[profile.device_id] = handle
+        self._transitions[profile.device_id] = 0
+        self._nursery.start_soon(
+            self._device_task, runner, handle, name=f"device:{profile.device_id}"
+        )
         if auto_connect:
             send.send_nowait(Command("connect"))
 
-    async def _device_task(self, runner: DeviceRunner, scope: trio.CancelScope) -> None:
-        with scope:
-            await runner.run()
+    async def _device_task(self, runner: DeviceRunner, handle: _DeviceHandle) -> None:
+        try:
+            with handle.scope:
+                await runner.run()
+        finally:
+            handle.done.set()
 
     async def register_device(
         self,
@@ -315,12 +392,27 @@ class ConstellationDeviceManager:
             self.add_device(device.to_profile(), auto_connect=device.auto_connect)
 
     async def remove_device(self, device_id: str) -> None:
-        """Stop the device's task (closing its socket) and forget it."""
-        handle = self._handles.pop(device_id, None)
+        """Disconnect the device cleanly, stop its task and forget it.
+
+        Anyone waiting on it (``wait_for``) gets ``UnknownDevice``.
+        """
+        handle = self._handles.get(device_id)
         if handle is None:
             raise UnknownDevice(device_id)
-        handle.scope.cancel()
-        self.device_registry.remove(device_id)
+        try:
+            with trio.move_on_after(self.shutdown_timeout):
+                await self._disconnect_quietly(device_id)
+        finally:
+            handle.scope.cancel()
+            with trio.CancelScope(shield=True):
+                await handle.done.wait()  # bounded: the runner's close has its own deadline
+            self._handles.pop(device_id, None)
+            self._transitions.pop(device_id, None)
+            self._before_telemetry.pop(device_id, None)
+            self.device_registry.remove(device_id)
+            waiter = self._waiters.pop(device_id, None)
+            if waiter is not None:
+                waiter.set()
 
     # -- commands -----------------------------------------------------------------------------
     async def _command(self, device_id: str, name: CommandName) -> None:
@@ -330,10 +422,23 @@ class ConstellationDeviceManager:
         await handle.inbox.send(Command(name))
 
     async def connect_device(self, device_id: str) -> bool:
-        """Connect a DISCONNECTED device (or retry a FAILED one); True once IDLE."""
-        await self._command(device_id, "connect")
-        await self._wait_left(device_id, (DeviceStatus.DISCONNECTED, DeviceStatus.FAILED))
-        final = await self.wait_for(device_id, *_SETTLED)
+        """Connect a DISCONNECTED device (or retry a FAILED one); True once IDLE.
+
+        A device already on its way (connecting, backing off: the wait is cut short) or IDLE
+        is simply waited for. Returns False if it ends FAILED, or is disconnected meanwhile.
+        """
+        lifecycle = self.device_registry.lifecycle(device_id)
+        if lifecycle.state in (DeviceStatus.DISCONNECTED, DeviceStatus.FAILED):
+            # Wait for a transition *after* the command, not for "not in FAILED": a retry that
+            # fails again at once could be back in FAILED before this task looks.
+            seen = self._transitions[device_id]
+            await self._command(device_id, "connect")
+            await self._wait_transition_after(device_id, seen)
+        else:
+            await self._command(device_id, "connect")
+        final = await self.wait_for(
+            device_id, DeviceStatus.IDLE, DeviceStatus.FAILED, DeviceStatus.DISCONNECTED
+        )
         return final.status is DeviceStatus.IDLE
 
     async def retry_device(self, device_id: str) -> bool:
@@ -361,19 +466,22 @@ class ConstellationDeviceManager:
             profile = self.device_registry.lifecycle(device_id).profile
             if profile.status in wanted:
                 return profile
-            event = self._waiters.get(device_id)
-            if event is None:
-                event = self._waiters[device_id] = trio.Event()
-            await event.wait()
+            await self._waiter(device_id).wait()
 
-    async def _wait_left(self, device_id: str, statuses: tuple[DeviceStatus, ...]) -> None:
-        while self.device_registry.lifecycle(device_id).state in statuses:
-            event = self._waiters.get(device_id)
-            if event is None:
-                event = self._waiters[device_id] = trio.Event()
-            await event.wait()
+    async def _wait_transition_after(self, device_id: str, seen: int) -> None:
+        while self._transitions.get(device_id, seen) <= seen:
+            await self._waiter(device_id).wait()
+            self.device_registry.lifecycle(device_id)  # raises UnknownDevice once removed
 
-    async def wait_settled(self, device_ids: Iterable[str] | None = None) -> dict[str, AgentProfile]:
+    def _waiter(self, device_id: str) -> trio.Event:
+        event = self._waiters.get(device_id)
+        if event is None:
+            event = self._waiters[device_id] = trio.Event()
+        return event
+
+    async def wait_settled(
+        self, device_ids: Iterable[str] | None = None
+    ) -> dict[str, AgentProfile]:
         """Wait until every (given) device is IDLE or FAILED."""
         ids = list(device_ids) if device_ids is not None else list(self._handles)
         for device_id in ids:
@@ -397,19 +505,32 @@ class ConstellationDeviceManager:
             yield receive
 
     def _observe(self, record: TransitionRecord, lifecycle: DeviceLifecycle) -> None:
-        waiter = self._waiters.pop(record.device_id, None)
+        device_id = record.device_id
+        profile = lifecycle.profile
+        self._transitions[device_id] = self._transitions.get(device_id, 0) + 1
+        waiter = self._waiters.pop(device_id, None)
         if waiter is not None:
             waiter.set()
+        # Merging replaces metadata["system_info"] with a new dict; "no telemetry" leaves the
+        # profile's own value in place. That identity tells the two activations apart.
+        merged = False
+        if record.dest is DeviceStatus.TELEMETRY:
+            self._before_telemetry[device_id] = profile.metadata.get("system_info")
+        elif record.source is DeviceStatus.TELEMETRY:
+            before = self._before_telemetry.pop(device_id, None)
+            merged = record.trigger == "telemetry_received" and (
+                profile.metadata.get("system_info") is not before
+            )
         if not self._subscribers:
             return
-        kind = _classify(record, lifecycle)
-        reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
-        event = ManagerEvent(kind, record.device_id, record, lifecycle.profile, reason)
-        for subscriber in list(self._subscribers):
-            try:
-                subscriber.send_nowait(event)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.remove(subscriber)
+        for kind in _kinds(record, merged):
+            reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
+            event = ManagerEvent(kind, device_id, record, profile, reason)
+            for subscriber in list(self._subscribers):
+                try:
+                    subscriber.send_nowait(event)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._subscribers.remove(subscriber)
 
     def _close_subscribers(self) -> None:
         for subscriber in self._subscribers:

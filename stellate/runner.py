@@ -13,6 +13,16 @@ Each connection has a generation number, so a late item from a socket that is al
 never be mistaken for news about the current one. Heartbeats and the reader live in a nursery
 that is a child of the device task: cancelling the device (or the whole manager) cancels them
 and closes the socket, leaking nothing.
+
+Rejections while recovering. A rejection of a *first* registration is final (the seed's rule:
+FAILED, no retry). But once a device has reached IDLE, a lost connection sends it back through
+the machine, and the server it reconnects to may not know the device yet (a restarted server
+that the device agent has not re-joined: "Target device 'D' is not connected"), or may still
+hold our previous socket (its close has not been processed yet: "already registered"). Both
+are transient consequences of the loss we are recovering from, so while recovering the runner
+reports them as ``connection_failed``: the device backs off and retries, bounded by
+``max_retries`` like any failed attempt. An explicit connect or retry by the owner ends
+recovery: from then on a rejection is final again.
 """
 
 from __future__ import annotations
@@ -68,6 +78,10 @@ _CONNECTED_PHASES = frozenset(
 
 #: How long closing a socket may take before we drop it (a silent peer must not hold us).
 CLOSE_GRACE = 2.0
+#: The same when the device task is being cancelled. A WebSocket connection's own reader is
+#: cancelled with us, so the peer's closing reply can never be read: waiting for it only delays
+#: the shutdown. This is just long enough to get our close frame out (peers see 1000, not 1006).
+CANCELLED_CLOSE_GRACE = 0.1
 
 CommandName = Literal["connect", "retry", "disconnect"]
 
@@ -109,8 +123,9 @@ InboxItem = Command | _FromPeer | _Closed | _LeaseExpired
 SessionFactory = Callable[[str, str], ConstellationSession]
 
 
-def _is_target_absent(reason: str) -> bool:
-    return "is not connected" in reason
+def _is_transient_while_recovering(reason: str) -> bool:
+    """A rejection that a reconnect after a loss can expect (see the module docstring)."""
+    return "is not connected" in reason or "already registered" in reason
 
 
 class DeviceRunner:
@@ -136,6 +151,20 @@ class DeviceRunner:
         # True once the device reached IDLE since the owner last (re)started it: a target that
         # is briefly absent while we recover is a connection problem, not a rejection.
         self._recovering = False
+        # Set by the inbox watch while connecting: the owner asked to disconnect.
+        self._disconnect_requested = False
+        # Set while the runner holds no socket (replaced by a fresh one per attempt).
+        self._released = trio.Event()
+        self._released.set()
+
+    async def wait_released(self) -> None:
+        """Wait until the runner holds no socket (its closing handshake is over).
+
+        The status says DISCONNECTED as soon as the machine decides; the close that follows
+        takes a round trip. Whoever is about to cancel the runner (the manager stopping) waits
+        for this first, or the peer's closing reply could never be read.
+        """
+        await self._released.wait()
 
     # -- the outer loop: one state at a time ------------------------------------------------
     async def run(self) -> None:
@@ -168,9 +197,9 @@ class DeviceRunner:
         elif state is DeviceStatus.BACKOFF:  # "connect now": cut the wait short
             self._fire("timed_out")
 
-    async def _next(self, timeout: float | None) -> InboxItem | None:
-        """The next current item from the inbox, or None when ``timeout`` passes."""
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
+    async def _next(self, seconds: float | None) -> InboxItem | None:
+        """The next current item from the inbox, or None when ``seconds`` pass."""
+        deadline = math.inf if seconds is None else trio.current_time() + seconds
         with trio.move_on_at(deadline):
             while True:
                 item = await self._inbox.receive()
@@ -180,31 +209,77 @@ class DeviceRunner:
 
     # -- phase 2 and beyond: one connection's lifetime ----------------------------------------
     async def _connection(self) -> None:
-        url = self.lc.profile.server_url
+        """One attempt: connect (within the connect timeout), then live on that socket."""
+        self._disconnect_requested = False
         timeout = self.lc.timeout
         deadline = math.inf if timeout is None else trio.current_time() + timeout
+        connect_scope = trio.CancelScope(deadline=deadline)
+        released = self._released = trio.Event()
         try:
-            with trio.CancelScope(deadline=deadline) as connect_scope:
+            async with trio.open_nursery() as watch_nursery:
+                watch_scope: trio.CancelScope = await watch_nursery.start(
+                    self._watch_while_connecting, connect_scope
+                )
+                await self._attempt(connect_scope, watch_scope)
+                watch_scope.cancel()
+        finally:
+            released.set()
+
+    async def _attempt(
+        self, connect_scope: trio.CancelScope, watch_scope: trio.CancelScope
+    ) -> None:
+        # Every exception an attempt can end with is handled here, inside the watch nursery:
+        # escaping it, they would arrive wrapped in an ExceptionGroup.
+        url = self.lc.profile.server_url
+        try:
+            with connect_scope:
                 async with self._connector.open(url) as conn:
+                    watch_scope.cancel()
                     connect_scope.deadline = math.inf  # connected: the connect deadline is over
-                    await self._connected(conn)
+                    if not self._disconnect_requested:
+                        await self._connected(conn)
         except (ConnectError, OSError) as exc:
-            if self.lc.state is DeviceStatus.CONNECTING:
+            if self.lc.state is DeviceStatus.CONNECTING and not self._disconnect_requested:
                 self._fire("connection_failed", reason=str(exc) or type(exc).__name__)
-            return
         except ConnectionClosed as exc:  # closed while the context manager was leaving
             if self.lc.state in _CONNECTED_PHASES:
                 self._fire("connection_failed", reason=f"connection closed ({exc.code})")
-            return
         finally:
             self._generation += 1  # whatever that socket still says is stale from now on
-        if connect_scope.cancelled_caught and self.lc.state is DeviceStatus.CONNECTING:
+        if self.lc.state is not DeviceStatus.CONNECTING:
+            return
+        if self._disconnect_requested:
+            self._fire("disconnect")
+        elif connect_scope.cancelled_caught:
             logger.info("device %s: connect to %s timed out", self.lc.device_id, redact_url(url))
             self._fire("timed_out")
+
+    async def _watch_while_connecting(
+        self,
+        connect_scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Read the inbox while the handshake runs, so ``disconnect`` need not wait for it.
+
+        Only commands can matter now (no socket of this generation exists yet): a disconnect
+        abandons the attempt, connect and retry are already being done, older sockets' news
+        is stale. The main task is inside ``Connector.open`` meanwhile, so the inbox still has
+        exactly one reader at a time; it cancels this watch as soon as the socket is open.
+        """
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            while True:
+                item = await self._inbox.receive()
+                if isinstance(item, Command) and item.name == "disconnect":
+                    self._disconnect_requested = True
+                    connect_scope.cancel()
+                    return
 
     async def _connected(self, conn: Connection) -> None:
         session = self._new_session(self._settings.task_name, self.lc.device_id)
         generation = self._generation
+        grace = CLOSE_GRACE
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, conn, session, generation)
             try:
@@ -216,10 +291,13 @@ class DeviceRunner:
                         break
                     item = await self._next(self.lc.timeout)
                     pending = self._on_item(item)
+            except trio.Cancelled:
+                grace = CANCELLED_CLOSE_GRACE
+                raise
             finally:
                 nursery.cancel_scope.cancel()
                 with trio.CancelScope(shield=True) as close_scope:
-                    close_scope.deadline = trio.current_time() + CLOSE_GRACE
+                    close_scope.deadline = trio.current_time() + grace
                     await conn.aclose(1000, "stellate: device released")
 
     async def _perform(
@@ -271,11 +349,11 @@ class DeviceRunner:
                 reason=f"heartbeat lease expired (silent for {item.silent_for:.1f}s)",
             )
         event = item.event
+        self._last_ack = trio.current_time()  # any frame on this socket shows the server alive
         if isinstance(event, Registered) and state is DeviceStatus.REGISTERING:
-            self._last_ack = trio.current_time()
             return self._fire("registration_answered", accepted=True)
         if isinstance(event, Rejected) and state is DeviceStatus.REGISTERING:
-            if self._recovering and _is_target_absent(event.reason):
+            if self._recovering and _is_transient_while_recovering(event.reason):
                 return self._fire("connection_failed", reason=event.reason)
             return self._fire("registration_answered", accepted=False, reason=event.reason)
         if isinstance(event, DeviceInfo):
@@ -283,7 +361,6 @@ class DeviceRunner:
                 return self._fire("telemetry_received", system_info=event.system_info)
             return []  # a late answer after the telemetry deadline: nothing to do
         if isinstance(event, HeartbeatAck):
-            self._last_ack = trio.current_time()
             self.lc.heartbeat_seen(datetime.now(UTC))
             return []
         if isinstance(event, PeerError):
@@ -312,20 +389,31 @@ class DeviceRunner:
     async def _heartbeat(
         self, conn: Connection, session: ConstellationSession, generation: int
     ) -> None:
-        """Send heartbeats; declare the lease expired when acks stop coming."""
+        """Send a heartbeat every interval; report the lease expired when acks stop coming.
+
+        The lease (``heartbeat_interval × miss_limit`` after the last ack) is a deadline of its
+        own, not something checked when the next heartbeat is due: a send that blocks on a
+        peer that stopped reading must not postpone the verdict, so every wait, sends included,
+        ends at the lease's expiry at the latest.
+        """
         interval = self._settings.heartbeat_interval
         lease = interval * self._settings.miss_limit
         self._last_ack = trio.current_time()
+        next_beat = self._last_ack + interval
         while True:
-            await trio.sleep(interval)
-            silent = trio.current_time() - self._last_ack
-            if silent >= lease:
-                await self._to_inbox.send(_LeaseExpired(generation, silent))
+            await trio.sleep_until(min(next_beat, self._last_ack + lease))
+            now = trio.current_time()
+            if now >= self._last_ack + lease:
+                await self._to_inbox.send(_LeaseExpired(generation, now - self._last_ack))
                 return
-            try:
-                await conn.send(session.heartbeat())
-            except ConnectionClosed:
-                return  # the reader reports the closure
+            if now < next_beat:
+                continue  # an ack moved the lease while we slept
+            next_beat = now + interval
+            with trio.move_on_at(self._last_ack + lease):
+                try:
+                    await conn.send(session.heartbeat())
+                except ConnectionClosed:
+                    return  # the reader reports the closure
 
     # -- the machine --------------------------------------------------------------------------
     def _fire(self, trigger: str, **data: object) -> list[Effect]:

@@ -1,0 +1,215 @@
+"""Shared pieces of the manager tests: the seed's device, servers and agents to run against.
+
+Everything here works on both transports: a ``MemoryNetwork`` under MockClock, or real sockets
+on 127.0.0.1 (the ``connector`` argument decides).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import trio
+
+from stellate.adapters.memory import MemoryNetwork
+from stellate.agent import DeviceAgent
+from stellate.fsm import RetryPolicy
+from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
+from stellate.protocol import ServerPolicy
+from stellate.protocol.transport import Connection, ConnectionClosed, Connector
+from stellate.server import AgentServer
+
+URL = "ws://agents.test:5005/ws"
+
+#: The seed's "System Info Structure" (registration_flow.md, phase 4).
+SEED_SYSTEM_INFO: dict[str, Any] = {
+    "platform": "windows",
+    "os_version": "10.0.22631",
+    "cpu_count": 16,
+    "memory_total_gb": 32.0,
+    "hostname": "DESKTOP-DEV01",
+    "ip_address": "192.168.1.100",
+    "supported_features": ["gui", "cli", "browser", "file_system", "office", "windows_apps"],
+    "platform_type": "computer",
+    "schema_version": "1.0",
+}
+
+#: The seed's register_device call (its end-to-end example).
+SEED_DEVICE: dict[str, Any] = {
+    "device_id": "windowsagent",
+    "os": "windows",
+    "capabilities": ["web_browsing", "office_applications", "file_management"],
+    "metadata": {
+        "location": "office_desktop",
+        "performance": "high",
+        "description": "Primary Windows workstation",
+        "operation_engineer_email": "admin@example.com",
+    },
+    "max_retries": 5,
+    "auto_connect": True,
+}
+
+#: The seed's final AgentProfile: capabilities in this order, system_info with these keys.
+SEED_CAPABILITIES = [
+    "web_browsing",
+    "office_applications",
+    "file_management",
+    "gui",
+    "cli",
+    "browser",
+    "file_system",
+    "office",
+    "windows_apps",
+]
+SEED_FINAL_SYSTEM_INFO = {
+    "platform": "windows",
+    "os_version": "10.0.22631",
+    "cpu_count": 16,
+    "memory_total_gb": 32.0,
+    "hostname": "DESKTOP-DEV01",
+    "ip_address": "192.168.1.100",
+    "platform_type": "computer",
+    "schema_version": "1.0",
+}
+
+#: Agents in tests reconnect quickly (the default waits up to 30 s).
+FAST_AGENT_RETRY = RetryPolicy(reconnect_delay=0.05, backoff_cap=0.2)
+
+
+def info_for(device_id: str) -> dict[str, Any]:
+    return {**SEED_SYSTEM_INFO, "device_id": device_id}
+
+
+def serve_on(network: MemoryNetwork, server: AgentServer, url: str = URL) -> None:
+    """Have ``server`` answer connections to ``url`` on the memory network."""
+
+    async def handler(conn: Any, _info: Any) -> None:
+        await server.handle_connection(conn)
+
+    network.listen(url, handler)
+
+
+async def start_agent(
+    nursery: trio.Nursery,
+    url: str,
+    device_id: str,
+    *,
+    connector: Connector | None = None,
+    system_info: dict[str, Any] | None = None,
+    seed: int = 1,
+) -> DeviceAgent:
+    """A device agent, returned once it is registered on the server."""
+    agent = DeviceAgent(
+        url,
+        device_id,
+        connector=connector,
+        system_info=system_info if system_info is not None else info_for(device_id),
+        retry=FAST_AGENT_RETRY,
+        rng=random.Random(seed),
+    )
+    await nursery.start(agent.run)
+    return agent
+
+
+def manager_on(connector: Connector, **kwargs: Any) -> ConstellationDeviceManager:
+    options: dict[str, Any] = {
+        "task_name": "office_constellation",
+        "heartbeat_interval": 30.0,
+        "reconnect_delay": 5.0,
+        "connector": connector,
+        "rng": random.Random(0),
+    }
+    options.update(kwargs)
+    return ConstellationDeviceManager(**options)
+
+
+class Recorder:
+    """Collects a manager's events with the (virtual) time each was seen."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, ManagerEvent]] = []
+
+    async def run(
+        self,
+        manager: ConstellationDeviceManager,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with manager.events() as events:
+            task_status.started()
+            async for event in events:
+                self.events.append((trio.current_time(), event))
+
+    def kinds(self, device_id: str) -> list[EventKind]:
+        return [e.kind for _, e in self.events if e.device_id == device_id]
+
+    def steps(self, device_id: str) -> list[tuple[str, str, str]]:
+        return [
+            e.record.step
+            for _, e in self.events
+            if e.device_id == device_id and e.kind is not EventKind.TELEMETRY_MERGED
+        ]
+
+    def times(self, device_id: str, kind: EventKind) -> list[float]:
+        return [t for t, e in self.events if e.device_id == device_id and e.kind is kind]
+
+    def entered(self, device_id: str, dest: str) -> list[float]:
+        return [
+            t
+            for t, e in self.events
+            if e.device_id == device_id
+            and e.record.dest == dest
+            and e.kind is not EventKind.TELEMETRY_MERGED
+        ]
+
+
+class Silenceable:
+    """A server-side connection that can be struck dumb: it then reads and drops every frame
+    and answers nothing, while the socket stays open (a hung server, not a dead one)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.silent = False
+
+    async def send(self, message: str | bytes) -> None:
+        if not self.silent:
+            await self._conn.send(message)
+
+    async def receive(self) -> str | bytes:
+        while True:
+            frame = await self._conn.receive()
+            if not self.silent:
+                return frame
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        await self._conn.aclose(code, reason)
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+
+def silenceable_handler(
+    server: AgentServer, sockets: list[Silenceable]
+) -> Callable[[Any, Any], Any]:
+    """A handler serving ``server`` whose connections are recorded (and can be silenced)."""
+
+    async def handler(conn: Any, _info: Any) -> None:
+        wrapped = Silenceable(conn)
+        sockets.append(wrapped)
+        with suppress(ConnectionClosed):
+            await server.handle_connection(wrapped)
+
+    return handler
+
+
+#: A server whose own constellation lease is far away, so only the manager's lease can act.
+PATIENT_SERVER = ServerPolicy(registration_timeout=10.0, heartbeat_interval=10_000.0, miss_limit=3)
+
+
+@asynccontextmanager
+async def memory_network() -> AsyncIterator[MemoryNetwork]:
+    async with MemoryNetwork(raise_handler_errors=True) as net:
+        yield net

@@ -1,0 +1,620 @@
+"""The manager under MockClock over the in-memory network: exact timing, no real time.
+
+The server is the real ``AgentServer`` and the devices real ``DeviceAgent``s; only the sockets
+are in memory. ``autojump_clock`` jumps to the next deadline, so a 90 s lease or a 30 s connect
+timeout costs nothing and the assertions can name exact instants.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import pytest
+import trio
+from manager_support import (
+    PATIENT_SERVER,
+    SEED_CAPABILITIES,
+    SEED_DEVICE,
+    SEED_FINAL_SYSTEM_INFO,
+    SEED_SYSTEM_INFO,
+    URL,
+    Recorder,
+    Silenceable,
+    manager_on,
+    memory_network,
+    serve_on,
+    silenceable_handler,
+    start_agent,
+)
+
+from stellate.adapters.memory import MemoryNetwork
+from stellate.fsm import AgentProfile, DeviceStatus
+from stellate.manager import ConstellationDeviceManager, EventKind, UnknownDevice
+from stellate.protocol import (
+    ClientMessageType,
+    ClientType,
+    ServerMessage,
+    ServerMessageType,
+    TaskStatus,
+    decode_client,
+    encode_server,
+)
+from stellate.protocol.transport import Connection, ConnectionClosed
+from stellate.server import AgentServer
+
+S = DeviceStatus
+BACKOFF_FLOOR = 0.1  # RetryPolicy.jitter_floor
+
+
+def profile(device_id: str = "dev", url: str = URL, **kwargs: Any) -> AgentProfile:
+    return AgentProfile(device_id=device_id, server_url=url, **kwargs)
+
+
+# -- the seed's scenario ----------------------------------------------------------------------
+
+
+async def test_seed_scenario_ends_with_the_seeds_final_profile(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        await start_agent(nursery, URL, "windowsagent", connector=net, system_info=SEED_SYSTEM_INFO)
+        async with manager_on(net) as manager:
+            assert await manager.register_device(server_url=URL, **SEED_DEVICE) is True
+            p = manager.get_device_info("windowsagent")
+            assert p is not None
+            assert p.status is S.IDLE
+            assert p.os == "windows"
+            assert list(p.capabilities) == SEED_CAPABILITIES
+            assert p.metadata["system_info"] == SEED_FINAL_SYSTEM_INFO
+            assert list(p.metadata["system_info"]) == list(SEED_FINAL_SYSTEM_INFO)  # key order
+            for key, value in SEED_DEVICE["metadata"].items():
+                assert p.metadata[key] == value  # configured metadata kept
+            assert p.connection_attempts == 0
+            assert p.max_retries == 5
+            assert p.current_task_id is None
+            assert p.last_heartbeat is not None
+            assert manager.get_all_devices() == {"windowsagent": p}
+        nursery.cancel_scope.cancel()
+
+
+async def test_phases_in_order_and_event_kinds(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        await start_agent(nursery, URL, "dev", connector=net)
+        async with manager_on(net) as manager:
+            await nursery.start(recorder.run, manager)
+            manager.add_device(profile())
+            await manager.wait_for("dev", S.IDLE)
+        nursery.cancel_scope.cancel()
+    assert recorder.steps("dev")[:5] == [
+        ("connect", "disconnected", "connecting"),
+        ("connection_opened", "connecting", "connected"),
+        ("register_sent", "connected", "registering"),
+        ("registration_answered", "registering", "telemetry"),
+        ("telemetry_received", "telemetry", "idle"),
+    ]
+    assert recorder.kinds("dev")[:6] == [EventKind.PHASE] * 4 + [
+        EventKind.TELEMETRY_MERGED,
+        EventKind.READY,
+    ]
+
+
+# -- phase 2: connection failures and retries -------------------------------------------------
+
+
+async def test_unreachable_server_exactly_max_retries_then_failed(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    # Nothing listens on the memory network: every connect is refused.
+    async with memory_network() as net, manager_on(net, reconnect_delay=1.0, backoff_cap=8.0) as m:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(recorder.run, m)
+            ok = await m.register_device("dev", URL, max_retries=4)
+            nursery.cancel_scope.cancel()
+        assert ok is False
+        p = m.get_device_info("dev")
+        assert p is not None and p.status is S.FAILED
+        assert p.connection_attempts == 4
+        reason = m.failure_reason("dev")
+        assert reason is not None and "gave up after 4 attempts" in reason
+        assert "refused" in reason
+        # FAILED stays FAILED: no further attempt however long we wait.
+        await trio.sleep(10_000)
+        assert m.get_device_info("dev") == p
+    connects = recorder.entered("dev", "connecting")
+    assert len(connects) == 4
+    # Jittered exponential backoff between attempts: wait n in [0.1·d, d], d = min(8, 2**(n-1)).
+    waits = [b - a for a, b in itertools.pairwise(connects)]
+    for n, wait in enumerate(waits, start=1):
+        ceiling = min(8.0, 1.0 * 2 ** (n - 1))
+        assert BACKOFF_FLOOR * ceiling <= wait <= ceiling
+
+
+async def test_backoff_is_capped(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    async with (
+        memory_network() as net,
+        manager_on(net, reconnect_delay=1.0, backoff_cap=3.0) as manager,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(recorder.run, manager)
+        assert await manager.register_device("dev", URL, max_retries=8) is False
+        nursery.cancel_scope.cancel()
+    connects = recorder.entered("dev", "connecting")
+    waits = [b - a for a, b in itertools.pairwise(connects)]
+    assert len(waits) == 7
+    assert all(wait <= 3.0 for wait in waits)
+    assert max(waits) > 1.0  # it did grow
+
+
+async def test_max_retries_none_retries_until_the_server_appears(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        async with manager_on(net, reconnect_delay=1.0, backoff_cap=2.0) as manager:
+            manager.add_device(profile(max_retries=None))
+            await trio.sleep(500)  # ~250+ refused attempts, never FAILED
+            p = manager.get_device_info("dev")
+            assert p is not None and p.status in (S.BACKOFF, S.CONNECTING)
+            assert p.connection_attempts > 100
+            serve_on(net, AgentServer())
+            await start_agent(nursery, URL, "dev", connector=net)
+            final = await manager.wait_for("dev")
+            assert final.status is S.IDLE and final.connection_attempts == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_connect_timeout_is_30_seconds(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    async with memory_network() as net:
+        net.hang(URL)  # a black-holed address: the handshake never answers
+        async with manager_on(net) as manager, trio.open_nursery() as nursery:
+            await nursery.start(recorder.run, manager)
+            assert await manager.register_device("dev", URL, max_retries=1) is False
+            nursery.cancel_scope.cancel()
+    (connecting,) = recorder.entered("dev", "connecting")
+    (failed,) = recorder.entered("dev", "failed")
+    assert failed - connecting == pytest.approx(30.0)
+    assert recorder.steps("dev")[-1] == ("timed_out", "connecting", "failed")
+
+
+# -- phase 3: rejections ----------------------------------------------------------------------
+
+
+async def test_target_not_connected_fails_after_one_attempt_no_retry(autojump_clock: Any) -> None:
+    async with memory_network() as net:
+        serve_on(net, AgentServer())  # a server, but no device agent "dev" on it
+        async with manager_on(net) as manager:
+            assert await manager.register_device("dev", URL, max_retries=5) is False
+            p = manager.get_device_info("dev")
+            assert p is not None and p.status is S.FAILED and p.connection_attempts == 1
+            assert manager.failure_reason("dev") == (
+                "registration rejected: Target device 'dev' is not connected"
+            )
+            await trio.sleep(10_000)
+            assert net.connections == 1  # never retried
+            assert manager.get_device_info("dev") == p
+
+
+async def test_duplicate_client_id_is_rejected_without_retry(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        await start_agent(nursery, URL, "dev", connector=net)
+        async with manager_on(net) as first, manager_on(net) as second:  # same task_name
+            assert await first.register_device("dev", URL) is True
+            assert await second.register_device("dev", URL) is False
+            reason = second.failure_reason("dev")
+            assert reason is not None and "already registered" in reason
+            assert second.get_device_info("dev").connection_attempts == 1  # type: ignore[union-attr]
+            assert first.get_device_info("dev").status is S.IDLE  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+async def test_failed_device_can_be_retried_explicitly(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        async with manager_on(net) as manager:
+            assert await manager.register_device("dev", URL) is False  # agent not there yet
+            await start_agent(nursery, URL, "dev", connector=net)
+            assert await manager.retry_device("dev") is True
+            p = manager.get_device_info("dev")
+            assert p is not None and p.status is S.IDLE and p.connection_attempts == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_retry_that_fails_again_at_once_returns_false(autojump_clock: Any) -> None:
+    # A retry whose attempt fails within the same scheduling batch must not leave
+    # connect_device waiting forever for the device to "leave FAILED".
+    async with memory_network() as net, manager_on(net) as manager:
+        assert await manager.register_device("dev", URL, max_retries=1) is False
+        for _ in range(20):
+            with trio.fail_after(60):
+                assert await manager.retry_device("dev") is False
+        assert manager.get_device_info("dev").connection_attempts == 1  # type: ignore[union-attr]
+
+
+# -- phase 4: telemetry -----------------------------------------------------------------------
+
+
+def serve_fake(
+    net: MemoryNetwork, frames: list[dict[str, Any]], *, result: Any, answer_info: bool = True
+) -> None:
+    """A hand-written AIP server: confirms the registration, acks heartbeats, answers
+    ``device_info_request`` with ``result`` (or never), and records every frame received."""
+
+    async def handler(conn: Connection, _info: Any) -> None:
+        try:
+            while True:
+                message = decode_client(str(await conn.receive()))
+                frames.append({"type": message.type, "client_type": message.client_type,
+                               "t": trio.current_time(), "client_id": message.client_id,
+                               "target_id": message.target_id})  # fmt: skip
+                if message.type is ClientMessageType.DEVICE_INFO_REQUEST:
+                    if not answer_info:
+                        continue
+                    reply = ServerMessage(
+                        type=ServerMessageType.DEVICE_INFO_RESPONSE,
+                        status=TaskStatus.OK,
+                        response_id=message.request_id,
+                        result=result,
+                    )
+                else:  # register and heartbeats: the confirmation is a heartbeat frame
+                    reply = ServerMessage(type=ServerMessageType.HEARTBEAT, status=TaskStatus.OK)
+                await conn.send(encode_server(reply))
+        except ConnectionClosed:
+            pass
+
+    net.listen(URL, handler)
+
+
+async def test_telemetry_not_found_degrades_gracefully(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    frames: list[dict[str, Any]] = []
+    async with memory_network() as net:
+        serve_fake(net, frames, result={"error": "Device dev not found or no system info"})
+        async with manager_on(net) as manager:
+            await trio.lowlevel.checkpoint()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(recorder.run, manager)
+                assert await manager.register_device("dev", URL, os="linux", capabilities=["a"])
+                nursery.cancel_scope.cancel()
+            p = manager.get_device_info("dev")
+            assert p is not None and p.status is S.IDLE
+            assert p.os == "linux" and p.capabilities == ("a",) and p.metadata == {}
+    assert EventKind.TELEMETRY_MERGED not in recorder.kinds("dev")
+    assert recorder.kinds("dev")[-1] is EventKind.READY
+
+
+async def test_telemetry_timeout_activates_after_10_seconds(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    frames: list[dict[str, Any]] = []
+    async with memory_network() as net:
+        serve_fake(net, frames, result=None, answer_info=False)
+        async with manager_on(net) as manager, trio.open_nursery() as nursery:
+            await nursery.start(recorder.run, manager)
+            assert await manager.register_device("dev", URL) is True
+            nursery.cancel_scope.cancel()
+    (telemetry,) = recorder.entered("dev", "telemetry")
+    (idle,) = recorder.entered("dev", "idle")
+    assert idle - telemetry == pytest.approx(10.0)
+    assert recorder.steps("dev")[-1] == ("timed_out", "telemetry", "idle")
+
+
+async def test_every_frame_names_the_constellation(autojump_clock: Any) -> None:
+    frames: list[dict[str, Any]] = []
+    async with memory_network() as net:
+        serve_fake(net, frames, result=dict(SEED_SYSTEM_INFO))
+        async with manager_on(net, task_name="office", heartbeat_interval=30.0) as manager:
+            assert await manager.register_device("dev", URL) is True
+            await trio.sleep(95)
+    types = [f["type"] for f in frames]
+    assert (
+        types
+        == [ClientMessageType.REGISTER, ClientMessageType.DEVICE_INFO_REQUEST]
+        + [ClientMessageType.HEARTBEAT] * 3
+    )
+    assert all(f["client_type"] is ClientType.CONSTELLATION for f in frames)
+    assert all(f["client_id"] == "office@dev" for f in frames)
+    assert frames[0]["target_id"] == "dev"
+    beats = [f["t"] for f in frames[2:]]
+    assert [b - a for a, b in itertools.pairwise(beats)] == [30.0, 30.0]
+
+
+# -- after activation: loss, lease, recovery --------------------------------------------------
+
+
+async def test_silent_server_is_lost_within_the_lease_then_reconnects(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    sockets: list[Silenceable] = []
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        server = AgentServer(policy=PATIENT_SERVER)
+        net.listen(URL, silenceable_handler(server, sockets))
+        await start_agent(nursery, URL, "dev", connector=net)
+        async with manager_on(net, heartbeat_interval=30.0, miss_limit=3) as manager:
+            await nursery.start(recorder.run, manager)
+            assert await manager.register_device("dev", URL) is True
+            await trio.sleep(100)  # three heartbeats answered
+            silenced_at = trio.current_time()
+            constellation = sockets[-1]
+            constellation.silent = True
+            await manager.wait_for("dev", S.BACKOFF)
+            lost_at = trio.current_time()
+            assert constellation.closed  # our side closed the dead socket
+            final = await manager.wait_for("dev", S.IDLE)
+            assert final.connection_attempts == 0
+        nursery.cancel_scope.cancel()
+    # The last ack came at most one interval before the silence: lost within the lease.
+    assert silenced_at < lost_at <= silenced_at + 90.0
+    (lost,) = recorder.times("dev", EventKind.CONNECTION_LOST)
+    assert lost == lost_at
+    (event,) = [e for _, e in recorder.events if e.kind is EventKind.CONNECTION_LOST]
+    assert event.reason is not None and "heartbeat lease expired" in event.reason
+    assert len(recorder.times("dev", EventKind.READY)) == 2
+
+
+async def test_lease_counts_from_the_last_answer(autojump_clock: Any) -> None:
+    # Silent from the moment of activation: lost exactly interval × miss_limit later.
+    recorder = Recorder()
+    sockets: list[Silenceable] = []
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        server = AgentServer(policy=PATIENT_SERVER)
+        net.listen(URL, silenceable_handler(server, sockets))
+        await start_agent(nursery, URL, "dev", connector=net)
+        async with manager_on(net, heartbeat_interval=10.0, miss_limit=4) as manager:
+            await nursery.start(recorder.run, manager)
+            assert await manager.register_device("dev", URL) is True
+            sockets[-1].silent = True
+            await manager.wait_for("dev", S.BACKOFF)
+        nursery.cancel_scope.cancel()
+    (ready, *_) = recorder.times("dev", EventKind.READY)
+    (lost,) = recorder.times("dev", EventKind.CONNECTION_LOST)
+    assert lost - ready == pytest.approx(40.0)
+
+
+async def test_recovery_treats_absent_target_as_connection_failure(autojump_clock: Any) -> None:
+    # The device agent leaves while the device is IDLE; on reconnecting, the server says
+    # "target not connected". That is part of the loss being recovered from, not a final
+    # rejection: back off and retry until the agent is back.
+    recorder = Recorder()
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        agent_scope = trio.CancelScope()
+
+        async def agent_until_cancelled(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with agent_scope:
+                async with trio.open_nursery() as inner:
+                    await start_agent(inner, URL, "dev", connector=net)
+                    task_status.started()
+
+        await nursery.start(agent_until_cancelled)
+        async with manager_on(net, reconnect_delay=1.0, backoff_cap=4.0) as manager:
+            await nursery.start(recorder.run, manager)
+            assert await manager.register_device("dev", URL, max_retries=100) is True
+            agent_scope.cancel()  # the device goes away
+            await manager.wait_for("dev", S.BACKOFF)
+            await trio.sleep(20)  # several refused re-registrations
+            p = manager.get_device_info("dev")
+            assert p is not None and p.status in (S.BACKOFF, S.CONNECTING)
+            await start_agent(nursery, URL, "dev", connector=net, seed=2)
+            final = await manager.wait_for("dev", S.IDLE, S.FAILED)
+            assert final.status is S.IDLE
+        nursery.cancel_scope.cancel()
+    lost = [e for _, e in recorder.events if e.kind is EventKind.CONNECTION_LOST]
+    assert len(lost) == 1
+    absent = [
+        e
+        for _, e in recorder.events
+        if e.record.trigger == "connection_failed" and "is not connected" in (e.reason or "")
+    ]
+    assert absent, "expected at least one 'not connected' answer treated as a failed attempt"
+    assert EventKind.FAILED not in recorder.kinds("dev")
+
+
+async def test_recovery_is_bounded_by_max_retries(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        agent_scope = trio.CancelScope()
+
+        async def agent(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with agent_scope:
+                async with trio.open_nursery() as inner:
+                    await start_agent(inner, URL, "dev", connector=net)
+                    task_status.started()
+
+        await nursery.start(agent)
+        async with manager_on(net, reconnect_delay=1.0, backoff_cap=2.0) as manager:
+            assert await manager.register_device("dev", URL, max_retries=3) is True
+            agent_scope.cancel()
+            final = await manager.wait_for("dev", S.FAILED)
+            assert final.connection_attempts == 3
+            # After the owner's explicit retry, recovery is over: the rejection is final again.
+            assert await manager.retry_device("dev") is False
+            p = manager.get_device_info("dev")
+            assert p is not None and p.connection_attempts == 1
+            reason = manager.failure_reason("dev")
+            assert reason is not None and reason.startswith("registration rejected")
+        nursery.cancel_scope.cancel()
+
+
+async def test_server_restart_brings_every_device_back(autojump_clock: Any) -> None:
+    recorder = Recorder()
+    ids = [f"dev{i}" for i in range(5)]
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        server = AgentServer()
+        serve_on(net, server)
+        for i, device_id in enumerate(ids):
+            await start_agent(nursery, URL, device_id, connector=net, seed=i)
+        async with manager_on(net, reconnect_delay=0.5, backoff_cap=2.0) as manager:
+            await nursery.start(recorder.run, manager)
+            for device_id in ids:
+                manager.add_device(profile(device_id, max_retries=20))
+            await manager.wait_settled()
+            # Restart: every socket closed (1001), a fresh server with an empty registry.
+            net.unlisten(URL)
+            await server.shutdown()
+            await trio.sleep(1)
+            serve_on(net, AgentServer())
+            with trio.fail_after(120):
+                for device_id in ids:
+                    while len(recorder.times(device_id, EventKind.READY)) < 2:
+                        await manager.wait_for(device_id, S.IDLE)
+                        await trio.sleep(0.1)
+            assert all(p.status is S.IDLE for p in manager.get_all_devices().values())
+        nursery.cancel_scope.cancel()
+    for device_id in ids:
+        assert EventKind.CONNECTION_LOST in recorder.kinds(device_id)
+        assert EventKind.FAILED not in recorder.kinds(device_id)
+
+
+# -- the API: commands, waiting, embedding, shutdown ------------------------------------------
+
+
+async def test_disconnect_while_connecting_does_not_wait_for_the_handshake(
+    autojump_clock: Any,
+) -> None:
+    async with memory_network() as net:
+        net.hang(URL)
+        async with manager_on(net) as manager:
+            manager.add_device(profile())
+            await manager.wait_for("dev", S.CONNECTING)
+            started = trio.current_time()
+            await manager.disconnect_device("dev")
+            assert trio.current_time() - started < 1.0  # not the 30 s connect timeout
+            assert manager.get_device_info("dev").status is S.DISCONNECTED  # type: ignore[union-attr]
+
+
+async def test_connect_and_disconnect_device(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        await start_agent(nursery, URL, "dev", connector=net)
+        async with manager_on(net) as manager:
+            manager.add_device(profile(), auto_connect=False)
+            await trio.sleep(100)
+            assert manager.get_device_info("dev").status is S.DISCONNECTED  # type: ignore[union-attr]
+            assert await manager.connect_device("dev") is True
+            assert await manager.connect_device("dev") is True  # already IDLE: just reports
+            await manager.disconnect_device("dev")
+            assert net.connections == 2  # the agent's and ours
+            assert await manager.connect_device("dev") is True
+        nursery.cancel_scope.cancel()
+
+
+async def test_register_device_without_auto_connect_only_registers(autojump_clock: Any) -> None:
+    async with memory_network() as net, manager_on(net) as manager:
+        assert await manager.register_device("dev", URL, auto_connect=False) is True
+        p = manager.get_device_info("dev")
+        assert p is not None and p.status is S.DISCONNECTED and p.connection_attempts == 0
+        with pytest.raises(ValueError, match="already registered"):
+            await manager.register_device("dev", URL)
+        assert net.connections == 0
+
+
+async def test_remove_device_wakes_waiters_and_closes_the_socket(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        server = AgentServer()
+        serve_on(net, server)
+        await start_agent(nursery, URL, "dev", connector=net)
+        async with manager_on(net) as manager:
+            assert await manager.register_device("dev", URL) is True
+            woken: list[BaseException] = []
+
+            async def waiter() -> None:
+                try:
+                    await manager.wait_for("dev", S.FAILED)
+                except UnknownDevice as exc:
+                    woken.append(exc)
+
+            nursery.start_soon(waiter)
+            await trio.sleep(1)
+            await manager.remove_device("dev")
+            await trio.sleep(1)
+            assert len(woken) == 1
+            assert manager.get_device_info("dev") is None
+            assert [e.client_type for e in server.registry] == [ClientType.DEVICE]
+            with pytest.raises(UnknownDevice):
+                await manager.connect_device("dev")
+        nursery.cancel_scope.cancel()
+
+
+async def test_started_in_a_nursery_and_closed_gracefully(autojump_clock: Any) -> None:
+    closes: list[int | None] = []
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        server = AgentServer()
+
+        async def handler(conn: Any, _info: Any) -> None:
+            try:
+                await server.handle_connection(conn)
+            finally:
+                closes.append(conn._link.code)
+
+        net.listen(URL, handler)
+        for i in range(3):
+            await start_agent(nursery, URL, f"dev{i}", connector=net, seed=i)
+        manager = await nursery.start(manager_on(net).run)
+        assert isinstance(manager, ConstellationDeviceManager) and manager.running
+        for i in range(3):
+            manager.add_device(profile(f"dev{i}"))
+        await manager.wait_settled()
+        await manager.aclose()
+        assert not manager.running
+        await trio.sleep(1)
+        constellations = [e for e in server.registry if e.client_type is ClientType.CONSTELLATION]
+        assert constellations == []
+        assert closes == [1000, 1000, 1000]  # a clean closing handshake for each
+        with pytest.raises(RuntimeError):
+            manager.add_device(profile("late"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_cancelling_the_manager_leaves_no_task_and_no_socket(autojump_clock: Any) -> None:
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        server = AgentServer()
+        serve_on(net, server)
+        for i in range(3):
+            await start_agent(nursery, URL, f"dev{i}", connector=net, seed=i)
+        with trio.CancelScope() as scope:
+            async with manager_on(net) as manager:
+                for i in range(3):
+                    manager.add_device(profile(f"dev{i}"))
+                await manager.wait_settled()
+                scope.cancel()
+                await trio.sleep_forever()
+        assert not manager.running
+        await trio.sleep(1)
+        assert [e for e in server.registry if e.client_type is ClientType.CONSTELLATION] == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_open_constellation_adds_the_config(autojump_clock: Any) -> None:
+    from stellate.config import loads_config
+    from stellate.manager import open_constellation
+
+    config = loads_config(
+        f"""
+manager: {{task_name: tn, heartbeat_interval: 5.0, reconnect_delay: 1.0}}
+devices:
+  - {{device_id: a, server_url: "{URL}"}}
+  - {{device_id: b, server_url: "{URL}", auto_connect: false}}
+"""
+    )
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        await start_agent(nursery, URL, "a", connector=net)
+        async with open_constellation(config, connector=net) as manager:
+            assert manager.task_name == "tn"
+            assert (await manager.wait_for("a")).status is S.IDLE
+            assert manager.get_device_info("b").status is S.DISCONNECTED  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+def test_manager_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        ConstellationDeviceManager(heartbeat_interval=0)
+    with pytest.raises(ValueError):
+        ConstellationDeviceManager(miss_limit=0)
+
+
+async def test_wait_for_unknown_device_raises() -> None:
+    manager = ConstellationDeviceManager()
+    with pytest.raises(UnknownDevice):
+        await manager.wait_for("nope")
+    assert math.isfinite(manager.shutdown_timeout)
