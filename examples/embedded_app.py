@@ -1,0 +1,115 @@
+"""A trio program that embeds stellate's ConstellationDeviceManager in its own nursery.
+
+Run it from the repository root (it needs nothing else running)::
+
+    .venv/bin/python examples/embedded_app.py
+
+What it shows, in order:
+
+1. The app owns the nursery. It starts, as stand-ins for real machines, an AIP agent server on
+   127.0.0.1 (ephemeral port) and a device agent for two of its three devices.
+2. The manager is a service in that nursery: ``manager = await nursery.start(manager.run)``.
+3. The app reacts to the manager's event stream: it prints each device's progress, and when a
+   device FAILS because its agent is not there ("Target device ... is not connected" is a
+   final rejection, no automatic retry), it starts that agent and retries the device
+   explicitly.
+4. The seed's API works too: ``await manager.register_device(...)`` returns True once IDLE.
+5. It prints the final AgentProfiles, then stops: ``await manager.aclose()`` disconnects every
+   device with a clean close handshake, then the server and agents are shut down. Nothing is
+   left running when ``main`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from stellate import AgentProfile, DeviceStatus
+from stellate.agent import DeviceAgent
+from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
+from stellate.server import AgentServer
+
+SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
+
+
+async def main(print_: Callable[..., Any] = print) -> dict[str, AgentProfile]:
+    """Run the demo; return the final profiles (tests call this directly)."""
+    async with trio.open_nursery() as nursery:
+        # -- 1. stand-ins for the real world: a server and two of the three device agents --
+        server = AgentServer()
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/ws"
+        for device_id in ("printer", "scanner"):
+            await nursery.start(DeviceAgent(url, device_id).run)  # returns once registered
+
+        # -- 2. the manager, as a service of this nursery --
+        manager: ConstellationDeviceManager = await nursery.start(
+            ConstellationDeviceManager(
+                task_name="embedded_app", heartbeat_interval=5.0, reconnect_delay=0.5
+            ).run
+        )
+
+        # -- 3. react to the event stream --
+        retried: set[str] = set()  # devices we retried once (a second failure is final)
+        retrying: set[str] = set()  # retried, but the retry has not started yet
+        async with manager.events() as events:  # subscribe first: no event is missed
+            manager.add_device(AgentProfile("printer", url, capabilities=["print"]))
+            manager.add_device(AgentProfile("scanner", url, capabilities=["scan"]))
+            manager.add_device(AgentProfile("plotter", url, capabilities=["plot"]))
+            async for event in events:
+                print_(describe(event))
+                device_id = event.device_id
+                if event.kind is EventKind.FAILED and device_id not in retried:
+                    # Its agent is missing: bring it up, then retry explicitly.
+                    retried.add(device_id)
+                    retrying.add(device_id)
+                    await nursery.start(DeviceAgent(url, device_id).run)
+                    nursery.start_soon(manager.retry_device, device_id)
+                elif event.record.source is DeviceStatus.FAILED:
+                    retrying.discard(device_id)
+                # TELEMETRY_MERGED is followed by READY for the same step: stop after READY.
+                last_of_step = event.kind is not EventKind.TELEMETRY_MERGED
+                if last_of_step and not retrying and settled(manager):
+                    break
+
+        # -- 4. the seed's call: register and wait for IDLE in one await --
+        await nursery.start(DeviceAgent(url, "camera").run)
+        ok = await manager.register_device(
+            "camera", url, os="linux", capabilities=["capture"], metadata={"room": "lab"}
+        )
+        print_(f"register_device('camera') -> {ok}")
+
+        # -- 5. results, then a clean stop --
+        profiles = manager.get_all_devices()
+        for profile in profiles.values():
+            system_info = profile.metadata.get("system_info", {})
+            print_(
+                f"{profile.device_id}: {profile.status.value}, os={profile.os}, "
+                f"capabilities={list(profile.capabilities)}, "
+                f"cpu_count={system_info.get('cpu_count')}, hostname={system_info.get('hostname')}"
+            )
+        await manager.aclose()  # every device disconnects (close code 1000), then run() returns
+        await server.shutdown()  # the agents are told 1001 and go quiet
+        nursery.cancel_scope.cancel()
+    return profiles
+
+
+def describe(event: ManagerEvent) -> str:
+    record = event.record
+    line = f"[{event.kind.value:>16}] {event.device_id}: {record.source} -> {record.dest}"
+    if event.kind is EventKind.FAILED and event.reason:
+        line += f" ({event.reason})"
+    if event.kind is EventKind.TELEMETRY_MERGED:
+        line += f" (os={event.profile.os}, {len(event.profile.capabilities)} capabilities)"
+    return line
+
+
+def settled(manager: ConstellationDeviceManager) -> bool:
+    return all(p.status in SETTLED for p in manager.get_all_devices().values())
+
+
+if __name__ == "__main__":
+    final = trio.run(main)
+    raise SystemExit(0 if all(p.status is DeviceStatus.IDLE for p in final.values()) else 1)
