@@ -32,10 +32,12 @@ MASK = "***"
 # apikey, access_token, client_secret, password, passwd, pwd, auth, signature, sig...
 _SECRET_NAME = re.compile(r"token|key|secret|passw(?:or)?d|pwd|auth|sig(?:nature)?", re.IGNORECASE)
 
-# In free text: a secret-looking query parameter, and the password part of URL userinfo.
+# In free text: a secret-looking query parameter, and the password part of URL userinfo. A value
+# already masked (``***``) followed by punctuation stays as is, so redacting a message that
+# quotes a redacted URL in parentheses ("failed (wss://h/ws?token=***): reason") keeps the "):".
 _TEXT_PARAM = re.compile(
     r"(?P<head>[?&;][\w.~%-]*(?:token|key|secret|passw(?:or)?d|pwd|auth|sig(?:nature)?)"
-    r"[\w.~%-]*=)(?P<value>[^&;#\s'\"<>]*)",
+    r"[\w.~%-]*=)(?P<value>\*\*\*(?=[)\],.:]|$)|[^&;#\s'\"<>]*)",
     re.IGNORECASE,
 )
 _TEXT_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@")

@@ -233,3 +233,11 @@ def test_a_stale_id_is_replaced_only_by_its_own_kind() -> None:
     actions = heir.receive(device_register("D"), later)
     assert any(isinstance(a, Evict) and a.session is owner for a in actions)
     assert registry.get("D").owner is heir  # type: ignore[union-attr]
+
+
+def test_redacting_a_redacted_message_keeps_its_punctuation() -> None:
+    from stellate.redact import redact_text
+
+    message = "TLS handshake failed (wss://h:1/ws?token=***): certificate verify failed"
+    assert redact_text(message, [KEY]) == message
+    assert not leaks(redact_text(f"failed (wss://h:1/ws?token={KEY}): x"))
