@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .redact import install_log_redaction
+
+    install_log_redaction()  # every command's records pass the key/token filter
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:

@@ -338,10 +338,13 @@ def test_fix7_an_expired_device_is_not_connected_for_constellations() -> None:
     assert "is not connected" in error_text(sent(actions)[0])
 
 
-def test_constellations_have_no_lease() -> None:
+def test_constellations_have_an_idle_limit_renewed_by_any_frame() -> None:
     server = Server()
     server.device()
-    assert server.constellation().deadline == float("inf")
+    constellation = server.constellation()
+    assert constellation.deadline == POLICY.constellation_lease == 2 * POLICY.lease
+    constellation.receive(client_frame("device_info_request"), 5.0)
+    assert constellation.deadline == 5.0 + POLICY.constellation_lease
 
 
 # --- other frames -------------------------------------------------------------------------
