@@ -14,15 +14,17 @@ never be mistaken for news about the current one. Heartbeats and the reader live
 that is a child of the device task: cancelling the device (or the whole manager) cancels them
 and closes the socket, leaking nothing.
 
-Rejections while recovering. A rejection of a *first* registration is final (the seed's rule:
-FAILED, no retry). But once a device has reached IDLE, a lost connection sends it back through
-the machine, and the server it reconnects to may not know the device yet (a restarted server
-that the device agent has not re-joined: "Target device 'D' is not connected"), or may still
-hold our previous socket (its close has not been processed yet: "already registered"). Both
-are transient consequences of the loss we are recovering from, so while recovering the runner
-reports them as ``connection_failed``: the device backs off and retries, bounded by
-``max_retries`` like any failed attempt. An explicit connect or retry by the owner ends
-recovery: from then on a rejection is final again.
+Rejections while recovering. A rejection of a registration made to a server that has given no
+sign of trouble is final (the seed's rule: FAILED, no retry). But once this run of attempts has
+met a server in flux — an attempt failed at the connection level (refused, timed out, dropped)
+or the device reached IDLE and then lost its server — the server it reconnects to may not know
+the device yet (a restarted server that the device agent has not re-joined: "Target device 'D'
+is not connected"), or may still hold our previous socket (its close not processed yet:
+"already registered"). Both are transient consequences of the trouble we are recovering from,
+so while recovering the runner reports them as ``connection_failed``: the device backs off and
+retries, bounded by ``max_retries`` like any failed attempt (the last reason is kept in the
+failure). An explicit connect or retry by the owner starts a fresh run: a clean rejection is
+final again.
 """
 
 from __future__ import annotations
@@ -148,8 +150,9 @@ class DeviceRunner:
         self._new_session = session_factory
         self._generation = 0
         self._last_ack = 0.0
-        # True once the device reached IDLE since the owner last (re)started it: a target that
-        # is briefly absent while we recover is a connection problem, not a rejection.
+        # True once this run (since the owner's last connect/retry) met a server in flux: an
+        # attempt failed at the connection level, or the device reached IDLE (so any later
+        # registration follows a loss). A target briefly absent then is not a rejection.
         self._recovering = False
         # Set by the inbox watch while connecting: the owner asked to disconnect.
         self._disconnect_requested = False
@@ -189,12 +192,13 @@ class DeviceRunner:
             if state is not DeviceStatus.DISCONNECTED:
                 self._fire("disconnect")
             return
-        self._recovering = False
         if state is DeviceStatus.DISCONNECTED:
+            self._recovering = False  # a fresh run (attempts start over too)
             self._fire("connect")
         elif state is DeviceStatus.FAILED:
+            self._recovering = False
             self._fire("retry")
-        elif state is DeviceStatus.BACKOFF:  # "connect now": cut the wait short
+        elif state is DeviceStatus.BACKOFF:  # "connect now": cut the wait short, same run
             self._fire("timed_out")
 
     async def _next(self, seconds: float | None) -> InboxItem | None:
@@ -418,7 +422,10 @@ class DeviceRunner:
     # -- the machine --------------------------------------------------------------------------
     def _fire(self, trigger: str, **data: object) -> list[Effect]:
         try:
-            return self.lc.fire(trigger, **data)
+            effects = self.lc.fire(trigger, **data)
         except IllegalTransition:
             logger.exception("device %s: runner fired an illegal event", self.lc.device_id)
             raise
+        if self.lc.state is DeviceStatus.BACKOFF:  # only failed or lost connections lead here
+            self._recovering = True
+        return effects

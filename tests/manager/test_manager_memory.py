@@ -409,6 +409,39 @@ async def test_recovery_treats_absent_target_as_connection_failure(autojump_cloc
     assert EventKind.FAILED not in recorder.kinds("dev")
 
 
+async def test_rejection_after_a_failed_connection_is_transient(autojump_clock: Any) -> None:
+    # The first attempt is refused (the server is down); when the server comes up its device
+    # agent has not re-joined yet. That "not connected" follows trouble, so it is retried.
+    recorder = Recorder()
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        async with manager_on(net, reconnect_delay=1.0, backoff_cap=2.0) as manager:
+            await nursery.start(recorder.run, manager)
+            manager.add_device(profile(max_retries=10))
+            await manager.wait_for("dev", S.BACKOFF)  # refused
+            async with manager.events() as events:
+                serve_on(net, AgentServer())  # the server is back, the agent not yet
+                async for event in events:
+                    if "is not connected" in (event.reason or ""):
+                        assert event.record.step == ("connection_failed", "registering", "backoff")
+                        break
+            assert manager.get_device_info("dev").status in (S.BACKOFF, S.CONNECTING)  # type: ignore[union-attr]
+            # The owner's "connect now" only cuts the wait short: still the same run, so
+            # still recovering (a fresh run is only connect from DISCONNECTED, or retry).
+            await manager.wait_for("dev", S.BACKOFF)
+            async with manager.events() as events:
+                nursery.start_soon(manager.connect_device, "dev")
+                async for event in events:
+                    if event.record.source is S.REGISTERING:  # the answer to the new attempt
+                        assert event.record.dest is S.BACKOFF
+                        assert "is not connected" in (event.reason or "")
+                        break
+            await start_agent(nursery, URL, "dev", connector=net)
+            final = await manager.wait_for("dev", S.IDLE, S.FAILED)
+            assert final.status is S.IDLE
+        nursery.cancel_scope.cancel()
+    assert EventKind.FAILED not in recorder.kinds("dev")
+
+
 async def test_recovery_is_bounded_by_max_retries(autojump_clock: Any) -> None:
     async with memory_network() as net, trio.open_nursery() as nursery:
         serve_on(net, AgentServer())
@@ -448,16 +481,20 @@ async def test_server_restart_brings_every_device_back(autojump_clock: Any) -> N
             for device_id in ids:
                 manager.add_device(profile(device_id, max_retries=20))
             await manager.wait_settled()
-            # Restart: every socket closed (1001), a fresh server with an empty registry.
-            net.unlisten(URL)
-            await server.shutdown()
-            await trio.sleep(1)
-            serve_on(net, AgentServer())
-            with trio.fail_after(120):
-                for device_id in ids:
-                    while len(recorder.times(device_id, EventKind.READY)) < 2:
-                        await manager.wait_for(device_id, S.IDLE)
-                        await trio.sleep(0.1)
+            async with manager.events() as events:
+                # Restart: every socket closed (1001), down for a second, then a fresh server
+                # with an empty registry.
+                net.unlisten(URL)
+                await server.shutdown()
+                await trio.sleep(1)
+                serve_on(net, AgentServer())
+                back: set[str] = set()
+                with trio.fail_after(120):
+                    async for event in events:
+                        if event.kind is EventKind.READY:
+                            back.add(event.device_id)
+                        if back == set(ids):
+                            break
             assert all(p.status is S.IDLE for p in manager.get_all_devices().values())
         nursery.cancel_scope.cancel()
     for device_id in ids:
