@@ -54,21 +54,24 @@ class PlainDisplay:
         self._last_summary = ""
 
     def event(self, event: ManagerEvent) -> None:
-        if not self._detailed:
-            return
-        record = event.record
+        if self._detailed:
+            print(self.line(event), file=self._out, flush=True)
+
+    @classmethod
+    def line(cls, event: ManagerEvent) -> str:
+        """The text of one event (a transition, or merged telemetry)."""
         if event.kind is EventKind.TELEMETRY_MERGED:
             profile = event.profile
             line = (
                 f"{event.device_id}: telemetry merged: os={profile.os}, "
                 f"{len(profile.capabilities)} capabilities"
             )
-        elif event.kind is EventKind.READY and record.trigger == "timed_out":
+        elif event.kind is EventKind.READY and event.record.trigger == "timed_out":
             line = f"{event.device_id}: no telemetry in time; activated without it"
-            line += f"\n{self._transition(event)}"
+            line += f"\n{cls._transition(event)}"
         else:
-            line = self._transition(event)
-        print(line, file=self._out, flush=True)
+            line = cls._transition(event)
+        return line
 
     @staticmethod
     def _transition(event: ManagerEvent) -> str:
@@ -106,7 +109,12 @@ class RichDisplay:
         self._live.start()
 
     def event(self, event: ManagerEvent) -> None:
-        pass  # the table is redrawn from the registry on every tick
+        # A local fleet registers in milliseconds, faster than any redraw: the table alone
+        # would jump from "disconnected" to "idle". Each transition is also logged above it
+        # (small fleets), so every phase is seen.
+        if self._detailed:
+            line = PlainDisplay.line(event)
+            self._live.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def tick(self, profiles: dict[str, AgentProfile]) -> None:
         from rich.table import Table
