@@ -378,11 +378,27 @@ class DeviceRunner:
 
     # -- child tasks of one connection ------------------------------------------------------
     async def _read(self, conn: Connection, session: ConstellationSession, generation: int) -> None:
-        """The socket's only reader: decode frames and queue what they mean."""
+        """The socket's only reader: decode frames and queue what they mean.
+
+        A frame the session cannot even interpret (it raised instead of reporting a
+        violation) is still only a bad frame from one server: it is reported as a
+        ``ProtocolViolation`` of this socket. Letting it escape would crash this task, and
+        with it the manager's nursery: every device of the constellation.
+        """
         try:
             while True:
                 frame = await conn.receive()
-                for event in session.receive(frame):
+                try:
+                    events = session.receive(frame)
+                except Exception as exc:
+                    logger.error(
+                        "device %s: frame could not be interpreted (%s)",
+                        self.lc.device_id,
+                        type(exc).__name__,
+                        exc_info=True,
+                    )
+                    events = [ProtocolViolation(f"uninterpretable frame ({type(exc).__name__})")]
+                for event in events:
                     await self._to_inbox.send(_FromPeer(generation, event))
         except ConnectionClosed as exc:
             reason = f"connection closed by server (code {exc.code})"

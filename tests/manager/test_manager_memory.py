@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -237,9 +238,10 @@ async def test_retry_that_fails_again_at_once_returns_false(autojump_clock: Any)
 
 def serve_fake(
     net: MemoryNetwork, frames: list[dict[str, Any]], *, result: Any, answer_info: bool = True
-) -> None:
+) -> Callable[[Connection, Any], Awaitable[None]]:
     """A hand-written AIP server: confirms the registration, acks heartbeats, answers
-    ``device_info_request`` with ``result`` (or never), and records every frame received."""
+    ``device_info_request`` with ``result`` (or never), and records every frame received.
+    It listens on ``URL``; its handler is returned for wrapping."""
 
     async def handler(conn: Connection, _info: Any) -> None:
         try:
@@ -264,6 +266,7 @@ def serve_fake(
             pass
 
     net.listen(URL, handler)
+    return handler
 
 
 async def test_telemetry_not_found_degrades_gracefully(autojump_clock: Any) -> None:
@@ -500,6 +503,37 @@ async def test_server_restart_brings_every_device_back(autojump_clock: Any) -> N
     for device_id in ids:
         assert EventKind.CONNECTION_LOST in recorder.kinds(device_id)
         assert EventKind.FAILED not in recorder.kinds(device_id)
+
+
+async def test_an_uninterpretable_frame_fails_one_attempt_not_the_manager(
+    autojump_clock: Any,
+) -> None:
+    # One server answers a REGISTER with JSON nested beyond the recursion limit: that is a
+    # bad frame on one socket (a failed attempt, retried), not a crash of every device task.
+    recorder = Recorder()
+    frames: list[dict[str, Any]] = []
+    async with memory_network() as net:
+        normal = serve_fake(net, frames, result=dict(SEED_SYSTEM_INFO))
+        poisoned = {"done": False}
+
+        async def poison_first(conn: Connection, info: Any) -> None:
+            if poisoned["done"]:
+                return await normal(conn, info)
+            poisoned["done"] = True
+            await conn.receive()  # the REGISTER
+            await conn.send("[" * 100_000 + "]" * 100_000)
+            await trio.sleep_forever()
+
+        net.listen(URL, poison_first)
+        async with manager_on(net, reconnect_delay=1.0) as manager, trio.open_nursery() as n:
+            await n.start(recorder.run, manager)
+            manager.add_device(profile("other"))
+            assert await manager.register_device("dev", URL) is True
+            assert (await manager.wait_for("other")).status is S.IDLE
+            n.cancel_scope.cancel()
+    failures = [e for _, e in recorder.events if e.record.trigger == "connection_failed"]
+    assert len(failures) == 1
+    assert failures[0].reason is not None and "uninterpretable frame" in failures[0].reason
 
 
 # -- the API: commands, waiting, embedding, shutdown ------------------------------------------
