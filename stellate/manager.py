@@ -297,6 +297,8 @@ class ConstellationDeviceManager:
         scope.cancel()
 
     async def __aenter__(self) -> Self:
+        if self._nursery is not None or self._stopped.is_set():
+            raise RuntimeError("a manager runs once")
         stack = AsyncExitStack()
         nursery = await stack.enter_async_context(trio.open_nursery())
         await nursery.start(self.run)

@@ -633,6 +633,11 @@ async def test_started_in_a_nursery_and_closed_gracefully(autojump_clock: Any) -
         assert closes == [1000, 1000, 1000]  # a clean closing handshake for each
         with pytest.raises(RuntimeError):
             manager.add_device(profile("late"))
+        with pytest.raises(RuntimeError, match="runs once"):
+            await nursery.start(manager.run)
+        with pytest.raises(RuntimeError, match="runs once"):
+            async with manager:
+                pass
         nursery.cancel_scope.cancel()
 
 
