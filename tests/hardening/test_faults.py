@@ -205,9 +205,9 @@ def test_server_killed_in_each_phase_one_device(phase: DeviceStatus, restart: bo
 def test_server_killed_and_restarted_500_devices() -> None:
     """500 devices, no jitter (every device retries at the same instant): the server is killed
     while the fleet is half-way through its first registration (the moment the 250th device is
-    REGISTERING, the others wherever they are), restarted; then killed again with the whole
-    fleet IDLE, restarted. Every device is IDLE again each time, with attempts reset and its
-    telemetry merged again. (Each phase, exactly, for 500 devices: the socket-kill test above.)
+    REGISTERING, the others wherever they are) and restarted. Every device is IDLE again, with
+    attempts reset and its telemetry merged. (Each phase, exactly, for 500 devices: the
+    socket-kill test above; whole-server kills of an IDLE fleet: the flap test.)
     """
     ids = list(_ids(500))
 
@@ -221,13 +221,8 @@ def test_server_killed_and_restarted_500_devices() -> None:
                     await fleet.server_killed.wait()
                     await fleet.restart_server()
                     await until_all_idle_again(events, ids)
-                    fleet.server_killed = trio.Event()
-                    fleet.connector.faults[ids[499]] = Fault(S.IDLE, kind="server")
-                    await fleet.server_killed.wait()
-                    await fleet.restart_server()
-                    await until_all_idle_again(events, ids)
-            FIGURES["devices flapped"] += 2 * len(ids)
-            assert fleet.host.kills == 2
+            FIGURES["devices flapped"] += len(ids)
+            assert fleet.host.kills == 1
             profiles = fleet.profiles()
             assert all(p.status is S.IDLE and p.connection_attempts == 0 for p in profiles.values())
             assert len(fleet.host.server.registry) == 2 * len(ids)  # agents + constellations
@@ -239,19 +234,11 @@ def test_server_killed_and_restarted_500_devices() -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: runner.DeviceRunner._on_item treats 'Target device … is not connected' as a final "
-        "rejection unless the device reached IDLE before (_recovering); a server restart during "
-        "the first registration, with the device's agent back a few seconds after the "
-        "constellation, leaves the device FAILED ('registration rejected') after 2 of 5 attempts "
-        "instead of IDLE again"
-    ),
-)
 def test_server_restart_during_first_registration_with_agent_back_late() -> None:
     """The server dies while the device is CONNECTED on its very first attempt and comes back
-    at once (both doors open); the device's agent reconnects later than the constellation."""
+    at once (both doors open); the device's agent reconnects later than the constellation.
+    "Target device 'solo' is not connected" is then a server in flux, not a rejection: the
+    device retries and ends IDLE. (Found by this suite as a strict xfail; fixed in 7e4a781.)"""
 
     async def main() -> None:
         async with MemoryNetwork() as network, trio.open_nursery() as nursery:

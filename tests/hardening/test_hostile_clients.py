@@ -352,7 +352,7 @@ async def memory_run(hostile: list[list[tuple[float, Any]]]) -> None:
         nursery.cancel_scope.cancel()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile=scripts())
 @example(hostile=[[(0.0, _REGISTER_EVIL), (0.0, "{}"), (3.0, b"\xff")], [(0.0, "[" * 200)]])
 def test_hostile_frames_in_memory(hostile: list[list[tuple[float, Any]]]) -> None:
