@@ -454,3 +454,32 @@ async def test_lone_surrogate_first_frame_gets_an_error_and_1008(
     answers, closed = await first_frame_answer(LONE_SURROGATE_FRAME)
     assert answers and _is_error(answers[0])
     assert closed is not None and closed.code == 1008
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: protocol/codec.py _shown quotes the peer's value with ensure_ascii=False, so a "
+        "lone surrogate ends up in the error frame's text; on a real socket sending that frame "
+        "raises UnicodeEncodeError (not ConnectionClosed) in AgentServer._send, the handler "
+        "crashes and a registered client is dropped with 1011 (expected: an error frame, the "
+        "socket kept open)"
+    ),
+)
+def test_lone_surrogate_after_registration_on_a_real_socket_gets_an_error() -> None:
+    async def main() -> None:
+        with trio.fail_after(REAL_GUARD):
+            async with trio.open_nursery() as nursery:
+                server = AgentServer(policy=POLICY)
+                port = await nursery.start(server.serve, "127.0.0.1", 0)
+                connector = WebSocketConnector(connect_timeout=5.0)
+                async with connector.open(f"ws://127.0.0.1:{port}/ws") as conn:
+                    await conn.send(_REGISTER_EVIL)
+                    assert _is_ack(await conn.receive())
+                    await conn.send('{"type": "heartbeat", "status": "\\udc80"}')
+                    await conn.send(PROBE)
+                    answers, closed = await _answers(conn, 1, 5.0)
+                    assert closed is None and answers and _is_error(answers[0])
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
