@@ -60,9 +60,10 @@ def _json_type(value: object) -> str:
 def _shown(value: object) -> str:
     """The offending value as JSON, cut short: error texts end up in logs and error frames."""
     try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+        # ASCII escapes: a peer's lone surrogate must never reach an outgoing frame raw.
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = ascii(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -134,6 +135,8 @@ def _decode(text: str | bytes, cls: type[_M]) -> _M:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ProtocolError(f"frame is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"frame is not a JSON object: got {_json_type(data)}")
     try:
@@ -144,7 +147,16 @@ def _decode(text: str | bytes, cls: type[_M]) -> _M:
 
 
 def _encode(message: ClientMessage | ServerMessage) -> str:
-    return json.dumps(_converter.unstructure(message), ensure_ascii=False, separators=(",", ":"))
+    data = _converter.unstructure(message)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))  # as the reference does
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            # A string echoed from a peer may hold a lone surrogate, which UTF-8 (and so a
+            # WebSocket text frame) cannot carry: send the same JSON value, escaped.
+            text = json.dumps(data, separators=(",", ":"))
+    return text
 
 
 def decode_client(text: str | bytes) -> ClientMessage:

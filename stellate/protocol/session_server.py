@@ -123,7 +123,7 @@ ServerAction = Send | Close | Evict
 
 def _close_reason(text: str) -> str:
     """A close reason is limited to 123 UTF-8 bytes; cut on a character boundary."""
-    return text.encode()[:120].decode(errors="ignore")
+    return text.encode(errors="replace")[:120].decode(errors="ignore")
 
 
 class ServerSession:

@@ -31,7 +31,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
-import pytest
 import trio
 import trio.testing
 from hardening_support import FIGURES, system_info_for
@@ -423,15 +422,6 @@ async def first_frame_answer(frame: str) -> tuple[list[str | bytes], ConnectionC
             return await _answers(conn, None, 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: protocol/codec.py _decode catches ValueError only; json.loads raises "
-        "RecursionError on nesting deeper than the recursion limit, so ServerSession.receive "
-        "raises, the connection handler crashes and the socket is closed 1011 without an error "
-        "frame (expected: error frame + close 1008)"
-    ),
-)
 async def test_deeply_nested_first_frame_gets_an_error_and_1008(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -440,14 +430,6 @@ async def test_deeply_nested_first_frame_gets_an_error_and_1008(
     assert closed is not None and closed.code == 1008
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: protocol/session_server.py _close_reason does text.encode() on the error text, "
-        "which quotes the peer's value; a lone surrogate (valid JSON '\\ud800') raises "
-        "UnicodeEncodeError, the handler crashes and the socket closes 1011 with no error frame"
-    ),
-)
 async def test_lone_surrogate_first_frame_gets_an_error_and_1008(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -456,16 +438,6 @@ async def test_lone_surrogate_first_frame_gets_an_error_and_1008(
     assert closed is not None and closed.code == 1008
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: protocol/codec.py _shown quotes the peer's value with ensure_ascii=False, so a "
-        "lone surrogate ends up in the error frame's text; on a real socket sending that frame "
-        "raises UnicodeEncodeError (not ConnectionClosed) in AgentServer._send, the handler "
-        "crashes and a registered client is dropped with 1011 (expected: an error frame, the "
-        "socket kept open)"
-    ),
-)
 def test_lone_surrogate_after_registration_on_a_real_socket_gets_an_error() -> None:
     async def main() -> None:
         with trio.fail_after(REAL_GUARD):
