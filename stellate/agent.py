@@ -48,7 +48,9 @@ logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "STELLATE_API_KEY"
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
-GOODBYE_TIMEOUT = 1.0
+#: Stopping is a cancellation: the socket's reader is cancelled too, so the server's close reply
+#: can never be read. Send our close frame (1001, so the server deregisters at once) and go.
+GOODBYE_TIMEOUT = 0.1
 DEFAULT_RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=30.0)
 
 
