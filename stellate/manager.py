@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import random
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from enum import StrEnum
@@ -43,7 +44,7 @@ from .fsm import (
     TransitionRecord,
 )
 from .protocol import Connector
-from .redact import redact_url
+from .redact import add_log_secret, redact_url
 from .runner import Command, CommandName, DeviceRunner, InboxItem, RunnerSettings
 
 if TYPE_CHECKING:
@@ -150,7 +151,8 @@ def _with_token(url: str, api_key: str | None) -> str:
     if not api_key or "token=" in url:
         return url
     separator = "&" if "?" in url else "?"
-    return f"{url}{separator}token={api_key}"
+    # Percent-encoded: a key with '&', '#', '+' or a space would otherwise break the URL.
+    return f"{url}{separator}{urllib.parse.urlencode({'token': api_key})}"
 
 
 class ConstellationDeviceManager:
@@ -206,6 +208,7 @@ class ConstellationDeviceManager:
             connector = WebSocketConnector()
         self._connector = connector
         self._api_key = api_key
+        add_log_secret(api_key)  # masked verbatim by the CLI's log filter, wherever it appears
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._engine = LifecycleEngine()
         self.device_registry = DeviceRegistry(self._engine)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import random
 import signal
 import sys
@@ -74,6 +75,12 @@ def add_up_command(subparsers: Any) -> None:
         help="start a local agent server and one agent per device on 127.0.0.1",
     )
     p.add_argument("--seed", type=int, default=None, help="seed the backoff jitter")
+    p.add_argument(
+        "--cafile",
+        default=None,
+        help="PEM CA bundle to trust for wss:// servers, besides the system's "
+        "(certificates are always verified)",
+    )
     p.set_defaults(handler=_cmd_up)
 
 
@@ -86,19 +93,35 @@ def _cmd_up(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    from .redact import add_log_secret, install_log_redaction
+
+    install_log_redaction()
+    add_log_secret(config.manager.api_key)
+    if args.cafile is not None and not os.path.isfile(args.cafile):
+        print(f"stellate up: --cafile {args.cafile}: no such file", file=sys.stderr)
+        return 2
     try:
-        return trio.run(_up, config, embedded, args.once, args.json, args.seed)
+        return trio.run(_up, config, embedded, args.once, args.json, args.seed, args.cafile)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop at once
         print("\nstellate: interrupted", file=sys.stderr)
         return 130
 
 
 async def _up(
-    config: StellateConfig, embedded: bool, once: bool, as_json: bool, seed: int | None
+    config: StellateConfig,
+    embedded: bool,
+    once: bool,
+    as_json: bool,
+    seed: int | None,
+    cafile: str | None = None,
 ) -> int:
     overrides: dict[str, Any] = {}
     if seed is not None:
         overrides["rng"] = random.Random(seed)
+    if cafile is not None:
+        from .adapters.websocket import WebSocketConnector
+
+        overrides["connector"] = WebSocketConnector(cafile=cafile)
     expected = {device.device_id for device in config.devices if device.auto_connect}
     out = sys.stderr if as_json else sys.stdout
     interrupt = _Interrupt()  # Ctrl-C cancels what is under way, then we stop cleanly
