@@ -533,7 +533,7 @@ async def test_an_uninterpretable_frame_fails_one_attempt_not_the_manager(
             n.cancel_scope.cancel()
     failures = [e for _, e in recorder.events if e.record.trigger == "connection_failed"]
     assert len(failures) == 1
-    assert failures[0].reason is not None and "uninterpretable frame" in failures[0].reason
+    assert failures[0].reason is not None and "nested too deeply" in failures[0].reason
 
 
 # -- the API: commands, waiting, embedding, shutdown ------------------------------------------
