@@ -35,7 +35,9 @@ class Plan:
         self.memory_sizes = [500] if quick else [1_000, 10_000]
         self.split_size = 500 if quick else 1_000
         self.fleet_n = 500 if quick else 5_000  # steady state and reconnect storm
-        self.window = 8.0 if quick else 60.0
+        self.window = 5.0 if quick else 60.0  # heartbeats every 30 s: two intervals
+        self.fast_window = 5.0 if quick else 30.0  # heartbeats every 1 s
+        self.storm_timeout = 15.0 if quick else 180.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"{name}: {exc}")
             rows[figure].append(Row(f"{figure}", name, f"ERROR: {exc}".splitlines()[0], ok=False))
         log(f"{name} done in {time.monotonic() - t0:.1f} s")
+        # Keep what is done so far: a long full run interrupted later still leaves its figures.
+        done = [row for figure in sorted(rows) for row in rows[figure]]
+        _write(plan, info, info, time.monotonic() - began, done, results, partial=True)
 
     if 5 in only:
 
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         step("latency", 1, run_latency)
 
     fleet_results: dict[int, Any] = {}
+    results["fleet"] = fleet_results
     for n in plan.fleet_sizes:
         big = n == plan.fleet_n
         wants = {2} | ({3} if n in plan.memory_sizes or n == plan.split_size else set())
@@ -94,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {n} agents registered in {rig.agent_registration_s:.1f} s")
                 storm = big and 6 in only
                 window = plan.window if big and 4 in only else 0.0
-                result = fleet.measure(rig, window=window, storm=storm)
+                result = fleet.measure(
+                    rig, window=window, storm=storm, storm_timeout=plan.storm_timeout
+                )
                 fleet_results[n] = result
                 rows[2].extend(fleet.bring_up_rows(result))
                 if n in plan.memory_sizes:
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows[6].extend(fleet.storm_rows(result))
                 if big and 4 in only:
                     log("  steady state, heartbeat every 1 s ...")
-                    fast = fleet.measure(rig, heartbeat_interval=1.0, window=plan.window)
+                    fast = fleet.measure(rig, heartbeat_interval=1.0, window=plan.fast_window)
                     fleet_results[-n] = fast
                     rows[4].extend(fleet.steady_rows(fast, 1.0))
                     if plan.quick:
@@ -117,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
                     rows[3].extend(fleet.split_rows(traced))
 
         step(f"fleet N={n:,}", 2, run_fleet)
-    results["fleet"] = {str(k): v for k, v in fleet_results.items()}
 
     all_rows = [row for figure in sorted(rows) for row in rows[figure]]
     finished = machine_info()
@@ -172,12 +179,15 @@ def _write(
     elapsed: float,
     rows: list[Row],
     results: dict[str, Any],
+    *,
+    partial: bool = False,
 ) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     kind = "quick" if plan.quick else "full"
     payload = {
         "kind": kind,
+        "partial": partial,
         "started": stamp,
         "elapsed_s": elapsed,
         "machine": info,
@@ -185,10 +195,13 @@ def _write(
         "rows": [row.as_dict() for row in rows],
         "results": results,
     }
-    path = RESULTS / f"bench-{kind}-{stamp}.json"
     text = json.dumps(payload, indent=1, default=str)
+    if partial:
+        path = RESULTS / f"partial-{kind}.json"
+    else:
+        path = RESULTS / f"bench-{kind}-{stamp}.json"
+        (RESULTS / f"latest-{kind}.json").write_text(text)
     path.write_text(text)
-    (RESULTS / f"latest-{kind}.json").write_text(text)
     return path
 
 

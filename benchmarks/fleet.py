@@ -30,6 +30,8 @@ def measure(
     window: float = 0.0,
     storm: bool = False,
     tracemalloc: bool = False,
+    connect_limit: int = 0,
+    storm_timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Run one manager over ``rig``'s devices: the worker's result plus the children's CPU."""
     job: dict[str, Any] = {
@@ -39,6 +41,8 @@ def measure(
         "window": window,
         "storm": storm,
         "tracemalloc": tracemalloc,
+        "connect_limit": connect_limit,
+        "storm_timeout": storm_timeout,
         "timeout": max(120.0, rig.n / 20),
     }
     marks: dict[str, float] = {}
@@ -54,7 +58,12 @@ def measure(
             rig.restart_servers()
             marks["restart_s"] = time.monotonic() - began
 
-    budget = job["timeout"] + window + (200.0 if storm else 0.0) + (600.0 if tracemalloc else 60.0)
+    budget = (
+        job["timeout"]
+        + window
+        + (storm_timeout + 30.0 if storm else 0.0)
+        + (600.0 if tracemalloc else 60.0)
+    )
     result = run_worker(job, rig.log_dir, timeout=budget, on_event=on_event)
     children1 = rig.cpu_seconds()
     result["children_cpu_s"] = {k: children1[k] - children0[k] for k in children0}
@@ -199,7 +208,7 @@ def storm_rows(result: dict[str, Any]) -> list[Row]:
         Row(
             "6 storm",
             f"N={n:,} restart → all IDLE again",
-            f"{back:.2f} s" if back is not None else "not all back",
+            f"{back:.2f} s" if back is not None else f"{storm['recovered']}/{n} back when stopped",
             "",
             None,
             back,

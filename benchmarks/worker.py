@@ -19,6 +19,7 @@ import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psutil
@@ -27,6 +28,7 @@ import trio
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.fsm import AgentProfile, DeviceLifecycle, DeviceStatus, TransitionRecord
 from stellate.manager import ConstellationDeviceManager
+from stellate.protocol import Connection, Connector
 
 
 def emit(payload: dict[str, Any]) -> None:
@@ -46,12 +48,46 @@ def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+class LimitedConnector:
+    """Experiment (``connect_limit`` in a job): at most ``limit`` handshakes in flight.
+
+    Stands for the admission control proposed for the runner: a device waits for a slot before
+    its TCP connect + WebSocket upgrade and frees it once connected, so a burst of N devices
+    never puts N handshakes (and N connect deadlines) on the server at once.
+    """
+
+    def __init__(self, inner: Connector, limit: int) -> None:
+        self._inner = inner
+        self._limiter = trio.CapacityLimiter(limit)
+
+    def open(self, url: str) -> AbstractAsyncContextManager[Connection]:
+        return _LimitedOpen(self._inner.open(url), self._limiter)
+
+
+class _LimitedOpen(AbstractAsyncContextManager[Connection]):
+    def __init__(
+        self, inner: AbstractAsyncContextManager[Connection], limiter: trio.CapacityLimiter
+    ) -> None:
+        self._inner = inner
+        self._limiter = limiter
+
+    async def __aenter__(self) -> Connection:
+        async with self._limiter:
+            return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._inner.__aexit__(*exc)
+
+
 def _manager(job: dict[str, Any]) -> ConstellationDeviceManager:
+    connector: Connector = WebSocketConnector()
+    if job.get("connect_limit"):
+        connector = LimitedConnector(connector, job["connect_limit"])
     return ConstellationDeviceManager(
         "bench",
         heartbeat_interval=job.get("heartbeat_interval", 30.0),
         reconnect_delay=job.get("reconnect_delay", 5.0),
-        connector=WebSocketConnector(),
+        connector=connector,
     )
 
 
@@ -130,41 +166,44 @@ async def fleet(job: dict[str, Any]) -> dict[str, Any]:
     trace = job.get("tracemalloc", False)
     gc.collect()
     rss_before = rss()
-    if trace:
-        tracemalloc.start(job.get("frames", 12))
-        base = tracemalloc.take_snapshot()
+    if trace:  # only what is allocated from here on is traced: no baseline snapshot needed
+        tracemalloc.start(job.get("frames", 8))
     cpu0, t0 = time.process_time(), time.perf_counter()
-    async with _manager(job) as manager:
-        storm = _Storm()
-        stamp_transitions(manager, storm.see)
-        with profiled("bring_up"):
-            for profile in devices:
-                manager.add_device(profile)
-            settled = await _settle(manager, job.get("timeout", 600.0))
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-        result: dict[str, Any] = {
-            "n": n,
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "settled": settled,
-            "statuses": _statuses(manager),
-        }
-        result["attempts"] = storm.bring_up_attempts
-        result["idle_at"] = _quantiles(sorted(storm.ready))
-        await trio.sleep(job.get("linger", 0.5))  # let closing handshakes and readers settle
-        gc.collect()
-        result["rss_before"] = rss_before
-        result["rss_after"] = rss()
-        if trace:
-            snap = tracemalloc.take_snapshot()
-            tracemalloc.stop()
-            result["split"] = split(snap, base)
-        emit({"event": "up", "wall_s": wall})
-        if job.get("window"):
-            result["steady"] = await _steady(manager, job["window"])
-        if job.get("storm"):
-            result["storm"] = await _storm(manager, storm, n, job.get("storm_timeout", 180.0))
+    stop = trio.CancelScope()  # leaving by cancellation: no graceful disconnect of N devices
+    with stop:
+        async with _manager(job) as manager:
+            storm = _Storm()
+            stamp_transitions(manager, storm.see)
+            with profiled("bring_up"):
+                for profile in devices:
+                    manager.add_device(profile)
+                settled = await _settle(manager, job.get("timeout", 600.0))
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            result: dict[str, Any] = {
+                "n": n,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "settled": settled,
+                "statuses": _statuses(manager),
+            }
+            result["attempts"] = storm.bring_up_attempts
+            result["idle_at"] = _quantiles(sorted(storm.ready))
+            await trio.sleep(job.get("linger", 0.5))  # let closing handshakes and readers settle
+            gc.collect()
+            result["rss_before"] = rss_before
+            result["rss_after"] = rss()
+            if trace:
+                snap = tracemalloc.take_snapshot()
+                tracemalloc.stop()
+                result["split"] = split(snap)
+            emit({"event": "up", "wall_s": wall})
+            if job.get("window"):
+                result["steady"] = await _steady(manager, job["window"])
+            if job.get("storm"):
+                result["storm"] = await _storm(manager, storm, n, job.get("storm_timeout", 180.0))
+            stop.cancel()
+            await trio.lowlevel.checkpoint()
     return result
 
 
@@ -199,13 +238,11 @@ def _category(frames: tracemalloc.Traceback) -> str:
     return "other"
 
 
-def split(snap: tracemalloc.Snapshot, base: tracemalloc.Snapshot) -> dict[str, int]:
-    """Bytes allocated since ``base`` and still alive, by owner."""
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
-    diff = snap.filter_traces(ignore).compare_to(base.filter_traces(ignore), "traceback")
+def split(snap: tracemalloc.Snapshot) -> dict[str, int]:
+    """Bytes traced (allocated since ``tracemalloc.start``) and still alive, by owner."""
     out: Counter[str] = Counter()
-    for stat in diff:
-        out[_category(stat.traceback)] += stat.size_diff
+    for stat in snap.statistics("traceback"):
+        out[_category(stat.traceback)] += stat.size
     return dict(out)
 
 
