@@ -129,7 +129,11 @@ async def latency(job: dict[str, Any]) -> dict[str, Any]:
     samples: list[dict[str, float]] = []
     seen: dict[str, float] = {}
     async with _manager(job) as manager:
-        stamp_transitions(manager, lambda record, _lc, at: seen.setdefault(record.dest.value, at))
+
+        def stamp(record: TransitionRecord, _lc: DeviceLifecycle, at: float) -> None:
+            seen.setdefault(record.dest.value, at)
+
+        stamp_transitions(manager, stamp)
         for run in range(warmup + runs):
             seen.clear()
             t0 = trio.current_time()
