@@ -169,6 +169,11 @@ class ConstellationDeviceManager:
         rng: the jitter's random source (seed it for reproducible runs).
         shutdown_timeout: how long a graceful stop waits for every device to disconnect
             before it cancels the stragglers.
+        max_connecting: how many connection attempts may be in their handshake at once.
+            A fleet brought up all at once would otherwise start thousands of handshakes
+            together; starved, they time out and retry, and the load feeds itself. A device
+            waiting for a slot is still CONNECTING, and its connect timeout starts only once
+            it holds one.
     """
 
     def __init__(
@@ -186,11 +191,14 @@ class ConstellationDeviceManager:
         api_key: str | None = None,
         rng: RandomSource | None = None,
         shutdown_timeout: float = 5.0,
+        max_connecting: int = 100,
     ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be > 0")
         if miss_limit < 1:
             raise ValueError("miss_limit must be >= 1")
+        if max_connecting < 1:
+            raise ValueError("max_connecting must be >= 1")
         self.task_name = task_name
         self.policy = RetryPolicy(
             reconnect_delay=reconnect_delay,
@@ -200,7 +208,10 @@ class ConstellationDeviceManager:
             telemetry_timeout=telemetry_timeout,
         )
         self._runner_settings = RunnerSettings(
-            task_name=task_name, heartbeat_interval=heartbeat_interval, miss_limit=miss_limit
+            task_name=task_name,
+            heartbeat_interval=heartbeat_interval,
+            miss_limit=miss_limit,
+            connect_slots=trio.CapacityLimiter(max_connecting),
         )
         if connector is None:
             from .adapters.websocket import WebSocketConnector

@@ -93,6 +93,9 @@ class RunnerSettings:
     task_name: str = "stellate"
     heartbeat_interval: float = 30.0
     miss_limit: int = 3
+    #: Shared by a fleet's runners: a slot is held from the start of a connection attempt
+    #: until the socket is open (None: no limit).
+    connect_slots: trio.CapacityLimiter | None = None
 
 
 @attrs.frozen
@@ -215,29 +218,41 @@ class DeviceRunner:
     async def _connection(self) -> None:
         """One attempt: connect (within the connect timeout), then live on that socket."""
         self._disconnect_requested = False
-        timeout = self.lc.timeout
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        connect_scope = trio.CancelScope(deadline=deadline)
+        connect_scope = trio.CancelScope()  # its deadline is armed once a slot is held
         released = self._released = trio.Event()
         try:
             async with trio.open_nursery() as watch_nursery:
                 watch_scope: trio.CancelScope = await watch_nursery.start(
                     self._watch_while_connecting, connect_scope
                 )
-                await self._attempt(connect_scope, watch_scope)
+                await self._attempt(connect_scope, watch_scope, self.lc.timeout)
                 watch_scope.cancel()
         finally:
             released.set()
 
     async def _attempt(
-        self, connect_scope: trio.CancelScope, watch_scope: trio.CancelScope
+        self,
+        connect_scope: trio.CancelScope,
+        watch_scope: trio.CancelScope,
+        connect_timeout: float | None,
     ) -> None:
         # Every exception an attempt can end with is handled here, inside the watch nursery:
         # escaping it, they would arrive wrapped in an ExceptionGroup.
         url = self.lc.profile.server_url
+        slots = self._settings.connect_slots
+        holding = False
         try:
             with connect_scope:
+                if slots is not None:
+                    await slots.acquire()
+                    holding = True
+                if connect_timeout is not None:  # counted from here, slot in hand
+                    connect_scope.deadline = trio.current_time() + connect_timeout
                 async with self._connector.open(url) as conn:
+                    if holding:
+                        assert slots is not None
+                        slots.release()
+                        holding = False
                     watch_scope.cancel()
                     connect_scope.deadline = math.inf  # connected: the connect deadline is over
                     if not self._disconnect_requested:
@@ -249,6 +264,9 @@ class DeviceRunner:
             if self.lc.state in _CONNECTED_PHASES:
                 self._fire("connection_failed", reason=f"connection closed ({exc.code})")
         finally:
+            if holding:
+                assert slots is not None
+                slots.release()
             self._generation += 1  # whatever that socket still says is stale from now on
         if self.lc.state is not DeviceStatus.CONNECTING:
             return

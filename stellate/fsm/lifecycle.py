@@ -219,7 +219,12 @@ class DeviceLifecycle:
         self.timeout = self.policy.backoff_delay(self._profile.connection_attempts, self._rng)
 
     def _enter_failed(self, event: Any) -> None:
-        reason = self.failure_reason or self._reason(event, "retries exhausted")
+        cause = (
+            f"timed out while {event.transition.source}"
+            if event.event.name == "timed_out"
+            else "retries exhausted"
+        )
+        reason = self.failure_reason or self._reason(event, cause)
         if self.failure_reason is None and event.event.name != "registration_answered":
             reason = f"gave up after {self._profile.connection_attempts} attempts: {reason}"
         self.failure_reason = reason

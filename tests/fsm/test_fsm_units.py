@@ -160,7 +160,7 @@ def test_failure_reasons(make: Any) -> None:
     assert lc.failure_reason == "gave up after 5 attempts: refused"
     lc = make(S.REGISTERING, attempts=5)
     lc.fire("timed_out")
-    assert lc.failure_reason == "gave up after 5 attempts: retries exhausted"
+    assert lc.failure_reason == "gave up after 5 attempts: timed out while registering"
 
 
 # -- illegal events ----------------------------------------------------------------------------

@@ -341,6 +341,9 @@ class Fleet:
             miss_limit=miss_limit,
             connector=self.connector,
             rng=Herd() if herd else random.Random(seed),
+            # Every device in flight at once, as these scenarios intend (kill the server while
+            # the whole fleet is mid-phase); the default slot limit would queue most of them.
+            max_connecting=len(self.ids),
         )
         self.connector.status_of = lambda d: self.manager.device_registry.lifecycle(d).state
         self.connector.kill_server = self.kill_server
