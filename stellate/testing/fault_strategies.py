@@ -1,0 +1,434 @@
+"""Hypothesis strategies for the fault harness: AIP frames, faults, schedules, fleets, and
+fault schedules that force a given legal path.
+
+Needs ``hypothesis`` (the ``testing`` extra). Every strategy shrinks toward the simple case:
+short schedules, healthy servers, few devices, small ``max_retries``.
+
+Timing discipline: a late answer is drawn at least 1.5× its timeout and an on-time one at most
+half of it, so no draw sits on a deadline (where the outcome would depend on which of two
+events scheduled for the same instant runs first).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from hypothesis import strategies as st
+
+from ..fsm.paths import Path, Step
+from ..fsm.policy import RetryPolicy
+from ..fsm.status import DeviceStatus
+from ..protocol.codec import encode_client, encode_server
+from ..protocol.messages import (
+    ClientMessage,
+    ClientMessageType,
+    ClientType,
+    ServerMessage,
+    ServerMessageType,
+    TaskStatus,
+)
+from .faults import (
+    DUPLICATE_CLIENT_ID,
+    TARGET_NOT_CONNECTED,
+    AfterIdle,
+    Answer,
+    AttemptFault,
+    DropAfterAccept,
+    DropAfterIdle,
+    DropAfterRegister,
+    DropDuringTelemetry,
+    Forbidden,
+    GarbageAfterIdle,
+    GarbageOnRegister,
+    GarbageTelemetry,
+    HangConnect,
+    Healthy,
+    NoRegistrationAnswer,
+    NoTelemetryAnswer,
+    Outage,
+    Refuse,
+    Reject,
+    SilentAfterIdle,
+    Stay,
+    Telemetry,
+    TelemetryNotFound,
+)
+from .fleet import FleetDevice, FleetTiming
+from .strategies import system_infos
+
+__all__ = [
+    "FINAL_REJECTION",
+    "attempt_faults",
+    "client_frames",
+    "fleet_devices",
+    "fleet_timings",
+    "fleets",
+    "invalid_server_frames",
+    "rejections",
+    "schedule_for_path",
+    "schedules",
+    "server_frames",
+]
+
+#: A rejection text that stays final even while a device recovers from a loss.
+FINAL_REJECTION = "client_id '{client_id}' is not allowed on this server"
+
+_ID = st.text(alphabet=string.ascii_lowercase + string.digits + "_-", min_size=1, max_size=10)
+_TEXT = st.text(max_size=20)
+
+# -- AIP frames ---------------------------------------------------------------------------------
+
+
+def server_frames(
+    types: Sequence[ServerMessageType] = tuple(ServerMessageType),
+    statuses: Sequence[TaskStatus] = tuple(TaskStatus),
+) -> st.SearchStrategy[str]:
+    """Well-formed server → client frames (they decode), of the given types and statuses."""
+    return st.builds(
+        ServerMessage,
+        type=st.sampled_from(tuple(types)),
+        status=st.sampled_from(tuple(statuses)),
+        error=st.one_of(st.none(), _TEXT),
+        response_id=st.one_of(st.none(), _ID),
+        timestamp=st.just("2025-01-01T00:00:00+00:00"),
+        result=st.one_of(st.none(), st.dictionaries(_ID, _TEXT, max_size=2)),
+    ).map(encode_server)
+
+
+def client_frames(
+    types: Sequence[ClientMessageType] = tuple(ClientMessageType),
+) -> st.SearchStrategy[str]:
+    """Well-formed client → server frames of the given types."""
+    return st.builds(
+        ClientMessage,
+        type=st.sampled_from(tuple(types)),
+        status=st.sampled_from(tuple(TaskStatus)),
+        client_type=st.sampled_from(tuple(ClientType)),
+        client_id=st.one_of(st.none(), _ID),
+        target_id=st.one_of(st.none(), _ID),
+        request_id=st.one_of(st.none(), _ID),
+        metadata=st.one_of(st.none(), st.dictionaries(_ID, _TEXT, max_size=2)),
+    ).map(encode_client)
+
+
+def _malformed() -> st.SearchStrategy[str | bytes]:
+    """Frames that are not AIP at all: not JSON, not an object, missing or bad fields, binary."""
+    return st.one_of(
+        st.sampled_from(["", "nope", "{", "null", "[]", "42", '"heartbeat"']),
+        st.dictionaries(_ID, st.one_of(st.none(), st.integers(), _TEXT), max_size=3)
+        .filter(lambda d: "type" not in d)
+        .map(json.dumps),
+        st.builds(
+            lambda t, s: json.dumps({"type": t, "status": s}),
+            st.sampled_from(["heartbeat", "error", "register", "bogus", 7]),
+            st.sampled_from(["okay", "", None, 1]),
+        ),
+        st.binary(max_size=8),
+    )
+
+
+def invalid_server_frames(
+    phase: Literal["registering", "registered"],
+) -> st.SearchStrategy[str | bytes]:
+    """Frames a constellation must treat as protocol violations in ``phase``.
+
+    ``registering``: anything but a confirmation (heartbeat/ok) or a rejection (an error type or
+    status). ``registered``: anything but a heartbeat, an error or a device-info answer to the
+    outstanding request — including a device-info answer for some other request.
+    """
+    if phase == "registering":
+        unexpected = server_frames(
+            types=[t for t in ServerMessageType if t not in _ANSWERS_WHILE_REGISTERING],
+            statuses=[s for s in TaskStatus if s is not TaskStatus.ERROR],
+        )
+    else:
+        unexpected = st.one_of(
+            server_frames(
+                types=[
+                    ServerMessageType.TASK,
+                    ServerMessageType.TASK_END,
+                    ServerMessageType.COMMAND,
+                    ServerMessageType.DEVICE_INFO_REQUEST,
+                ]
+            ),
+            st.builds(
+                lambda result: encode_server(
+                    ServerMessage(
+                        type=ServerMessageType.DEVICE_INFO_RESPONSE,
+                        status=TaskStatus.OK,
+                        response_id="not-your-request",
+                        result=result,
+                    )
+                ),
+                st.dictionaries(_ID, _TEXT, max_size=2),
+            ),
+        )
+    return st.one_of(_malformed(), unexpected)
+
+
+_ANSWERS_WHILE_REGISTERING = (ServerMessageType.HEARTBEAT, ServerMessageType.ERROR)
+
+# -- faults ---------------------------------------------------------------------------------------
+
+
+def rejections(*, final: bool = False) -> st.SearchStrategy[Reject]:
+    """``Reject`` faults with the reference's texts (or, with ``final``, a text that stays a
+    rejection while a device recovers from a loss)."""
+    if final:
+        return st.just(Reject(FINAL_REJECTION))
+    return st.sampled_from(
+        [Reject(DUPLICATE_CLIENT_ID), Reject(TARGET_NOT_CONNECTED), Reject(FINAL_REJECTION)]
+    )
+
+
+def _on_time(timeout: float) -> st.SearchStrategy[float]:
+    return st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=timeout * 0.5))
+
+
+def _late(timeout: float) -> st.SearchStrategy[float]:
+    return st.floats(min_value=timeout * 1.5, max_value=timeout * 3.0)
+
+
+def _system_info() -> st.SearchStrategy[dict[str, Any]]:
+    return system_infos()
+
+
+def _answered_telemetry(policy: RetryPolicy) -> st.SearchStrategy[tuple[Telemetry, bool]]:
+    """(telemetry behaviour, whether the device registered system info) that get an answer."""
+    return st.one_of(
+        st.builds(lambda d: (Answer(d), True), _on_time(policy.telemetry_timeout)),
+        st.just((TelemetryNotFound(), True)),
+        st.just((Answer(), False)),  # the server has no system info: "not found"
+    )
+
+
+def _unanswered_telemetry(policy: RetryPolicy) -> st.SearchStrategy[Telemetry]:
+    return st.one_of(
+        st.just(NoTelemetryAnswer()),
+        st.builds(GarbageTelemetry, invalid_server_frames("registered")),
+        st.builds(Answer, _late(policy.telemetry_timeout)),
+    )
+
+
+def _staying() -> st.SearchStrategy[AfterIdle]:
+    return st.one_of(
+        st.just(Stay()),
+        st.builds(
+            GarbageAfterIdle,
+            invalid_server_frames("registered"),
+            st.integers(min_value=1, max_value=3),
+        ),
+    )
+
+
+def _losing() -> st.SearchStrategy[AfterIdle]:
+    return st.one_of(
+        st.just(SilentAfterIdle()),
+        st.builds(DropAfterIdle, st.integers(min_value=1, max_value=3), st.booleans()),
+    )
+
+
+def _healthy(
+    policy: RetryPolicy, *, answered: bool | None, idle: st.SearchStrategy[AfterIdle]
+) -> st.SearchStrategy[Healthy]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Healthy:
+        got_answer = draw(st.booleans()) if answered is None else answered
+        if got_answer:
+            telemetry, has_info = draw(_answered_telemetry(policy))
+        else:
+            telemetry, has_info = draw(_unanswered_telemetry(policy)), draw(st.booleans())
+        return Healthy(
+            system_info=draw(_system_info()) if has_info else None,
+            register_delay=draw(_on_time(policy.registration_timeout)),
+            telemetry=telemetry,
+            idle=draw(idle),
+        )
+
+    return build()
+
+
+def attempt_faults(
+    policy: RetryPolicy | None = None, *, outages: bool = False
+) -> st.SearchStrategy[AttemptFault]:
+    """Any one attempt's fault (shrinks toward ``Healthy()``).
+
+    Args:
+        policy: the manager's timeouts, so late and on-time answers are drawn well apart.
+        outages: also draw ``Outage`` entries (their effect depends on the backoff).
+    """
+    policy = policy or RetryPolicy()
+    options: list[st.SearchStrategy[AttemptFault]] = [
+        st.just(Healthy()),
+        _healthy(policy, answered=None, idle=st.one_of(_staying(), _losing())),
+        st.sampled_from(
+            [
+                Refuse(),
+                Forbidden(),
+                HangConnect(),
+                DropAfterAccept(),
+                NoRegistrationAnswer(),
+                DropAfterRegister(),
+                DropDuringTelemetry(),
+            ]
+        ),
+        rejections(),
+        st.builds(GarbageOnRegister, invalid_server_frames("registering")),
+        st.builds(lambda d: Healthy(register_delay=d), _late(policy.registration_timeout)),
+    ]
+    if outages:
+        options.append(st.builds(Outage, st.floats(min_value=1.0, max_value=120.0)))
+    return st.one_of(*options)
+
+
+def schedules(
+    policy: RetryPolicy | None = None, *, max_size: int = 6, outages: bool = False
+) -> st.SearchStrategy[list[AttemptFault]]:
+    """Fault schedules: one fault per connection attempt (shrinks toward ``[]``)."""
+    return st.lists(attempt_faults(policy, outages=outages), max_size=max_size)
+
+
+# -- fleets ---------------------------------------------------------------------------------------
+
+
+def fleet_timings() -> st.SearchStrategy[FleetTiming]:
+    """Manager settings with distinct, positive timeouts and ``miss_limit`` ≥ 2."""
+    return st.builds(
+        FleetTiming,
+        heartbeat_interval=st.sampled_from([30.0, 20.0, 45.5]),
+        miss_limit=st.integers(min_value=2, max_value=4),
+        reconnect_delay=st.floats(min_value=0.5, max_value=30.0),
+        backoff_cap=st.floats(min_value=1.0, max_value=300.0),
+        connect_timeout=st.floats(min_value=1.0, max_value=60.0),
+        registration_timeout=st.floats(min_value=1.0, max_value=30.0),
+        telemetry_timeout=st.floats(min_value=1.0, max_value=30.0),
+    )
+
+
+@st.composite
+def fleet_devices(
+    draw: st.DrawFn,
+    device_id: str,
+    policy: RetryPolicy | None = None,
+    *,
+    max_schedule: int = 6,
+    outages: bool = False,
+) -> FleetDevice:
+    """One device: configuration (max_retries, os, capabilities, metadata) and a schedule."""
+    schedule: list[AttemptFault] = draw(schedules(policy, max_size=max_schedule, outages=outages))
+    return FleetDevice(
+        device_id=device_id,
+        schedule=tuple(schedule),
+        max_retries=draw(st.one_of(st.integers(min_value=1, max_value=5), st.none())),
+        os=draw(st.one_of(st.none(), st.sampled_from(["windows", "linux", "darwin"]))),
+        capabilities=draw(
+            st.lists(st.sampled_from(["gui", "cli", "office", "browser"]), unique=True)
+        ),
+        metadata=draw(st.dictionaries(st.sampled_from(["location", "tier"]), _ID, max_size=2)),
+    )
+
+
+@st.composite
+def fleets(
+    draw: st.DrawFn,
+    *,
+    min_size: int = 1,
+    max_size: int = 50,
+    policy: RetryPolicy | None = None,
+    outages: bool = True,
+) -> list[FleetDevice]:
+    """Fleets of ``min_size``–``max_size`` devices named ``d0``, ``d1``, …"""
+    size = draw(st.integers(min_value=min_size, max_value=max_size))
+    return [draw(fleet_devices(f"d{i}", policy, outages=outages)) for i in range(size)]
+
+
+# -- forcing a path -------------------------------------------------------------------------------
+
+_S = DeviceStatus
+
+
+def _attempts_of(path: Path) -> list[list[Step]]:
+    """Split a path into connection attempts (each begins by entering CONNECTING)."""
+    attempts: list[list[Step]] = []
+    for step in path:
+        if step.dest == _S.CONNECTING.value:
+            attempts.append([])
+        elif attempts:
+            attempts[-1].append(step)
+    return attempts
+
+
+@st.composite
+def schedule_for_path(draw: st.DrawFn, path: Path, policy: RetryPolicy) -> list[AttemptFault]:
+    """A schedule that forces a correct manager down exactly ``path``.
+
+    For each attempt of the path, hypothesis picks one of the faults that produce its steps
+    (a refused connect may be ``Refuse`` or ``Forbidden``, a timed-out telemetry request may be
+    unanswered, answered late or answered with garbage, and so on).
+
+    Args:
+        path: a legal path from ``stellate.fsm.paths.paths`` or the ``legal_paths`` strategy.
+        policy: the manager's timeouts (the manager must be built with the same).
+
+    Raises:
+        ValueError: the path has a step no fault can force.
+    """
+    schedule: list[AttemptFault] = []
+    recovering = False
+    for steps in _attempts_of(path):
+        signature = tuple((s.trigger, s.source, s.dest) for s in steps)
+        kinds = [(t, src) for t, src, _d in signature]
+        first = kinds[0] if kinds else None
+        if first == ("connection_failed", "connecting"):
+            refusals: list[AttemptFault] = [Refuse(), Forbidden()]
+            fault: AttemptFault = draw(st.sampled_from(refusals))
+        elif first == ("timed_out", "connecting"):
+            fault = HangConnect()
+        elif kinds[:2] == [("connection_opened", "connecting"), ("connection_failed", "connected")]:
+            fault = DropAfterAccept()
+        elif len(kinds) >= 3 and kinds[2] == ("timed_out", "registering"):
+            fault = draw(
+                st.one_of(
+                    st.just(NoRegistrationAnswer()),
+                    st.builds(
+                        lambda d: Healthy(register_delay=d), _late(policy.registration_timeout)
+                    ),
+                )
+            )
+        elif len(kinds) >= 3 and kinds[2] == ("connection_failed", "registering"):
+            options: list[st.SearchStrategy[AttemptFault]] = [
+                st.just(DropAfterRegister()),
+                st.builds(GarbageOnRegister, invalid_server_frames("registering")),
+            ]
+            if recovering:
+                options.append(
+                    st.sampled_from([Reject(TARGET_NOT_CONNECTED), Reject(DUPLICATE_CLIENT_ID)])
+                )
+            fault = draw(st.one_of(*options))
+        elif len(signature) >= 3 and signature[2] == (
+            "registration_answered",
+            "registering",
+            "failed",
+        ):
+            fault = draw(rejections(final=True) if recovering else rejections())
+        elif len(kinds) >= 4 and kinds[3] == ("connection_failed", "telemetry"):
+            fault = DropDuringTelemetry()
+        elif len(kinds) >= 4 and kinds[3][0] in ("telemetry_received", "timed_out"):
+            lost = len(kinds) >= 5 and kinds[4] == ("connection_failed", "idle")
+            fault = draw(
+                _healthy(
+                    policy,
+                    answered=kinds[3][0] == "telemetry_received",
+                    idle=_losing() if lost else _staying(),
+                )
+            )
+            recovering = True
+        else:
+            raise ValueError(f"no fault forces the attempt {signature}")
+        schedule.append(fault)
+        if signature and signature[-1][2] == _S.BACKOFF.value:
+            recovering = True  # the runner now treats the reference's rejections as transient
+    return schedule

@@ -1,0 +1,462 @@
+"""Faults a fake agent server can inject, one per connection attempt, and what each must cause.
+
+A device's *schedule* is a sequence of faults: the n-th connection attempt the device makes
+meets the n-th fault (then ``Healthy()`` for every attempt after the schedule runs out). Each
+fault decides one whole connection, from the TCP-level connect to what happens after the
+device is task-ready:
+
+=========================== ==================================================================
+fault                       the server ...
+=========================== ==================================================================
+``Refuse()``                refuses the connection
+``Forbidden()``             refuses the WebSocket upgrade with HTTP 403
+``HangConnect()``           never completes the connect (a black-holed address)
+``Outage(seconds)``         is down for ``seconds``: refuses every attempt until then
+``DropAfterAccept()``       accepts, then the link dies before REGISTER can go out
+``NoRegistrationAnswer()``  reads REGISTER and never answers
+``DropAfterRegister()``     reads REGISTER and drops the socket
+``Reject(reason)``          answers REGISTER with an error frame and closes (reference texts:
+                            ``Reject.target_not_connected(d)``, ``Reject.duplicate(client_id)``)
+``GarbageOnRegister(f)``    answers REGISTER with frame ``f``, which is no answer at all
+``DropDuringTelemetry()``   confirms, then drops the socket when telemetry is requested
+``Healthy(...)``            confirms and answers telemetry; ``telemetry=`` and ``idle=`` vary
+                            the rest (below)
+=========================== ==================================================================
+
+``Healthy(system_info, register_delay=, telemetry=, idle=)`` reaches IDLE unless
+``register_delay`` exceeds the manager's registration timeout. ``telemetry`` is one of
+``Answer(delay)`` (the default; late if ``delay`` exceeds the telemetry timeout),
+``TelemetryNotFound()``, ``NoTelemetryAnswer()`` or ``GarbageTelemetry(frame)``; ``idle`` is
+one of ``Stay()`` (the default: acknowledge heartbeats forever), ``SilentAfterIdle()`` (stop
+answering, so the device's lease expires), ``DropAfterIdle(after_heartbeats, notice)`` or
+``GarbageAfterIdle(frame, after_heartbeats)``. For brevity a telemetry or idle behaviour may
+stand alone in a schedule: ``SilentAfterIdle()`` means ``Healthy(idle=SilentAfterIdle())``.
+
+:func:`expected_path` is the oracle: it derives, from the schedule and the rules of the
+README (not from the transition table), the exact path a correct manager takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ..fsm.paths import Path, Step
+from ..fsm.policy import RetryPolicy
+from ..fsm.status import DeviceStatus
+
+__all__ = [
+    "DEFAULT_SYSTEM_INFO",
+    "AfterIdle",
+    "Answer",
+    "AttemptFault",
+    "DropAfterAccept",
+    "DropAfterIdle",
+    "DropAfterRegister",
+    "DropDuringTelemetry",
+    "Fault",
+    "Forbidden",
+    "GarbageAfterIdle",
+    "GarbageOnRegister",
+    "GarbageTelemetry",
+    "HangConnect",
+    "Healthy",
+    "NoRegistrationAnswer",
+    "NoTelemetryAnswer",
+    "Outage",
+    "Refuse",
+    "Reject",
+    "SilentAfterIdle",
+    "Stay",
+    "Telemetry",
+    "TelemetryNotFound",
+    "describe_schedule",
+    "expected_path",
+    "normalize",
+]
+
+Frame = str | bytes
+
+#: What ``Healthy()`` reports when no ``system_info`` is given (UFO's keys).
+DEFAULT_SYSTEM_INFO: Mapping[str, Any] = {
+    "device_id": "fake-device",
+    "platform": "linux",
+    "os_version": "6.1",
+    "cpu_count": 8,
+    "memory_total_gb": 16.0,
+    "hostname": "fake-host",
+    "ip_address": "10.0.0.2",
+    "supported_features": ["gui", "cli"],
+    "platform_type": "computer",
+    "schema_version": "1.0",
+}
+
+
+# -- connection and registration faults: the attempt ends before IDLE ---------------------------
+
+
+@attrs.frozen
+class Refuse:
+    """The connection is refused (nothing listens there)."""
+
+
+@attrs.frozen
+class Forbidden:
+    """The WebSocket upgrade is refused with HTTP 403 (wrong key)."""
+
+
+@attrs.frozen
+class HangConnect:
+    """The connect never completes; the manager's connect timeout must end it."""
+
+
+@attrs.frozen
+class Outage:
+    """The server is down for ``seconds`` from the first attempt that meets this entry.
+
+    Every attempt in that window is refused; the first attempt after it meets the next entry of
+    the schedule. How many attempts the window swallows depends on the backoff, so the fake
+    server's log (``FakeAgentServer.applied``) says what each attempt actually met.
+    """
+
+    seconds: float = attrs.field(validator=attrs.validators.gt(0))
+
+
+@attrs.frozen
+class DropAfterAccept:
+    """The socket is accepted and dies at once: sending REGISTER fails (code 1006)."""
+
+
+@attrs.frozen
+class NoRegistrationAnswer:
+    """REGISTER is read and never answered; the registration timeout must end it."""
+
+
+@attrs.frozen
+class DropAfterRegister:
+    """REGISTER is read, then the socket is dropped without a closing handshake."""
+
+
+TARGET_NOT_CONNECTED = "Target device '{device_id}' is not connected"
+DUPLICATE_CLIENT_ID = (
+    "client_id '{client_id}' is already registered; duplicate registrations are not allowed"
+)
+
+
+@attrs.frozen
+class Reject:
+    """REGISTER is answered with an error frame carrying ``reason``, then the socket closes.
+
+    ``reason`` may contain ``{device_id}`` and ``{client_id}``; the fake server fills them in.
+    Use the reference's texts through :meth:`target_not_connected` and :meth:`duplicate`.
+    """
+
+    reason: str = DUPLICATE_CLIENT_ID
+
+    @classmethod
+    def target_not_connected(cls) -> Reject:
+        """The reference's answer when the target device is not connected."""
+        return cls(TARGET_NOT_CONNECTED)
+
+    @classmethod
+    def duplicate(cls) -> Reject:
+        """The reference's answer to a client_id that is already registered."""
+        return cls(DUPLICATE_CLIENT_ID)
+
+    @property
+    def transient_while_recovering(self) -> bool:
+        """True for the two reference texts: a manager recovering from trouble (an attempt
+        that backed off, or a loss after IDLE) treats them as consequences of that trouble
+        (a connection problem), not as a final rejection."""
+        return "is not connected" in self.reason or "already registered" in self.reason
+
+    def text(self, device_id: str, client_id: str) -> str:
+        return self.reason.format(device_id=device_id, client_id=client_id)
+
+
+@attrs.frozen
+class GarbageOnRegister:
+    """REGISTER is answered with ``frame``: not a confirmation, not a rejection (garbage)."""
+
+    frame: Frame
+
+
+@attrs.frozen
+class DropDuringTelemetry:
+    """Registration is confirmed; the socket drops when telemetry is requested."""
+
+
+# -- telemetry behaviours of a healthy attempt ----------------------------------------------------
+
+
+@attrs.frozen
+class Answer:
+    """Answer the telemetry request after ``delay`` seconds (late if past the timeout)."""
+
+    delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
+class TelemetryNotFound:
+    """Answer the reference's "not found or no system info available" result."""
+
+
+@attrs.frozen
+class NoTelemetryAnswer:
+    """Never answer the telemetry request; the telemetry timeout degrades gracefully."""
+
+
+@attrs.frozen
+class GarbageTelemetry:
+    """Answer the telemetry request with ``frame``, which the manager must ignore."""
+
+    frame: Frame
+
+
+Telemetry = Answer | TelemetryNotFound | NoTelemetryAnswer | GarbageTelemetry
+
+
+# -- behaviours after IDLE ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Stay:
+    """Acknowledge every heartbeat: the device stays IDLE."""
+
+
+@attrs.frozen
+class SilentAfterIdle:
+    """Stop answering once IDLE: heartbeats go unacknowledged until the lease expires."""
+
+
+@attrs.frozen
+class DropAfterIdle:
+    """Drop the socket on the ``after_heartbeats``-th heartbeat (1 = the first).
+
+    With ``notice``, first send the error frame the real server sends a constellation whose
+    target left (``Target device 'D' disconnected``) and close with 1000; else drop (1006).
+    """
+
+    after_heartbeats: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    notice: bool = False
+
+
+@attrs.frozen
+class GarbageAfterIdle:
+    """Send ``frame`` on the ``after_heartbeats``-th heartbeat, then go on acknowledging."""
+
+    frame: Frame
+    after_heartbeats: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+AfterIdle = Stay | SilentAfterIdle | DropAfterIdle | GarbageAfterIdle
+
+
+def _freeze_info(value: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if value is None else dict(value)
+
+
+@attrs.frozen
+class Healthy:
+    """Confirm the registration, answer telemetry, then behave as ``idle`` says.
+
+    Args:
+        system_info: what the device registered with (``None``: the server has none, and
+            answers "not found").
+        register_delay: seconds before the confirmation (past the registration timeout, the
+            answer is late and the attempt times out).
+        telemetry: how the telemetry request is answered.
+        idle: what the server does once the device is IDLE.
+    """
+
+    system_info: Mapping[str, Any] | None = attrs.field(
+        default=DEFAULT_SYSTEM_INFO, converter=_freeze_info, eq=False, repr=False
+    )
+    register_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    telemetry: Telemetry = attrs.field(factory=Answer)
+    idle: AfterIdle = attrs.field(factory=Stay)
+    # Compared and shown through a sorted tuple (dicts are unhashable).
+    _info_key: tuple[tuple[str, str], ...] = attrs.field(init=False, repr=False)
+
+    @_info_key.default
+    def _make_info_key(self) -> tuple[tuple[str, str], ...]:
+        if self.system_info is None:
+            return (("<none>", ""),)
+        return tuple(sorted((k, repr(v)) for k, v in self.system_info.items()))
+
+    def __repr__(self) -> str:
+        parts = []
+        if self.system_info is None:
+            parts.append("system_info=None")
+        elif self.system_info != DEFAULT_SYSTEM_INFO:
+            parts.append(f"system_info={dict(self.system_info)!r}")
+        if self.register_delay:
+            parts.append(f"register_delay={self.register_delay!r}")
+        if self.telemetry != Answer():
+            parts.append(f"telemetry={self.telemetry!r}")
+        if self.idle != Stay():
+            parts.append(f"idle={self.idle!r}")
+        return f"Healthy({', '.join(parts)})"
+
+
+AttemptFault = (
+    Refuse
+    | Forbidden
+    | HangConnect
+    | Outage
+    | DropAfterAccept
+    | NoRegistrationAnswer
+    | DropAfterRegister
+    | Reject
+    | GarbageOnRegister
+    | DropDuringTelemetry
+    | Healthy
+)
+
+#: Anything a schedule may hold: an attempt fault, or a telemetry/idle behaviour standing for
+#: ``Healthy(telemetry=...)`` / ``Healthy(idle=...)``.
+Fault = AttemptFault | Telemetry | AfterIdle
+
+_TELEMETRY = (Answer, TelemetryNotFound, NoTelemetryAnswer, GarbageTelemetry)
+_AFTER_IDLE = (Stay, SilentAfterIdle, DropAfterIdle, GarbageAfterIdle)
+
+
+def normalize(fault: Fault) -> AttemptFault:
+    """The attempt fault a schedule entry stands for (``SilentAfterIdle()`` → ``Healthy(...)``).
+
+    Raises:
+        TypeError: ``fault`` is not a fault.
+    """
+    if isinstance(fault, _TELEMETRY):
+        return Healthy(telemetry=fault)
+    if isinstance(fault, _AFTER_IDLE):
+        return Healthy(idle=fault)
+    if isinstance(
+        fault,
+        Refuse
+        | Forbidden
+        | HangConnect
+        | Outage
+        | DropAfterAccept
+        | NoRegistrationAnswer
+        | DropAfterRegister
+        | Reject
+        | GarbageOnRegister
+        | DropDuringTelemetry
+        | Healthy,
+    ):
+        return fault
+    raise TypeError(f"not a fault: {fault!r}")
+
+
+def describe_schedule(schedule: Sequence[Fault]) -> str:
+    """A compact one-line rendering, for failure messages."""
+    return "[" + ", ".join(repr(normalize(f)) for f in schedule) + "]" if schedule else "[]"
+
+
+# -- the oracle ------------------------------------------------------------------------------
+
+_S = DeviceStatus
+_OPENED = Step("connection_opened", _S.CONNECTING.value, _S.CONNECTED.value)
+_SENT = Step("register_sent", _S.CONNECTED.value, _S.REGISTERING.value)
+_ACCEPTED = Step("registration_answered", _S.REGISTERING.value, _S.TELEMETRY.value)
+_REJECTED = Step("registration_answered", _S.REGISTERING.value, _S.FAILED.value)
+_RETRY = Step("timed_out", _S.BACKOFF.value, _S.CONNECTING.value)
+_LOST = Step("connection_failed", _S.IDLE.value, _S.BACKOFF.value)
+
+
+def _telemetry_step(fault: Healthy, policy: RetryPolicy) -> Step:
+    telemetry = fault.telemetry
+    answered = isinstance(telemetry, TelemetryNotFound) or (
+        isinstance(telemetry, Answer) and telemetry.delay < policy.telemetry_timeout
+    )
+    trigger = "telemetry_received" if answered else "timed_out"
+    return Step(trigger, _S.TELEMETRY.value, _S.IDLE.value)
+
+
+def expected_path(
+    schedule: Sequence[Fault],
+    *,
+    max_retries: int | None,
+    policy: RetryPolicy,
+    then: Fault | None = None,
+    max_attempts: int = 10_000,
+) -> Path:
+    """The path a correct manager takes through ``schedule``, from ``connect`` to the end.
+
+    Derived from the documented rules, independently of the transition table: a failed
+    attempt backs off while attempts < ``max_retries`` and fails otherwise; a rejection is
+    final, except the reference's "not connected" and "already registered" texts once the
+    device is recovering (an earlier attempt of this run backed off, or the device was IDLE
+    and lost its server), which are then connection problems; telemetry never fails;
+    reaching IDLE resets the attempts; a loss after IDLE backs off and reconnects. The path
+    ends at FAILED, or at IDLE on an attempt that stays there.
+
+    ``Outage`` entries cannot be predicted from the schedule alone: pass the fault server's
+    ``applied(device_id)`` log instead, where each refused attempt of an outage is a ``Refuse``.
+
+    Args:
+        schedule: the faults met by successive attempts.
+        max_retries: the device's limit (``None``: retry forever).
+        policy: the manager's timeouts (late answers are compared with them).
+        then: what attempts after the schedule meet (default ``Healthy()``).
+        max_attempts: give up predicting after this many attempts.
+
+    Raises:
+        ValueError: the schedule holds an ``Outage``, or the path is longer than
+            ``max_attempts`` attempts.
+    """
+    tail = normalize(then) if then is not None else Healthy()
+    steps: list[Step] = [Step("connect", _S.DISCONNECTED.value, _S.CONNECTING.value)]
+    attempts = 1
+    recovering = False
+    for index in range(max_attempts):
+        fault = normalize(schedule[index]) if index < len(schedule) else tail
+        if isinstance(fault, Outage):
+            raise ValueError("an Outage cannot be predicted; use the server's applied log")
+        failure: Step | None = None
+        if isinstance(fault, Refuse | Forbidden):
+            failure = Step("connection_failed", _S.CONNECTING.value, "")
+        elif isinstance(fault, HangConnect):
+            failure = Step("timed_out", _S.CONNECTING.value, "")
+        elif isinstance(fault, DropAfterAccept):
+            steps.append(_OPENED)
+            failure = Step("connection_failed", _S.CONNECTED.value, "")
+        else:
+            steps += [_OPENED, _SENT]
+            late = isinstance(fault, Healthy) and (
+                fault.register_delay >= policy.registration_timeout
+            )
+            if isinstance(fault, NoRegistrationAnswer) or late:
+                failure = Step("timed_out", _S.REGISTERING.value, "")
+            elif isinstance(fault, DropAfterRegister | GarbageOnRegister):
+                failure = Step("connection_failed", _S.REGISTERING.value, "")
+            elif isinstance(fault, Reject):
+                if recovering and fault.transient_while_recovering:
+                    failure = Step("connection_failed", _S.REGISTERING.value, "")
+                else:
+                    steps.append(_REJECTED)
+                    return tuple(steps)
+            elif isinstance(fault, DropDuringTelemetry):
+                steps.append(_ACCEPTED)
+                failure = Step("connection_failed", _S.TELEMETRY.value, "")
+            else:
+                assert isinstance(fault, Healthy)
+                steps += [_ACCEPTED, _telemetry_step(fault, policy)]
+                attempts, recovering = 0, True
+                if isinstance(fault.idle, Stay | GarbageAfterIdle):
+                    return tuple(steps)
+                steps += [_LOST, _RETRY]
+                attempts = 1
+                continue
+        retries_left = max_retries is None or attempts < max_retries
+        dest = _S.BACKOFF.value if retries_left else _S.FAILED.value
+        steps.append(failure._replace(dest=dest))
+        if not retries_left:
+            return tuple(steps)
+        steps.append(_RETRY)
+        attempts += 1
+        recovering = True
+    raise ValueError(f"no end within {max_attempts} attempts")

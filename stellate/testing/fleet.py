@@ -1,0 +1,575 @@
+"""Run a fleet of devices against a fake agent server under ``MockClock``, and check it.
+
+:func:`run_fleet` is the whole harness in one call: it starts a
+:class:`~stellate.adapters.memory.MemoryNetwork`, a :class:`~.fake_server.FakeAgentServer`
+scripted with every device's fault schedule, and the real
+:class:`~stellate.manager.ConstellationDeviceManager` (runner, protocol, machine), all under
+``trio.testing.MockClock(autojump_threshold=0)`` with trio's scheduler and the backoff's
+random source seeded: the same fleet and seed give the same run, transition for transition.
+It waits until every device has settled (FAILED, or IDLE on a connection the server keeps
+healthy), lets a grace period pass, cancels the manager and records what it saw.
+
+:meth:`FleetResult.problems` checks the global invariants and returns them as readable lines
+(empty when all hold): each device took exactly the path its schedule dictates
+(:func:`~.faults.expected_path`), the final profile is right, no device exceeded
+``max_retries``, every backoff stayed within its bounds and devices failing together did not
+retry together, the event stream agrees with the registry, the manager spoke correct AIP, and
+cancelling the manager left no task and no socket behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import trio
+import trio.testing
+
+from ..adapters.memory import MemoryNetwork
+from ..fsm.paths import Path, Step
+from ..fsm.policy import RetryPolicy
+from ..fsm.profile import AgentProfile, merge_system_info
+from ..fsm.status import DeviceStatus
+from ..manager import ConstellationDeviceManager, ManagerEvent
+from .fake_server import Attempt, FakeAgentServer
+from .faults import (
+    Answer,
+    Fault,
+    Healthy,
+    Outage,
+    describe_schedule,
+    expected_path,
+    normalize,
+)
+
+__all__ = [
+    "BackoffRecord",
+    "DeviceOutcome",
+    "FleetDevice",
+    "FleetResult",
+    "FleetTiming",
+    "RecordingRandom",
+    "run_fleet",
+    "run_under_mock_clock",
+    "seeded_scheduler",
+]
+
+T = TypeVar("T")
+
+
+def _faults(values: Iterable[Fault]) -> tuple[Fault, ...]:
+    return tuple(values)
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
+class FleetDevice:
+    """One device of a fleet: its configuration and its fault schedule.
+
+    Args:
+        device_id: the device's id (unique in the fleet).
+        schedule: the fault each successive connection attempt meets.
+        max_retries: the device's retry limit (``None``: forever).
+        os, capabilities, metadata: configured profile fields.
+        then: what attempts after the schedule meet (default ``Healthy()``).
+    """
+
+    device_id: str
+    schedule: tuple[Fault, ...] = attrs.field(default=(), converter=_faults)
+    max_retries: int | None = 5
+    os: str | None = None
+    capabilities: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    then: Fault | None = None
+
+    def profile(self, url: str) -> AgentProfile:
+        """The configured ``AgentProfile`` (phase 1), pointing at ``url``."""
+        return AgentProfile(
+            device_id=self.device_id,
+            server_url=url,
+            os=self.os,
+            capabilities=self.capabilities,
+            metadata=dict(self.metadata),
+            max_retries=self.max_retries,
+        )
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}={value!r}"
+            for name, value in (
+                ("os", self.os),
+                ("capabilities", self.capabilities),
+                ("metadata", dict(self.metadata)),
+                ("then", self.then),
+            )
+            if value
+        )
+        return (
+            f"FleetDevice({self.device_id!r}, {describe_schedule(self.schedule)}, "
+            f"max_retries={self.max_retries!r}{extra})"
+        )
+
+
+@attrs.frozen
+class FleetTiming:
+    """The manager's settings (seconds), as ``ConstellationDeviceManager`` takes them."""
+
+    task_name: str = "stellate"
+    heartbeat_interval: float = 30.0
+    miss_limit: int = 3
+    reconnect_delay: float = 5.0
+    backoff_cap: float = 60.0
+    connect_timeout: float = 30.0
+    registration_timeout: float = 10.0
+    telemetry_timeout: float = 10.0
+
+    def manager_kwargs(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The ``RetryPolicy`` the manager derives from these settings."""
+        return RetryPolicy(
+            reconnect_delay=self.reconnect_delay,
+            backoff_cap=max(self.backoff_cap, self.reconnect_delay),
+            connect_timeout=self.connect_timeout,
+            registration_timeout=self.registration_timeout,
+            telemetry_timeout=self.telemetry_timeout,
+        )
+
+
+class RecordingRandom:
+    """A seeded ``RandomSource`` that remembers every draw ``(low, high, value)``."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+        self.draws: list[tuple[float, float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        value = self._random.uniform(a, b)
+        self.draws.append((a, b, value))
+        return value
+
+
+@attrs.frozen
+class BackoffRecord:
+    """One wait between attempts: when it began, its bounds, the delay drawn, the time waited."""
+
+    device_id: str
+    at: float
+    failures: int
+    low: float
+    high: float
+    delay: float
+    waited: float | None  # None if the run ended during the wait
+
+
+@attrs.define
+class DeviceOutcome:
+    """What happened to one device."""
+
+    device: FleetDevice
+    url: str
+    path: Path
+    profile: AgentProfile
+    failure_reason: str | None
+    attempts: list[Attempt]
+    backoffs: list[BackoffRecord]
+    events: list[tuple[float, ManagerEvent]]
+
+    @property
+    def status(self) -> DeviceStatus:
+        return self.profile.status
+
+
+@attrs.define
+class FleetResult:
+    """Everything :func:`run_fleet` observed; :meth:`problems` checks the invariants."""
+
+    devices: dict[str, DeviceOutcome]
+    timing: FleetTiming
+    seed: int
+    settled_at: float
+    virtual_time: float
+    real_time: float
+    violations: list[str]
+    tasks_left: int
+    sockets_left: int
+    handlers_left: int
+    changed_in_grace: list[str]
+    draws_unmatched: int
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return {device_id: outcome.path for device_id, outcome in self.devices.items()}
+
+    def problems(self) -> list[str]:
+        """Every broken invariant, one readable line each (empty: the fleet behaved)."""
+        out: list[str] = []
+        policy = self.timing.policy
+        for outcome in self.devices.values():
+            out += _device_problems(outcome, policy)
+        out += _jitter_problems(self.devices.values())
+        out += [f"protocol violation seen by the fake server: {v}" for v in self.violations]
+        out += [f"{d}: changed state during the grace period" for d in self.changed_in_grace]
+        if self.tasks_left:
+            out.append(f"{self.tasks_left} task(s) still alive after the manager was cancelled")
+        if self.sockets_left:
+            out.append(f"{self.sockets_left} client socket(s) left open after cancellation")
+        if self.handlers_left:
+            out.append(f"{self.handlers_left} server handler(s) still serving after cancellation")
+        if self.draws_unmatched:
+            out.append(f"{self.draws_unmatched} backoff draw(s) not matched by a BACKOFF entry")
+        return out
+
+    def check(self) -> None:
+        """Raise ``AssertionError`` listing every broken invariant."""
+        problems = self.problems()
+        if problems:
+            raise AssertionError("fleet invariants broken:\n  " + "\n  ".join(problems))
+
+
+def _path(events: Sequence[tuple[float, ManagerEvent]]) -> Path:
+    """The steps of a device's events (one transition may yield several events)."""
+    steps: list[Step] = []
+    previous = None
+    for _at, event in events:
+        if event.record is not previous:
+            steps.append(Step(*event.record.step))
+        previous = event.record
+    return tuple(steps)
+
+
+def _fmt(path: Path) -> str:
+    return " → ".join(f"{s.trigger}:{s.dest}" for s in path) or "(nothing)"
+
+
+def _applied_as_schedule(attempts: Sequence[Attempt]) -> list[Fault]:
+    return [a.fault for a in attempts]
+
+
+def explains(
+    schedule: Sequence[Fault], then: Fault | None, attempts: Sequence[Attempt]
+) -> str | None:
+    """Why the attempts the server saw do not follow ``schedule`` (None if they do)."""
+    entries = [normalize(f) for f in schedule]
+    tail = normalize(then) if then is not None else Healthy()
+    k = 0
+    for entry in entries:
+        if k >= len(attempts):
+            return None
+        if isinstance(entry, Outage):
+            if not attempts[k].outage:
+                return f"attempt {k} should have met {entry!r}"
+            end = attempts[k].started_at + entry.seconds
+            while k < len(attempts) and attempts[k].outage and attempts[k].started_at < end:
+                k += 1
+            if k < len(attempts) and attempts[k].started_at < end:
+                return f"attempt {k} let through during the outage"
+            continue
+        if attempts[k].fault != entry or attempts[k].outage:
+            return f"attempt {k} met {attempts[k].fault!r}, scheduled {entry!r}"
+        k += 1
+    for attempt in attempts[k:]:
+        if attempt.fault != tail:
+            return f"attempt {attempt.index} met {attempt.fault!r} after the schedule, not {tail!r}"
+    return None
+
+
+def expected_profile(
+    device: FleetDevice, url: str, attempts: Sequence[Attempt], policy: RetryPolicy
+) -> AgentProfile:
+    """The configured profile with every telemetry answer the device received merged in."""
+    profile = device.profile(url)
+    for attempt in attempts:
+        fault = attempt.fault
+        if (
+            isinstance(fault, Healthy)
+            and fault.register_delay < policy.registration_timeout
+            and isinstance(fault.telemetry, Answer)
+            and fault.telemetry.delay < policy.telemetry_timeout
+            and fault.system_info is not None
+        ):
+            profile = merge_system_info(profile, fault.system_info)
+    return profile
+
+
+def _device_problems(outcome: DeviceOutcome, policy: RetryPolicy) -> list[str]:
+    device = outcome.device
+    name = f"{device!r}"
+    out: list[str] = []
+    why = explains(device.schedule, device.then, outcome.attempts)
+    if why:
+        out.append(f"{name}: the server's log does not follow the schedule: {why}")
+    try:
+        expected = expected_path(
+            _applied_as_schedule(outcome.attempts),
+            max_retries=device.max_retries,
+            policy=policy,
+            then=device.then,
+        )
+    except ValueError as exc:
+        out.append(f"{name}: no expected path: {exc}")
+        expected = ()
+    if expected and outcome.path != expected:
+        out.append(
+            f"{name}:\n      expected path {_fmt(expected)}"
+            f"\n      actual path   {_fmt(outcome.path)}"
+        )
+    status = outcome.profile.status
+    if status not in (DeviceStatus.IDLE, DeviceStatus.FAILED):
+        out.append(f"{name}: ended {status}, neither idle nor failed")
+    # The event stream agrees with the registry.
+    if outcome.events:
+        last = outcome.events[-1][1]
+        if last.record.dest is not status:
+            out.append(f"{name}: last event says {last.record.dest}, registry says {status}")
+        if attrs.evolve(last.profile, last_heartbeat=None) != attrs.evolve(
+            outcome.profile, last_heartbeat=None
+        ):
+            out.append(f"{name}: the last event's profile differs from the registry's")
+    # Attempts never exceed max_retries.
+    limit = device.max_retries
+    most = max((e.profile.connection_attempts for _t, e in outcome.events), default=0)
+    if limit is not None and most > limit:
+        out.append(f"{name}: made {most} consecutive attempts, max_retries={limit}")
+    # The final profile.
+    want = expected_profile(device, outcome.url, outcome.attempts, policy)
+    got = outcome.profile
+    for field in ("os", "capabilities", "metadata", "max_retries", "current_task_id"):
+        if getattr(got, field) != getattr(want, field):
+            out.append(
+                f"{name}: {field} is {getattr(got, field)!r}, expected {getattr(want, field)!r}"
+            )
+    if status is DeviceStatus.IDLE and got.connection_attempts != 0:
+        out.append(f"{name}: idle with connection_attempts={got.connection_attempts}")
+    if (
+        expected
+        and expected[-1].trigger == "registration_answered"
+        and expected[-1].dest == "failed"
+    ):
+        reason = outcome.failure_reason or ""
+        if not reason.startswith("registration rejected: "):
+            out.append(f"{name}: failure_reason {reason!r} does not name the rejection")
+    # Backoffs: within bounds, and waited for exactly as long as drawn.
+    for b in outcome.backoffs:
+        low, high = policy.backoff_bounds(b.failures)
+        if (b.low, b.high) != (low, high) or not low <= b.delay <= high:
+            out.append(
+                f"{name}: backoff after {b.failures} failure(s) was {b.delay:.3f}s, "
+                f"bounds drawn {b.low:.3f}–{b.high:.3f}, policy says {low:.3f}–{high:.3f}"
+            )
+        if b.waited is not None and not math.isclose(b.waited, b.delay, abs_tol=1e-6):
+            out.append(f"{name}: drew a {b.delay:.3f}s backoff but waited {b.waited:.3f}s")
+    return out
+
+
+def _jitter_problems(outcomes: Any) -> list[str]:
+    """Devices entering BACKOFF at the same instant, after as many failures, must not all
+    draw the same delay."""
+    groups: dict[tuple[float, int], list[BackoffRecord]] = defaultdict(list)
+    for outcome in outcomes:
+        for b in outcome.backoffs:
+            groups[(b.at, b.failures)].append(b)
+    out = []
+    for (at, failures), group in sorted(groups.items()):
+        if len(group) < 2 or group[0].high <= group[0].low:
+            continue
+        if len({b.delay for b in group}) == 1:
+            names = ", ".join(sorted(b.device_id for b in group))
+            out.append(
+                f"devices {names} failed together at t={at:g} (failure {failures}) and all "
+                f"retry after {group[0].delay:g}s: the backoff is not jittered"
+            )
+    return out
+
+
+@contextlib.contextmanager
+def seeded_scheduler(seed: int) -> Iterator[None]:
+    """Seed trio's scheduler (which shuffles runnable tasks) for a reproducible run.
+
+    Trio randomises the order in which runnable tasks run, on purpose; under hypothesis it does
+    so deterministically. This pins it to ``seed`` for the block and restores it afterwards.
+    It reaches into ``trio._core._run._r``, so it is a test helper only (and a no-op if a
+    future trio drops that attribute).
+    """
+    from trio._core import _run
+
+    source = getattr(_run, "_r", None)
+    if not isinstance(source, random.Random):
+        yield
+        return
+    state = source.getstate()
+    source.seed(seed)
+    try:
+        yield
+    finally:
+        source.setstate(state)
+
+
+def run_under_mock_clock(async_fn: Callable[..., Awaitable[T]], *args: Any, seed: int = 0) -> T:
+    """``trio.run(async_fn, *args)`` under ``MockClock(autojump_threshold=0)``, scheduler seeded.
+
+    Virtual time jumps straight to the next deadline whenever every task is blocked, so hours
+    of timeouts, backoffs and heartbeats take milliseconds.
+    """
+    with seeded_scheduler(seed):
+        return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def run_fleet(
+    devices: Sequence[FleetDevice],
+    *,
+    timing: FleetTiming | None = None,
+    seed: int = 0,
+    grace: float | None = None,
+    max_virtual_time: float = 1e7,
+) -> FleetResult:
+    """Run ``devices`` against a fake server under MockClock until all settle; check nothing.
+
+    Args:
+        devices: the fleet (unique ids).
+        timing: the manager's settings (default ``FleetTiming()``).
+        seed: seeds trio's scheduler and the backoff's random source.
+        grace: virtual seconds to keep running after everything settled, to see that it
+            stays so (default: one heartbeat lease plus one interval).
+        max_virtual_time: give up (``TooSlowError``) if the fleet has not settled by then.
+
+    Returns:
+        A :class:`FleetResult`; call ``.problems()`` or ``.check()`` on it.
+
+    Raises:
+        ValueError: two devices share an id.
+        trio.TooSlowError: the fleet did not settle within ``max_virtual_time``.
+    """
+    timing = timing or FleetTiming()
+    ids = [d.device_id for d in devices]
+    if len(set(ids)) != len(ids):
+        raise ValueError("device ids must be unique")
+    if grace is None:
+        grace = timing.heartbeat_interval * (timing.miss_limit + 1)
+    started = time.perf_counter()
+    result = run_under_mock_clock(
+        _fleet, list(devices), timing, seed, grace, max_virtual_time, seed=seed
+    )
+    result.real_time = time.perf_counter() - started
+    return result
+
+
+async def _fleet(
+    devices: list[FleetDevice],
+    timing: FleetTiming,
+    seed: int,
+    grace: float,
+    max_virtual_time: float,
+) -> FleetResult:
+    rng = RecordingRandom(seed)
+    events: dict[str, list[tuple[float, ManagerEvent]]] = {d.device_id: [] for d in devices}
+    backoffs: dict[str, list[BackoffRecord]] = {d.device_id: [] for d in devices}
+    open_backoff: dict[str, int] = {}
+    draws_used = 0
+    all_settled = trio.Event()
+
+    async with MemoryNetwork() as network:
+        fake = FakeAgentServer(network)
+        urls = {d.device_id: fake.script(d.device_id, d.schedule, then=d.then) for d in devices}
+        manager = ConstellationDeviceManager(
+            **timing.manager_kwargs(), connector=fake.connector, rng=rng
+        )
+        baseline = trio.lowlevel.current_statistics().tasks_living
+
+        unsettled = {d.device_id for d in devices}
+
+        def update(device_id: str) -> None:
+            # A device's settledness changes only with its own transitions: the server marks
+            # a connection it will keep healthy before the device can reach IDLE on it.
+            state = manager.device_registry.lifecycle(device_id).state
+            if state is DeviceStatus.FAILED or (
+                state is DeviceStatus.IDLE and fake.settled(device_id)
+            ):
+                unsettled.discard(device_id)
+            else:
+                unsettled.add(device_id)
+
+        async def watch(channel: trio.MemoryReceiveChannel[ManagerEvent]) -> None:
+            nonlocal draws_used
+            async with channel:
+                async for event in channel:
+                    now = trio.current_time()
+                    device_id = event.device_id
+                    events[device_id].append((now, event))
+                    record = event.record
+                    if record.source is DeviceStatus.BACKOFF and device_id in open_backoff:
+                        i = open_backoff.pop(device_id)
+                        b = backoffs[device_id][i]
+                        backoffs[device_id][i] = attrs.evolve(b, waited=now - b.at)
+                    if record.dest is DeviceStatus.BACKOFF:
+                        low, high, value = (
+                            rng.draws[draws_used]
+                            if draws_used < len(rng.draws)
+                            else (math.nan,) * 3
+                        )
+                        draws_used += 1
+                        failures = event.profile.connection_attempts
+                        backoffs[device_id].append(
+                            BackoffRecord(device_id, now, failures, low, high, value, None)
+                        )
+                        open_backoff[device_id] = len(backoffs[device_id]) - 1
+                    update(device_id)
+                    if not unsettled:
+                        all_settled.set()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            nursery.start_soon(watch, manager.subscribe())
+            for d in devices:
+                manager.add_device(d.profile(urls[d.device_id]))
+            with trio.fail_after(max_virtual_time):
+                await all_settled.wait()
+            settled_at = trio.current_time()
+            await trio.sleep(grace)
+            final = {d.device_id: manager.device_registry.lifecycle(d.device_id) for d in devices}
+            outcomes = {
+                d.device_id: DeviceOutcome(
+                    device=d,
+                    url=urls[d.device_id],
+                    path=_path(events[d.device_id]),
+                    profile=final[d.device_id].profile,
+                    failure_reason=final[d.device_id].failure_reason,
+                    attempts=fake.applied(d.device_id),
+                    backoffs=backoffs[d.device_id],
+                    events=events[d.device_id],
+                )
+                for d in devices
+            }
+            virtual_time = trio.current_time()
+            nursery.cancel_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        tasks_left = trio.lowlevel.current_statistics().tasks_living - baseline
+        return FleetResult(
+            devices=outcomes,
+            timing=timing,
+            seed=seed,
+            settled_at=settled_at,
+            virtual_time=virtual_time,
+            real_time=0.0,
+            violations=list(fake.violations),
+            tasks_left=max(tasks_left, 0),
+            sockets_left=fake.connector.open_connections,
+            handlers_left=fake.live_handlers,
+            changed_in_grace=sorted(
+                device_id
+                for device_id, seen in events.items()
+                if any(at > settled_at for at, _e in seen)
+            ),
+            draws_unmatched=len(rng.draws) - draws_used,
+        )
