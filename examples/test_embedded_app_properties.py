@@ -1,0 +1,145 @@
+"""Property-testing your own trio app that embeds the manager, with ``stellate.testing``.
+
+The app here is small but real: ``ReadyBoard`` runs a ``ConstellationDeviceManager`` as a
+service of its own nursery, keeps a live set of task-ready devices from the manager's event
+stream, and gives every device that ends FAILED exactly one second chance after
+``retry_after`` seconds (``manager.retry_device``). The properties below hold whatever the
+servers do; hypothesis draws the fleet (configs and per-attempt fault schedules from
+``stellate.testing.fault_strategies``), the fake agent server plays the servers, and
+``run_under_mock_clock`` runs everything in virtual time: an hour of backoffs, timeouts and
+heartbeats takes milliseconds.
+
+Run it: ``.venv/bin/pytest examples/test_embedded_app_properties.py``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stellate import AgentProfile, DeviceStatus
+from stellate.adapters.memory import MemoryNetwork
+from stellate.manager import ConstellationDeviceManager, EventKind
+from stellate.testing import (
+    FakeAgentServer,
+    FleetDevice,
+    FleetTiming,
+    Healthy,
+    Refuse,
+    Reject,
+    fleet_devices,
+    run_under_mock_clock,
+)
+
+# -- the app under test ---------------------------------------------------------------------------
+
+
+class ReadyBoard:
+    """Keeps ``ready`` = the devices that are task-ready now; retries each FAILED device once.
+
+    Args:
+        manager: a manager that is not running yet (the board runs it).
+        retry_after: seconds to wait before the one retry of a FAILED device.
+    """
+
+    def __init__(self, manager: ConstellationDeviceManager, retry_after: float = 60.0) -> None:
+        self.manager = manager
+        self.retry_after = retry_after
+        self.ready: set[str] = set()
+        self.retried: dict[str, int] = {}
+
+    async def run(
+        self,
+        devices: list[AgentProfile],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            manager = await nursery.start(self.manager.run)
+            async with manager.events() as events:  # subscribe before adding: miss nothing
+                for profile in devices:
+                    manager.add_device(profile)
+                task_status.started()
+                async for event in events:
+                    if event.kind is EventKind.READY:
+                        self.ready.add(event.device_id)
+                    elif event.kind in (EventKind.CONNECTION_LOST, EventKind.FAILED):
+                        self.ready.discard(event.device_id)
+                    if event.kind is EventKind.FAILED and event.device_id not in self.retried:
+                        self.retried[event.device_id] = 0
+                        nursery.start_soon(self._retry_later, event.device_id)
+
+    async def _retry_later(self, device_id: str) -> None:
+        await trio.sleep(self.retry_after)
+        self.retried[device_id] += 1
+        await self.manager.retry_device(device_id)
+
+
+# -- the harness ----------------------------------------------------------------------------------
+
+HORIZON = 3600.0  # virtual seconds: long enough for every drawn schedule to play out
+
+
+async def scenario(devices: list[FleetDevice], timing: FleetTiming, seed: int) -> None:
+    async with MemoryNetwork() as network:
+        fake = FakeAgentServer(network)
+        profiles = [d.profile(fake.script(d.device_id, d.schedule, then=d.then)) for d in devices]
+        manager = ConstellationDeviceManager(
+            **timing.manager_kwargs(), connector=fake.connector, rng=random.Random(seed)
+        )
+        board = ReadyBoard(manager)
+        baseline = trio.lowlevel.current_statistics().tasks_living
+        async with trio.open_nursery() as nursery:
+            await nursery.start(board.run, profiles)
+            await trio.sleep(HORIZON)
+            await trio.testing.wait_all_tasks_blocked()  # let the board read every event
+
+            registry = manager.get_all_devices()
+            # 1. The board's view is the registry's.
+            idle = {d for d, p in registry.items() if p.status is DeviceStatus.IDLE}
+            assert board.ready == idle, (board.ready, idle)
+            # 2. Everything settled: IDLE, or FAILED after its one retry.
+            for device_id, profile in registry.items():
+                assert profile.status in (DeviceStatus.IDLE, DeviceStatus.FAILED), profile
+                if profile.status is DeviceStatus.FAILED:
+                    assert board.retried.get(device_id) == 1, device_id
+            # 3. Never more than one retry, and only for devices that failed.
+            assert set(board.retried.values()) <= {1}
+            # 4. The manager spoke correct AIP to every server.
+            assert fake.violations == []
+            nursery.cancel_scope.cancel()
+        # 5. Cancelling the app leaves no task and no socket behind.
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.lowlevel.current_statistics().tasks_living == baseline
+        assert fake.connector.open_connections == 0
+
+
+TIMING = FleetTiming(heartbeat_interval=60.0, reconnect_delay=2.0, backoff_cap=30.0)
+
+
+@st.composite
+def small_fleets(draw: st.DrawFn) -> list[FleetDevice]:
+    size = draw(st.integers(min_value=1, max_value=8))
+    return [draw(fleet_devices(f"dev{i}", TIMING.policy, max_schedule=4)) for i in range(size)]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(devices=small_fleets(), seed=st.integers(0, 1000))
+def test_the_board_tracks_the_fleet_whatever_the_servers_do(
+    devices: list[FleetDevice], seed: int
+) -> None:
+    run_under_mock_clock(scenario, devices, TIMING, seed, seed=seed)
+
+
+def test_a_rejected_device_gets_one_second_chance() -> None:
+    devices = [
+        FleetDevice("flaky", [Reject.target_not_connected()], max_retries=2),  # then Healthy
+        FleetDevice("banned", [Reject(), Reject(), Reject()], max_retries=2),
+        FleetDevice("down", [Refuse(), Refuse(), Refuse()], max_retries=2),
+        FleetDevice("fine", [Healthy()]),
+    ]
+    run_under_mock_clock(scenario, devices, TIMING, 0)
