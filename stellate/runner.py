@@ -153,6 +153,7 @@ class DeviceRunner:
         self._new_session = session_factory
         self._generation = 0
         self._last_ack = 0.0
+        self._signs_of_life = 0  # frames received on the current socket: answers to heartbeats
         # True once this run (since the owner's last connect/retry) met a server in flux: an
         # attempt failed at the connection level, or the device reached IDLE (so any later
         # registration follows a loss). A target briefly absent then is not a rejection.
@@ -372,6 +373,7 @@ class DeviceRunner:
             )
         event = item.event
         self._last_ack = trio.current_time()  # any frame on this socket shows the server alive
+        self._signs_of_life += 1
         if isinstance(event, Registered) and state is DeviceStatus.REGISTERING:
             return self._fire("registration_answered", accepted=True)
         if isinstance(event, Rejected) and state is DeviceStatus.REGISTERING:
@@ -427,27 +429,42 @@ class DeviceRunner:
     async def _heartbeat(
         self, conn: Connection, session: ConstellationSession, generation: int
     ) -> None:
-        """Send a heartbeat every interval; report the lease expired when acks stop coming.
+        """Send a heartbeat every interval; report the lease expired when answers stop coming.
 
-        The lease (``heartbeat_interval × miss_limit`` after the last ack) is a deadline of its
-        own, not something checked when the next heartbeat is due: a send that blocks on a
-        peer that stopped reading must not postpone the verdict, so every wait, sends included,
-        ends at the lease's expiry at the latest.
+        The lease is counted from the first heartbeat still unanswered: the device is lost when
+        nothing has come back within ``heartbeat_interval × miss_limit`` of it, i.e. when
+        ``miss_limit`` heartbeats in a row went unanswered (the server's lease on a device's
+        heartbeats, seen from the sender). Silence before we asked anything is not a miss: a
+        lease counted from the last answer would expire with ``miss_limit=1`` at the very
+        instant the first heartbeat is due. The lease is a deadline of its own, so a send that
+        blocks on a peer that stopped reading cannot postpone the verdict.
         """
         interval = self._settings.heartbeat_interval
         lease = interval * self._settings.miss_limit
         self._last_ack = trio.current_time()
         next_beat = self._last_ack + interval
+        # The oldest heartbeat still unanswered: when it was sent, and how many frames had
+        # arrived by then (any later frame answers it; counting, not comparing clock readings,
+        # stays exact when an answer lands at the very instant of a send).
+        unanswered: tuple[float, int] | None = None
+
+        def expiry() -> float:
+            if unanswered is None or self._signs_of_life > unanswered[1]:
+                return math.inf  # everything sent so far was answered (or nothing was sent)
+            return unanswered[0] + lease
+
         while True:
-            await trio.sleep_until(min(next_beat, self._last_ack + lease))
+            await trio.sleep_until(min(next_beat, expiry()))
             now = trio.current_time()
-            if now >= self._last_ack + lease:
+            if now >= expiry():
                 await self._to_inbox.send(_LeaseExpired(generation, now - self._last_ack))
                 return
             if now < next_beat:
-                continue  # an ack moved the lease while we slept
+                continue
             next_beat = now + interval
-            with trio.move_on_at(self._last_ack + lease):
+            if unanswered is None or self._signs_of_life > unanswered[1]:
+                unanswered = (now, self._signs_of_life)
+            with trio.move_on_at(expiry()):
                 try:
                     await conn.send(session.heartbeat())
                 except ConnectionClosed:
