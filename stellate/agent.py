@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import resource
@@ -206,28 +207,39 @@ class DeviceAgent:
         raise _SessionEnded(f"no registration answer within {self.retry.registration_timeout:g} s")
 
     async def _stay_registered(self, conn: Connection, session: DeviceSession) -> None:
-        """Heartbeat and read until the socket fails or the server stops answering."""
+        """Heartbeat and read until the socket fails or the server stops answering.
+
+        The server counts as gone when ``miss_limit`` heartbeats in a row went unanswered:
+        ``heartbeat_interval × miss_limit`` after the first unanswered one. (Counted from the
+        last answer instead, ``miss_limit=1`` would give up at the instant the first
+        heartbeat is due, before asking anything.)
+        """
         now = trio.current_time()
         next_heartbeat = now + self.heartbeat_interval
         server_lease = self.heartbeat_interval * self.miss_limit
-        server_deadline = now + server_lease
+        unanswered_since: float | None = None  # when the oldest unanswered heartbeat left
         while True:
+            deadline = math.inf if unanswered_since is None else unanswered_since + server_lease
             frame: str | bytes | None = None
-            with trio.move_on_at(min(next_heartbeat, server_deadline)):
+            with trio.move_on_at(min(next_heartbeat, deadline)):
                 frame = await conn.receive()
             now = trio.current_time()
             if frame is not None:
                 for event in session.receive(frame):
                     if isinstance(event, HeartbeatAck):
-                        server_deadline = now + server_lease
+                        unanswered_since = None
                     elif isinstance(event, Reply):
                         await conn.send(event.frame)
                     elif isinstance(event, PeerError | ProtocolViolation | Ignored):
                         logger.warning("%s: %s", self.device_id, event)
-            if now >= server_deadline:
-                raise _SessionEnded(f"server silent for {server_lease:g} s")
+            if unanswered_since is not None and now >= unanswered_since + server_lease:
+                raise _SessionEnded(
+                    f"server left {self.miss_limit} heartbeat(s) unanswered for {server_lease:g} s"
+                )
             if now >= next_heartbeat:
                 await conn.send(session.heartbeat())
+                if unanswered_since is None:
+                    unanswered_since = now
                 next_heartbeat = now + self.heartbeat_interval
 
 

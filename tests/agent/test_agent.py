@@ -175,11 +175,13 @@ async def test_a_silent_server_is_left_after_miss_limit_heartbeats(
     script = ScriptedServer("silent")  # confirms, then never acks a heartbeat
     network.listen(URL, script)
     await nursery.start(agent_on(network, heartbeat_interval=10.0, miss_limit=3).run)
-    await trio.sleep(31.0)
+    # Heartbeats at 10, 20, 30 go unanswered; 3 × 10 s after the first one (t=40) the agent
+    # gives up and reconnects after its backoff.
+    await trio.sleep(42.0)
     assert len(script.connects) == 2
     wait = script.connects[1] - script.connects[0]
     low, high = RETRY.backoff_bounds(1)
-    assert 30.0 + low <= wait <= 30.0 + high
+    assert 40.0 + low <= wait <= 40.0 + high
 
 
 async def test_reconnects_with_jittered_exponential_backoff_and_resets_on_success(
