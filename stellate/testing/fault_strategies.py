@@ -16,6 +16,7 @@ import string
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import attrs
 from hypothesis import strategies as st
 
 from ..fsm.paths import Path, Step
@@ -295,11 +296,11 @@ def schedules(
 
 
 def fleet_timings() -> st.SearchStrategy[FleetTiming]:
-    """Manager settings with distinct, positive timeouts and ``miss_limit`` ≥ 2."""
+    """Manager settings: positive timeouts, ``miss_limit`` 1–4."""
     return st.builds(
         FleetTiming,
         heartbeat_interval=st.sampled_from([30.0, 20.0, 45.5]),
-        miss_limit=st.integers(min_value=2, max_value=4),
+        miss_limit=st.integers(min_value=1, max_value=4),
         reconnect_delay=st.floats(min_value=0.5, max_value=30.0),
         backoff_cap=st.floats(min_value=1.0, max_value=300.0),
         connect_timeout=st.floats(min_value=1.0, max_value=60.0),
@@ -340,9 +341,14 @@ def fleets(
     policy: RetryPolicy | None = None,
     outages: bool = True,
 ) -> list[FleetDevice]:
-    """Fleets of ``min_size``–``max_size`` devices named ``d0``, ``d1``, …"""
-    size = draw(st.integers(min_value=min_size, max_value=max_size))
-    return [draw(fleet_devices(f"d{i}", policy, outages=outages)) for i in range(size)]
+    """Fleets of ``min_size``–``max_size`` devices named ``d0``, ``d1``, …
+
+    Drawn as a list, so a failing fleet shrinks by dropping any device, not just the last.
+    """
+    devices = draw(
+        st.lists(fleet_devices("?", policy, outages=outages), min_size=min_size, max_size=max_size)
+    )
+    return [attrs.evolve(d, device_id=f"d{i}") for i, d in enumerate(devices)]
 
 
 # -- forcing a path -------------------------------------------------------------------------------

@@ -382,8 +382,8 @@ def _jitter_problems(outcomes: Any) -> list[str]:
             groups[(b.at, b.failures)].append(b)
     out = []
     for (at, failures), group in sorted(groups.items()):
-        if len(group) < 2 or group[0].high <= group[0].low:
-            continue
+        if len(group) < 2 or group[0].high <= 0:
+            continue  # a single device, or no wait at all (reconnect_delay 0)
         if len({b.delay for b in group}) == 1:
             names = ", ".join(sorted(b.device_id for b in group))
             out.append(
