@@ -42,19 +42,6 @@ WINDOWSAGENT = AgentProfile(
     max_retries=5,
 )
 
-#: The seed's Phase 4 system info.
-SEED_SYSTEM_INFO: dict[str, Any] = {
-    "platform": "windows",
-    "os_version": "10.0.22631",
-    "cpu_count": 16,
-    "memory_total_gb": 32.0,
-    "hostname": "DESKTOP-DEV01",
-    "ip_address": "192.168.1.100",
-    "supported_features": ["gui", "cli", "browser", "file_system", "office", "windows_apps"],
-    "platform_type": "computer",
-    "schema_version": "1.0",
-}
-
 
 class FakeClock:
     """Returns T0, T0+1s, T0+2s, ... and remembers the last value it gave."""

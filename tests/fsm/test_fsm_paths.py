@@ -9,9 +9,10 @@ from typing import Any
 
 import attrs
 import pytest
-from fsm_support import SEED_SYSTEM_INFO, WINDOWSAGENT, S, replay
+from fsm_support import WINDOWSAGENT, S, replay
 from hypothesis import given
 from hypothesis import strategies as st
+from seed_example import SEED_SYSTEM_INFO
 
 from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, LifecycleEngine
 from stellate.fsm.paths import Path, count_paths, paths

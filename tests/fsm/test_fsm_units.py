@@ -7,17 +7,10 @@ from typing import Any
 
 import attrs
 import pytest
-from fsm_support import (
-    SEED_SYSTEM_INFO,
-    WINDOWSAGENT,
-    FakeClock,
-    Recorder,
-    S,
-    expected_effects,
-    step_data,
-)
+from fsm_support import WINDOWSAGENT, FakeClock, Recorder, S, expected_effects, step_data
 from hypothesis import given
 from hypothesis import strategies as st
+from seed_example import SEED_CAPABILITIES, SEED_SYSTEM_INFO
 
 from stellate.fsm import (
     SYSTEM_INFO_KEYS,
@@ -242,17 +235,7 @@ def test_activation_resets_attempts_and_stamps_heartbeat(make: Any) -> None:
 
 def test_merge_seed_windowsagent_example() -> None:
     merged = merge_system_info(WINDOWSAGENT, SEED_SYSTEM_INFO)
-    assert list(merged.capabilities) == [
-        "web_browsing",
-        "office_applications",
-        "file_management",
-        "gui",
-        "cli",
-        "browser",
-        "file_system",
-        "office",
-        "windows_apps",
-    ]
+    assert list(merged.capabilities) == SEED_CAPABILITIES
     assert merged.os == "windows"
     assert merged.metadata == {
         **WINDOWSAGENT.metadata,

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import trio
+from seed_example import SEED_SYSTEM_INFO
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.agent import DeviceAgent
@@ -23,20 +24,6 @@ from stellate.server import AgentServer
 
 URL = "ws://agents.test:5005/ws"
 
-#: The seed's "System Info Structure" (registration_flow.md, phase 4).
-SEED_SYSTEM_INFO: dict[str, Any] = {
-    "platform": "windows",
-    "os_version": "10.0.22631",
-    "cpu_count": 16,
-    "memory_total_gb": 32.0,
-    "hostname": "DESKTOP-DEV01",
-    "ip_address": "192.168.1.100",
-    "supported_features": ["gui", "cli", "browser", "file_system", "office", "windows_apps"],
-    "platform_type": "computer",
-    "schema_version": "1.0",
-}
-
-#: The seed's register_device call (its end-to-end example).
 SEED_DEVICE: dict[str, Any] = {
     "device_id": "windowsagent",
     "os": "windows",
@@ -51,18 +38,6 @@ SEED_DEVICE: dict[str, Any] = {
     "auto_connect": True,
 }
 
-#: The seed's final AgentProfile: capabilities in this order, system_info with these keys.
-SEED_CAPABILITIES = [
-    "web_browsing",
-    "office_applications",
-    "file_management",
-    "gui",
-    "cli",
-    "browser",
-    "file_system",
-    "office",
-    "windows_apps",
-]
 SEED_FINAL_SYSTEM_INFO = {
     "platform": "windows",
     "os_version": "10.0.22631",

@@ -17,16 +17,15 @@ from typing import Any
 import trio
 from manager_support import (
     PATIENT_SERVER,
-    SEED_CAPABILITIES,
     SEED_DEVICE,
     SEED_FINAL_SYSTEM_INFO,
-    SEED_SYSTEM_INFO,
     Recorder,
     Silenceable,
     manager_on,
     silenceable_handler,
     start_agent,
 )
+from seed_example import SEED_CAPABILITIES, SEED_SYSTEM_INFO
 
 from stellate.adapters.websocket import WebSocketConnector, serve_websocket
 from stellate.fsm import AgentProfile, DeviceStatus

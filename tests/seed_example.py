@@ -1,0 +1,33 @@
+"""The seed's worked example (registration_flow.md): one copy for every test that needs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The seed's "System Info Structure" (registration_flow.md, phase 4).
+SEED_SYSTEM_INFO: dict[str, Any] = {
+    "platform": "windows",
+    "os_version": "10.0.22631",
+    "cpu_count": 16,
+    "memory_total_gb": 32.0,
+    "hostname": "DESKTOP-DEV01",
+    "ip_address": "192.168.1.100",
+    "supported_features": ["gui", "cli", "browser", "file_system", "office", "windows_apps"],
+    "platform_type": "computer",
+    "schema_version": "1.0",
+}
+
+#: The seed's register_device call (its end-to-end example).
+
+#: The seed's final AgentProfile: capabilities in this order, system_info with these keys.
+SEED_CAPABILITIES = [
+    "web_browsing",
+    "office_applications",
+    "file_management",
+    "gui",
+    "cli",
+    "browser",
+    "file_system",
+    "office",
+    "windows_apps",
+]
