@@ -229,7 +229,6 @@ class ConstellationDeviceManager:
         # Transitions seen per device: lets a caller wait for "a transition after this one"
         # without caring whether it was woken in time to see the intermediate states.
         self._transitions: dict[str, int] = {}
-        self._before_telemetry: dict[str, object] = {}
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
@@ -424,7 +423,6 @@ class ConstellationDeviceManager:
                 await handle.done.wait()  # bounded: the runner's close has its own deadline
             self._handles.pop(device_id, None)
             self._transitions.pop(device_id, None)
-            self._before_telemetry.pop(device_id, None)
             self.device_registry.remove(device_id)
             waiter = self._waiters.pop(device_id, None)
             if waiter is not None:
@@ -527,19 +525,9 @@ class ConstellationDeviceManager:
         waiter = self._waiters.pop(device_id, None)
         if waiter is not None:
             waiter.set()
-        # Merging replaces metadata["system_info"] with a new dict; "no telemetry" leaves the
-        # profile's own value in place. That identity tells the two activations apart.
-        merged = False
-        if record.dest is DeviceStatus.TELEMETRY:
-            self._before_telemetry[device_id] = profile.metadata.get("system_info")
-        elif record.source is DeviceStatus.TELEMETRY:
-            before = self._before_telemetry.pop(device_id, None)
-            merged = record.trigger == "telemetry_received" and (
-                profile.metadata.get("system_info") is not before
-            )
         if not self._subscribers:
             return
-        for kind in _kinds(record, merged):
+        for kind in _kinds(record, record.telemetry_merged):
             reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
             event = ManagerEvent(kind, device_id, record, profile, reason)
             for subscriber in list(self._subscribers):

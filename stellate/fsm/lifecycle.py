@@ -64,6 +64,8 @@ class TransitionRecord:
     trigger: str
     source: DeviceStatus
     dest: DeviceStatus
+    #: True when this transition merged system info into the profile (phase 4 answered).
+    telemetry_merged: bool = False
 
     @property
     def step(self) -> tuple[str, str, str]:
@@ -101,6 +103,7 @@ class DeviceLifecycle:
         self._clock = clock
         self._observer = observer
         self._effects: list[Effect] = []
+        self._merged = False  # set by _merge_telemetry, reported and cleared by _notify
         #: Seconds the current state may last before the runner feeds ``timed_out``.
         self.timeout: float | None = None
         #: Why the device is FAILED (rejection text, last connection error), else None.
@@ -183,12 +186,14 @@ class DeviceLifecycle:
     def _notify(self, event: Any) -> None:
         if _coverage.enabled:
             _coverage.record(event.event.name, event.transition.source, event.transition.dest)
+        merged, self._merged = self._merged, False
         if self._observer is not None:
             record = TransitionRecord(
                 self.device_id,
                 event.event.name,
                 DeviceStatus(event.transition.source),
                 DeviceStatus(event.transition.dest),
+                telemetry_merged=merged,
             )
             self._observer(record, self)
 
@@ -237,6 +242,7 @@ class DeviceLifecycle:
         info = event.kwargs.get("system_info")
         if isinstance(info, Mapping):
             self._profile = merge_system_info(self._profile, info)
+            self._merged = True
 
     def _activate(self, event: Any) -> None:
         self._profile = attrs.evolve(
