@@ -224,7 +224,7 @@ _CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
             "/socket.py",
             "trio/_socket",
             "trio/_highlevel",
-            "stellate/adapters/websocket",
+            "stellate/adapters/ws_",
         ),
     ),
     ("profiles", ("stellate/fsm/profile", "<attrs generated")),

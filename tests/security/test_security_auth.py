@@ -17,7 +17,8 @@ from frames import (
     register,
 )
 
-from stellate.adapters.websocket import WebSocketConnector, _token_ok
+from stellate.adapters.websocket import WebSocketConnector
+from stellate.adapters.ws_server import _token_ok
 from stellate.agent import DeviceAgent
 from stellate.cli import main as cli_main
 from stellate.fsm import RetryPolicy
