@@ -10,18 +10,11 @@ succeeds: a server restart is not met by every agent at the same instant.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import os
 import random
-import resource
-import signal
-import sys
-import time
 import urllib.parse
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -38,16 +31,15 @@ from .protocol.session_client import (
     Reply,
 )
 from .protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
-from .redact import add_log_secret, install_log_redaction, redact_url
+from .redact import add_log_secret, redact_url
 
 if TYPE_CHECKING:
     from .adapters.telemetry import Telemetry
 
-__all__ = ["DeviceAgent", "add_agent_command", "parse_metadata", "run_fleet"]
+__all__ = ["DeviceAgent", "run_fleet", "with_token"]
 
 logger = logging.getLogger(__name__)
 
-API_KEY_ENV = "STELLATE_API_KEY"
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 #: Stopping is a cancellation: the socket's reader is cancelled too, so the server's close reply
 #: can never be read. Send our close frame (1001, so the server deregisters at once) and go.
@@ -265,147 +257,3 @@ async def run_fleet(
         for agent in agents:
             agent.on_registered = registered
             nursery.start_soon(agent.run)
-
-
-# --- CLI --------------------------------------------------------------------------------------
-
-
-def parse_metadata(items: list[str]) -> dict[str, str]:
-    """``["k=v", ...]`` → ``{"k": "v"}``.
-
-    Raises:
-        ValueError: an item has no ``=`` or an empty key.
-    """
-    metadata: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--metadata expects key=value, got {item!r}")
-        metadata[key] = value
-    return metadata
-
-
-def add_agent_command(subparsers: Any) -> None:
-    """Add ``stellate agent`` to the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "agent",
-        help="run a device agent (or N simulated ones) that registers on an agent server",
-        description="Register this machine as an AIP device on SERVER and keep it registered.",
-    )
-    p.add_argument("--server", required=True, help="agent server URL, e.g. ws://127.0.0.1:5005/ws")
-    p.add_argument("--device-id", help="the device id to register (one agent)")
-    p.add_argument(
-        "--api-key",
-        default=None,
-        help=f"the server's shared key (default: ${API_KEY_ENV}; on the command line it is "
-        "visible to other local users: prefer the environment or --api-key-file)",
-    )
-    p.add_argument(
-        "--api-key-file", default=None, metavar="FILE", help="read the server's key from FILE"
-    )
-    p.add_argument(
-        "--cafile",
-        default=None,
-        help="PEM CA bundle to trust for a wss:// server, besides the system's "
-        "(certificates are always verified)",
-    )
-    p.add_argument(
-        "--metadata",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="custom metadata sent with the telemetry",
-    )
-    p.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=DEFAULT_HEARTBEAT_INTERVAL,
-        help="seconds between heartbeats (default: %(default)s)",
-    )
-    p.add_argument("--count", type=int, default=None, help="simulate N agents in this process")
-    p.add_argument(
-        "--device-id-prefix", default=None, help="with --count: ids are PREFIX0..PREFIX{N-1}"
-    )
-    p.set_defaults(handler=_cmd_agent)
-
-
-def _device_ids(args: argparse.Namespace) -> list[str]:
-    if args.count is None:
-        if not args.device_id:
-            raise ValueError("--device-id is required (or --count N --device-id-prefix P)")
-        return [args.device_id]
-    if args.count < 1:
-        raise ValueError("--count must be at least 1")
-    prefix = args.device_id_prefix if args.device_id_prefix is not None else args.device_id
-    if not prefix:
-        raise ValueError("--count needs --device-id-prefix")
-    return [f"{prefix}{i}" for i in range(args.count)]
-
-
-def _raise_open_file_limit(connections: int) -> None:
-    """Each agent holds one socket; lift the soft limit toward the hard one when needed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _cmd_agent(args: argparse.Namespace) -> int:
-    try:
-        device_ids = _device_ids(args)
-        metadata = parse_metadata(args.metadata)
-    except ValueError as exc:
-        print(f"stellate agent: {exc}", file=sys.stderr)
-        return 2
-    from .server import read_api_key
-
-    try:
-        api_key = read_api_key(args)
-    except (OSError, ValueError) as exc:
-        print(f"stellate agent: cannot read the API key: {exc}", file=sys.stderr)
-        return 2
-    install_log_redaction()
-    add_log_secret(api_key)
-    if args.cafile is not None and not os.path.isfile(args.cafile):
-        print(f"stellate agent: --cafile {args.cafile}: no such file", file=sys.stderr)
-        return 2
-    from .adapters.telemetry import DeviceInfoProvider
-    from .adapters.websocket import WebSocketConnector
-
-    connector = WebSocketConnector(cafile=args.cafile)
-
-    # Collected once and shared: N simulated agents describe the same machine.
-    base = DeviceInfoProvider.collect_system_info(device_ids[0], metadata)
-    agents = [
-        DeviceAgent(
-            args.server,
-            device_id,
-            api_key=api_key,
-            connector=connector,
-            custom_metadata=metadata,
-            heartbeat_interval=args.heartbeat_interval,
-            system_info={**base, "device_id": device_id},
-        )
-        for device_id in device_ids
-    ]
-    if len(agents) > 1:
-        _raise_open_file_limit(len(agents))
-    shown = redact_url(args.server)
-    began = time.monotonic()
-
-    def all_registered() -> None:
-        elapsed = time.monotonic() - began
-        print(f"{len(agents)} agent(s) registered on {shown} in {elapsed:.2f} s", flush=True)
-
-    async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(partial(run_fleet, agents, on_all_registered=all_registered))
-                async for _ in signals:
-                    break
-                nursery.cancel_scope.cancel()  # each agent closes its socket with 1001
-
-    trio.run(main)
-    print("stopped", file=sys.stderr)
-    return 0

@@ -17,16 +17,11 @@ refuse to read.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import ipaddress
 import logging
-import os
 import resource
-import signal
 import ssl
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -43,7 +38,7 @@ from .protocol.session_server import (
     ServerSession,
 )
 from .protocol.transport import Connection, ConnectionClosed
-from .redact import add_log_secret, install_log_redaction
+from .redact import add_log_secret
 
 if TYPE_CHECKING:
     from .adapters.websocket import AcceptedRequest
@@ -52,7 +47,6 @@ __all__ = [
     "API_KEY_ENV",
     "AgentServer",
     "InsecureBindError",
-    "add_serve_command",
     "default_max_connections",
     "is_loopback_host",
     "server_ssl_context",
@@ -428,191 +422,3 @@ class _Gate:
 
     def abandon(self, info: AcceptedRequest) -> None:
         self.reserved -= 1
-
-
-# --- CLI --------------------------------------------------------------------------------------
-
-
-def add_serve_command(subparsers: Any) -> None:
-    """Add ``stellate serve`` to the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "serve",
-        help="run an AIP agent server (devices register, constellations query)",
-        description=(
-            "Run an AIP agent server on ws://HOST:PORT/ws (wss:// with --certfile). Off "
-            "loopback it requires an API key (or --insecure-no-auth)."
-        ),
-    )
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5005, help="port (default: 5005; 0: any free port)")
-    p.add_argument(
-        "--api-key",
-        default=None,
-        help=f"shared key clients pass as ?token= (default: ${API_KEY_ENV}; note that a key "
-        "on the command line is visible to other local users: prefer the environment or "
-        "--api-key-file)",
-    )
-    p.add_argument(
-        "--api-key-file", default=None, metavar="FILE", help="read the shared key from FILE"
-    )
-    p.add_argument(
-        "--insecure-no-auth",
-        action="store_true",
-        help="allow serving without an API key on a non-loopback interface",
-    )
-    p.add_argument("--certfile", default=None, help="PEM certificate chain: serve wss://")
-    p.add_argument("--keyfile", default=None, help="PEM private key (default: in --certfile)")
-    defaults = ServerPolicy()
-    p.add_argument(
-        "--registration-timeout",
-        type=float,
-        default=defaults.registration_timeout,
-        help="seconds a new socket has for its handshake, and then for its register frame "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=defaults.heartbeat_interval,
-        help="expected device heartbeat period in seconds (default: %(default)s)",
-    )
-    p.add_argument(
-        "--miss-limit",
-        type=int,
-        default=defaults.miss_limit,
-        help="missed heartbeats before a client is declared lost (default: %(default)s)",
-    )
-    p.add_argument(
-        "--max-message-size",
-        type=_positive_int,
-        default=DEFAULT_MAX_MESSAGE_SIZE,
-        help="largest frame in bytes; a larger one closes its socket with 1009 "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--max-connections",
-        type=_positive_int,
-        default=None,
-        help="connections held at once; more are refused with HTTP 503 (default: the "
-        f"open-file limit less {FD_HEADROOM})",
-    )
-    p.add_argument(
-        "--max-unregistered",
-        type=_positive_int,
-        default=None,
-        help="connections not yet registered; more are refused with HTTP 503 (default: a "
-        "quarter of --max-connections)",
-    )
-    p.set_defaults(handler=_cmd_serve)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _raise_open_file_limit() -> None:
-    """Lift the soft open-file limit to the hard one: every client holds one descriptor."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        # An unlimited hard limit may be more than the kernel allows: then keep the soft one.
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def read_api_key(args: argparse.Namespace) -> str | None:
-    """The key from ``--api-key-file``, ``--api-key`` or ``$STELLATE_API_KEY``, in that order.
-
-    Raises:
-        OSError: the key file cannot be read.
-        ValueError: the key file is empty.
-    """
-    path = getattr(args, "api_key_file", None)
-    if path:
-        with open(path, encoding="utf-8") as f:
-            key = f.read().strip()
-        if not key:
-            raise ValueError(f"{path}: the key file is empty")
-        return key
-    return args.api_key or os.environ.get(API_KEY_ENV) or None
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    def fail(message: str) -> int:
-        print(f"stellate serve: {message}", file=sys.stderr)
-        return 2
-
-    try:
-        api_key = read_api_key(args)
-    except (OSError, ValueError) as exc:
-        return fail(f"cannot read the API key: {exc}")
-    install_log_redaction()
-    add_log_secret(api_key)
-    ssl_context: ssl.SSLContext | None = None
-    if args.keyfile and not args.certfile:
-        return fail("--keyfile needs --certfile")
-    if args.certfile:
-        try:
-            ssl_context = server_ssl_context(args.certfile, args.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            return fail(f"cannot load the TLS certificate/key: {exc}")
-    _raise_open_file_limit()
-    policy = ServerPolicy(
-        registration_timeout=args.registration_timeout,
-        heartbeat_interval=args.heartbeat_interval,
-        miss_limit=args.miss_limit,
-    )
-    server = AgentServer(
-        api_key=api_key,
-        policy=policy,
-        ssl_context=ssl_context,
-        max_message_size=args.max_message_size,
-        max_connections=args.max_connections,
-        max_unregistered=args.max_unregistered,
-        insecure_no_auth=args.insecure_no_auth,
-    )
-    try:
-        server.check_bind(args.host)
-    except InsecureBindError as exc:
-        return fail(str(exc))
-    if not is_loopback_host(args.host):
-        if ssl_context is None:
-            print(
-                "stellate serve: warning: no TLS (--certfile): the API key and all traffic "
-                "cross the network in clear text",
-                file=sys.stderr,
-            )
-        if api_key is None:
-            print(
-                "stellate serve: warning: --insecure-no-auth: anyone who can reach this "
-                "server can register devices and read their telemetry",
-                file=sys.stderr,
-            )
-    scheme = "ws" if ssl_context is None else "wss"
-
-    async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(server.serve, args.host, args.port)
-                auth = " (token required)" if api_key else ""
-                print(
-                    f"stellate agent server on {scheme}://{args.host}:{port}/ws{auth}", flush=True
-                )
-                async for _ in signals:
-                    break
-                await server.shutdown()
-                nursery.cancel_scope.cancel()
-
-    failure: BaseException | None = None
-    try:
-        trio.run(main)
-    except* OSError as group:  # bind failures (address in use, permission)
-        failure = group.exceptions[0]
-    if failure is not None:
-        reason = failure.strerror if isinstance(failure, OSError) and failure.strerror else failure
-        print(f"cannot serve on {args.host}:{args.port}: {reason}", file=sys.stderr)
-        return 1
-    print("stopped", file=sys.stderr)
-    return 0

@@ -14,8 +14,9 @@ import trio.lowlevel
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
-from stellate.agent import DeviceAgent, parse_metadata, run_fleet, with_token
+from stellate.agent import DeviceAgent, run_fleet, with_token
 from stellate.cli import build_parser
+from stellate.cli.agent import parse_metadata
 from stellate.fsm.policy import RetryPolicy
 from stellate.protocol import (
     ConstellationSession,

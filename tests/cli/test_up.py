@@ -24,11 +24,11 @@ import trio
 from stellate.adapters.memory import MemoryNetwork
 from stellate.agent import DeviceAgent
 from stellate.cli import main
-from stellate.display import PlainDisplay, print_profiles, profiles_json
+from stellate.cli.display import PlainDisplay, print_profiles, profiles_json
+from stellate.cli.up import _watch
 from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager, EventKind
 from stellate.server import AgentServer
-from stellate.up import _watch
 
 REPO = Path(__file__).resolve().parents[2]
 STELLATE = Path(sys.executable).parent / "stellate"

@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TextIO
 
-from .fsm import AgentProfile, DeviceStatus
-from .manager import EventKind, ManagerEvent
-from .redact import redact_url
+from ..fsm import AgentProfile, DeviceStatus
+from ..manager import EventKind, ManagerEvent
+from ..redact import redact_url
 
 #: Above this many devices, displays summarise instead of listing every device.
 DETAIL_LIMIT = 40

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .config import ConfigError, StellateConfig, load_config
+from ..config import ConfigError, StellateConfig, load_config
+from ..fsm import AgentProfile, DeviceStatus
+from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from .display import PlainDisplay, RichDisplay, print_profiles, profiles_json
-from .fsm import AgentProfile, DeviceStatus
-from .manager import ConstellationDeviceManager, EventKind, ManagerEvent
 
 if TYPE_CHECKING:
-    from .server import AgentServer
+    from ..server import AgentServer
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,10 @@ _SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
 Display = PlainDisplay | RichDisplay
 
 
-def add_up_command(subparsers: Any) -> None:
+def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "up",
+        parents=parents,
         help="register every device of a devices.yaml and keep them task-ready",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,10 +82,10 @@ def add_up_command(subparsers: Any) -> None:
         help="PEM CA bundle to trust for wss:// servers, besides the system's "
         "(certificates are always verified)",
     )
-    p.set_defaults(handler=_cmd_up)
+    p.set_defaults(handler=run)
 
 
-def _cmd_up(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     path = args.config or DEFAULT_CONFIG
     embedded = args.embedded or args.config is None
     try:
@@ -93,7 +94,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
-    from .redact import add_log_secret, install_log_redaction
+    from ..redact import add_log_secret, install_log_redaction
 
     install_log_redaction()
     add_log_secret(config.manager.api_key)
@@ -119,7 +120,7 @@ async def _up(
     if seed is not None:
         overrides["rng"] = random.Random(seed)
     if cafile is not None:
-        from .adapters.websocket import WebSocketConnector
+        from ..adapters.websocket import WebSocketConnector
 
         overrides["connector"] = WebSocketConnector(cafile=cafile)
     expected = {device.device_id for device in config.devices if device.auto_connect}
@@ -272,9 +273,9 @@ async def start_embedded(
     Raises:
         TimeoutError: the agents did not all register within ``EMBEDDED_START_TIMEOUT``.
     """
-    from .adapters.telemetry import DeviceInfoProvider
-    from .agent import DeviceAgent
-    from .server import AgentServer
+    from ..adapters.telemetry import DeviceInfoProvider
+    from ..agent import DeviceAgent
+    from ..server import AgentServer
 
     api_key = config.manager.api_key
     server = AgentServer(api_key=api_key)

@@ -1,0 +1,7 @@
+"""``python -m stellate``: the ``stellate`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""``stellate agent``: run one device agent (or N simulated ones) until Ctrl-C (or SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import sys
+import time
+from functools import partial
+from typing import Any
+
+import trio
+
+from ..agent import DEFAULT_HEARTBEAT_INTERVAL, DeviceAgent, run_fleet
+from ..redact import add_log_secret, install_log_redaction, redact_url
+from .keys import API_KEY_ENV, read_api_key
+
+
+def parse_metadata(items: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` → ``{"k": "v"}``.
+
+    Raises:
+        ValueError: an item has no ``=`` or an empty key.
+    """
+    metadata: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--metadata expects key=value, got {item!r}")
+        metadata[key] = value
+    return metadata
+
+
+def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``stellate agent`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "agent",
+        parents=parents,
+        help="run a device agent (or N simulated ones) that registers on an agent server",
+        description="Register this machine as an AIP device on SERVER and keep it registered.",
+    )
+    p.add_argument("--server", required=True, help="agent server URL, e.g. ws://127.0.0.1:5005/ws")
+    p.add_argument("--device-id", help="the device id to register (one agent)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the server's shared key (default: ${API_KEY_ENV}; on the command line it is "
+        "visible to other local users: prefer the environment or --api-key-file)",
+    )
+    p.add_argument(
+        "--api-key-file", default=None, metavar="FILE", help="read the server's key from FILE"
+    )
+    p.add_argument(
+        "--cafile",
+        default=None,
+        help="PEM CA bundle to trust for a wss:// server, besides the system's "
+        "(certificates are always verified)",
+    )
+    p.add_argument(
+        "--metadata",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="custom metadata sent with the telemetry",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        help="seconds between heartbeats (default: %(default)s)",
+    )
+    p.add_argument("--count", type=int, default=None, help="simulate N agents in this process")
+    p.add_argument(
+        "--device-id-prefix", default=None, help="with --count: ids are PREFIX0..PREFIX{N-1}"
+    )
+    p.set_defaults(handler=run)
+
+
+def _device_ids(args: argparse.Namespace) -> list[str]:
+    if args.count is None:
+        if not args.device_id:
+            raise ValueError("--device-id is required (or --count N --device-id-prefix P)")
+        return [args.device_id]
+    if args.count < 1:
+        raise ValueError("--count must be at least 1")
+    prefix = args.device_id_prefix if args.device_id_prefix is not None else args.device_id
+    if not prefix:
+        raise ValueError("--count needs --device-id-prefix")
+    return [f"{prefix}{i}" for i in range(args.count)]
+
+
+def _raise_open_file_limit(connections: int) -> None:
+    """Each agent holds one socket; lift the soft limit toward the hard one when needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        device_ids = _device_ids(args)
+        metadata = parse_metadata(args.metadata)
+    except ValueError as exc:
+        print(f"stellate agent: {exc}", file=sys.stderr)
+        return 2
+    try:
+        api_key = read_api_key(args)
+    except (OSError, ValueError) as exc:
+        print(f"stellate agent: cannot read the API key: {exc}", file=sys.stderr)
+        return 2
+    install_log_redaction()
+    add_log_secret(api_key)
+    if args.cafile is not None and not os.path.isfile(args.cafile):
+        print(f"stellate agent: --cafile {args.cafile}: no such file", file=sys.stderr)
+        return 2
+    from ..adapters.telemetry import DeviceInfoProvider
+    from ..adapters.websocket import WebSocketConnector
+
+    connector = WebSocketConnector(cafile=args.cafile)
+
+    # Collected once and shared: N simulated agents describe the same machine.
+    base = DeviceInfoProvider.collect_system_info(device_ids[0], metadata)
+    agents = [
+        DeviceAgent(
+            args.server,
+            device_id,
+            api_key=api_key,
+            connector=connector,
+            custom_metadata=metadata,
+            heartbeat_interval=args.heartbeat_interval,
+            system_info={**base, "device_id": device_id},
+        )
+        for device_id in device_ids
+    ]
+    if len(agents) > 1:
+        _raise_open_file_limit(len(agents))
+    shown = redact_url(args.server)
+    began = time.monotonic()
+
+    def all_registered() -> None:
+        elapsed = time.monotonic() - began
+        print(f"{len(agents)} agent(s) registered on {shown} in {elapsed:.2f} s", flush=True)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(run_fleet, agents, on_all_registered=all_registered))
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()  # each agent closes its socket with 1001
+
+    trio.run(main)
+    print("stopped", file=sys.stderr)
+    return 0

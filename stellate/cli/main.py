@@ -1,0 +1,74 @@
+"""The ``stellate`` command line: the parser, logging set-up, and dispatch to a subcommand.
+
+Each subcommand lives in its own module of this package (``validate``, ``diagram``, ``serve``,
+``agent``, ``up``), with its arguments next to its handler so ``stellate <cmd> --help`` stays
+accurate. The library modules (``stellate.server``, ``stellate.agent``, ``stellate.manager``)
+never parse arguments, print, or install signal handlers: that is this package's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from . import agent, diagram, serve, up, validate
+
+#: Every subcommand module, in the order ``stellate --help`` lists them.
+_COMMANDS = (validate, diagram, serve, agent, up)
+
+
+def _verbosity_parent() -> argparse.ArgumentParser:
+    """``-v`` accepted after the subcommand too (``stellate up -v``), counted with the first.
+
+    A separate ``dest`` keeps the subcommand's count from overwriting the main one's
+    (argparse copies a subparser's namespace over its parent's).
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbose_after",
+        action="count",
+        default=0,
+        help="more logging (repeat for more)",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stellate",
+        description="Bring a constellation of AIP device agents from YAML to task-ready.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (repeat for more)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    parents = [_verbosity_parent()]
+    for command in _COMMANDS:
+        command.add_command(sub, parents)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = args.verbose + getattr(args, "verbose_after", 0)
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..redact import install_log_redaction
+
+    install_log_redaction()  # every command's records pass the key/token filter
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
