@@ -6,18 +6,21 @@ import gc
 import time
 from typing import Any
 
-from stellate.fsm import AgentProfile, LifecycleEngine, RetryPolicy
+from stellate.fsm import AgentProfile, LifecycleEngine, RetryPolicy, Trigger
 
 from .report import Row
 
 #: One lap: the five phases, then a shutdown (6 triggers, every one a legal transition).
-LAP: list[tuple[str, dict[str, Any]]] = [
-    ("connect", {}),
-    ("connection_opened", {}),
-    ("register_sent", {}),
-    ("registration_answered", {"accepted": True}),
-    ("telemetry_received", {"system_info": {"platform": "linux", "supported_features": ["x"]}}),
-    ("disconnect", {}),
+LAP: list[tuple[Trigger, dict[str, Any]]] = [
+    (Trigger.CONNECT, {}),
+    (Trigger.CONNECTION_OPENED, {}),
+    (Trigger.REGISTER_SENT, {}),
+    (Trigger.REGISTRATION_ANSWERED, {"accepted": True}),
+    (
+        Trigger.TELEMETRY_RECEIVED,
+        {"system_info": {"platform": "linux", "supported_features": ["x"]}},
+    ),
+    (Trigger.DISCONNECT, {}),
 ]
 
 

@@ -42,6 +42,7 @@ from .fsm import (
     RandomSource,
     RetryPolicy,
     TransitionRecord,
+    Trigger,
 )
 from .protocol import Connector
 from .redact import add_log_secret, redact_url
@@ -294,7 +295,7 @@ class ConstellationDeviceManager:
         handle = self._handles.get(device_id)
         if handle is None or handle.done.is_set():
             return
-        await handle.inbox.send(Command("disconnect"))
+        await handle.inbox.send(Command(Trigger.DISCONNECT))
         with trio.CancelScope() as scope:
             # A device task that ends (removed meanwhile) will never reach DISCONNECTED.
             async with trio.open_nursery() as nursery:
@@ -363,7 +364,7 @@ class ConstellationDeviceManager:
             self._device_task, runner, handle, name=f"device:{profile.device_id}"
         )
         if auto_connect:
-            send.send_nowait(Command("connect"))
+            send.send_nowait(Command(Trigger.CONNECT))
 
     async def _device_task(self, runner: DeviceRunner, handle: _DeviceHandle) -> None:
         try:
@@ -446,10 +447,10 @@ class ConstellationDeviceManager:
             # Wait for a transition *after* the command, not for "not in FAILED": a retry that
             # fails again at once could be back in FAILED before this task looks.
             seen = self._transitions[device_id]
-            await self._command(device_id, "connect")
+            await self._command(device_id, Trigger.CONNECT)
             await self._wait_transition_after(device_id, seen)
         else:
-            await self._command(device_id, "connect")
+            await self._command(device_id, Trigger.CONNECT)
         final = await self.wait_for(
             device_id, DeviceStatus.IDLE, DeviceStatus.FAILED, DeviceStatus.DISCONNECTED
         )
@@ -460,7 +461,7 @@ class ConstellationDeviceManager:
         return await self.connect_device(device_id)
 
     async def disconnect_device(self, device_id: str) -> None:
-        await self._command(device_id, "disconnect")
+        await self._command(device_id, Trigger.DISCONNECT)
         await self.wait_for(device_id, DeviceStatus.DISCONNECTED)
 
     # -- queries ------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from .fsm import (
     RequestTelemetry,
     SendRegister,
     StartHeartbeat,
+    Trigger,
 )
 from .protocol import (
     ConnectError,
@@ -85,7 +86,7 @@ CLOSE_GRACE = 2.0
 #: the shutdown. This is just long enough to get our close frame out (peers see 1000, not 1006).
 CANCELLED_CLOSE_GRACE = 0.1
 
-CommandName = Literal["connect", "retry", "disconnect"]
+CommandName = Literal[Trigger.CONNECT, Trigger.RETRY, Trigger.DISCONNECT]
 
 
 @attrs.frozen
@@ -182,7 +183,7 @@ class DeviceRunner:
             elif state is DeviceStatus.BACKOFF:
                 item = await self._next(self.lc.timeout)
                 if item is None:
-                    self._fire("timed_out")
+                    self._fire(Trigger.TIMED_OUT)
                 elif isinstance(item, Command):
                     self._command_while_waiting(item)
             else:  # DISCONNECTED or FAILED: only the owner moves us on
@@ -192,18 +193,18 @@ class DeviceRunner:
 
     def _command_while_waiting(self, command: Command) -> None:
         state = self.lc.state
-        if command.name == "disconnect":
+        if command.name == Trigger.DISCONNECT:
             if state is not DeviceStatus.DISCONNECTED:
-                self._fire("disconnect")
+                self._fire(Trigger.DISCONNECT)
             return
         if state is DeviceStatus.DISCONNECTED:
             self._recovering = False  # a fresh run (attempts start over too)
-            self._fire("connect")
+            self._fire(Trigger.CONNECT)
         elif state is DeviceStatus.FAILED:
             self._recovering = False
-            self._fire("retry")
+            self._fire(Trigger.RETRY)
         elif state is DeviceStatus.BACKOFF:  # "connect now": cut the wait short, same run
-            self._fire("timed_out")
+            self._fire(Trigger.TIMED_OUT)
 
     async def _next(self, seconds: float | None) -> InboxItem | None:
         """The next current item from the inbox, or None when ``seconds`` pass."""
@@ -260,10 +261,10 @@ class DeviceRunner:
                         await self._connected(conn)
         except (ConnectError, OSError) as exc:
             if self.lc.state is DeviceStatus.CONNECTING and not self._disconnect_requested:
-                self._fire("connection_failed", reason=str(exc) or type(exc).__name__)
+                self._fire(Trigger.CONNECTION_FAILED, reason=str(exc) or type(exc).__name__)
         except ConnectionClosed as exc:  # closed while the context manager was leaving
             if self.lc.state in _CONNECTED_PHASES:
-                self._fire("connection_failed", reason=f"connection closed ({exc.code})")
+                self._fire(Trigger.CONNECTION_FAILED, reason=f"connection closed ({exc.code})")
         finally:
             if holding:
                 assert slots is not None
@@ -272,10 +273,10 @@ class DeviceRunner:
         if self.lc.state is not DeviceStatus.CONNECTING:
             return
         if self._disconnect_requested:
-            self._fire("disconnect")
+            self._fire(Trigger.DISCONNECT)
         elif connect_scope.cancelled_caught:
             logger.info("device %s: connect to %s timed out", self.lc.device_id, redact_url(url))
-            self._fire("timed_out")
+            self._fire(Trigger.TIMED_OUT)
 
     async def _watch_while_connecting(
         self,
@@ -294,7 +295,7 @@ class DeviceRunner:
             task_status.started(scope)
             while True:
                 item = await self._inbox.receive()
-                if isinstance(item, Command) and item.name == "disconnect":
+                if isinstance(item, Command) and item.name == Trigger.DISCONNECT:
                     self._disconnect_requested = True
                     connect_scope.cancel()
                     return
@@ -306,7 +307,7 @@ class DeviceRunner:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, conn, session, generation)
             try:
-                pending = self._fire("connection_opened")
+                pending = self._fire(Trigger.CONNECTION_OPENED)
                 while True:
                     while pending:
                         pending = await self._perform(pending, conn, session, nursery)
@@ -335,7 +336,7 @@ class DeviceRunner:
         for effect in effects:
             if isinstance(effect, SendRegister):
                 if await self._send(conn, session.register()):
-                    follow_up += self._fire("register_sent")
+                    follow_up += self._fire(Trigger.REGISTER_SENT)
                 else:
                     return []
             elif isinstance(effect, RequestTelemetry):
@@ -352,47 +353,49 @@ class DeviceRunner:
         try:
             await conn.send(frame)
         except ConnectionClosed as exc:
-            self._fire("connection_failed", reason=f"connection closed ({exc.code})")
+            self._fire(Trigger.CONNECTION_FAILED, reason=f"connection closed ({exc.code})")
             return False
         return True
 
     def _on_item(self, item: InboxItem | None) -> list[Effect]:
         state = self.lc.state
         if item is None:
-            return self._fire("timed_out")
+            return self._fire(Trigger.TIMED_OUT)
         if isinstance(item, Command):
-            if item.name == "disconnect":
-                return self._fire("disconnect")
+            if item.name == Trigger.DISCONNECT:
+                return self._fire(Trigger.DISCONNECT)
             return []  # already connecting or connected
         if isinstance(item, _Closed):
-            return self._fire("connection_failed", reason=item.reason)
+            return self._fire(Trigger.CONNECTION_FAILED, reason=item.reason)
         if isinstance(item, _LeaseExpired):
             return self._fire(
-                "connection_failed",
+                Trigger.CONNECTION_FAILED,
                 reason=f"heartbeat lease expired (silent for {item.silent_for:.1f}s)",
             )
         event = item.event
         self._last_ack = trio.current_time()  # any frame on this socket shows the server alive
         self._signs_of_life += 1
         if isinstance(event, Registered) and state is DeviceStatus.REGISTERING:
-            return self._fire("registration_answered", accepted=True)
+            return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
         if isinstance(event, Rejected) and state is DeviceStatus.REGISTERING:
             if self._recovering and _is_transient_while_recovering(event.reason):
-                return self._fire("connection_failed", reason=event.reason)
-            return self._fire("registration_answered", accepted=False, reason=event.reason)
+                return self._fire(Trigger.CONNECTION_FAILED, reason=event.reason)
+            return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=False, reason=event.reason)
         if isinstance(event, DeviceInfo):
             if state is DeviceStatus.TELEMETRY:
-                return self._fire("telemetry_received", system_info=event.system_info)
+                return self._fire(Trigger.TELEMETRY_RECEIVED, system_info=event.system_info)
             return []  # a late answer after the telemetry deadline: nothing to do
         if isinstance(event, HeartbeatAck):
             self.lc.heartbeat_seen(datetime.now(UTC))
             return []
         if isinstance(event, PeerError):
-            return self._fire("connection_failed", reason=f"server error: {event.reason}")
+            return self._fire(Trigger.CONNECTION_FAILED, reason=f"server error: {event.reason}")
         if isinstance(event, ProtocolViolation):
             logger.warning("device %s: protocol violation: %s", self.lc.device_id, event.reason)
             if state in (DeviceStatus.REGISTERING,):
-                return self._fire("connection_failed", reason=f"protocol violation: {event.reason}")
+                return self._fire(
+                    Trigger.CONNECTION_FAILED, reason=f"protocol violation: {event.reason}"
+                )
             return []  # garbage after registration is logged and ignored
         return []
 
@@ -471,7 +474,7 @@ class DeviceRunner:
                     return  # the reader reports the closure
 
     # -- the machine --------------------------------------------------------------------------
-    def _fire(self, trigger: str, **data: object) -> list[Effect]:
+    def _fire(self, trigger: Trigger, **data: object) -> list[Effect]:
         try:
             effects = self.lc.fire(trigger, **data)
         except IllegalTransition:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TextIO
 
-from ..fsm import AgentProfile, DeviceStatus
+from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..manager import EventKind, ManagerEvent
 from ..redact import redact_url
 
@@ -66,7 +66,7 @@ class PlainDisplay:
                 f"{event.device_id}: telemetry merged: os={profile.os}, "
                 f"{len(profile.capabilities)} capabilities"
             )
-        elif event.kind is EventKind.READY and event.record.trigger == "timed_out":
+        elif event.kind is EventKind.READY and event.record.trigger is Trigger.TIMED_OUT:
             line = f"{event.device_id}: no telemetry in time; activated without it"
             line += f"\n{cls._transition(event)}"
         else:

@@ -20,6 +20,7 @@ from .policy import RandomSource, RetryPolicy
 from .profile import SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
 from .status import DeviceStatus
 from .table import TRANSITIONS, TRIGGERS, rows
+from .trigger import Trigger
 
 __all__ = [
     "SYSTEM_INFO_KEYS",
@@ -42,6 +43,7 @@ __all__ = [
     "StartHeartbeat",
     "Step",
     "TransitionRecord",
+    "Trigger",
     "merge_system_info",
     "paths",
     "rows",

@@ -39,6 +39,7 @@ from .policy import RandomSource, RetryPolicy, default_random
 from .profile import AgentProfile, merge_system_info
 from .status import DeviceStatus
 from .table import INITIAL, STATES, TRANSITIONS, TRIGGERS
+from .trigger import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ Clock = Callable[[], datetime]
 class IllegalTransition(Exception):
     """An event the current state does not accept. Nothing was changed."""
 
-    def __init__(self, device_id: str, status: DeviceStatus, trigger: str, why: str = "") -> None:
+    def __init__(
+        self, device_id: str, status: DeviceStatus, trigger: Trigger | str, why: str = ""
+    ) -> None:
         self.device_id = device_id
         self.status = status
         self.trigger = trigger
@@ -61,14 +64,14 @@ class TransitionRecord:
     """One fired row of the table, as observers and path tests see it."""
 
     device_id: str
-    trigger: str
+    trigger: Trigger
     source: DeviceStatus
     dest: DeviceStatus
     #: True when this transition merged system info into the profile (phase 4 answered).
     telemetry_merged: bool = False
 
     @property
-    def step(self) -> tuple[str, str, str]:
+    def step(self) -> tuple[Trigger, str, str]:
         return (self.trigger, self.source.value, self.dest.value)
 
 
@@ -134,7 +137,7 @@ class DeviceLifecycle:
         return self._profile.status
 
     # -- the one way in -----------------------------------------------------------------------
-    def fire(self, trigger: str, **data: Any) -> list[Effect]:
+    def fire(self, trigger: Trigger | str, **data: Any) -> list[Effect]:
         """Apply one event; return the effects to perform, in order.
 
         Raises:
@@ -153,14 +156,14 @@ class DeviceLifecycle:
         effects, self._effects = self._effects, []
         return effects
 
-    def accepts(self, trigger: str, **data: Any) -> bool:
+    def accepts(self, trigger: Trigger | str, **data: Any) -> bool:
         """Would ``fire(trigger, **data)`` be legal now? Changes nothing."""
         machine = self._machine
         if machine is None or self._event(trigger) is None:
             return False
         return bool(machine._can_trigger(self, trigger, **data))
 
-    def _event(self, trigger: str) -> Event | None:
+    def _event(self, trigger: Trigger | str) -> Event | None:
         if trigger not in TRIGGERS or self._machine is None:
             return None
         event: Event = self._machine.events[trigger]
@@ -190,7 +193,7 @@ class DeviceLifecycle:
         if self._observer is not None:
             record = TransitionRecord(
                 self.device_id,
-                event.event.name,
+                Trigger(event.event.name),
                 DeviceStatus(event.transition.source),
                 DeviceStatus(event.transition.dest),
                 telemetry_merged=merged,
@@ -226,11 +229,11 @@ class DeviceLifecycle:
     def _enter_failed(self, event: Any) -> None:
         cause = (
             f"timed out while {event.transition.source}"
-            if event.event.name == "timed_out"
+            if event.event.name == Trigger.TIMED_OUT
             else "retries exhausted"
         )
         reason = self.failure_reason or self._reason(event, cause)
-        if self.failure_reason is None and event.event.name != "registration_answered":
+        if self.failure_reason is None and event.event.name != Trigger.REGISTRATION_ANSWERED:
             reason = f"gave up after {self._profile.connection_attempts} attempts: {reason}"
         self.failure_reason = reason
         self._effects.append(CloseConnection(reason))

@@ -21,23 +21,26 @@ from .policy import RetryPolicy
 from .profile import AgentProfile
 from .status import DeviceStatus
 from .table import rows
+from .trigger import Trigger
 
 #: Triggers that are not part of the registration flow.
-OUTSIDE_FLOW = frozenset({"disconnect", "retry", "task_assigned", "task_finished"})
+OUTSIDE_FLOW = frozenset(
+    {Trigger.DISCONNECT, Trigger.RETRY, Trigger.TASK_ASSIGNED, Trigger.TASK_FINISHED}
+)
 
 #: Event data to try for triggers whose guards read it; one variant per distinct outcome.
-EVENT_VARIANTS: Mapping[str, tuple[Mapping[str, Any], ...]] = {
-    "registration_answered": (
+EVENT_VARIANTS: Mapping[Trigger, tuple[Mapping[str, Any], ...]] = {
+    Trigger.REGISTRATION_ANSWERED: (
         {"accepted": True},
         {"accepted": False, "reason": "rejected"},
     ),
-    "telemetry_received": ({"system_info": None},),
-    "connection_failed": ({"reason": "connection failed"},),
+    Trigger.TELEMETRY_RECEIVED: ({"system_info": None},),
+    Trigger.CONNECTION_FAILED: ({"reason": "connection failed"},),
 }
 
 
 class Step(NamedTuple):
-    trigger: str
+    trigger: Trigger
     source: str
     dest: str
 
@@ -47,11 +50,11 @@ Path = tuple[Step, ...]
 _TERMINAL = {DeviceStatus.IDLE.value, DeviceStatus.FAILED.value}
 
 
-def _triggers_from(state: str) -> list[str]:
-    seen: dict[str, None] = {}
+def _triggers_from(state: str) -> list[Trigger]:
+    seen: dict[Trigger, None] = {}
     for trigger, source, _dest, _c, _u in rows():
         if source == state and trigger not in OUTSIDE_FLOW:
-            seen[trigger] = None
+            seen[Trigger(trigger)] = None
     return list(seen)
 
 
@@ -124,7 +127,7 @@ class _Enumerator:
             return
         for step, nxt, nxt_attempts in self.successors(state, attempts):
             if state == DeviceStatus.IDLE.value:
-                if step.trigger == "connection_failed":
+                if step.trigger == Trigger.CONNECTION_FAILED:
                     yield step, nxt, nxt_attempts, losses_left - 1
             else:
                 yield step, nxt, nxt_attempts, losses_left

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from .status import DeviceStatus as S
+from .trigger import Trigger as T
 
 INITIAL: Final = S.DISCONNECTED.value
 
@@ -61,49 +62,49 @@ def _v(*states: S) -> list[str]:
 TRANSITIONS: Final[list[dict[str, Any]]] = [
     # Phase 2: connection
     {
-        "trigger": "connect",
+        "trigger": T.CONNECT.value,
         "source": _v(S.DISCONNECTED),
         "dest": S.CONNECTING.value,
         "before": "_reset_attempts",  # an owner's (re)connect is a fresh run of max_retries
     },
-    {"trigger": "connection_opened", "source": _v(S.CONNECTING), "dest": S.CONNECTED.value},
+    {"trigger": T.CONNECTION_OPENED.value, "source": _v(S.CONNECTING), "dest": S.CONNECTED.value},
     {
-        "trigger": "connection_failed",
+        "trigger": T.CONNECTION_FAILED.value,
         "source": _v(*_ATTEMPTING),
         "dest": S.BACKOFF.value,
         "conditions": "retries_left",
     },
     {
-        "trigger": "connection_failed",
+        "trigger": T.CONNECTION_FAILED.value,
         "source": _v(*_ATTEMPTING),
         "dest": S.FAILED.value,
         "unless": "retries_left",
     },
     # Loss after activation (dropped socket, expired heartbeat lease): reconnect via backoff.
-    {"trigger": "connection_failed", "source": _v(*_ACTIVE), "dest": S.BACKOFF.value},
+    {"trigger": T.CONNECTION_FAILED.value, "source": _v(*_ACTIVE), "dest": S.BACKOFF.value},
     {
-        "trigger": "timed_out",
+        "trigger": T.TIMED_OUT.value,
         "source": _v(*_AWAITING),
         "dest": S.BACKOFF.value,
         "conditions": "retries_left",
     },
     {
-        "trigger": "timed_out",
+        "trigger": T.TIMED_OUT.value,
         "source": _v(*_AWAITING),
         "dest": S.FAILED.value,
         "unless": "retries_left",
     },
-    {"trigger": "timed_out", "source": _v(S.BACKOFF), "dest": S.CONNECTING.value},
+    {"trigger": T.TIMED_OUT.value, "source": _v(S.BACKOFF), "dest": S.CONNECTING.value},
     # Phase 3: AIP registration
-    {"trigger": "register_sent", "source": _v(S.CONNECTED), "dest": S.REGISTERING.value},
+    {"trigger": T.REGISTER_SENT.value, "source": _v(S.CONNECTED), "dest": S.REGISTERING.value},
     {
-        "trigger": "registration_answered",
+        "trigger": T.REGISTRATION_ANSWERED.value,
         "source": _v(S.REGISTERING),
         "dest": S.TELEMETRY.value,
         "conditions": "accepted",
     },
     {
-        "trigger": "registration_answered",
+        "trigger": T.REGISTRATION_ANSWERED.value,
         "source": _v(S.REGISTERING),
         "dest": S.FAILED.value,
         "unless": "accepted",
@@ -111,42 +112,47 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     },
     # Phase 4 → 5: telemetry, then activation (graceful on a missing answer or a timeout)
     {
-        "trigger": "telemetry_received",
+        "trigger": T.TELEMETRY_RECEIVED.value,
         "source": _v(S.TELEMETRY),
         "dest": S.IDLE.value,
         "before": "_merge_telemetry",
         "after": "_activate",
     },
-    {"trigger": "timed_out", "source": _v(S.TELEMETRY), "dest": S.IDLE.value, "after": "_activate"},
+    {
+        "trigger": T.TIMED_OUT.value,
+        "source": _v(S.TELEMETRY),
+        "dest": S.IDLE.value,
+        "after": "_activate",
+    },
     # Tasks
     {
-        "trigger": "task_assigned",
+        "trigger": T.TASK_ASSIGNED.value,
         "source": _v(S.IDLE),
         "dest": S.BUSY.value,
         "before": "_take_task",
     },
     {
-        "trigger": "task_finished",
+        "trigger": T.TASK_FINISHED.value,
         "source": _v(S.BUSY),
         "dest": S.IDLE.value,
         "before": "_finish_task",
     },
     # Recovery and shutdown
     {
-        "trigger": "retry",
+        "trigger": T.RETRY.value,
         "source": _v(S.FAILED),
         "dest": S.CONNECTING.value,
         "before": "_reset_attempts",
     },
     {
-        "trigger": "disconnect",
+        "trigger": T.DISCONNECT.value,
         "source": _v(*(s for s in S if s is not S.DISCONNECTED)),
         "dest": S.DISCONNECTED.value,
     },
 ]
 
 #: The triggers, in table order, without repeats.
-TRIGGERS: Final[tuple[str, ...]] = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
+TRIGGERS: Final[tuple[T, ...]] = tuple(dict.fromkeys(T(t["trigger"]) for t in TRANSITIONS))
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -155,7 +161,7 @@ def _names(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def rows() -> list[tuple[str, str, str, tuple[str, ...], tuple[str, ...]]]:
+def rows() -> list[tuple[T, str, str, tuple[str, ...], tuple[str, ...]]]:
     """The table expanded to one row per (trigger, source, dest): what coverage counts.
 
     Each row is ``(trigger, source, dest, conditions, unless)``.
@@ -165,7 +171,7 @@ def rows() -> list[tuple[str, str, str, tuple[str, ...], tuple[str, ...]]]:
         for source in _names(t["source"]):
             out.append(
                 (
-                    t["trigger"],
+                    T(t["trigger"]),
                     source,
                     t["dest"],
                     _names(t.get("conditions")),

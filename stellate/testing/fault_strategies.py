@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from ..fsm.paths import Path, Step
 from ..fsm.policy import RetryPolicy
 from ..fsm.status import DeviceStatus
+from ..fsm.trigger import Trigger
 from ..protocol.codec import encode_client, encode_server
 from ..protocol.messages import (
     ClientMessage,
@@ -388,14 +389,17 @@ def schedule_for_path(draw: st.DrawFn, path: Path, policy: RetryPolicy) -> list[
         signature = tuple((s.trigger, s.source, s.dest) for s in steps)
         kinds = [(t, src) for t, src, _d in signature]
         first = kinds[0] if kinds else None
-        if first == ("connection_failed", "connecting"):
+        if first == (Trigger.CONNECTION_FAILED, "connecting"):
             refusals: list[AttemptFault] = [Refuse(), Forbidden()]
             fault: AttemptFault = draw(st.sampled_from(refusals))
-        elif first == ("timed_out", "connecting"):
+        elif first == (Trigger.TIMED_OUT, "connecting"):
             fault = HangConnect()
-        elif kinds[:2] == [("connection_opened", "connecting"), ("connection_failed", "connected")]:
+        elif kinds[:2] == [
+            (Trigger.CONNECTION_OPENED, "connecting"),
+            (Trigger.CONNECTION_FAILED, "connected"),
+        ]:
             fault = DropAfterAccept()
-        elif len(kinds) >= 3 and kinds[2] == ("timed_out", "registering"):
+        elif len(kinds) >= 3 and kinds[2] == (Trigger.TIMED_OUT, "registering"):
             fault = draw(
                 st.one_of(
                     st.just(NoRegistrationAnswer()),
@@ -404,7 +408,7 @@ def schedule_for_path(draw: st.DrawFn, path: Path, policy: RetryPolicy) -> list[
                     ),
                 )
             )
-        elif len(kinds) >= 3 and kinds[2] == ("connection_failed", "registering"):
+        elif len(kinds) >= 3 and kinds[2] == (Trigger.CONNECTION_FAILED, "registering"):
             options: list[st.SearchStrategy[AttemptFault]] = [
                 st.just(DropAfterRegister()),
                 st.builds(GarbageOnRegister, invalid_server_frames("registering")),
@@ -415,19 +419,19 @@ def schedule_for_path(draw: st.DrawFn, path: Path, policy: RetryPolicy) -> list[
                 )
             fault = draw(st.one_of(*options))
         elif len(signature) >= 3 and signature[2] == (
-            "registration_answered",
+            Trigger.REGISTRATION_ANSWERED,
             "registering",
             "failed",
         ):
             fault = draw(rejections(final=True) if recovering else rejections())
-        elif len(kinds) >= 4 and kinds[3] == ("connection_failed", "telemetry"):
+        elif len(kinds) >= 4 and kinds[3] == (Trigger.CONNECTION_FAILED, "telemetry"):
             fault = DropDuringTelemetry()
-        elif len(kinds) >= 4 and kinds[3][0] in ("telemetry_received", "timed_out"):
-            lost = len(kinds) >= 5 and kinds[4] == ("connection_failed", "idle")
+        elif len(kinds) >= 4 and kinds[3][0] in (Trigger.TELEMETRY_RECEIVED, Trigger.TIMED_OUT):
+            lost = len(kinds) >= 5 and kinds[4] == (Trigger.CONNECTION_FAILED, "idle")
             fault = draw(
                 _healthy(
                     policy,
-                    answered=kinds[3][0] == "telemetry_received",
+                    answered=kinds[3][0] == Trigger.TELEMETRY_RECEIVED,
                     idle=_losing() if lost else _staying(),
                 )
             )

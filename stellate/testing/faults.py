@@ -46,6 +46,7 @@ import attrs
 from ..fsm.paths import Path, Step
 from ..fsm.policy import RetryPolicy
 from ..fsm.status import DeviceStatus
+from ..fsm.trigger import Trigger
 
 __all__ = [
     "DEFAULT_SYSTEM_INFO",
@@ -359,12 +360,12 @@ def describe_schedule(schedule: Sequence[Fault]) -> str:
 # -- the oracle ------------------------------------------------------------------------------
 
 _S = DeviceStatus
-_OPENED = Step("connection_opened", _S.CONNECTING.value, _S.CONNECTED.value)
-_SENT = Step("register_sent", _S.CONNECTED.value, _S.REGISTERING.value)
-_ACCEPTED = Step("registration_answered", _S.REGISTERING.value, _S.TELEMETRY.value)
-_REJECTED = Step("registration_answered", _S.REGISTERING.value, _S.FAILED.value)
-_RETRY = Step("timed_out", _S.BACKOFF.value, _S.CONNECTING.value)
-_LOST = Step("connection_failed", _S.IDLE.value, _S.BACKOFF.value)
+_OPENED = Step(Trigger.CONNECTION_OPENED, _S.CONNECTING.value, _S.CONNECTED.value)
+_SENT = Step(Trigger.REGISTER_SENT, _S.CONNECTED.value, _S.REGISTERING.value)
+_ACCEPTED = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, _S.TELEMETRY.value)
+_REJECTED = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, _S.FAILED.value)
+_RETRY = Step(Trigger.TIMED_OUT, _S.BACKOFF.value, _S.CONNECTING.value)
+_LOST = Step(Trigger.CONNECTION_FAILED, _S.IDLE.value, _S.BACKOFF.value)
 
 
 def _telemetry_step(fault: Healthy, policy: RetryPolicy) -> Step:
@@ -372,7 +373,7 @@ def _telemetry_step(fault: Healthy, policy: RetryPolicy) -> Step:
     answered = isinstance(telemetry, TelemetryNotFound) or (
         isinstance(telemetry, Answer) and telemetry.delay < policy.telemetry_timeout
     )
-    trigger = "telemetry_received" if answered else "timed_out"
+    trigger = Trigger.TELEMETRY_RECEIVED if answered else Trigger.TIMED_OUT
     return Step(trigger, _S.TELEMETRY.value, _S.IDLE.value)
 
 
@@ -409,7 +410,7 @@ def expected_path(
             ``max_attempts`` attempts.
     """
     tail = normalize(then) if then is not None else Healthy()
-    steps: list[Step] = [Step("connect", _S.DISCONNECTED.value, _S.CONNECTING.value)]
+    steps: list[Step] = [Step(Trigger.CONNECT, _S.DISCONNECTED.value, _S.CONNECTING.value)]
     attempts = 1
     recovering = False
     for index in range(max_attempts):
@@ -418,30 +419,30 @@ def expected_path(
             raise ValueError("an Outage cannot be predicted; use the server's applied log")
         failure: Step | None = None
         if isinstance(fault, Refuse | Forbidden):
-            failure = Step("connection_failed", _S.CONNECTING.value, "")
+            failure = Step(Trigger.CONNECTION_FAILED, _S.CONNECTING.value, "")
         elif isinstance(fault, HangConnect):
-            failure = Step("timed_out", _S.CONNECTING.value, "")
+            failure = Step(Trigger.TIMED_OUT, _S.CONNECTING.value, "")
         elif isinstance(fault, DropAfterAccept):
             steps.append(_OPENED)
-            failure = Step("connection_failed", _S.CONNECTED.value, "")
+            failure = Step(Trigger.CONNECTION_FAILED, _S.CONNECTED.value, "")
         else:
             steps += [_OPENED, _SENT]
             late = isinstance(fault, Healthy) and (
                 fault.register_delay >= policy.registration_timeout
             )
             if isinstance(fault, NoRegistrationAnswer) or late:
-                failure = Step("timed_out", _S.REGISTERING.value, "")
+                failure = Step(Trigger.TIMED_OUT, _S.REGISTERING.value, "")
             elif isinstance(fault, DropAfterRegister | GarbageOnRegister):
-                failure = Step("connection_failed", _S.REGISTERING.value, "")
+                failure = Step(Trigger.CONNECTION_FAILED, _S.REGISTERING.value, "")
             elif isinstance(fault, Reject):
                 if recovering and fault.transient_while_recovering:
-                    failure = Step("connection_failed", _S.REGISTERING.value, "")
+                    failure = Step(Trigger.CONNECTION_FAILED, _S.REGISTERING.value, "")
                 else:
                     steps.append(_REJECTED)
                     return tuple(steps)
             elif isinstance(fault, DropDuringTelemetry):
                 steps.append(_ACCEPTED)
-                failure = Step("connection_failed", _S.TELEMETRY.value, "")
+                failure = Step(Trigger.CONNECTION_FAILED, _S.TELEMETRY.value, "")
             else:
                 assert isinstance(fault, Healthy)
                 steps += [_ACCEPTED, _telemetry_step(fault, policy)]

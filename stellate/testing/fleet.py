@@ -36,6 +36,7 @@ from ..fsm.paths import Path, Step
 from ..fsm.policy import RetryPolicy
 from ..fsm.profile import AgentProfile, merge_system_info
 from ..fsm.status import DeviceStatus
+from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
 from .fake_server import Attempt, FakeAgentServer
 from .faults import (
@@ -354,7 +355,7 @@ def _device_problems(outcome: DeviceOutcome, policy: RetryPolicy) -> list[str]:
         out.append(f"{name}: idle with connection_attempts={got.connection_attempts}")
     if (
         expected
-        and expected[-1].trigger == "registration_answered"
+        and expected[-1].trigger == Trigger.REGISTRATION_ANSWERED
         and expected[-1].dest == "failed"
     ):
         reason = outcome.failure_reason or ""

@@ -22,6 +22,7 @@ from ..fsm.policy import RetryPolicy
 from ..fsm.profile import AgentProfile
 from ..fsm.status import DeviceStatus
 from ..fsm.table import rows
+from ..fsm.trigger import Trigger
 
 __all__ = [
     "FEATURES",
@@ -264,7 +265,7 @@ def legal_paths(draw: st.DrawFn, max_retries: int, *, losses: int = 0) -> Path:
         if key[1] == _IDLE:
             if losses_left == 0 or not draw(st.booleans()):
                 break
-            options = tuple(o for o in options if o[0].trigger == "connection_failed")
+            options = tuple(o for o in options if o[0].trigger == Trigger.CONNECTION_FAILED)
             losses_left -= 1
         ordered = sorted(options, key=lambda option: _distance(option[2]))
         step, _event, key = draw(st.sampled_from(ordered))

@@ -21,6 +21,7 @@ from stellate.fsm import (
     SendRegister,
     StartHeartbeat,
     TransitionRecord,
+    Trigger,
 )
 from stellate.fsm.paths import Path, Step
 
@@ -73,14 +74,14 @@ class Recorder:
 
 def step_data(step: Step, system_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The event data a path's step implies."""
-    if step.trigger == "registration_answered":
+    if step.trigger == Trigger.REGISTRATION_ANSWERED:
         accepted = step.dest == S.TELEMETRY
         return {"accepted": accepted} if accepted else {"accepted": False, "reason": "nope"}
-    if step.trigger == "telemetry_received":
+    if step.trigger == Trigger.TELEMETRY_RECEIVED:
         return {"system_info": system_info}
-    if step.trigger == "connection_failed":
+    if step.trigger == Trigger.CONNECTION_FAILED:
         return {"reason": "refused"}
-    if step.trigger == "task_assigned":
+    if step.trigger == Trigger.TASK_ASSIGNED:
         return {"task_id": "task-1"}
     return {}
 
@@ -150,7 +151,7 @@ def replay(
     infos_left = list(infos)
     try:
         for step in path:
-            info = infos_left.pop(0) if step.trigger == "telemetry_received" else None
+            info = infos_left.pop(0) if step.trigger == Trigger.TELEMETRY_RECEIVED else None
             effects = lifecycle.fire(step.trigger, **step_data(step, info))
             assert effects == expected_effects(step, lifecycle), step
             if step.dest == S.CONNECTING:

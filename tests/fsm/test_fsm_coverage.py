@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stellate.fsm import AgentProfile, LifecycleEngine, coverage, rows
+from stellate.fsm import AgentProfile, LifecycleEngine, Trigger, coverage, rows
 
 
 @pytest.fixture
@@ -28,11 +28,11 @@ def test_lifecycle_records_only_while_enabled(scratch: None) -> None:
     engine = LifecycleEngine()
     coverage.disable()
     lc = engine.create(AgentProfile("d", "ws://x/ws"))
-    lc.fire("connect")
+    lc.fire(Trigger.CONNECT)
     assert coverage.fired() == set()
     coverage.enable()
-    lc.fire("connection_opened")
-    assert coverage.fired() == {("connection_opened", "connecting", "connected")}
+    lc.fire(Trigger.CONNECTION_OPENED)
+    assert coverage.fired() == {(Trigger.CONNECTION_OPENED, "connecting", "connected")}
     engine.release(lc)
 
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from seed_example import SEED_SYSTEM_INFO
 
-from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, LifecycleEngine
+from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, LifecycleEngine, Trigger
 from stellate.fsm.paths import Path, count_paths, paths
 from stellate.testing import agent_profiles, legal_paths, system_infos
 
@@ -62,7 +62,7 @@ def check_end(
             last_heartbeat=last_heartbeat,
         )
         assert lifecycle.failure_reason
-        if last.trigger == "registration_answered":
+        if last.trigger == Trigger.REGISTRATION_ANSWERED:
             assert lifecycle.failure_reason == "registration rejected: nope"
             assert 1 <= profile.connection_attempts <= max_retries
         else:
@@ -78,7 +78,7 @@ def check_end(
 def test_every_path_replays(max_retries: int, with_info: bool) -> None:
     start = attrs.evolve(WINDOWSAGENT, max_retries=max_retries)
     for path in paths(max_retries):
-        telemetry = sum(step.trigger == "telemetry_received" for step in path)
+        telemetry = sum(step.trigger == Trigger.TELEMETRY_RECEIVED for step in path)
         infos = [SEED_SYSTEM_INFO if with_info else None] * telemetry
         check_end(start, path, infos, max_retries)
 
@@ -87,7 +87,7 @@ def test_every_path_replays(max_retries: int, with_info: bool) -> None:
 def test_every_path_with_one_loss_replays(max_retries: int) -> None:
     start = attrs.evolve(WINDOWSAGENT, max_retries=max_retries)
     for number, path in enumerate(paths(max_retries, losses=1)):
-        telemetry = sum(step.trigger == "telemetry_received" for step in path)
+        telemetry = sum(step.trigger == Trigger.TELEMETRY_RECEIVED for step in path)
         infos: list[Mapping[str, Any] | None] = [
             (SEED_SYSTEM_INFO if (number + i) % 2 else None) for i in range(telemetry)
         ]
@@ -103,7 +103,7 @@ def test_sampled_paths_replay(data: st.DataObject) -> None:
     losses = data.draw(st.integers(min_value=0, max_value=1), label="losses")
     path = data.draw(legal_paths(max_retries, losses=losses), label="path")
     start = data.draw(agent_profiles(max_retries=st.just(max_retries)), label="profile")
-    telemetry = sum(step.trigger == "telemetry_received" for step in path)
+    telemetry = sum(step.trigger == Trigger.TELEMETRY_RECEIVED for step in path)
     infos = data.draw(
         st.lists(st.none() | system_infos(), min_size=telemetry, max_size=telemetry),
         label="infos",

@@ -24,36 +24,37 @@ from stellate.fsm import (
     IllegalTransition,
     LifecycleEngine,
     RetryPolicy,
+    Trigger,
     rows,
 )
 from stellate.testing import retry_policies, system_infos
 
 TIMED_STATES = {S.CONNECTING, S.REGISTERING, S.TELEMETRY, S.BACKOFF}
-ACTIVATION = ["connection_opened", "register_sent", "registration_answered"]
+ACTIVATION = [Trigger.CONNECTION_OPENED, Trigger.REGISTER_SENT, Trigger.REGISTRATION_ANSWERED]
 #: The next event on the way to (and around) task-ready.
 HAPPY = {
-    S.DISCONNECTED: "connect",
-    S.CONNECTING: "connection_opened",
-    S.CONNECTED: "register_sent",
-    S.REGISTERING: "registration_answered",
-    S.TELEMETRY: "telemetry_received",
-    S.IDLE: "task_assigned",
-    S.BUSY: "task_finished",
-    S.BACKOFF: "timed_out",
-    S.FAILED: "retry",
+    S.DISCONNECTED: Trigger.CONNECT,
+    S.CONNECTING: Trigger.CONNECTION_OPENED,
+    S.CONNECTED: Trigger.REGISTER_SENT,
+    S.REGISTERING: Trigger.REGISTRATION_ANSWERED,
+    S.TELEMETRY: Trigger.TELEMETRY_RECEIVED,
+    S.IDLE: Trigger.TASK_ASSIGNED,
+    S.BUSY: Trigger.TASK_FINISHED,
+    S.BACKOFF: Trigger.TIMED_OUT,
+    S.FAILED: Trigger.RETRY,
 }
 
 
 def event_data(trigger: str) -> st.SearchStrategy[dict[str, Any]]:
     """Well-formed event data for ``trigger`` (random where the data matters)."""
     reason = st.sampled_from(["refused", "reset", ""])
-    if trigger == "registration_answered":
+    if trigger == Trigger.REGISTRATION_ANSWERED:
         return st.fixed_dictionaries({"accepted": st.booleans()}, optional={"reason": reason})
-    if trigger == "telemetry_received":
+    if trigger == Trigger.TELEMETRY_RECEIVED:
         return st.fixed_dictionaries({"system_info": st.none() | system_infos()})
-    if trigger == "task_assigned":
+    if trigger == Trigger.TASK_ASSIGNED:
         return st.fixed_dictionaries({"task_id": st.text(min_size=1, max_size=8)})
-    if trigger == "connection_failed":
+    if trigger == Trigger.CONNECTION_FAILED:
         return st.fixed_dictionaries({}, optional={"reason": reason})
     return st.just({})
 
@@ -116,7 +117,7 @@ class LifecycleWalk(RuleBasedStateMachine):
     @rule(data=st.data())
     def advance(self, data: st.DataObject) -> None:
         """Like fire_legal without the owner's disconnect, so walks get deep into the flow."""
-        triggers = [t for t in self._triggers_here() if t != "disconnect"]
+        triggers = [t for t in self._triggers_here() if t != Trigger.DISCONNECT]
         trigger = data.draw(st.sampled_from(triggers), label="trigger")
         self._fire(trigger, data.draw(event_data(trigger), label="data"))
 
@@ -125,7 +126,7 @@ class LifecycleWalk(RuleBasedStateMachine):
         """The happy path's next event, so walks reach activation and tasks often."""
         trigger = HAPPY[self.lc.state]
         event = data.draw(event_data(trigger), label="data")
-        if trigger == "registration_answered":
+        if trigger == Trigger.REGISTRATION_ANSWERED:
             event["accepted"] = True
         self._fire(trigger, event)
 
@@ -136,9 +137,9 @@ class LifecycleWalk(RuleBasedStateMachine):
     @rule(bad=st.sampled_from(["no_accepted", "accepted_str", "no_task_id"]))
     def fire_malformed(self, bad: str) -> None:
         trigger, data = {
-            "no_accepted": ("registration_answered", {}),
-            "accepted_str": ("registration_answered", {"accepted": "yes"}),
-            "no_task_id": ("task_assigned", {}),
+            "no_accepted": (Trigger.REGISTRATION_ANSWERED, {}),
+            "accepted_str": (Trigger.REGISTRATION_ANSWERED, {"accepted": "yes"}),
+            "no_task_id": (Trigger.TASK_ASSIGNED, {}),
         }[bad]
         before = self._snapshot()
         with pytest.raises((TypeError, IllegalTransition)):
@@ -172,11 +173,11 @@ class LifecycleWalk(RuleBasedStateMachine):
         assert dest == expected
         assert self.recorder.records[-1].step == (trigger, source.value, dest.value)
         if source == S.FAILED:
-            assert trigger in ("retry", "disconnect")
+            assert trigger in (Trigger.RETRY, Trigger.DISCONNECT)
 
         # the model: attempts, and what happened since the last connecting
         if dest == S.CONNECTING:
-            if trigger in ("retry", "connect"):  # the owner starts a fresh run
+            if trigger in (Trigger.RETRY, Trigger.CONNECT):  # the owner starts a fresh run
                 self.attempts = 1
             else:
                 self.attempts += 1
@@ -189,7 +190,10 @@ class LifecycleWalk(RuleBasedStateMachine):
             triggers = [t for t, _ in self.since_connecting]
             assert triggers[:3] == ACTIVATION
             assert self.since_connecting[2][1]["accepted"] is True
-            assert triggers[3:] == [trigger] and trigger in ("telemetry_received", "timed_out")
+            assert triggers[3:] == [trigger] and trigger in (
+                Trigger.TELEMETRY_RECEIVED,
+                Trigger.TIMED_OUT,
+            )
             assert lc.profile.last_heartbeat == self.clock.last
             self.attempts = 0
         if dest == S.IDLE:

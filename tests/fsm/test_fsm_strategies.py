@@ -9,7 +9,7 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 import stellate.testing
-from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, DeviceStatus, RetryPolicy
+from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, DeviceStatus, RetryPolicy, Trigger
 from stellate.fsm.paths import Path
 from stellate.testing import agent_profiles, legal_paths, retry_policies, system_infos
 
@@ -73,7 +73,7 @@ def test_legal_paths_with_losses_recover_through_backoff(data: st.DataObject) ->
     idles = [i for i, step in enumerate(path) if step.dest == "idle"]
     assert len(idles) <= 3
     for i in idles[:-1] if path[-1].dest == "idle" else idles:
-        assert path[i + 1].trigger == "connection_failed" and path[i + 1].dest == "backoff"
+        assert path[i + 1].trigger == Trigger.CONNECTION_FAILED and path[i + 1].dest == "backoff"
 
 
 def test_legal_paths_rejects_unbounded() -> None:

@@ -25,6 +25,7 @@ from stellate.fsm import (
     RetryPolicy,
     SendRegister,
     StartHeartbeat,
+    Trigger,
     merge_system_info,
     rows,
 )
@@ -76,16 +77,16 @@ def snapshot(lc: DeviceLifecycle) -> tuple[Any, ...]:
 def test_retries_left(make: Any, attempts: int, max_retries: int | None, expected: bool) -> None:
     lc = make(S.CONNECTING, attempts, max_retries)
     assert lc.retries_left(None) is expected
-    lc.fire("connection_failed")
+    lc.fire(Trigger.CONNECTION_FAILED)
     assert lc.state == (S.BACKOFF if expected else S.FAILED)
 
 
 @pytest.mark.parametrize(("accepted", "dest"), [(True, S.TELEMETRY), (False, S.FAILED)])
 def test_accepted_guard(make: Any, accepted: bool, dest: S) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    assert lc.accepts("registration_answered", accepted=accepted)
+    assert lc.accepts(Trigger.REGISTRATION_ANSWERED, accepted=accepted)
     assert lc.state == S.REGISTERING  # asking changes nothing
-    lc.fire("registration_answered", accepted=accepted, reason="bad token")
+    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=accepted, reason="bad token")
     assert lc.state == dest
 
 
@@ -94,18 +95,18 @@ def test_accepted_guard_needs_a_bool(make: Any, data: dict[str, Any]) -> None:
     lc = make(S.REGISTERING, attempts=1)
     before = snapshot(lc)
     with pytest.raises(TypeError):
-        lc.fire("registration_answered", **data)
+        lc.fire(Trigger.REGISTRATION_ANSWERED, **data)
     assert snapshot(lc) == before and lc.state == S.REGISTERING
 
 
 def test_task_assigned_needs_a_task_id(make: Any) -> None:
     lc = make(S.IDLE)
     with pytest.raises(TypeError):
-        lc.fire("task_assigned")
+        lc.fire(Trigger.TASK_ASSIGNED)
     assert lc.state == S.IDLE and lc.profile.current_task_id is None
-    lc.fire("task_assigned", task_id="t-1")
+    lc.fire(Trigger.TASK_ASSIGNED, task_id="t-1")
     assert lc.state == S.BUSY and lc.profile.current_task_id == "t-1"
-    lc.fire("task_finished")
+    lc.fire(Trigger.TASK_FINISHED)
     assert lc.state == S.IDLE and lc.profile.current_task_id is None
 
 
@@ -133,26 +134,26 @@ def test_every_row_fires_with_its_effects(make: Any, row: tuple[Any, ...]) -> No
 
 def test_effects_on_the_happy_path(make: Any) -> None:
     lc = make()
-    assert lc.fire("connect") == [OpenConnection("ws://localhost:5005/ws")]
-    assert lc.fire("connection_opened") == [SendRegister()]
-    assert lc.fire("register_sent") == []
-    assert lc.fire("registration_answered", accepted=True) == [RequestTelemetry()]
-    assert lc.fire("telemetry_received", system_info=SEED_SYSTEM_INFO) == [StartHeartbeat()]
-    assert lc.fire("connection_failed", reason="reset") == [CloseConnection("reset")]
-    assert lc.fire("disconnect") == [CloseConnection("disconnect")]
+    assert lc.fire(Trigger.CONNECT) == [OpenConnection("ws://localhost:5005/ws")]
+    assert lc.fire(Trigger.CONNECTION_OPENED) == [SendRegister()]
+    assert lc.fire(Trigger.REGISTER_SENT) == []
+    assert lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=True) == [RequestTelemetry()]
+    assert lc.fire(Trigger.TELEMETRY_RECEIVED, system_info=SEED_SYSTEM_INFO) == [StartHeartbeat()]
+    assert lc.fire(Trigger.CONNECTION_FAILED, reason="reset") == [CloseConnection("reset")]
+    assert lc.fire(Trigger.DISCONNECT) == [CloseConnection("disconnect")]
 
 
 def test_failure_reasons(make: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    assert lc.fire("registration_answered", accepted=False, reason="duplicate id") == [
+    assert lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=False, reason="duplicate id") == [
         CloseConnection("registration rejected: duplicate id")
     ]
     assert lc.failure_reason == "registration rejected: duplicate id"
     lc = make(S.CONNECTING, attempts=5)
-    lc.fire("connection_failed", reason="refused")
+    lc.fire(Trigger.CONNECTION_FAILED, reason="refused")
     assert lc.failure_reason == "gave up after 5 attempts: refused"
     lc = make(S.REGISTERING, attempts=5)
-    lc.fire("timed_out")
+    lc.fire(Trigger.TIMED_OUT)
     assert lc.failure_reason == "gave up after 5 attempts: timed out while registering"
 
 
@@ -196,25 +197,30 @@ def test_timeouts_are_armed_per_state(make: Any) -> None:
     policy = RetryPolicy(connect_timeout=3, registration_timeout=4, telemetry_timeout=5)
     lc = make(policy=policy)
     assert lc.timeout is None
-    lc.fire("connect")
+    lc.fire(Trigger.CONNECT)
     assert lc.timeout == 3
-    lc.fire("connection_opened")
+    lc.fire(Trigger.CONNECTION_OPENED)
     assert lc.timeout is None
-    lc.fire("register_sent")
+    lc.fire(Trigger.REGISTER_SENT)
     assert lc.timeout == 4
-    lc.fire("registration_answered", accepted=True)
+    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
     assert lc.timeout == 5
-    lc.fire("timed_out")
+    lc.fire(Trigger.TIMED_OUT)
     assert lc.state == S.IDLE and lc.timeout is None
 
 
 def test_rejection_is_final_until_retry(make: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    lc.fire("registration_answered", accepted=False)
+    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=False)
     assert lc.state == S.FAILED and lc.profile.connection_attempts == 1  # retries were left
-    for trigger in ("connect", "timed_out", "connection_failed", "connection_opened"):
+    for trigger in (
+        Trigger.CONNECT,
+        Trigger.TIMED_OUT,
+        Trigger.CONNECTION_FAILED,
+        Trigger.CONNECTION_OPENED,
+    ):
         assert not lc.accepts(trigger)
-    lc.fire("retry")
+    lc.fire(Trigger.RETRY)
     assert lc.state == S.CONNECTING
     assert lc.profile.connection_attempts == 1 and lc.failure_reason is None
 
@@ -222,7 +228,7 @@ def test_rejection_is_final_until_retry(make: Any) -> None:
 def test_activation_resets_attempts_and_stamps_heartbeat(make: Any) -> None:
     clock = FakeClock()
     lc = make(S.TELEMETRY, attempts=4, clock=clock)
-    lc.fire("telemetry_received", system_info=None)
+    lc.fire(Trigger.TELEMETRY_RECEIVED, system_info=None)
     profile = lc.profile
     assert profile.connection_attempts == 0 and profile.current_task_id is None
     assert profile.last_heartbeat == clock.last is not None
@@ -341,7 +347,7 @@ def test_backoff_is_jittered_across_seeds() -> None:
 def test_backoff_timeout_is_armed_from_the_policy(make: Any) -> None:
     policy = RetryPolicy(reconnect_delay=2.0, backoff_cap=100.0, jitter_floor=0.5)
     lc = make(S.CONNECTING, attempts=3, policy=policy)
-    lc.fire("connection_failed", reason="refused")
+    lc.fire(Trigger.CONNECTION_FAILED, reason="refused")
     assert lc.state == S.BACKOFF and lc.last_error == "refused"
     assert lc.timeout is not None and 4.0 <= lc.timeout <= 8.0
 
@@ -349,14 +355,14 @@ def test_backoff_timeout_is_armed_from_the_policy(make: Any) -> None:
 def test_max_retries_none_retries_forever(make: Any) -> None:
     policy = RetryPolicy()
     lc = make(max_retries=None, policy=policy)
-    lc.fire("connect")
+    lc.fire(Trigger.CONNECT)
     for attempt in range(1, 101):
         assert lc.state == S.CONNECTING and lc.profile.connection_attempts == attempt
-        assert lc.fire("connection_failed", reason="refused") == [CloseConnection("refused")]
+        assert lc.fire(Trigger.CONNECTION_FAILED, reason="refused") == [CloseConnection("refused")]
         assert lc.state == S.BACKOFF
         low, high = policy.backoff_bounds(attempt)
         assert lc.timeout is not None and low <= lc.timeout <= high
-        lc.fire("timed_out")
+        lc.fire(Trigger.TIMED_OUT)
     assert lc.profile.connection_attempts == 101
 
 
@@ -371,16 +377,16 @@ def test_policy_rejects_negative_delays() -> None:
 @pytest.mark.parametrize("where", [S.FAILED, S.BACKOFF, S.CONNECTING])
 def test_connect_after_disconnect_starts_attempts_over(make: Any, where: S) -> None:
     lc = make(where, attempts=3, max_retries=3)
-    lc.fire("disconnect")
-    lc.fire("connect")
+    lc.fire(Trigger.DISCONNECT)
+    lc.fire(Trigger.CONNECT)
     assert lc.profile.connection_attempts == 1
-    lc.fire("connection_failed")
+    lc.fire(Trigger.CONNECTION_FAILED)
     assert lc.state == S.BACKOFF  # a fresh run has retries left
 
 
 def test_failure_reason_cleared_on_disconnect(make: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    lc.fire("registration_answered", accepted=False)
-    lc.fire("disconnect")
+    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=False)
+    lc.fire(Trigger.DISCONNECT)
     assert lc.state == S.DISCONNECTED
     assert lc.failure_reason is None

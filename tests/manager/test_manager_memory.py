@@ -30,7 +30,7 @@ from manager_support import (
 from seed_example import SEED_CAPABILITIES, SEED_SYSTEM_INFO
 
 from stellate.adapters.memory import MemoryNetwork
-from stellate.fsm import AgentProfile, DeviceStatus
+from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.manager import ConstellationDeviceManager, EventKind, UnknownDevice
 from stellate.protocol import (
     ClientMessageType,
@@ -89,11 +89,11 @@ async def test_phases_in_order_and_event_kinds(autojump_clock: Any) -> None:
             await manager.wait_for("dev", S.IDLE)
         nursery.cancel_scope.cancel()
     assert recorder.steps("dev")[:5] == [
-        ("connect", "disconnected", "connecting"),
-        ("connection_opened", "connecting", "connected"),
-        ("register_sent", "connected", "registering"),
-        ("registration_answered", "registering", "telemetry"),
-        ("telemetry_received", "telemetry", "idle"),
+        (Trigger.CONNECT, "disconnected", "connecting"),
+        (Trigger.CONNECTION_OPENED, "connecting", "connected"),
+        (Trigger.REGISTER_SENT, "connected", "registering"),
+        (Trigger.REGISTRATION_ANSWERED, "registering", "telemetry"),
+        (Trigger.TELEMETRY_RECEIVED, "telemetry", "idle"),
     ]
     assert recorder.kinds("dev")[:6] == [EventKind.PHASE] * 4 + [
         EventKind.TELEMETRY_MERGED,
@@ -174,7 +174,7 @@ async def test_connect_timeout_is_30_seconds(autojump_clock: Any) -> None:
     (connecting,) = recorder.entered("dev", "connecting")
     (failed,) = recorder.entered("dev", "failed")
     assert failed - connecting == pytest.approx(30.0)
-    assert recorder.steps("dev")[-1] == ("timed_out", "connecting", "failed")
+    assert recorder.steps("dev")[-1] == (Trigger.TIMED_OUT, "connecting", "failed")
 
 
 # -- phase 3: rejections ----------------------------------------------------------------------
@@ -298,7 +298,7 @@ async def test_telemetry_timeout_activates_after_10_seconds(autojump_clock: Any)
     (telemetry,) = recorder.entered("dev", "telemetry")
     (idle,) = recorder.entered("dev", "idle")
     assert idle - telemetry == pytest.approx(10.0)
-    assert recorder.steps("dev")[-1] == ("timed_out", "telemetry", "idle")
+    assert recorder.steps("dev")[-1] == (Trigger.TIMED_OUT, "telemetry", "idle")
 
 
 async def test_every_frame_names_the_constellation(autojump_clock: Any) -> None:
@@ -408,7 +408,7 @@ async def test_recovery_treats_absent_target_as_connection_failure(autojump_cloc
     absent = [
         e
         for _, e in recorder.events
-        if e.record.trigger == "connection_failed" and "is not connected" in (e.reason or "")
+        if e.record.trigger == Trigger.CONNECTION_FAILED and "is not connected" in (e.reason or "")
     ]
     assert absent, "expected at least one 'not connected' answer treated as a failed attempt"
     assert EventKind.FAILED not in recorder.kinds("dev")
@@ -427,7 +427,11 @@ async def test_rejection_after_a_failed_connection_is_transient(autojump_clock: 
                 serve_on(net, AgentServer())  # the server is back, the agent not yet
                 async for event in events:
                     if "is not connected" in (event.reason or ""):
-                        assert event.record.step == ("connection_failed", "registering", "backoff")
+                        assert event.record.step == (
+                            Trigger.CONNECTION_FAILED,
+                            "registering",
+                            "backoff",
+                        )
                         break
             assert manager.get_device_info("dev").status in (S.BACKOFF, S.CONNECTING)  # type: ignore[union-attr]
             # The owner's "connect now" only cuts the wait short: still the same run, so
@@ -533,7 +537,7 @@ async def test_an_uninterpretable_frame_fails_one_attempt_not_the_manager(
             assert await manager.register_device("dev", URL) is True
             assert (await manager.wait_for("other")).status is S.IDLE
             n.cancel_scope.cancel()
-    failures = [e for _, e in recorder.events if e.record.trigger == "connection_failed"]
+    failures = [e for _, e in recorder.events if e.record.trigger == Trigger.CONNECTION_FAILED]
     assert len(failures) == 1
     assert failures[0].reason is not None and "nested too deeply" in failures[0].reason
 

@@ -1,0 +1,35 @@
+"""The events a device's machine accepts: one name each, used everywhere a trigger is meant.
+
+Str-valued so a trigger still reads, logs, serialises and compares as its plain name
+(``Trigger.CONNECT == "connect"``), and ``transitions`` (which keys events by string) takes it
+as is. Which trigger leads where is the transition table's business (``table.py``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Trigger(StrEnum):
+    #: The owner starts a run (attempts start over).
+    CONNECT = "connect"
+    #: The WebSocket handshake succeeded.
+    CONNECTION_OPENED = "connection_opened"
+    #: The socket could not be opened, broke, or was declared lost (event data: ``reason``).
+    CONNECTION_FAILED = "connection_failed"
+    #: The deadline of the current state passed.
+    TIMED_OUT = "timed_out"
+    #: The REGISTER frame went out.
+    REGISTER_SENT = "register_sent"
+    #: The server answered the REGISTER (event data: ``accepted``, ``reason``).
+    REGISTRATION_ANSWERED = "registration_answered"
+    #: The server answered the telemetry request (event data: ``system_info``).
+    TELEMETRY_RECEIVED = "telemetry_received"
+    #: The app gave the device a task (event data: ``task_id``).
+    TASK_ASSIGNED = "task_assigned"
+    #: The app's task on the device is over.
+    TASK_FINISHED = "task_finished"
+    #: The owner retries a FAILED device (attempts start over).
+    RETRY = "retry"
+    #: The owner stops the device.
+    DISCONNECT = "disconnect"
