@@ -62,6 +62,7 @@ from .protocol import (
     ProtocolViolation,
     Registered,
     Rejected,
+    RejectionKind,
 )
 from .protocol.session_client import ClientEvent
 from .redact import redact_url
@@ -129,9 +130,10 @@ InboxItem = Command | _FromPeer | _Closed | _LeaseExpired
 SessionFactory = Callable[[str, str], ConstellationSession]
 
 
-def _is_transient_while_recovering(reason: str) -> bool:
-    """A rejection that a reconnect after a loss can expect (see the module docstring)."""
-    return "is not connected" in reason or "already registered" in reason
+#: Rejections that a reconnect after a loss can expect (see the module docstring).
+_TRANSIENT_WHILE_RECOVERING = frozenset(
+    {RejectionKind.TARGET_NOT_YET_KNOWN, RejectionKind.ID_STILL_HELD}
+)
 
 
 class DeviceRunner:
@@ -378,7 +380,7 @@ class DeviceRunner:
         if isinstance(event, Registered) and state is DeviceStatus.REGISTERING:
             return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
         if isinstance(event, Rejected) and state is DeviceStatus.REGISTERING:
-            if self._recovering and _is_transient_while_recovering(event.reason):
+            if self._recovering and event.kind in _TRANSIENT_WHILE_RECOVERING:
                 return self._fire(Trigger.CONNECTION_FAILED, reason=event.reason)
             return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=False, reason=event.reason)
         if isinstance(event, DeviceInfo):

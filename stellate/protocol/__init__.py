@@ -10,6 +10,7 @@ from .messages import (
     TaskStatus,
 )
 from .registry import ClientEntry, ClientRegistry
+from .rejections import RejectionKind, classify_close, classify_handshake, classify_text
 from .session_client import (
     ClientEvent,
     ConstellationSession,
@@ -61,6 +62,7 @@ __all__ = [
     "ProtocolViolation",
     "Registered",
     "Rejected",
+    "RejectionKind",
     "Reply",
     "Send",
     "ServerAction",
@@ -73,6 +75,9 @@ __all__ = [
     "SessionStateError",
     "TaskStatus",
     "TransportError",
+    "classify_close",
+    "classify_handshake",
+    "classify_text",
     "decode_client",
     "decode_server",
     "encode_client",

@@ -31,6 +31,7 @@ from .messages import (
     ServerMessageType,
     TaskStatus,
 )
+from .rejections import RejectionKind, classify_text
 
 __all__ = [
     "CONSTELLATION_CAPABILITIES",
@@ -87,9 +88,16 @@ class Registered:
 
 @attrs.frozen
 class Rejected:
-    """The server refused the registration; it will close the socket."""
+    """The server refused the registration; it will close the socket.
+
+    ``kind`` is what the refusal's text says (``rejections.classify_text``): the one place a
+    server's words are interpreted.
+    """
 
     reason: str
+    kind: RejectionKind = attrs.field(
+        default=attrs.Factory(lambda self: classify_text(self.reason), takes_self=True)
+    )
 
 
 @attrs.frozen

@@ -31,6 +31,13 @@ from .messages import (
     TaskStatus,
 )
 from .registry import ClientEntry, ClientRegistry
+from .rejections import (
+    ALREADY_REGISTERED,
+    CLOSE_POLICY_VIOLATION,
+    REPLACED,
+    TARGET_DISCONNECTED,
+    TARGET_NOT_CONNECTED,
+)
 from .session_client import default_new_id, default_now
 
 __all__ = [
@@ -51,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 
 MISMATCHED_CLIENT_TYPE = "client_type does not match the registered connection"
@@ -231,11 +237,7 @@ class ServerSession:
             # replaced by a client of its own type (a constellation must not squat a device's
             # id while that device is between connections, nor the other way round).
             if not existing.is_stale(at) or existing.client_type is not message.client_type:
-                return self._shut_down(
-                    CLOSE_NORMAL,
-                    f"client_id '{client_id}' is already registered; "
-                    "duplicate registrations are not allowed",
-                )
+                return self._shut_down(CLOSE_NORMAL, ALREADY_REGISTERED.format(client_id=client_id))
             # Fix 5: a stale registration (lease expired or socket gone) is replaced.
             logger.info("replacing stale registration of %s", client_id)
             evictions.append(self._replace(existing))
@@ -249,7 +251,7 @@ class ServerSession:
             if target is not None and self._registry.live_device(target, at) is None:
                 return [
                     *evictions,
-                    *self._shut_down(CLOSE_NORMAL, f"Target device '{target}' is not connected"),
+                    *self._shut_down(CLOSE_NORMAL, TARGET_NOT_CONNECTED.format(device_id=target)),
                 ]
             entry.target_id = target
             # Constellations have no lease in the reference; here a silent one is dropped like
@@ -275,7 +277,7 @@ class ServerSession:
     def _replace(self, stale: ClientEntry) -> Evict:
         owner = stale.owner
         assert isinstance(owner, ServerSession)
-        frame = encode_server(self._error_message("connection replaced by a newer registration"))
+        frame = encode_server(self._error_message(REPLACED))
         return Evict(owner, frame, CLOSE_NORMAL, "replaced by a newer registration")
 
     # --- after registration -----------------------------------------------------------------
@@ -362,7 +364,7 @@ class ServerSession:
             return []
         logger.info("device %s left", entry.client_id)
         # Fix 4: constellations acting on this device are told at once.
-        text = f"Target device '{entry.client_id}' disconnected"
+        text = TARGET_DISCONNECTED.format(device_id=entry.client_id)
         frame = encode_server(self._error_message(text))
         return [
             Evict(c.owner, frame, CLOSE_NORMAL, text)

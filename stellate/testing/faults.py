@@ -47,6 +47,7 @@ from ..fsm.paths import Path, Step
 from ..fsm.policy import RetryPolicy
 from ..fsm.status import DeviceStatus
 from ..fsm.trigger import Trigger
+from ..protocol import rejections
 
 __all__ = [
     "DEFAULT_SYSTEM_INFO",
@@ -140,10 +141,8 @@ class DropAfterRegister:
     """REGISTER is read, then the socket is dropped without a closing handshake."""
 
 
-TARGET_NOT_CONNECTED = "Target device '{device_id}' is not connected"
-DUPLICATE_CLIENT_ID = (
-    "client_id '{client_id}' is already registered; duplicate registrations are not allowed"
-)
+TARGET_NOT_CONNECTED = rejections.TARGET_NOT_CONNECTED
+DUPLICATE_CLIENT_ID = rejections.ALREADY_REGISTERED
 
 
 @attrs.frozen
@@ -171,7 +170,11 @@ class Reject:
         """True for the two reference texts: a manager recovering from trouble (an attempt
         that backed off, or a loss after IDLE) treats them as consequences of that trouble
         (a connection problem), not as a final rejection."""
-        return "is not connected" in self.reason or "already registered" in self.reason
+        kind = rejections.classify_text(self.text("{device_id}", "{client_id}"))
+        return kind in (
+            rejections.RejectionKind.TARGET_NOT_YET_KNOWN,
+            rejections.RejectionKind.ID_STILL_HELD,
+        )
 
     def text(self, device_id: str, client_id: str) -> str:
         return self.reason.format(device_id=device_id, client_id=client_id)
