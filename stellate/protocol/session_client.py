@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from .codec import ProtocolError, decode_server, encode_client
+from .codec import FrameTemplate, ProtocolError, decode_server, encode_client
 from .messages import (
     ClientMessage,
     ClientMessageType,
@@ -144,6 +144,36 @@ ClientEvent = Registered | Rejected | HeartbeatAck | DeviceInfo | PeerError | Pr
 DeviceEvent = Registered | Rejected | HeartbeatAck | PeerError | ProtocolViolation | Reply | Ignored
 
 
+# --- heartbeats: the one frame sent all the time, encoded once (see FrameTemplate) ----------
+
+
+def _constellation_heartbeat(client_id: str, timestamp: str, device_id: str) -> ClientMessage:
+    """A constellation's heartbeat names its client_type (the reference omits it and is
+    rejected) and the device it acts on."""
+    return ClientMessage(
+        type=ClientMessageType.HEARTBEAT,
+        status=TaskStatus.OK,
+        client_type=ClientType.CONSTELLATION,
+        client_id=client_id,
+        timestamp=timestamp,
+        metadata={"device_id": device_id},
+    )
+
+
+def _device_heartbeat(client_id: str, timestamp: str) -> ClientMessage:
+    return ClientMessage(
+        type=ClientMessageType.HEARTBEAT,
+        status=TaskStatus.OK,
+        client_type=ClientType.DEVICE,
+        client_id=client_id,
+        timestamp=timestamp,
+    )
+
+
+_CONSTELLATION_HEARTBEAT = FrameTemplate(_constellation_heartbeat)
+_DEVICE_HEARTBEAT = FrameTemplate(_device_heartbeat)
+
+
 # --- shared phase logic -------------------------------------------------------------------
 
 
@@ -259,7 +289,7 @@ class ConstellationSession(_ClientSessionBase):
     def heartbeat(self) -> str:
         """A heartbeat that names its client_type (the reference omits it and is rejected)."""
         self._require(SessionPhase.REGISTERED, action="send a heartbeat")
-        return self._message(ClientMessageType.HEARTBEAT, metadata={"device_id": self.device_id})
+        return _CONSTELLATION_HEARTBEAT.fill(self.client_id, self._now(), self.device_id)
 
     def request_device_info(self) -> str:
         """Ask for the target's telemetry; the answer arrives as a ``DeviceInfo`` event."""
@@ -341,7 +371,7 @@ class DeviceSession(_ClientSessionBase):
 
     def heartbeat(self) -> str:
         self._require(SessionPhase.REGISTERED, action="send a heartbeat")
-        return self._message(ClientMessageType.HEARTBEAT)
+        return _DEVICE_HEARTBEAT.fill(self.client_id, self._now())
 
     def receive(self, frame: str | bytes) -> list[DeviceEvent]:
         """Interpret one received frame in the current phase."""

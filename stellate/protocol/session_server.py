@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from .codec import ProtocolError, decode_client, encode_server
+from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
 from .messages import (
     ClientMessage,
     ClientMessageType,
@@ -125,6 +125,20 @@ class Evict:
 
 
 ServerAction = Send | Close | Evict
+
+
+def _heartbeat_ack(timestamp: str, response_id: str) -> ServerMessage:
+    """Both the registration confirmation and every heartbeat's answer."""
+    return ServerMessage(
+        type=ServerMessageType.HEARTBEAT,
+        status=TaskStatus.OK,
+        timestamp=timestamp,
+        response_id=response_id,
+    )
+
+
+#: The frame a server sends most: encoded once, filled per use (see ``FrameTemplate``).
+_HEARTBEAT_ACK = FrameTemplate(_heartbeat_ack)
 
 
 def _close_reason(text: str) -> str:
@@ -388,13 +402,4 @@ class ServerSession:
 
     def _ack(self) -> Send:
         """A heartbeat/ok frame with a fresh response_id: both confirmation and heartbeat ack."""
-        return Send(
-            encode_server(
-                ServerMessage(
-                    type=ServerMessageType.HEARTBEAT,
-                    status=TaskStatus.OK,
-                    timestamp=self._now(),
-                    response_id=self._new_id(),
-                )
-            )
-        )
+        return Send(_HEARTBEAT_ACK.fill(self._now(), self._new_id()))
