@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ typecheck: $(STAMP)
 ## make bench [QUICK=1]: benchmarks print a table and write JSON to benchmarks/results/.
 bench: $(STAMP)
 	$(PY) -m benchmarks $(if $(QUICK),--quick,)
+
+## make docs: redraw the parts of the docs generated from the code (the state diagram; needs
+## graphviz's dot: apt-get install graphviz).
+docs: $(STAMP)
+	$(PY) tests/docs/generated_docs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
