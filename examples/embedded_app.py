@@ -13,7 +13,7 @@ What it shows, in order:
    device FAILS because its agent is not there ("Target device ... is not connected" is a
    final rejection, no automatic retry), it starts that agent and retries the device
    explicitly.
-4. The seed's API works too: ``await manager.register_device(...)`` returns True once IDLE.
+4. Galaxy's API works too: ``await manager.register_device(...)`` returns True once IDLE.
 5. It prints the final AgentProfiles, then stops: ``await manager.aclose()`` disconnects every
    device with a clean close handshake, then the server and agents are shut down. Nothing is
    left running when ``main`` returns.
@@ -74,7 +74,7 @@ async def main(print_: Callable[..., Any] = print) -> dict[str, AgentProfile]:
                 if last_of_step and not retrying and settled(manager):
                     break
 
-        # -- 4. the seed's call: register and wait for IDLE in one await --
+        # -- 4. Galaxy's call: register and wait for IDLE in one await --
         await nursery.start(DeviceAgent(url, "camera").run)
         ok = await manager.register_device(
             "camera", url, os="linux", capabilities=["capture"], metadata={"room": "lab"}

@@ -1,6 +1,6 @@
 """ConstellationDeviceManager: a fleet of devices, one trio task each, in one nursery.
 
-The seed's API is kept for people who know Galaxy (``register_device``, ``connect_device``,
+Galaxy's API is kept for people who know it (``register_device``, ``connect_device``,
 ``get_device_info``, ``get_all_devices``), but the manager is trio-native: it is an async context
 manager (``async with ConstellationDeviceManager(...) as manager``) or a service started with
 ``await nursery.start(manager.run)``, so an app embeds it in its own nursery and cancelling that
@@ -100,7 +100,7 @@ class UnknownDevice(KeyError):
 
 
 class DeviceRegistry:
-    """The seed's DeviceRegistry: device_id → lifecycle (which holds the AgentProfile)."""
+    """Galaxy's DeviceRegistry: device_id → lifecycle (which holds the AgentProfile)."""
 
     def __init__(self, engine: LifecycleEngine) -> None:
         self._engine = engine
@@ -383,7 +383,7 @@ class ConstellationDeviceManager:
         max_retries: int | None = 5,
         auto_connect: bool = True,
     ) -> bool:
-        """The seed's call: add the device; with ``auto_connect``, run all five phases.
+        """Galaxy's call: add the device; with ``auto_connect``, run all five phases.
 
         Returns True once the device is IDLE (or at once without auto_connect), False if it
         ended FAILED.

@@ -15,7 +15,7 @@ that is a child of the device task: cancelling the device (or the whole manager)
 and closes the socket, leaking nothing.
 
 Rejections while recovering. A rejection of a registration made to a server that has given no
-sign of trouble is final (the seed's rule: FAILED, no retry). But once this run of attempts has
+sign of trouble is final (the flow's rule: FAILED, no retry). But once this run of attempts has
 met a server in flux — an attempt failed at the connection level (refused, timed out, dropped)
 or the device reached IDLE and then lost its server — the server it reconnects to may not know
 the device yet (a restarted server that the device agent has not re-joined: "Target device 'D'

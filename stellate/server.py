@@ -8,11 +8,11 @@ cancels that connection's read, and the owner sends the last frame and closes. A
 on trio deadlines (``CancelScope.deadline``), so ``trio.testing.MockClock`` drives the
 registration deadline and the heartbeat lease in tests.
 
-Security defaults (docs/SECURITY.md has the whole picture): the server binds 127.0.0.1; it will
-not listen on any other interface without an API key unless told ``insecure_no_auth``; it
-serves ``wss://`` when given a TLS context; and it bounds what clients can hold — connections,
-sockets that have not registered yet, frame size, and the time a socket may stay silent or
-refuse to read.
+Security defaults (the README's Security section has the whole picture): the server binds
+127.0.0.1; it will not listen on any other interface without an API key unless told
+``insecure_no_auth``; it serves ``wss://`` when given a TLS context; and it bounds what clients
+can hold — connections, sockets that have not registered yet, frame size, and the time a socket
+may stay silent or refuse to read.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The seed's worked example (registration_flow.md): one copy for every test that needs it."""
+"""The registration flow's worked example (docs/registration-flow.md), one copy for all tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
-#: The seed's "System Info Structure" (registration_flow.md, phase 4).
+#: The example's "System Info Structure" (phase 4).
 SEED_SYSTEM_INFO: dict[str, Any] = {
     "platform": "windows",
     "os_version": "10.0.22631",
@@ -17,9 +17,9 @@ SEED_SYSTEM_INFO: dict[str, Any] = {
     "schema_version": "1.0",
 }
 
-#: The seed's register_device call (its end-to-end example).
+#: The example's register_device call (its end-to-end example).
 
-#: The seed's final AgentProfile: capabilities in this order, system_info with these keys.
+#: The example's final AgentProfile: capabilities in this order, system_info with these keys.
 SEED_CAPABILITIES = [
     "web_browsing",
     "office_applications",

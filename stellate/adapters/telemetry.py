@@ -5,7 +5,7 @@ The dict has exactly the keys UFO's ``DeviceInfoProvider`` sends (see
 from the local interface table, not from the common trick of ``connect()``-ing a UDP socket to
 a public address (which consults routing and, on some stacks, DNS).
 
-Collection must never stop a registration: any failure is logged and the seed's minimal
+Collection must never stop a registration: any failure is logged and Galaxy's minimal
 "unknown" dict is returned instead.
 """
 

@@ -142,7 +142,7 @@ class RichDisplay:
 
 
 def print_profiles(profiles: Iterable[AgentProfile], out: TextIO = sys.stdout) -> None:
-    """The final profiles, in the seed's example output format."""
+    """The final profiles, in the registration flow's example output format."""
     for profile in profiles:
         if profile.status is DeviceStatus.IDLE:
             print("✅ Registration successful!", file=out)
@@ -164,7 +164,7 @@ def print_profiles(profiles: Iterable[AgentProfile], out: TextIO = sys.stdout) -
 
 
 def profiles_json(profiles: Iterable[AgentProfile]) -> str:
-    """The profiles as a JSON list with the seed's keys, secrets in URLs redacted."""
+    """The profiles as a JSON list with Galaxy's keys, secrets in URLs redacted."""
     items = []
     for profile in profiles:
         item = profile.to_dict()

@@ -126,7 +126,7 @@ def _secret_repr(value: str | None) -> str:
 
 @attrs.frozen(kw_only=True)
 class DeviceConfig:
-    """One entry of ``devices:``: the user-supplied half of the seed's AgentProfile."""
+    """One entry of ``devices:``: the user-supplied half of an AgentProfile."""
 
     device_id: str
     server_url: str
@@ -173,7 +173,9 @@ class DeviceConfig:
         return problems
 
     def to_profile(self) -> AgentProfile:
-        """The seed's Phase 1 output: a DISCONNECTED profile with no attempts made yet.
+        """Phase 1's output: a DISCONNECTED profile with no attempts made yet.
+
+        (docs/registration-flow.md, "The AgentProfile": version 1.)
 
         Metadata is deep-copied so a profile never shares mutable state with the config.
         """
@@ -197,7 +199,7 @@ _POSITIVE_SECONDS = (
 
 @attrs.frozen(kw_only=True)
 class ManagerSettings:
-    """The ``manager:`` block: the seed's ConstellationDeviceManager arguments and timings."""
+    """The ``manager:`` block: Galaxy's ConstellationDeviceManager arguments and timings."""
 
     task_name: str = "stellate"
     heartbeat_interval: float = 30.0

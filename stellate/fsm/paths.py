@@ -144,9 +144,3 @@ class _Enumerator:
         for _step, nxt, nxt_attempts, left in self._next(state, attempts, losses_left):
             total += self.count(nxt, nxt_attempts, left)
         return total
-
-
-def iter_rows_on(path: Path) -> Iterator[tuple[str, str, str]]:
-    """The (trigger, source, dest) rows a path fires, for coverage accounting."""
-    for step in path:
-        yield (step.trigger, step.source, step.dest)

@@ -26,7 +26,7 @@ def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> 
 
 @attrs.frozen
 class RetryPolicy:
-    """Per-device timing. Defaults follow the seed (30 s connect, 5 s reconnect delay)."""
+    """Per-device timing. Defaults follow Galaxy's (30 s connect, 5 s reconnect delay)."""
 
     reconnect_delay: float = attrs.field(default=5.0, validator=_non_negative)
     backoff_cap: float = attrs.field(default=60.0, validator=_non_negative)

@@ -1,4 +1,4 @@
-"""AgentProfile: the seed's record of one device, as an immutable value.
+"""AgentProfile: one device's record (docs/registration-flow.md), as an immutable value.
 
 Profiles are frozen: the lifecycle replaces its profile on every change, so a profile handed to
 a caller (``get_device_info``) is a consistent snapshot that nothing can alter behind its back,
@@ -15,7 +15,7 @@ import attrs
 
 from .status import DeviceStatus
 
-#: The keys of ``metadata["system_info"]``, in the seed's order.
+#: The keys of ``metadata["system_info"]``, in Galaxy's order.
 SYSTEM_INFO_KEYS: tuple[str, ...] = (
     "platform",
     "os_version",
@@ -38,7 +38,7 @@ def _plain_dict(values: Mapping[str, Any]) -> dict[str, Any]:
 
 @attrs.frozen(eq=True)
 class AgentProfile:
-    """One device as the constellation knows it (the seed's fields, same names)."""
+    """One device as the constellation knows it (Galaxy's fields, same names and order)."""
 
     device_id: str
     server_url: str
@@ -52,7 +52,7 @@ class AgentProfile:
     current_task_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form with the seed's keys (status as its string, times as ISO-8601)."""
+        """JSON-ready form with Galaxy's keys (status as its string, times as ISO-8601)."""
         return {
             "device_id": self.device_id,
             "server_url": self.server_url,
@@ -70,7 +70,7 @@ class AgentProfile:
 
 
 def merge_system_info(profile: AgentProfile, system_info: Mapping[str, Any]) -> AgentProfile:
-    """The seed's ``update_device_system_info``, made order-stable and side-effect free.
+    """Galaxy's ``update_device_system_info``, made order-stable and side-effect free.
 
     OS ← platform; capabilities ← configured ∪ supported_features (configured first, then new
     features in the order the device gave them, no duplicates); metadata.system_info ← the eight

@@ -23,7 +23,10 @@ class DeviceStatus(StrEnum):
 
     @property
     def phase(self) -> int | None:
-        """The seed's phase number (1–5) a status belongs to; None outside the five phases."""
+        """The registration phase (1–5) of a status; None outside the five phases.
+
+        The phases are described in docs/registration-flow.md.
+        """
         return _PHASES.get(self)
 
 

@@ -7,8 +7,8 @@ close it). ``deadline`` says when the edge must call ``deadline_passed``: the re
 deadline before a register frame, the heartbeat lease of a registered device after it.
 
 On the wire this is the reference server (same confirmation, same error texts, same
-device-info answers), with the fixes listed at the end of ``wire.md``; each fix is marked
-``Fix n`` below with its number there.
+device-info answers), with the fixes listed in docs/aip.md ("Where stellate behaves better than the
+reference"); each fix is marked ``Fix n`` below with its number there.
 """
 
 from __future__ import annotations

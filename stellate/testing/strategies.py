@@ -35,8 +35,8 @@ __all__ = [
 
 # -- shared building blocks ------------------------------------------------------------------
 
-#: Feature names devices report (the seed's, plus a few), so capabilities and
-#: ``supported_features`` overlap often enough to exercise de-duplication.
+#: Feature names devices report (those of the registration flow's example, plus a few), so
+#: capabilities and ``supported_features`` overlap often enough to exercise de-duplication.
 FEATURES: tuple[str, ...] = (
     "gui",
     "cli",

@@ -33,7 +33,7 @@ from stellate.server import AgentServer
 REPO = Path(__file__).resolve().parents[2]
 STELLATE = Path(sys.executable).parent / "stellate"
 TIMEOUT = 60
-#: The seed's AgentProfile keys, in order.
+#: Galaxy's AgentProfile keys, in order.
 PROFILE_KEYS = [
     "device_id",
     "server_url",

@@ -1,4 +1,4 @@
-"""The shipped example loads as the seed describes it, and the typed values behave."""
+"""The shipped example loads as docs/registration-flow.md describes it; typed values behave."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from stellate.fsm.paths import Path, Step
 S = DeviceStatus
 T0 = datetime(2025, 11, 6, 10, 30, tzinfo=UTC)
 
-#: The seed's windowsagent, as Phase 1 creates it.
+#: The example's windowsagent, as Phase 1 creates it.
 WINDOWSAGENT = AgentProfile(
     device_id="windowsagent",
     server_url="ws://localhost:5005/ws",
@@ -87,7 +87,7 @@ def step_data(step: Step, system_info: Mapping[str, Any] | None = None) -> dict[
 
 
 def reference_merge(profile: AgentProfile, info: Mapping[str, Any]) -> AgentProfile:
-    """The seed's update_device_system_info with order-stable capabilities, written afresh."""
+    """Galaxy's update_device_system_info with order-stable capabilities, written afresh."""
     capabilities = list(profile.capabilities)
     for feature in info.get("supported_features", []):
         if feature not in capabilities:

@@ -1,4 +1,4 @@
-"""Shared pieces of the manager tests: the seed's device, servers and agents to run against.
+"""Shared pieces of the manager tests: the example device, servers and agents to run against.
 
 Everything here works on both transports: a ``MemoryNetwork`` under MockClock, or real sockets
 on 127.0.0.1 (the ``connector`` argument decides).

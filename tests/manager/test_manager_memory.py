@@ -52,7 +52,7 @@ def profile(device_id: str = "dev", url: str = URL, **kwargs: Any) -> AgentProfi
     return AgentProfile(device_id=device_id, server_url=url, **kwargs)
 
 
-# -- the seed's scenario ----------------------------------------------------------------------
+# -- the example scenario --------------------------------------------------------------------
 
 
 async def test_seed_scenario_ends_with_the_seeds_final_profile(autojump_clock: Any) -> None:

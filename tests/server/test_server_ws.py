@@ -126,7 +126,7 @@ async def test_device_info_not_found(url: str, connector: WebSocketConnector) ->
         assert_like(await receive_text(constellation), "device_info_response_not_found")
 
 
-# --- wire.md faults, the better behaviour -------------------------------------------------
+# --- docs/aip.md faults, the better behaviour---------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The sans-IO server session: reference answers, and each wire.md fix, without sockets."""
+"""The sans-IO server session: reference answers, and each docs/aip.md fix, without sockets."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def test_identity_is_pinned_to_the_socket() -> None:
     assert constellation.phase is ServerPhase.REGISTERED  # an error, not a disconnection
 
 
-# --- wire.md fixes ------------------------------------------------------------------------
+# --- docs/aip.md fixes --------------------------------------------------------------------
 
 
 def test_fix1_reference_constellation_heartbeat_is_acked() -> None:
