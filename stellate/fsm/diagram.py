@@ -99,11 +99,11 @@ def edge_groups() -> list[EdgeGroup]:
     everything = set(state_names())
     grouped: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
     for trigger, source, dest, conditions, unless in rows():
-        grouped.setdefault((trigger, dest, conditions, unless), []).append(source)
+        grouped.setdefault((str(trigger), dest, conditions, unless), []).append(source)
     groups = []
-    for (trigger, dest, conditions, unless), sources in grouped.items():
+    for (name, dest, conditions, unless), sources in grouped.items():
         any_state = len(sources) > 2 and set(sources) == everything - {dest}
-        groups.append(EdgeGroup(trigger, tuple(sources), dest, conditions, unless, any_state))
+        groups.append(EdgeGroup(name, tuple(sources), dest, conditions, unless, any_state))
     return groups
 
 
