@@ -1,16 +1,13 @@
 """stellate benchmarks: ``python -m benchmarks [--quick]`` (or ``make bench [QUICK=1]``).
 
-Six figures, each measured with the manager in its own process and the agent servers and the
-(simulated) device agents in other processes on 127.0.0.1:
-
-1. ``latency``  one device through the five phases, N runs: p50/p90/p99 and time per phase.
-2. ``fleet``    N devices from manager start to all IDLE: wall time, devices/s, manager CPU.
-3. ``memory``   manager RSS per IDLE device, with tracemalloc's split (machine, profiles, sockets).
-4. ``steady``   manager CPU per minute with N IDLE devices heartbeating (default interval and 1 s).
-5. ``machine``  the state machine alone: triggers/s, models added/s.
-6. ``storm``    N IDLE devices, servers restarted: time until all IDLE again, attempt spread.
+The manager runs alone in a fresh worker process; the agent servers and the simulated device
+agents (``stellate agent --count``) run in other processes on 127.0.0.1. Printed: the targets
+of issue 15 with verdicts, a scaling table (N = 100 … 10,000), and details. docs/performance.md
+says what each figure means and how to reproduce it.
 
 Layout: ``env`` (machine description, open-file limit), ``procs`` (server/agent subprocesses),
-``worker`` (the manager-side measurements, run as ``python -m benchmarks.worker``), one module
-per benchmark, ``report`` (targets and the table).
+``worker`` (the manager side, ``python -m benchmarks.worker``), ``driver`` (runs a worker job),
+``fleet`` (bring-up, steady window, reconnect storm on one rig), ``latency`` (one device through
+the five phases), ``storm`` (the restart analysis), ``cli_up`` (``stellate up --once --json``),
+``machine`` (the state machine alone), ``targets`` (targets and verdicts), ``report`` (tables).
 """

@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--only 1,2,...]``: run, print the table, write JSON."""
+"""``python -m benchmarks [--quick] [--only ...]``: run, print the tables, write JSON."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import fleet, latency, machine
+from . import cli_up, fleet, latency, machine, targets
 from .env import describe
 from .env import machine as machine_info
 from .procs import Rig
-from .report import Row, table
+from .report import Row, grid, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STEPS = ("machine", "latency", "fleet", "heartbeat", "storm", "cli", "split")
 
 
 def log(message: str) -> None:
@@ -27,149 +28,230 @@ def log(message: str) -> None:
 class Plan:
     """What to run: the full set, or the quick one (small N, short windows, under a minute)."""
 
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, only: set[str]) -> None:
         self.quick = quick
+        self.only = only
         self.machine_models = 2_000 if quick else 10_000
         self.latency_runs = 50 if quick else 200
         self.fleet_sizes = [100, 500] if quick else [100, 500, 1_000, 5_000, 10_000]
-        self.memory_sizes = [500] if quick else [1_000, 10_000]
-        self.split_size = 500 if quick else 1_000
-        self.fleet_n = 500 if quick else 5_000  # steady state and reconnect storm
-        self.window = 5.0 if quick else 60.0  # heartbeats every 30 s: two intervals
-        self.fast_window = 5.0 if quick else 30.0  # heartbeats every 1 s
-        self.storm_timeout = 15.0 if quick else 180.0
+        #: Seconds of steady state after bring-up (heartbeats every 30 s: two intervals).
+        self.window = 0.0 if quick else 60.0
+        #: The 1 s heartbeat window at N=500 (quick: the heartbeat figure comes from it).
+        self.fast_window = 5.0 if quick else 30.0
+        self.storm_n = 500
+        self.storm_timeout = 25.0 if quick else 120.0
+        self.cli_n = 500 if quick else 1_000
+        self.split_n = 500
+        #: Where each target's figure comes from.
+        self.heartbeat_from = 500 if quick else 5_000
+        self.memory_from = 500 if quick else 1_000
+
+    def wants(self, step: str) -> bool:
+        return step in self.only
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="reduced set, under a minute")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6", help="comma-separated figures to run (default: all)"
+        "--only",
+        default=",".join(STEPS),
+        help=f"comma-separated steps to run (default: all of {', '.join(STEPS)})",
+    )
+    parser.add_argument(
+        "--sizes", default="", help="comma-separated fleet sizes (default: the plan's)"
     )
     args = parser.parse_args(argv)
-    only = {int(x) for x in args.only.split(",") if x.strip()}
-    plan = Plan(args.quick)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    if args.quick and "--only" not in " ".join(argv or sys.argv):
+        only.discard("split")  # tracemalloc makes the quick run twice as long
+    plan = Plan(args.quick, only)
+    if args.sizes:
+        plan.fleet_sizes = [int(x) for x in args.sizes.split(",")]
     info = machine_info()
     log(f"{'quick' if plan.quick else 'full'} run on {describe(info)}")
     began = time.monotonic()
-    results: dict[str, Any] = {}
-    rows: dict[int, list[Row]] = {i: [] for i in range(1, 7)}
+    results: dict[str, Any] = {"fleet": {}}
     errors: list[str] = []
 
-    def step(name: str, figure: int, func: Callable[[], None]) -> None:
+    def step(name: str, func: Callable[[], None]) -> None:
         log(f"{name} ...")
         t0 = time.monotonic()
         try:
             func()
         except Exception as exc:  # one failed benchmark must not hide the others
-            errors.append(f"{name}: {exc}")
-            rows[figure].append(Row(f"{figure}", name, f"ERROR: {exc}".splitlines()[0], ok=False))
+            errors.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
         log(f"{name} done in {time.monotonic() - t0:.1f} s")
         # Keep what is done so far: a long full run interrupted later still leaves its figures.
-        done = [row for figure in sorted(rows) for row in rows[figure]]
-        _write(plan, info, info, time.monotonic() - began, done, results, partial=True)
+        _write(plan, info, info, time.monotonic() - began, [], results, partial=True)
 
-    if 5 in only:
-
-        def run_machine() -> None:
-            results["machine"] = machine.measure(plan.machine_models)
-            rows[5] += machine.rows(results["machine"])
-
-        step("machine alone", 5, run_machine)
-
-    if 1 in only:
-
-        def run_latency() -> None:
-            results["latency"] = latency.measure(plan.latency_runs)
-            rows[1] += latency.rows(results["latency"])
-
-        step("latency", 1, run_latency)
-
-    fleet_results: dict[int, Any] = {}
-    results["fleet"] = fleet_results
+    if plan.wants("machine"):
+        step("machine alone", lambda: results.update(machine=machine.measure(plan.machine_models)))
+    if plan.wants("latency"):
+        step("latency", lambda: results.update(latency=latency.measure(plan.latency_runs)))
     for n in plan.fleet_sizes:
-        big = n == plan.fleet_n
-        wants = {2} | ({3} if n in plan.memory_sizes or n == plan.split_size else set())
-        if big:
-            wants |= {4, 6}
-        if not wants & only:
-            continue
+        step(f"fleet N={n:,}", lambda n=n: _fleet(plan, n, results))
 
-        def run_fleet(n: int = n, big: bool = big) -> None:
-            with Rig(n, tag=f"fleet{n}") as rig:
-                log(f"  {n} agents registered in {rig.agent_registration_s:.1f} s")
-                storm = big and 6 in only
-                window = plan.window if big and 4 in only else 0.0
-                result = fleet.measure(
-                    rig, window=window, storm=storm, storm_timeout=plan.storm_timeout
-                )
-                fleet_results[n] = result
-                rows[2].extend(fleet.bring_up_rows(result))
-                if n in plan.memory_sizes:
-                    rows[3].extend(fleet.memory_rows(result))
-                if window:
-                    rows[4].extend(_steady_30(result, plan))
-                if storm:
-                    rows[6].extend(fleet.storm_rows(result))
-                if big and 4 in only:
-                    log("  steady state, heartbeat every 1 s ...")
-                    fast = fleet.measure(rig, heartbeat_interval=1.0, window=plan.fast_window)
-                    fleet_results[-n] = fast
-                    rows[4].extend(fleet.steady_rows(fast, 1.0))
-                    if plan.quick:
-                        rows[4].extend(_estimate_5000(result, fast))
-                if n == plan.split_size and 3 in only:
-                    log("  tracemalloc split ...")
-                    traced = fleet.measure(rig, tracemalloc=True)
-                    fleet_results[-n - 1] = traced
-                    rows[3].extend(fleet.split_rows(traced))
-
-        step(f"fleet N={n:,}", 2, run_fleet)
-
-    all_rows = [row for figure in sorted(rows) for row in rows[figure]]
+    rows = _rows(plan, results)
     finished = machine_info()
     elapsed = time.monotonic() - began
     print()
     print(f"stellate benchmarks ({'quick' if plan.quick else 'full'}), {elapsed:.0f} s")
     print(f"machine: {describe(info)}")
     print(f"load average at the end: {'/'.join(str(x) for x in finished['loadavg'])}")
-    print()
-    print(table(all_rows))
+    print("\nTargets\n")
+    print(table(rows["targets"]))
+    print("\nScaling (manager alone in its process; servers and agents in others)\n")
+    print(grid(*_scaling(results)))
+    print("\nDetails\n")
+    print(table(rows["details"]))
     if errors:
         print("\nerrors:\n  " + "\n  ".join(errors))
-    path = _write(plan, info, finished, elapsed, all_rows, results)
+    path = _write(plan, info, finished, elapsed, rows["targets"] + rows["details"], results)
     print(f"\nJSON: {path}")
     return 1 if errors else 0
 
 
-def _steady_30(result: dict[str, Any], plan: Plan) -> list[Row]:
-    out = fleet.steady_rows(result, 30.0)
-    if plan.quick:
-        out[0].ok = None
-        out[0].target = ""
-        out[0].note += " (quick: shorter than one interval, so no heartbeat falls in it)"
-    return out
+def _fleet(plan: Plan, n: int, results: dict[str, Any]) -> None:
+    """Every measurement on one rig of n devices, each in a fresh manager process."""
+    fleets: dict[int, dict[str, Any]] = results["fleet"]
+    if not plan.wants("fleet") and n not in (plan.storm_n, plan.cli_n, plan.split_n):
+        return
+    with Rig(n, tag=f"fleet{n}") as rig:
+        log(f"  {n:,} agents registered in {rig.agent_registration_s:.1f} s")
+        storm = n == plan.storm_n and plan.wants("storm")
+        if plan.wants("fleet") or storm:
+            log(
+                "  bring-up"
+                + (", steady window" if plan.window else "")
+                + (", storm" if storm else "")
+            )
+            result = fleet.measure(
+                rig, window=plan.window, storm=storm, storm_timeout=plan.storm_timeout
+            )
+            result["agent_registration_s"] = rig.agent_registration_s
+            fleets[n] = result
+        if n == 500 and plan.wants("heartbeat"):
+            log(f"  heartbeat every 1 s, {plan.fast_window:g} s window")
+            results["heartbeat_1s"] = fleet.measure(
+                rig, heartbeat_interval=1.0, window=plan.fast_window
+            )
+        if n == plan.cli_n and plan.wants("cli"):
+            log("  stellate up --once --json")
+            results["cli_up"] = cli_up.measure(rig)
+        if n == plan.split_n and plan.wants("split"):
+            log("  tracemalloc split")
+            results["split"] = fleet.measure(rig, tracemalloc=True)
 
 
-def _estimate_5000(slow: dict[str, Any], fast: dict[str, Any]) -> list[Row]:
-    """Quick mode: the 5,000-device, 30 s figure extrapolated from idle and 1 s runs at small N."""
-    n = slow["n"]
-    idle = slow["steady"]["cpu_s"] / slow["steady"]["wall_s"] / n  # share per idle device
-    busy = fast["steady"]["cpu_s"] / fast["steady"]["wall_s"] / n  # per device beating at 1 Hz
-    per_beat = max(busy - idle, 0.0)
-    share = 5000 * (idle + per_beat / 30.0)
+def _heartbeat(plan: Plan, results: dict[str, Any]) -> tuple[dict[str, Any] | None, str, bool]:
+    """The heartbeat figure for the target: (cost, where it comes from, estimated?)."""
+    big = results["fleet"].get(plan.heartbeat_from)
+    if big is not None and big.get("steady"):
+        beat = fleet.heartbeat_cost(big, 30.0)
+        return beat, f"N={big['n']:,} @ 30 s, {big['steady']['wall_s']:.0f} s window", False
+    fast = results.get("heartbeat_1s")
+    if fast is not None:
+        beat = fleet.heartbeat_cost(fast, 1.0)
+        window = fast["steady"]["wall_s"]
+        return beat, f"N={fast['n']:,} @ 1 s, {window:.0f} s window", True
+    return None, "", True
+
+
+def _rows(plan: Plan, results: dict[str, Any]) -> dict[str, list[Row]]:
+    fleets: dict[int, dict[str, Any]] = results["fleet"]
+    beat, source, estimated = _heartbeat(plan, results)
+    storm_result = fleets.get(plan.storm_n)
+    t: list[Row] = []
+    t += targets.heartbeat_rows(beat, source, estimated)
+    t += targets.bring_up_rows(fleets)
+    t += targets.cli_rows(results.get("cli_up"), fleets.get(plan.cli_n))
+    t += targets.latency_rows(results.get("latency"))
+    t += targets.memory_rows(fleets.get(plan.memory_from))
+    t += targets.big_fleet_rows(fleets.get(10_000))
+    t += targets.storm_rows(storm_result if storm_result and "storm" in storm_result else None)
+    t += targets.server_rows({n: r for n, r in fleets.items() if n == 500}, beat)
+    d: list[Row] = []
+    if "latency" in results:
+        d += latency.rows(results["latency"])
+    if "split" in results:
+        d += _split_rows(results["split"])
+    if "machine" in results:
+        d += machine.rows(results["machine"])
+    for n, result in sorted(fleets.items()):
+        note = _fleet_note(result)
+        d.append(Row("fleet", f"N={n:,}", f"{result['wall_s']:.2f} s to all IDLE", note=note))
+    return {"targets": t, "details": d}
+
+
+def _fleet_note(result: dict[str, Any]) -> str:
+    n = result["n"]
+    note = (
+        f"manager CPU {result['cpu_s']:.2f} s; servers' CPU meanwhile "
+        f"{result.get('servers_cpu_bring_up_s', 0):.2f} s; {result.get('attempts', n)} attempts; "
+        f"agents registered in {result.get('agent_registration_s', 0):.1f} s beforehand; "
+        f"IDLE at p50 {result['idle_at'].get('p50', 0):.2f} s, p90 "
+        f"{result['idle_at'].get('p90', 0):.2f} s"
+    )
+    bad = fleet.not_idle(result)
+    if bad or not result["settled"]:
+        note += f"; NOT IDLE: {bad}"
+    return note
+
+
+def _split_rows(result: dict[str, Any]) -> list[Row]:
+    n = result["n"]
+    split: dict[str, int] = result["split"]
+    order = ["sockets", "runner+manager", "profiles", "machine", "trio tasks", "other"]
+    parts = ", ".join(f"{k} {split.get(k, 0) / n / 1024:.1f}" for k in order if k in split)
+    total = sum(split.values()) / n
     return [
         Row(
-            "4 steady",
-            "N=5,000 heartbeat 30 s (estimated)",
-            f"{share * 100:.2f} % of a core",
-            "≤ 2 % of a core",
-            share <= fleet.STEADY_TARGET,
-            share,
-            f"extrapolated from N={n} runs: {idle * 1e6:.1f} µs/s idle and "
-            f"{per_beat * 1e6:.0f} µs per heartbeat per device",
+            "memory",
+            f"N={n:,} traced per IDLE device",
+            f"{total / 1024:.1f} KiB: {parts}",
+            value=total,
+            note="Python allocations alive after bring-up, by the first owner on the traceback "
+            "(benchmarks/worker.py _CATEGORIES)",
         )
     ]
+
+
+def _scaling(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One line per fleet size; quick runs take the heartbeat from the 1 s window."""
+    fleets: dict[int, dict[str, Any]] = results["fleet"]
+    headers = [
+        "N",
+        "start → all IDLE",
+        "manager CPU/device",
+        "RSS/device",
+        "heartbeat (manager)",
+        "heartbeat (server)",
+        "server CPU/registration",
+        "attempts",
+        "not IDLE",
+    ]
+    lines = []
+    fast = results.get("heartbeat_1s")
+    for n, r in sorted(fleets.items()):
+        beat = fleet.heartbeat_cost(r, 30.0)
+        if beat is None and fast is not None and fast["n"] == n:
+            beat = fleet.heartbeat_cost(fast, 1.0)  # quick: no 30 s window, the 1 s one
+        server_reg = r.get("servers_cpu_bring_up_s")
+        lines.append(
+            [
+                f"{n:,}",
+                f"{r['wall_s']:.2f} s",
+                f"{r['cpu_s'] / n * 1e3:.2f} ms",
+                f"{fleet.rss_per_device(r) / 1024:.1f} KiB",
+                f"{beat['manager_s'] * 1e6:.0f} µs" if beat else "-",
+                f"{beat['server_s'] * 1e6:.0f} µs" if beat and "server_s" in beat else "-",
+                f"{server_reg / n * 1e3:.2f} ms" if server_reg is not None else "-",
+                str(r.get("attempts", "-")),
+                str(sum(fleet.not_idle(r).values())),
+            ]
+        )
+    return headers, lines
 
 
 def _write(
@@ -193,6 +275,7 @@ def _write(
         "machine": info,
         "loadavg_end": finished["loadavg"],
         "rows": [row.as_dict() for row in rows],
+        "scaling": dict(zip(("headers", "rows"), _scaling(results), strict=True)),
         "results": results,
     }
     text = json.dumps(payload, indent=1, default=str)

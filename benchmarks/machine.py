@@ -76,7 +76,7 @@ def rows(result: dict[str, Any]) -> list[Row]:
     n = result["n"]
     return [
         Row(
-            "5 machine",
+            "machine",
             f"models added/s (to {n:,})",
             f"{result['models_per_s']:,.0f}/s",
             note=(
@@ -87,7 +87,7 @@ def rows(result: dict[str, Any]) -> list[Row]:
             value=result["models_per_s"],
         ),
         Row(
-            "5 machine",
+            "machine",
             "triggers/s",
             f"{result['triggers_per_s']:,.0f}/s",
             value=result["triggers_per_s"],

@@ -4,7 +4,8 @@
 processes, waits for their "ready" lines (the server prints its URL, the agent fleet prints
 "N agent(s) registered"), and always kills them on exit. A process may hold at most the hard
 open-file limit, and a server holds two sockets per device (the agent's and the manager's), so
-big fleets are sharded across several servers (each device names its own server, as in UFO).
+big fleets are sharded across several servers (each device names its own server, as in UFO);
+a shard's agents are split over processes of at most ``AGENTS_PER_PROCESS``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ import psutil
 from .env import hard_nofile, raise_nofile
 
 PYTHON = sys.executable
+#: The installed console script (``python -m stellate`` is the same program).
+STELLATE = str(Path(sys.executable).with_name("stellate"))
 FD_SLACK = 300
+AGENTS_PER_PROCESS = 2_500
 _URL = re.compile(r"(ws://\S+/ws)")
 
 
@@ -114,14 +118,14 @@ class Child:
 
 
 class Shard:
-    """One agent server and the agents registered on it."""
+    """One agent server and the agents registered on it (in one or more processes)."""
 
     def __init__(self, index: int, count: int, prefix: str) -> None:
         self.index = index
         self.count = count
         self.prefix = prefix
         self.server: Child | None = None
-        self.agents: Child | None = None
+        self.agents: list[Child] = []
         self.port = 0
 
     @property
@@ -169,6 +173,7 @@ class Rig:
             Shard(i, count, f"sim{i}-") for i, count in enumerate(shard_sizes(n, per_server))
         ]
         self.agent_registration_s = 0.0
+        self._retired_server_cpu = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Rig:
@@ -178,27 +183,11 @@ class Rig:
             for shard in self.shards:
                 self._start_server(shard)
             for shard in self.shards:
-                shard.agents = Child(
-                    f"agents{shard.index}",
-                    [
-                        PYTHON,
-                        "-m",
-                        "stellate.cli",
-                        "agent",
-                        "--server",
-                        shard.url,
-                        "--count",
-                        str(shard.count),
-                        "--device-id-prefix",
-                        shard.prefix,
-                        "--heartbeat-interval",
-                        str(self.agent_heartbeat),
-                    ],
-                    self.log_dir,
-                )
+                for prefix, count in _blocks(shard):
+                    shard.agents.append(self._start_agents(shard, prefix, count))
             for shard in self.shards:
-                assert shard.agents is not None
-                shard.agents.wait_line("registered", self.ready_timeout)
+                for agents in shard.agents:
+                    agents.wait_line("registered", self.ready_timeout)
             self.agent_registration_s = time.monotonic() - began
         except BaseException:
             self.close()
@@ -216,13 +205,17 @@ class Rig:
         if exc is None:  # keep the children's logs only when something went wrong
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def _start_server(self, shard: Shard) -> None:
+    def _start_agents(self, shard: Shard, prefix: str, count: int) -> Child:
+        argv = [STELLATE, "agent", "--server", shard.url, "--count", str(count)]
+        argv += ["--device-id-prefix", prefix, "--heartbeat-interval", str(self.agent_heartbeat)]
+        return Child(f"agents-{prefix.rstrip('-')}", argv, self.log_dir)
+
+    def _start_server(self, shard: Shard, *, verbose: bool = False) -> None:
         shard.server = Child(
             f"server{shard.index}",
             [
-                PYTHON,
-                "-m",
-                "stellate.cli",
+                STELLATE,
+                *(["-v"] if verbose else []),
                 "serve",
                 "--port",
                 str(shard.port),
@@ -237,32 +230,56 @@ class Rig:
             raise RigError(f"cannot read the server URL from {line!r}")
         shard.port = int(match.group(1).rsplit(":", 1)[1].split("/", 1)[0])
 
-    def restart_servers(self, down_for: float = 0.0) -> None:
-        """Stop every server (SIGTERM: a clean 1001 close), then start it on the same port."""
+    def restart_servers(self, down_for: float = 0.0, *, verbose: bool = False) -> None:
+        """Stop every server (SIGTERM: a clean 1001 close), then start it on the same port.
+
+        ``verbose``: the new servers log each registration (``server_log_paths``).
+        """
         for shard in self.shards:
             assert shard.server is not None
+            self._retired_server_cpu += shard.server.cpu_seconds()
             shard.server.stop(signal.SIGTERM, grace=10.0)
         if down_for:
             time.sleep(down_for)
         for shard in self.shards:
-            self._start_server(shard)
+            self._start_server(shard, verbose=verbose)
+
+    def server_log_paths(self) -> list[Path]:
+        return [s.server.log_path for s in self.shards if s.server is not None]
 
     def close(self) -> None:
         for shard in self.shards:
-            for child in (shard.agents, shard.server):
+            for child in [*shard.agents, shard.server]:
                 if child is not None:
                     child.stop(signal.SIGTERM, grace=5.0)
 
     # -- what the manager needs and what the children cost ------------------------------------
     def spec(self) -> list[dict[str, Any]]:
-        """The devices, for the worker: one ``{url, prefix, count}`` per server."""
-        return [{"url": s.url, "prefix": s.prefix, "count": s.count} for s in self.shards]
+        """The devices, for the worker: one ``{url, prefix, count}`` per agent process."""
+        return [
+            {"url": shard.url, "prefix": prefix, "count": count}
+            for shard in self.shards
+            for prefix, count in _blocks(shard)
+        ]
 
     def children(self) -> list[Child]:
-        return [c for s in self.shards for c in (s.server, s.agents) if c is not None]
+        return [c for s in self.shards for c in [s.server, *s.agents] if c is not None]
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds so far: servers together, agents together."""
-        servers = sum(s.server.cpu_seconds() for s in self.shards if s.server is not None)
-        agents = sum(s.agents.cpu_seconds() for s in self.shards if s.agents is not None)
+        """CPU seconds so far: servers together, agents together.
+
+        A restarted server starts from zero: ``restart_servers`` keeps the old ones' total.
+        """
+        servers = self._retired_server_cpu
+        servers += sum(s.server.cpu_seconds() for s in self.shards if s.server is not None)
+        agents = sum(a.cpu_seconds() for s in self.shards for a in s.agents)
         return {"servers": servers, "agents": agents}
+
+
+def _blocks(shard: Shard) -> list[tuple[str, int]]:
+    """(id prefix, count) per agent process of a shard: at most ``AGENTS_PER_PROCESS`` each."""
+    blocks = max(1, -(-shard.count // AGENTS_PER_PROCESS))
+    if blocks == 1:
+        return [(shard.prefix, shard.count)]
+    base, extra = divmod(shard.count, blocks)
+    return [(f"{shard.prefix}b{i}-", base + (1 if i < extra else 0)) for i in range(blocks)]

@@ -28,10 +28,6 @@ class Row:
         return asdict(self) | {"verdict": self.verdict}
 
 
-def at_most(value: float, limit: float) -> bool:
-    return value <= limit
-
-
 def table(rows: list[Row]) -> str:
     headers = ("#", "metric", "target", "measured", "verdict")
     cells = [(r.figure, r.metric, r.target, r.measured, r.verdict) for r in rows]
@@ -49,6 +45,16 @@ def table(rows: list[Row]) -> str:
     if notes:
         out += ["", "notes:", *notes]
     return "\n".join(out)
+
+
+def grid(headers: list[str], lines: list[list[str]]) -> str:
+    """A plain table: one header line, a rule, one line per row (markdown-compatible)."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+
+    def fmt(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, lines)])
 
 
 def ms(seconds: float) -> str:

@@ -201,6 +201,8 @@ async def fleet(job: dict[str, Any]) -> dict[str, Any]:
                 snap = tracemalloc.take_snapshot()
                 tracemalloc.stop()
                 result["split"] = split(snap)
+                if job.get("snapshot"):  # kept for a closer look (``benchmarks.memory``)
+                    snap.dump(job["snapshot"])
             emit({"event": "up", "wall_s": wall})
             if job.get("window"):
                 result["steady"] = await _steady(manager, job["window"])
@@ -256,6 +258,7 @@ async def _steady(manager: ConstellationDeviceManager, window: float) -> dict[st
     emit({"event": "window"})
     with profiled("steady"):
         await trio.sleep(window)
+    emit({"event": "window_end"})
     return {
         "cpu_s": time.process_time() - cpu0,
         "wall_s": time.perf_counter() - t0,
@@ -315,6 +318,9 @@ async def _storm(
 ) -> dict[str, Any]:
     """Tell the driver to restart the servers; stamp every reconnect attempt until all IDLE."""
     storm.expected = n
+    # Trio's clock against the wall clock: the driver places the servers' log lines (wall
+    # clock) on the same time line as the transitions (trio clock).
+    clock = {"trio": trio.current_time(), "wall": time.time()}
     emit({"event": "restart"})
     cpu0 = time.process_time()
     with profiled("storm"), trio.move_on_after(limit):
@@ -322,6 +328,8 @@ async def _storm(
     cpu = time.process_time() - cpu0
     origin = min(storm.lost.values()) if storm.lost else math.nan
     return {
+        "origin": origin,
+        "clock": clock,
         "lost": len(storm.lost),
         "recovered": len(storm.back),
         "failed": len(storm.failed),

@@ -1,0 +1,75 @@
+"""``stellate up --once --json`` over a rig: the whole CLI process's CPU, imports aside.
+
+The CLI adds to the manager: loading the YAML, the progress display, the event stream it reads,
+the graceful disconnect at the end and the JSON of every profile. Its whole-process CPU (the
+kernel's accounting of the finished child) less the CPU of a process that only imports the
+same code (``stellate up --help``) is compared with the manager's own CPU for the same fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .procs import STELLATE, Rig, RigError
+
+
+def _config(rig: Rig, path: Path) -> Path:
+    lines = ["manager:", '  task_name: "bench-up"', "devices:"]
+    for shard in rig.spec():
+        for i in range(shard["count"]):
+            lines.append(f'  - device_id: "{shard["prefix"]}{i}"')
+            lines.append(f'    server_url: "{shard["url"]}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _run(argv: list[str], out: Path, timeout: float) -> dict[str, Any]:
+    """Run ``argv`` with stdout/stderr to files; its CPU from the kernel's rusage of the child."""
+    began = time.monotonic()
+    with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+        deadline = began + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise RigError(f"{argv[1]}: no exit within {timeout:g} s")
+            time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "wall_s": time.monotonic() - began,
+        "exit": proc.returncode,
+        "max_rss_kib": usage.ru_maxrss,
+    }
+
+
+def measure(rig: Rig, *, import_runs: int = 3) -> dict[str, Any]:
+    config = _config(rig, rig.log_dir / "bench-up.yaml")
+    imports = [
+        _run([STELLATE, "up", "--help"], rig.log_dir / "up-help.out", 60.0)["cpu_s"]
+        for _ in range(import_runs)
+    ]
+    run = _run(
+        [STELLATE, "up", "--once", "--json", str(config)],
+        rig.log_dir / "up.out",
+        max(120.0, rig.n / 10),
+    )
+    if run["exit"] != 0:
+        raise RigError(f"stellate up exited {run['exit']}: see {rig.log_dir}/up.err")
+    imports_cpu = min(imports)
+    return {
+        "n": rig.n,
+        "cpu_s": run["cpu_s"],
+        "imports_cpu_s": imports_cpu,
+        "work_cpu_s": max(0.0, run["cpu_s"] - imports_cpu),
+        "wall_s": run["wall_s"],
+        "max_rss_kib": run["max_rss_kib"],
+    }
