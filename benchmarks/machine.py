@@ -35,7 +35,7 @@ def measure(n: int, laps: int = 2) -> dict[str, Any]:
     t0 = time.perf_counter()
     started = t0
     for i, profile in enumerate(profiles, start=1):
-        lifecycles.append(engine.create(profile, policy=policy, observer=_observer))
+        lifecycles.append(engine.create(profile, timing=policy, observer=_observer))
         if i % block == 0:
             now = time.perf_counter()
             blocks.append((now - started) / block)

@@ -12,6 +12,7 @@ that are internal and may change without notice.
 from .config import StellateConfig, load_config
 from .fsm import AgentProfile, DeviceStatus, IllegalTransition, RetryPolicy
 from .manager import ConstellationDeviceManager, EventKind, ManagerEvent, open_constellation
+from .timing import Timing
 
 __all__ = [
     "AgentProfile",
@@ -22,6 +23,7 @@ __all__ = [
     "ManagerEvent",
     "RetryPolicy",
     "StellateConfig",
+    "Timing",
     "__version__",
     "load_config",
     "open_constellation",

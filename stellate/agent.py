@@ -4,14 +4,13 @@ One task per agent and one per socket, and that task does everything on its sock
 with a deadline set to whichever comes first — the next heartbeat to send, or the moment the
 server counts as gone (``miss_limit`` heartbeats unanswered) — so there is never a second reader
 or a concurrent writer. When the server goes away the agent reconnects after a jittered,
-exponentially growing wait (``RetryPolicy.backoff_delay``) that resets once a registration
+exponentially growing wait (``Timing.backoff_delay``) that resets once a registration
 succeeds: a server restart is not met by every agent at the same instant.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import urllib.parse
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .fsm.policy import RandomSource, RetryPolicy
+from .protocol.lease import HeartbeatLease
 from .protocol.session_client import (
     DeviceSession,
     HeartbeatAck,
@@ -32,6 +31,7 @@ from .protocol.session_client import (
 )
 from .protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
 from .redact import add_log_secret, redact_url
+from .timing import DEFAULT_TIMING, RandomSource, Timing
 
 if TYPE_CHECKING:
     from .adapters.telemetry import Telemetry
@@ -40,11 +40,12 @@ __all__ = ["DeviceAgent", "run_fleet", "with_token"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HEARTBEAT_INTERVAL = 30.0
+DEFAULT_HEARTBEAT_INTERVAL = DEFAULT_TIMING.heartbeat_interval
 #: Stopping is a cancellation: the socket's reader is cancelled too, so the server's close reply
 #: can never be read. Send our close frame (1001, so the server deregisters at once) and go.
 GOODBYE_TIMEOUT = 0.1
-DEFAULT_RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=30.0)
+#: An agent comes back sooner than a constellation retries (its server may be restarting).
+DEFAULT_RETRY = Timing(reconnect_delay=1.0, backoff_cap=30.0)
 
 
 class _SessionEnded(Exception):
@@ -92,12 +93,12 @@ class DeviceAgent:
         api_key: str | None = None,
         custom_metadata: dict[str, Any] | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-        miss_limit: int = 3,
+        miss_limit: int = DEFAULT_TIMING.miss_limit,
         connector: Connector | None = None,
         cafile: str | None = None,
         info_provider: Telemetry | None = None,
         system_info: dict[str, Any] | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: Timing = DEFAULT_RETRY,
         rng: RandomSource | None = None,
         on_registered: Callable[[DeviceAgent], None] | None = None,
     ) -> None:
@@ -201,38 +202,32 @@ class DeviceAgent:
     async def _stay_registered(self, conn: Connection, session: DeviceSession) -> None:
         """Heartbeat and read until the socket fails or the server stops answering.
 
-        The server counts as gone when ``miss_limit`` heartbeats in a row went unanswered:
-        ``heartbeat_interval × miss_limit`` after the first unanswered one. (Counted from the
-        last answer instead, ``miss_limit=1`` would give up at the instant the first
-        heartbeat is due, before asking anything.)
+        The server counts as gone by the heartbeat lease's rule (``HeartbeatLease``):
+        ``miss_limit`` heartbeats in a row unanswered. Reading with the lease's next wake-up
+        as deadline keeps this task the socket's only reader and only writer.
         """
-        now = trio.current_time()
-        next_heartbeat = now + self.heartbeat_interval
-        server_lease = self.heartbeat_interval * self.miss_limit
-        unanswered_since: float | None = None  # when the oldest unanswered heartbeat left
+        lease = HeartbeatLease(self.heartbeat_interval, self.miss_limit, trio.current_time())
         while True:
-            deadline = math.inf if unanswered_since is None else unanswered_since + server_lease
             frame: str | bytes | None = None
-            with trio.move_on_at(min(next_heartbeat, deadline)):
+            with trio.move_on_at(lease.wake_at):
                 frame = await conn.receive()
             now = trio.current_time()
             if frame is not None:
                 for event in session.receive(frame):
                     if isinstance(event, HeartbeatAck):
-                        unanswered_since = None
+                        lease.heard()
                     elif isinstance(event, Reply):
                         await conn.send(event.frame)
                     elif isinstance(event, PeerError | ProtocolViolation | Ignored):
                         logger.warning("%s: %s", self.device_id, event)
-            if unanswered_since is not None and now >= unanswered_since + server_lease:
+            if lease.expired(now):
                 raise _SessionEnded(
-                    f"server left {self.miss_limit} heartbeat(s) unanswered for {server_lease:g} s"
+                    f"server left {self.miss_limit} heartbeat(s) unanswered "
+                    f"for {self.heartbeat_interval * self.miss_limit:g} s"
                 )
-            if now >= next_heartbeat:
+            if lease.beat_due(now):
                 await conn.send(session.heartbeat())
-                if unanswered_since is None:
-                    unanswered_since = now
-                next_heartbeat = now + self.heartbeat_interval
+                lease.sent(now)
 
 
 def _default_connector(cafile: str | None = None) -> Connector:

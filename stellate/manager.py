@@ -35,12 +35,13 @@ import attrs
 import trio
 
 from .fsm import (
+    DEFAULT_MAX_RETRIES,
     AgentProfile,
     DeviceLifecycle,
     DeviceStatus,
     LifecycleEngine,
     RandomSource,
-    RetryPolicy,
+    Timing,
     TransitionRecord,
     Trigger,
 )
@@ -161,10 +162,12 @@ class ConstellationDeviceManager:
 
     Args:
         task_name: names this constellation; its client id on a server is ``task_name@device``.
-        heartbeat_interval: seconds between heartbeats once a device is IDLE.
-        reconnect_delay: base of the jittered exponential backoff between attempts.
-        backoff_cap: the backoff never waits longer than this.
-        miss_limit: a device whose server leaves ``miss_limit`` heartbeats unanswered is lost.
+        timing: every device's deadlines, backoff, heartbeat and windows (``stellate.Timing``,
+            whose fields document their defaults).
+        heartbeat_interval, reconnect_delay, backoff_cap, connect_timeout,
+        registration_timeout, telemetry_timeout, miss_limit, recovery_window,
+        stability_window: shorthand for the ``Timing`` field of that name (applied over
+            ``timing``; None keeps its value).
         connector: how to open connections (default: real WebSockets).
         api_key: the servers' shared key, added as ``?token=`` to URLs that carry none.
         rng: the jitter's random source (seed it for reproducible runs).
@@ -180,39 +183,43 @@ class ConstellationDeviceManager:
     def __init__(
         self,
         task_name: str = "stellate",
-        heartbeat_interval: float = 30.0,
-        reconnect_delay: float = 5.0,
+        heartbeat_interval: float | None = None,
+        reconnect_delay: float | None = None,
         *,
-        backoff_cap: float = 60.0,
-        connect_timeout: float = 30.0,
-        registration_timeout: float = 10.0,
-        telemetry_timeout: float = 10.0,
-        miss_limit: int = 3,
+        timing: Timing | None = None,
+        backoff_cap: float | None = None,
+        connect_timeout: float | None = None,
+        registration_timeout: float | None = None,
+        telemetry_timeout: float | None = None,
+        miss_limit: int | None = None,
+        recovery_window: float | None = None,
+        stability_window: float | None = None,
         connector: Connector | None = None,
         api_key: str | None = None,
         rng: RandomSource | None = None,
         shutdown_timeout: float = 5.0,
         max_connecting: int = 100,
     ) -> None:
-        if heartbeat_interval <= 0:
-            raise ValueError("heartbeat_interval must be > 0")
-        if miss_limit < 1:
-            raise ValueError("miss_limit must be >= 1")
         if max_connecting < 1:
             raise ValueError("max_connecting must be >= 1")
         self.task_name = task_name
-        self.policy = RetryPolicy(
-            reconnect_delay=reconnect_delay,
-            backoff_cap=max(backoff_cap, reconnect_delay),
-            connect_timeout=connect_timeout,
-            registration_timeout=registration_timeout,
-            telemetry_timeout=telemetry_timeout,
+        sugar = {
+            "heartbeat_interval": heartbeat_interval,
+            "reconnect_delay": reconnect_delay,
+            "backoff_cap": backoff_cap,
+            "connect_timeout": connect_timeout,
+            "registration_timeout": registration_timeout,
+            "telemetry_timeout": telemetry_timeout,
+            "miss_limit": miss_limit,
+            "recovery_window": recovery_window,
+            "stability_window": stability_window,
+        }
+        #: Every device's timing: ``timing`` (default ``Timing()``) with the keywords applied.
+        self.timing = (timing or Timing()).evolve(
+            **{name: value for name, value in sugar.items() if value is not None}
         )
         self._runner_settings = RunnerSettings(
-            task_name=task_name,
-            heartbeat_interval=heartbeat_interval,
-            miss_limit=miss_limit,
-            connect_slots=trio.CapacityLimiter(max_connecting),
+            task_name=task_name, connect_slots=trio.CapacityLimiter(max_connecting)
         )
         if connector is None:
             from .adapters.websocket import WebSocketConnector
@@ -242,13 +249,7 @@ class ConstellationDeviceManager:
         settings = config.manager
         kwargs: dict[str, Any] = {
             "task_name": settings.task_name,
-            "heartbeat_interval": settings.heartbeat_interval,
-            "reconnect_delay": settings.reconnect_delay,
-            "backoff_cap": settings.backoff_cap,
-            "connect_timeout": settings.connect_timeout,
-            "registration_timeout": settings.registration_timeout,
-            "telemetry_timeout": settings.telemetry_timeout,
-            "miss_limit": settings.miss_limit,
+            "timing": settings.timing(),
             "api_key": settings.api_key,
         }
         kwargs.update(overrides)
@@ -348,7 +349,7 @@ class ConstellationDeviceManager:
             raise RuntimeError("the manager is not running (async with / nursery.start(run))")
         profile = attrs.evolve(profile, server_url=_with_token(profile.server_url, self._api_key))
         lifecycle = self._engine.create(
-            profile, policy=self.policy, rng=self._rng, observer=self._observe
+            profile, timing=self.timing, rng=self._rng, observer=self._observe
         )
         try:
             self.device_registry.add(lifecycle)
@@ -380,7 +381,7 @@ class ConstellationDeviceManager:
         os: str | None = None,
         capabilities: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
-        max_retries: int | None = 5,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
         auto_connect: bool = True,
     ) -> bool:
         """Galaxy's call: add the device; with ``auto_connect``, run all five phases.

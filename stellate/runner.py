@@ -64,6 +64,7 @@ from .protocol import (
     Rejected,
     RejectionKind,
 )
+from .protocol.lease import HeartbeatLease
 from .protocol.session_client import ClientEvent
 from .redact import redact_url
 
@@ -93,8 +94,6 @@ CommandName = Literal[Trigger.CONNECT, Trigger.RETRY, Trigger.DISCONNECT]
 @attrs.frozen
 class RunnerSettings:
     task_name: str = "stellate"
-    heartbeat_interval: float = 30.0
-    miss_limit: int = 3
     #: Shared by a fleet's runners: a slot is held from the start of a connection attempt
     #: until the socket is open (None: no limit).
     connect_slots: trio.CapacityLimiter | None = None
@@ -155,8 +154,8 @@ class DeviceRunner:
         self._to_inbox = inbox_sender
         self._new_session = session_factory
         self._generation = 0
-        self._last_ack = 0.0
-        self._signs_of_life = 0  # frames received on the current socket: answers to heartbeats
+        # The current socket's heartbeat lease, once heartbeats have started.
+        self._lease: HeartbeatLease | None = None
         # True once this run (since the owner's last connect/retry) met a server in flux: an
         # attempt failed at the connection level, or the device reached IDLE (so any later
         # registration follows a loss). A target briefly absent then is not a rejection.
@@ -304,6 +303,7 @@ class DeviceRunner:
 
     async def _connected(self, conn: Connection) -> None:
         session = self._new_session(self._settings.task_name, self.lc.device_id)
+        self._lease = None  # this socket's heartbeats have not started
         generation = self._generation
         grace = CLOSE_GRACE
         async with trio.open_nursery() as nursery:
@@ -375,8 +375,8 @@ class DeviceRunner:
                 reason=f"heartbeat lease expired (silent for {item.silent_for:.1f}s)",
             )
         event = item.event
-        self._last_ack = trio.current_time()  # any frame on this socket shows the server alive
-        self._signs_of_life += 1
+        if self._lease is not None:  # any frame on this socket shows the server alive
+            self._lease.heard()
         if isinstance(event, Registered) and state is DeviceStatus.REGISTERING:
             return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
         if isinstance(event, Rejected) and state is DeviceStatus.REGISTERING:
@@ -436,40 +436,27 @@ class DeviceRunner:
     ) -> None:
         """Send a heartbeat every interval; report the lease expired when answers stop coming.
 
-        The lease is counted from the first heartbeat still unanswered: the device is lost when
-        nothing has come back within ``heartbeat_interval × miss_limit`` of it, i.e. when
-        ``miss_limit`` heartbeats in a row went unanswered (the server's lease on a device's
-        heartbeats, seen from the sender). Silence before we asked anything is not a miss: a
-        lease counted from the last answer would expire with ``miss_limit=1`` at the very
-        instant the first heartbeat is due. The lease is a deadline of its own, so a send that
-        blocks on a peer that stopped reading cannot postpone the verdict.
+        The rule is ``HeartbeatLease``'s (shared with the device agent): lost once
+        ``miss_limit`` heartbeats in a row went unanswered. Any frame on this socket answers
+        (``_on_item`` tells the lease). The verdict is a deadline of its own, so a send that
+        blocks on a peer that stopped reading cannot postpone it.
         """
-        interval = self._settings.heartbeat_interval
-        lease = interval * self._settings.miss_limit
-        self._last_ack = trio.current_time()
-        next_beat = self._last_ack + interval
-        # The oldest heartbeat still unanswered: when it was sent, and how many frames had
-        # arrived by then (any later frame answers it; counting, not comparing clock readings,
-        # stays exact when an answer lands at the very instant of a send).
-        unanswered: tuple[float, int] | None = None
-
-        def expiry() -> float:
-            if unanswered is None or self._signs_of_life > unanswered[1]:
-                return math.inf  # everything sent so far was answered (or nothing was sent)
-            return unanswered[0] + lease
-
+        timing = self.lc.timing
+        lease = self._lease = HeartbeatLease(
+            timing.heartbeat_interval, timing.miss_limit, trio.current_time()
+        )
         while True:
-            await trio.sleep_until(min(next_beat, expiry()))
+            await trio.sleep_until(lease.wake_at)
             now = trio.current_time()
-            if now >= expiry():
-                await self._to_inbox.send(_LeaseExpired(generation, now - self._last_ack))
+            if lease.expired(now):
+                since = lease.unanswered_since
+                silent = now - since if since is not None else 0.0
+                await self._to_inbox.send(_LeaseExpired(generation, silent))
                 return
-            if now < next_beat:
+            if not lease.beat_due(now):
                 continue
-            next_beat = now + interval
-            if unanswered is None or self._signs_of_life > unanswered[1]:
-                unanswered = (now, self._signs_of_life)
-            with trio.move_on_at(expiry()):
+            lease.sent(now)
+            with trio.move_on_at(lease.expires_at):
                 try:
                     await conn.send(session.heartbeat())
                 except ConnectionClosed:

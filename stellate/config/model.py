@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ..fsm import AgentProfile, RetryPolicy
+from ..fsm import DEFAULT_MAX_RETRIES, AgentProfile
+from ..timing import Timing
 from .problems import describe
 
 #: A field's position inside the document: keys and list indices, outermost first.
@@ -54,13 +55,6 @@ def format_path(path: FieldPath) -> str:
 
 
 # --- value rules: each yields what is wrong, nothing when all is well ---
-
-
-def _number_rule(value: float, *, minimum: float, inclusive: bool) -> Iterator[str]:
-    if not math.isfinite(value):
-        yield f"must be a finite number, got {value!r}"
-    elif value < minimum or (not inclusive and value == minimum):
-        yield f"must be {'>=' if inclusive else '>'} {minimum:g}, got {value!r}"
 
 
 def _server_url_rule(url: str) -> Iterator[str]:
@@ -134,7 +128,7 @@ class DeviceConfig:
     capabilities: tuple[str, ...] = ()
     metadata: dict[str, Any] = attrs.field(factory=dict)
     #: Connection attempts before FAILED; ``None`` retries forever.
-    max_retries: int | None = 5
+    max_retries: int | None = DEFAULT_MAX_RETRIES
     auto_connect: bool = True
 
     def __attrs_post_init__(self) -> None:
@@ -189,27 +183,15 @@ class DeviceConfig:
         )
 
 
-_POSITIVE_SECONDS = (
-    "heartbeat_interval",
-    "connect_timeout",
-    "registration_timeout",
-    "telemetry_timeout",
-)
-
-
 @attrs.frozen(kw_only=True)
-class ManagerSettings:
-    """The ``manager:`` block: Galaxy's ConstellationDeviceManager arguments and timings."""
+class ManagerSettings(Timing):
+    """The ``manager:`` block: Galaxy's ConstellationDeviceManager arguments and timings.
+
+    Every timing field (and its default and rules) is ``Timing``'s: this class adds only what
+    names and authenticates the constellation.
+    """
 
     task_name: str = "stellate"
-    heartbeat_interval: float = 30.0
-    reconnect_delay: float = 5.0
-    backoff_cap: float = 60.0
-    connect_timeout: float = 30.0
-    registration_timeout: float = 10.0
-    telemetry_timeout: float = 10.0
-    #: Heartbeats missed in a row before a device is considered lost.
-    miss_limit: int = 3
     #: Sent to the server when set. Secret: kept out of reprs and error messages.
     api_key: str | None = attrs.field(default=None, repr=_secret_repr)
 
@@ -223,39 +205,14 @@ class ManagerSettings:
         task_name = values.get("task_name")
         if task_name is not None and not task_name.strip():
             problems.append((("task_name",), "must not be empty"))
-        for name in _POSITIVE_SECONDS:
-            if name in values:
-                for message in _number_rule(values[name], minimum=0.0, inclusive=False):
-                    problems.append(((name,), message))
-        delay = values.get("reconnect_delay")
-        if delay is not None:
-            delay_problems = list(_number_rule(delay, minimum=0.0, inclusive=True))
-            problems += [(("reconnect_delay",), m) for m in delay_problems]
-            if delay_problems:
-                delay = None  # no meaningful bound for backoff_cap
-        cap = values.get("backoff_cap")
-        if cap is not None:
-            cap_problems = list(_number_rule(cap, minimum=0.0, inclusive=True))
-            problems += [(("backoff_cap",), m) for m in cap_problems]
-            if not cap_problems and delay is not None and cap < delay:
-                message = f"must be >= reconnect_delay ({delay:g}), got {cap!r}"
-                problems.append((("backoff_cap",), message))
-        miss_limit = values.get("miss_limit")
-        if miss_limit is not None and miss_limit < 1:
-            problems.append((("miss_limit",), f"must be >= 1, got {miss_limit}"))
+        problems += [((name,), message) for name, message in Timing.timing_violations(values)]
         if values.get("api_key") == "":
             problems.append((("api_key",), "must not be empty (use null for no key)"))
         return problems
 
-    def retry_policy(self) -> RetryPolicy:
-        """The per-device timing these settings imply, as the state machine's runner wants it."""
-        return RetryPolicy(
-            reconnect_delay=self.reconnect_delay,
-            backoff_cap=self.backoff_cap,
-            connect_timeout=self.connect_timeout,
-            registration_timeout=self.registration_timeout,
-            telemetry_timeout=self.telemetry_timeout,
-        )
+    def timing(self) -> Timing:
+        """Just the timing settings, as the manager takes them."""
+        return Timing(**{field.name: getattr(self, field.name) for field in attrs.fields(Timing)})
 
 
 def fleet_violations(devices: tuple[DeviceConfig, ...]) -> list[tuple[FieldPath, str]]:

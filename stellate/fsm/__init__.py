@@ -1,5 +1,6 @@
 """The registration engine: statuses, profiles, the one transition table and its machine."""
 
+from ..timing import RandomSource, RetryPolicy, Timing
 from .effects import (
     CloseConnection,
     Effect,
@@ -16,13 +17,13 @@ from .lifecycle import (
     TransitionRecord,
 )
 from .paths import Path, Step, paths
-from .policy import RandomSource, RetryPolicy
-from .profile import SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
+from .profile import DEFAULT_MAX_RETRIES, SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
 from .status import DeviceStatus
 from .table import TRANSITIONS, TRIGGERS, rows
 from .trigger import Trigger
 
 __all__ = [
+    "DEFAULT_MAX_RETRIES",
     "SYSTEM_INFO_KEYS",
     "TRANSITIONS",
     "TRIGGERS",
@@ -42,6 +43,7 @@ __all__ = [
     "SendRegister",
     "StartHeartbeat",
     "Step",
+    "Timing",
     "TransitionRecord",
     "Trigger",
     "merge_system_info",

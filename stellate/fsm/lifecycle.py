@@ -26,6 +26,7 @@ import attrs
 from transitions import Machine, MachineError
 from transitions.core import Event, State, listify
 
+from ..timing import RandomSource, Timing, default_random
 from . import coverage as _coverage
 from .effects import (
     CloseConnection,
@@ -35,7 +36,6 @@ from .effects import (
     SendRegister,
     StartHeartbeat,
 )
-from .policy import RandomSource, RetryPolicy, default_random
 from .profile import AgentProfile, merge_system_info
 from .status import DeviceStatus
 from .table import INITIAL, STATES, TRANSITIONS, TRIGGERS
@@ -93,7 +93,7 @@ class DeviceLifecycle:
     def __init__(
         self,
         profile: AgentProfile,
-        policy: RetryPolicy,
+        timing: Timing,
         rng: RandomSource,
         clock: Clock,
         observer: Observer | None,
@@ -101,7 +101,8 @@ class DeviceLifecycle:
     ) -> None:
         self._machine = machine
         self._profile = profile
-        self.policy = policy
+        #: The device's timing settings (deadlines and backoff).
+        self.timing = timing
         self._rng = rng
         self._clock = clock
         self._observer = observer
@@ -209,22 +210,22 @@ class DeviceLifecycle:
         self._profile = attrs.evolve(self._profile, connection_attempts=attempts)
         self.failure_reason = None
         self._effects.append(OpenConnection(self._profile.server_url))
-        self.timeout = self.policy.connect_timeout
+        self.timeout = self.timing.connect_timeout
 
     def _enter_connected(self, event: Any) -> None:
         self._effects.append(SendRegister())
 
     def _enter_registering(self, event: Any) -> None:
-        self.timeout = self.policy.registration_timeout
+        self.timeout = self.timing.registration_timeout
 
     def _enter_telemetry(self, event: Any) -> None:
         self._effects.append(RequestTelemetry())
-        self.timeout = self.policy.telemetry_timeout
+        self.timeout = self.timing.telemetry_timeout
 
     def _enter_backoff(self, event: Any) -> None:
         self.last_error = self._reason(event, "timed out")
         self._effects.append(CloseConnection(self.last_error))
-        self.timeout = self.policy.backoff_delay(self._profile.connection_attempts, self._rng)
+        self.timeout = self.timing.backoff_delay(self._profile.connection_attempts, self._rng)
 
     def _enter_failed(self, event: Any) -> None:
         cause = (
@@ -363,7 +364,7 @@ class LifecycleEngine:
         self,
         profile: AgentProfile,
         *,
-        policy: RetryPolicy | None = None,
+        timing: Timing | None = None,
         rng: RandomSource | None = None,
         clock: Clock | None = None,
         observer: Observer | None = None,
@@ -371,7 +372,7 @@ class LifecycleEngine:
         """A lifecycle starting in ``profile.status`` (DISCONNECTED for a configured device)."""
         lifecycle = DeviceLifecycle(
             profile,
-            policy or RetryPolicy(),
+            timing or Timing(),
             rng if rng is not None else default_random(),
             clock or _utc_now,
             observer,

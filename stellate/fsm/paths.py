@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from ..timing import Timing
 from .lifecycle import LifecycleEngine
-from .policy import RetryPolicy
 from .profile import AgentProfile
 from .status import DeviceStatus
 from .table import rows
@@ -97,7 +97,7 @@ class _Enumerator:
         self._probe = AgentProfile(
             device_id="path-probe", server_url="ws://127.0.0.1/ws", max_retries=max_retries
         )
-        self._policy = RetryPolicy()
+        self._timing = Timing()
 
     def _successors(self, state: str, attempts: int) -> tuple[tuple[Step, str, int], ...]:
         out: dict[Step, tuple[Step, str, int]] = {}
@@ -106,7 +106,7 @@ class _Enumerator:
                 start = attrs.evolve(
                     self._probe, status=DeviceStatus(state), connection_attempts=attempts
                 )
-                lifecycle = self._engine.create(start, policy=self._policy)
+                lifecycle = self._engine.create(start, timing=self._timing)
                 try:
                     lifecycle.fire(trigger, **data)
                     step = Step(trigger, state, lifecycle.status)

@@ -15,6 +15,9 @@ import attrs
 
 from .status import DeviceStatus
 
+#: Connection attempts a device makes before it is FAILED, unless configured otherwise.
+DEFAULT_MAX_RETRIES = 5
+
 #: The keys of ``metadata["system_info"]``, in Galaxy's order.
 SYSTEM_INFO_KEYS: tuple[str, ...] = (
     "platform",
@@ -48,7 +51,7 @@ class AgentProfile:
     status: DeviceStatus = DeviceStatus.DISCONNECTED
     last_heartbeat: datetime | None = None
     connection_attempts: int = 0
-    max_retries: int | None = 5
+    max_retries: int | None = DEFAULT_MAX_RETRIES
     current_task_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from ..timing import DEFAULT_TIMING
 from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
 from .messages import (
     ClientMessage,
@@ -75,9 +76,9 @@ class ServerPolicy:
     loss reported to its constellations before their own limit could fire at the same moment.
     """
 
-    registration_timeout: float = 10.0
-    heartbeat_interval: float = 30.0
-    miss_limit: int = 3
+    registration_timeout: float = DEFAULT_TIMING.registration_timeout
+    heartbeat_interval: float = DEFAULT_TIMING.heartbeat_interval
+    miss_limit: int = DEFAULT_TIMING.miss_limit
     constellation_idle_timeout: float | None = attrs.field(
         default=attrs.Factory(lambda self: 2 * self.lease, takes_self=True)
     )

@@ -20,7 +20,6 @@ import attrs
 from hypothesis import strategies as st
 
 from ..fsm.paths import Path, Step
-from ..fsm.policy import RetryPolicy
 from ..fsm.status import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..protocol.codec import encode_client, encode_server
@@ -32,6 +31,7 @@ from ..protocol.messages import (
     ServerMessageType,
     TaskStatus,
 )
+from ..timing import RetryPolicy
 from .faults import (
     DUPLICATE_CLIENT_ID,
     TARGET_NOT_CONNECTED,

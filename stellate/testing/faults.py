@@ -44,10 +44,10 @@ from typing import Any
 import attrs
 
 from ..fsm.paths import Path, Step
-from ..fsm.policy import RetryPolicy
 from ..fsm.status import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..protocol import rejections
+from ..timing import RetryPolicy
 
 __all__ = [
     "DEFAULT_SYSTEM_INFO",

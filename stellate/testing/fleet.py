@@ -33,11 +33,11 @@ import trio.testing
 
 from ..adapters.memory import MemoryNetwork
 from ..fsm.paths import Path, Step
-from ..fsm.policy import RetryPolicy
 from ..fsm.profile import AgentProfile, merge_system_info
 from ..fsm.status import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
+from ..timing import DEFAULT_TIMING, RetryPolicy
 from .fake_server import Attempt, FakeAgentServer
 from .faults import (
     Answer,
@@ -125,26 +125,28 @@ class FleetTiming:
     """The manager's settings (seconds), as ``ConstellationDeviceManager`` takes them."""
 
     task_name: str = "stellate"
-    heartbeat_interval: float = 30.0
-    miss_limit: int = 3
-    reconnect_delay: float = 5.0
-    backoff_cap: float = 60.0
-    connect_timeout: float = 30.0
-    registration_timeout: float = 10.0
-    telemetry_timeout: float = 10.0
+    heartbeat_interval: float = DEFAULT_TIMING.heartbeat_interval
+    miss_limit: int = DEFAULT_TIMING.miss_limit
+    reconnect_delay: float = DEFAULT_TIMING.reconnect_delay
+    backoff_cap: float = DEFAULT_TIMING.backoff_cap
+    connect_timeout: float = DEFAULT_TIMING.connect_timeout
+    registration_timeout: float = DEFAULT_TIMING.registration_timeout
+    telemetry_timeout: float = DEFAULT_TIMING.telemetry_timeout
 
     def manager_kwargs(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return {"task_name": self.task_name, "timing": self.policy}
 
     @property
     def policy(self) -> RetryPolicy:
-        """The ``RetryPolicy`` the manager derives from these settings."""
+        """The ``Timing`` the manager runs with (a cap below the delay is raised to it)."""
         return RetryPolicy(
             reconnect_delay=self.reconnect_delay,
             backoff_cap=max(self.backoff_cap, self.reconnect_delay),
             connect_timeout=self.connect_timeout,
             registration_timeout=self.registration_timeout,
             telemetry_timeout=self.telemetry_timeout,
+            heartbeat_interval=self.heartbeat_interval,
+            miss_limit=self.miss_limit,
         )
 
 

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from ..fsm.lifecycle import LifecycleEngine
 from ..fsm.paths import EVENT_VARIANTS, OUTSIDE_FLOW, Path, Step
-from ..fsm.policy import RetryPolicy
 from ..fsm.profile import AgentProfile
 from ..fsm.status import DeviceStatus
 from ..fsm.table import rows
 from ..fsm.trigger import Trigger
+from ..timing import RetryPolicy
 
 __all__ = [
     "FEATURES",
@@ -156,17 +156,25 @@ def agent_profiles(
     )
 
 
+def _valid_policy(*, reconnect_delay: float, cap_above: float, **rest: Any) -> RetryPolicy:
+    return RetryPolicy(
+        reconnect_delay=reconnect_delay, backoff_cap=reconnect_delay + cap_above, **rest
+    )
+
+
 def retry_policies() -> st.SearchStrategy[RetryPolicy]:
-    """Valid ``RetryPolicy`` values (non-negative delays, jitter floor in [0, 1])."""
+    """Valid ``Timing`` values (non-negative delays, a cap at least the delay, positive
+    deadlines, jitter floor in [0, 1])."""
     seconds = st.floats(min_value=0.0, max_value=600.0, allow_nan=False)
+    deadlines = st.floats(min_value=0.001, max_value=600.0, allow_nan=False)
     return st.builds(
-        RetryPolicy,
+        _valid_policy,
         reconnect_delay=seconds,
-        backoff_cap=seconds,
+        cap_above=seconds,
         jitter_floor=st.floats(min_value=0.0, max_value=1.0),
-        connect_timeout=seconds,
-        registration_timeout=seconds,
-        telemetry_timeout=seconds,
+        connect_timeout=deadlines,
+        registration_timeout=deadlines,
+        telemetry_timeout=deadlines,
     )
 
 

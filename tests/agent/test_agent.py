@@ -17,7 +17,7 @@ from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import DeviceAgent, run_fleet, with_token
 from stellate.cli import build_parser
 from stellate.cli.agent import parse_metadata
-from stellate.fsm.policy import RetryPolicy
+from stellate.fsm import RetryPolicy
 from stellate.protocol import (
     ConstellationSession,
     DeviceInfo,

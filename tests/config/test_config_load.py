@@ -57,7 +57,7 @@ def test_example_manager_settings_are_the_defaults() -> None:
     assert manager.api_key is None
 
 
-def test_retry_policy_carries_the_timings() -> None:
+def test_timing_carries_the_timings() -> None:
     settings = ManagerSettings(
         reconnect_delay=1.5,
         backoff_cap=20,
@@ -65,7 +65,7 @@ def test_retry_policy_carries_the_timings() -> None:
         registration_timeout=4,
         telemetry_timeout=5,
     )
-    assert settings.retry_policy() == RetryPolicy(
+    assert settings.timing() == RetryPolicy(
         reconnect_delay=1.5,
         backoff_cap=20,
         connect_timeout=3,

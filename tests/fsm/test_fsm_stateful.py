@@ -95,7 +95,7 @@ class LifecycleWalk(RuleBasedStateMachine):
         self.recorder = Recorder()
         self.lc = self.engine.create(
             attrs.evolve(WINDOWSAGENT, max_retries=max_retries),
-            policy=policy,
+            timing=policy,
             rng=random.Random(seed),
             clock=self.clock,
             observer=self.recorder,
@@ -219,7 +219,7 @@ class LifecycleWalk(RuleBasedStateMachine):
 
     @invariant()
     def timeout_exactly_in_waiting_states(self) -> None:
-        lc, policy = self.lc, self.lc.policy
+        lc, policy = self.lc, self.lc.timing
         if lc.state not in TIMED_STATES:
             assert lc.timeout is None
             return

@@ -195,7 +195,7 @@ def test_unknown_event_is_illegal(make: Any) -> None:
 
 def test_timeouts_are_armed_per_state(make: Any) -> None:
     policy = RetryPolicy(connect_timeout=3, registration_timeout=4, telemetry_timeout=5)
-    lc = make(policy=policy)
+    lc = make(timing=policy)
     assert lc.timeout is None
     lc.fire(Trigger.CONNECT)
     assert lc.timeout == 3
@@ -346,7 +346,7 @@ def test_backoff_is_jittered_across_seeds() -> None:
 
 def test_backoff_timeout_is_armed_from_the_policy(make: Any) -> None:
     policy = RetryPolicy(reconnect_delay=2.0, backoff_cap=100.0, jitter_floor=0.5)
-    lc = make(S.CONNECTING, attempts=3, policy=policy)
+    lc = make(S.CONNECTING, attempts=3, timing=policy)
     lc.fire(Trigger.CONNECTION_FAILED, reason="refused")
     assert lc.state == S.BACKOFF and lc.last_error == "refused"
     assert lc.timeout is not None and 4.0 <= lc.timeout <= 8.0
@@ -354,7 +354,7 @@ def test_backoff_timeout_is_armed_from_the_policy(make: Any) -> None:
 
 def test_max_retries_none_retries_forever(make: Any) -> None:
     policy = RetryPolicy()
-    lc = make(max_retries=None, policy=policy)
+    lc = make(max_retries=None, timing=policy)
     lc.fire(Trigger.CONNECT)
     for attempt in range(1, 101):
         assert lc.state == S.CONNECTING and lc.profile.connection_attempts == attempt
