@@ -21,11 +21,18 @@ import ipaddress
 import logging
 import resource
 import ssl
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
+from .adapters.ws_server import (
+    AcceptedRequest,
+    HttpRequest,
+    HttpResponse,
+    HttpRoute,
+    ListenerStats,
+    serve_websocket,
+)
 from .protocol.registry import ClientRegistry
 from .protocol.session_client import default_new_id, default_now
 from .protocol.session_server import (
@@ -39,9 +46,6 @@ from .protocol.session_server import (
 )
 from .protocol.transport import Connection, ConnectionClosed
 from .redact import add_log_secret
-
-if TYPE_CHECKING:
-    from .adapters.websocket import AcceptedRequest
 
 __all__ = [
     "API_KEY_ENV",
@@ -193,6 +197,8 @@ class AgentServer:
         self._handles: dict[ServerSession, _Handle] = {}
         self._unregistered: set[ServerSession] = set()
         self._gate = _Gate(self)
+        #: What the listener counted (traffic, refused requests and handshakes by kind).
+        self.listener_stats = ListenerStats()
         self._closing = False
         self._all_closed = trio.Event()
         self._all_closed.set()
@@ -236,8 +242,6 @@ class AgentServer:
                 ``insecure_no_auth`` was not given.
             OSError: the address cannot be bound.
         """
-        from .adapters.websocket import serve_websocket
-
         self.check_bind(host)
         if not is_loopback_host(host) and self.ssl_context is None:
             logger.warning(
@@ -255,8 +259,31 @@ class AgentServer:
             handshake_timeout=self.policy.registration_timeout,
             close_timeout=self.close_timeout,
             admission=self._gate,
+            http_routes=self.http_routes(),
+            http_open=self.http_open(host),
+            stats=self.listener_stats,
             task_status=task_status,
         )
+
+    # -- the HTTP API, on the same port ---------------------------------------------------------
+
+    def http_routes(self) -> dict[str, HttpRoute]:
+        """The plain HTTP routes served beside ``/ws`` (the reference server's API)."""
+        return {"/api/health": self._api_health, "/api/clients": self._api_clients}
+
+    def http_open(self, host: str | None) -> bool:
+        """Whether the HTTP routes answer without a key: only a keyless server on loopback."""
+        return self._api_key is None and is_loopback_host(host)
+
+    def online_clients(self) -> list[str]:
+        """Ids of the registered devices and constellations, in registration order."""
+        return [entry.client_id for entry in self.registry]
+
+    def _api_health(self, _request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json({"status": "healthy", "online_clients": self.online_clients()})
+
+    def _api_clients(self, _request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json({"online_clients": self.online_clients()})
 
     def check_bind(self, host: str | None) -> None:
         """Refuse to expose an unauthenticated server beyond this machine.

@@ -1,21 +1,36 @@
-"""The server side over real sockets: :func:`serve_websocket`.
+"""The server side over real sockets: WebSocket upgrades and plain HTTP on one listener.
 
-It serves one path (``/ws``), checks ``?token=KEY`` with a constant-time comparison and refuses
-at the handshake (HTTP 404 / 403), asks an optional :class:`Admission` whether there is room
-(HTTP 503 when not), then calls the handler with a :class:`WebSocketConnection`. It owns each
-connection's stream and closes it when the handler is done (trio-websocket leaves a rejected or
-1009-closed stream open until the client hangs up). A handler that crashes is logged and its
-connection closed with 1011; it never takes the server down.
+:func:`serve_websocket` serves one WebSocket path (``/ws``) and, beside it, plain HTTP routes
+(``GET /api/health``...) given by the application. Every connection goes through the front of
+:mod:`.http_front` first, which reads the request head within the handshake deadline, then:
+
+* a WebSocket upgrade: path (404), ``?token=KEY`` with a constant-time comparison (403), room
+  from the optional :class:`Admission` (503 + ``Retry-After``), then trio-websocket accepts it
+  on a stream that replays the head, and the handler gets a :class:`WebSocketConnection`;
+* a plain request: route (404), method (405), key (``X-API-Key`` or ``Authorization: Bearer``:
+  401 when absent, 403 when wrong), room (503), then the route's answer; one request per
+  connection. Without a key the routes answer only when the caller says so (``http_open``:
+  the server binds loopback), else 403.
+
+Authentication comes before admission, so a client without the key learns nothing about the
+server's load and reserves nothing. The adapter owns each connection's stream and closes it
+when done (trio-websocket leaves a rejected stream open until the client hangs up). What a peer
+does before it is authenticated (leaving, resetting, garbage, a wrong key, silence) costs at
+most a short rate-limited line (:class:`~.listener.QuietLog`) and a count in
+:class:`ListenerStats`, never a traceback; a handler that crashes is logged and its connection
+closed with 1011; nothing takes the server down.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import ssl
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import NoReturn, Protocol
 
@@ -25,12 +40,37 @@ import trio_websocket
 
 from ..protocol.transport import Connection, ConnectionClosed
 from ..redact import add_log_secret
-from .ws_connection import WebSocketConnection, _endpoint_str
+from .http_front import (
+    DEFAULT_MAX_HEAD_SIZE,
+    BadRequest,
+    PeerGone,
+    ReplayStream,
+    RequestHead,
+    RequestReader,
+    Traffic,
+    peer_name,
+    upgrade_problem,
+)
+from .listener import QuietLog, serve_listeners
+from .ws_connection import WebSocketConnection
 from .ws_limits import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["AcceptedRequest", "Admission", "ServerHandler", "serve_websocket"]
+__all__ = [
+    "AcceptedRequest",
+    "Admission",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpRoute",
+    "ListenerStats",
+    "ServerHandler",
+    "serve_http",
+    "serve_websocket",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a client refused with 503 is asked to wait (``Retry-After``).
+RETRY_AFTER = 5
 
 
 @attrs.frozen
@@ -53,14 +93,62 @@ Typed against the ``Connection`` port so one handler serves real and in-memory c
 """
 
 
+@attrs.frozen
+class HttpRequest:
+    """A plain HTTP request that passed the route, method, key and admission checks."""
+
+    method: str
+    path: str
+    query: str
+    remote: str
+
+
+@attrs.frozen
+class HttpResponse:
+    """A route's answer."""
+
+    body: bytes
+    content_type: str = "application/json"
+    status: int = 200
+
+    @classmethod
+    def json(cls, data: object, status: int = 200) -> HttpResponse:
+        return cls(json.dumps(data).encode(), "application/json", status)
+
+
+HttpRoute = Callable[[HttpRequest], HttpResponse]
+"""``route(request) -> response``: synchronous, so it answers from one consistent moment."""
+
+
+@attrs.define
+class ListenerStats:
+    """What the listener counted (plain integers, always on; metrics read them when asked).
+
+    Attributes:
+        traffic: bytes received and sent on every connection, handshakes included.
+        failures: requests and handshakes that ended without a served connection or a 2xx
+            answer, by kind (``reset``, ``closed``, ``tls``, ``bad_request``, ``bad_upgrade``,
+            ``timeout``, ``not_found``, ``method``, ``unauthorized``, ``forbidden``, ``busy``,
+            ``accept:EMFILE``...).
+        http: plain HTTP requests answered, by ``(path, status)`` (unknown paths as ``other``).
+        open: TCP connections accepted and not yet closed (handshaking, HTTP, WebSocket).
+    """
+
+    open: int = 0
+    traffic: Traffic = attrs.Factory(Traffic)
+    failures: Counter[str] = attrs.Factory(Counter)
+    http: Counter[tuple[str, int]] = attrs.Factory(Counter)
+
+
 class Admission(Protocol):
-    """Decides, at the handshake, whether there is room for one more connection.
+    """Decides, after authentication, whether there is room for one more connection.
 
     ``admit`` runs synchronously just before the upgrade is accepted (so the decision and the
     bookkeeping it implies cannot interleave with another connection's); it returns ``None`` to
     admit or a reason to refuse with HTTP 503. For every admitted request exactly one of two
-    things follows: the handler runs, or (the client left before the upgrade completed)
-    ``abandon`` is called, so a reservation made in ``admit`` is always given back.
+    things follows: the handler runs, or ``abandon`` is called (the client left before the
+    upgrade completed, or it was a plain HTTP request, now answered), so a reservation made in
+    ``admit`` is always given back.
     """
 
     def admit(self, info: AcceptedRequest) -> str | None: ...
@@ -72,21 +160,249 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-def _token_ok(query: str, api_key: str) -> bool:
-    """True when the query carries exactly one ``token`` equal to ``api_key``.
+def _key_ok(candidate: str, api_key: str) -> bool:
+    """Constant-time: both sides are hashed before ``hmac.compare_digest``.
 
-    Both sides are hashed before ``hmac.compare_digest``: the comparison then takes the same
-    time whatever the candidate is, its length included (compare_digest alone returns early on
-    a length mismatch, which tells a prober the key's length).
+    compare_digest alone returns early on a length mismatch, which tells a prober the key's
+    length; equal-length digests take the same time whatever the candidate is.
     """
+    return hmac.compare_digest(_digest(candidate), _digest(api_key))
+
+
+def _token_ok(query: str, api_key: str) -> bool:
+    """True when the query carries exactly one ``token`` equal to ``api_key``."""
     tokens = urllib.parse.parse_qs(query, keep_blank_values=True).get("token")
     if not tokens or len(tokens) != 1:
         return False
-    return hmac.compare_digest(_digest(tokens[0]), _digest(api_key))
+    return _key_ok(tokens[0], api_key)
+
+
+def _presented_key(head: RequestHead) -> str | None:
+    """The key of a plain request: ``X-API-Key``, else ``Authorization: Bearer`` (Prometheus)."""
+    value = head.header(b"x-api-key")
+    if value is None:
+        auth = head.header(b"authorization")
+        if auth is not None and auth[:7].lower() == b"bearer ":
+            value = auth[7:].strip()
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+def _detail(text: str) -> bytes:
+    """A short JSON error body, as FastAPI (the reference's framework) writes them."""
+    return json.dumps({"detail": text}).encode()
+
+
+@attrs.frozen(kw_only=True)
+class _Front:
+    """One listener's settings and the code every accepted stream runs through."""
+
+    handler: ServerHandler | None
+    path: str
+    api_key: str | None
+    http_routes: Mapping[str, HttpRoute]
+    http_open: bool
+    max_message_size: int
+    max_head_size: int
+    handshake_timeout: float
+    close_timeout: float
+    message_queue_size: int
+    admission: Admission | None
+    stats: ListenerStats
+    log: QuietLog
+
+    async def serve(self, stream: trio.abc.Stream) -> None:
+        """One TCP connection: request head, checks, then a handler or an answer; always closes.
+
+        The handshake deadline covers TLS (for an ``SSLStream`` it happens inside the first
+        read), the request head, and the upgrade or the whole HTTP answer.
+        """
+        peer = peer_name(stream)
+        self.stats.open += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                accepted = None
+                with trio.move_on_after(self.handshake_timeout) as handshake:
+                    accepted = await self._front(stream, peer, nursery)
+                if handshake.cancelled_caught:
+                    self.log.note(
+                        "timeout",
+                        logging.INFO,
+                        "dropped %s: no complete request within %g s",
+                        peer,
+                        self.handshake_timeout,
+                    )
+                if accepted is not None:
+                    assert self.handler is not None
+                    await _run_handler(accepted, self.handler, self.close_timeout)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            # Our own bug, not the peer's doing: loud, but one connection never takes the
+            # server down.
+            logger.exception("connection from %s failed", peer)
+        finally:
+            self.stats.open -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _front(
+        self, stream: trio.abc.Stream, peer: str, nursery: trio.Nursery
+    ) -> tuple[WebSocketConnection, AcceptedRequest] | None:
+        reader = RequestReader(stream, self.stats.traffic, max_head_size=self.max_head_size)
+        try:
+            head = await reader.read()
+        except PeerGone as gone:
+            level = logging.INFO if gone.reason == "tls" else logging.DEBUG
+            self.log.note(gone.reason, level, "%s left before a whole request (%s)", peer, gone)
+            return None
+        except BadRequest as bad:
+            self.log.note("bad_request", logging.INFO, "refused %s: %s", peer, bad)
+            await reader.answer(bad.status, _detail(bad.detail), content_type="application/json")
+            return None
+        if head.is_upgrade:
+            return await self._upgrade(stream, reader, head, peer, nursery)
+        await self._http(reader, head, peer)
+        return None
+
+    async def _refuse(
+        self,
+        reader: RequestReader,
+        kind: str,
+        status: int,
+        detail: str,
+        peer: str,
+        *,
+        level: int = logging.INFO,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.log.note(kind, level, "refused %s: %s (%d)", peer, detail, status)
+        await reader.answer(
+            status, _detail(detail), content_type="application/json", headers=headers or []
+        )
+
+    # -- WebSocket upgrades -------------------------------------------------------------------
+
+    async def _upgrade(
+        self,
+        stream: trio.abc.Stream,
+        reader: RequestReader,
+        head: RequestHead,
+        peer: str,
+        nursery: trio.Nursery,
+    ) -> tuple[WebSocketConnection, AcceptedRequest] | None:
+        path = head.path
+        if self.handler is None or path != self.path:
+            await self._refuse(
+                reader, "not_found", 404, f"no WebSocket at {path!r}", peer, level=logging.DEBUG
+            )
+            return None
+        problem = upgrade_problem(reader.received)
+        if problem is not None:
+            status, detail, extra = problem
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in extra]
+            await self._refuse(reader, "bad_upgrade", status, detail, peer, headers=headers)
+            return None
+        if self.api_key is not None and not _token_ok(head.query, self.api_key):
+            await self._refuse(reader, "forbidden", 403, "missing or wrong token", peer)
+            return None
+        info = AcceptedRequest(peer, path)
+        admitted = False
+        try:
+            if self.admission is not None:
+                refusal = self.admission.admit(info)
+                if refusal is not None:
+                    await self._busy(reader, refusal, peer)
+                    return None
+                admitted = True
+            replay = ReplayStream(stream, reader.received, peer, self.stats.traffic)
+            request = await trio_websocket.wrap_server_stream(
+                nursery,
+                replay,
+                message_queue_size=self.message_queue_size,
+                max_message_size=self.max_message_size,
+            )
+            ws = await request.accept()
+        except BaseException as exc:
+            if admitted and self.admission is not None:
+                self.admission.abandon(info)
+            if isinstance(exc, trio_websocket.ConnectionClosed):
+                self.log.note("reset", logging.DEBUG, "%s left during the handshake", peer)
+                return None
+            raise
+        return WebSocketConnection(ws), info
+
+    async def _busy(self, reader: RequestReader, refusal: str, peer: str) -> None:
+        self.log.note("busy", logging.WARNING, "refused %s: %s (503)", peer, refusal)
+        await reader.answer(
+            503,
+            refusal.encode("utf-8", "replace"),
+            headers=[("Retry-After", str(RETRY_AFTER))],
+        )
+
+    # -- plain HTTP ---------------------------------------------------------------------------
+
+    async def _http(self, reader: RequestReader, head: RequestHead, peer: str) -> None:
+        path = head.path
+        route = self.http_routes.get(path)
+        if route is None:
+            if path == self.path and self.handler is not None:
+                status, kind, detail = 426, "bad_upgrade", "WebSocket upgrade required"
+            else:
+                status, kind, detail = 404, "not_found", "Not Found"
+            self.stats.http["other", status] += 1
+            await self._refuse(
+                reader,
+                kind,
+                status,
+                detail,
+                peer,
+                level=logging.DEBUG,
+                headers=[("Upgrade", "websocket")] if status == 426 else None,
+            )
+            return
+        status = await self._http_route(reader, head, route, peer)
+        self.stats.http[path, status] += 1
+
+    async def _http_route(
+        self, reader: RequestReader, head: RequestHead, route: HttpRoute, peer: str
+    ) -> int:
+        if head.method not in ("GET", "HEAD"):
+            await self._refuse(
+                reader, "method", 405, "Method Not Allowed", peer, headers=[("Allow", "GET, HEAD")]
+            )
+            return 405
+        if self.api_key is not None:
+            presented = _presented_key(head)
+            if presented is None:
+                await self._refuse(reader, "unauthorized", 401, "missing API key (X-API-Key)", peer)
+                return 401
+            if not _key_ok(presented, self.api_key):
+                await self._refuse(reader, "forbidden", 403, "invalid API key", peer)
+                return 403
+        elif not self.http_open:
+            await self._refuse(
+                reader, "forbidden", 403, "no API key configured: served on loopback only", peer
+            )
+            return 403
+        info = AcceptedRequest(peer, head.path)
+        if self.admission is not None:
+            refusal = self.admission.admit(info)
+            if refusal is not None:
+                await self._busy(reader, refusal, peer)
+                return 503
+        try:
+            response = route(HttpRequest(head.method, head.path, head.query, peer))
+        except Exception:
+            logger.exception("HTTP route %s failed", head.path)
+            response = HttpResponse(_detail("internal error"), status=500)
+        finally:
+            if self.admission is not None:
+                self.admission.abandon(info)
+        logger.debug("%s %s %d to %s", head.method, head.path, response.status, peer)
+        await reader.answer(response.status, response.body, content_type=response.content_type)
+        return response.status
 
 
 async def serve_websocket(
-    handler: ServerHandler,
+    handler: ServerHandler | None,
     host: str | None,
     port: int,
     *,
@@ -98,29 +414,41 @@ async def serve_websocket(
     close_timeout: float = 5.0,
     message_queue_size: int = 1,
     admission: Admission | None = None,
+    http_routes: Mapping[str, HttpRoute] | None = None,
+    http_open: bool = False,
+    max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
+    stats: ListenerStats | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve WebSocket connections on ``host:port`` until cancelled.
+    """Serve WebSocket connections (and plain HTTP routes) on ``host:port`` until cancelled.
 
     Supports ``port = await nursery.start(serve_websocket, handler, host, 0)``: ``started`` gets
     the port actually bound (useful with port 0). trio's default listen backlog is kept.
 
     Args:
-        handler: called as ``await handler(conn, info)`` for every accepted connection.
+        handler: called as ``await handler(conn, info)`` for every accepted connection
+            (``None``: no WebSocket path; see :func:`serve_http`).
         host: interface to bind (``None``: all).
-        api_key: when set, a request must carry ``?token=<api_key>`` (else HTTP 403).
-        ssl_context: server TLS context for ``wss://``; ``None`` serves plain ``ws://``.
+        api_key: when set, an upgrade must carry ``?token=<api_key>`` (else HTTP 403) and a
+            plain request ``X-API-Key: <api_key>`` (401 without, 403 wrong).
+        ssl_context: server TLS context for ``wss://``/``https://``; ``None``: plain.
         max_message_size: a larger incoming message closes the connection with 1009.
-        path: the only path served; other paths get HTTP 404.
-        handshake_timeout: seconds a client gets to complete TCP, TLS and the upgrade; a
-            slow or silent client is dropped when they run out.
+        path: the only WebSocket path; upgrades to other paths get HTTP 404.
+        handshake_timeout: seconds a client gets for TCP, TLS and its request (and the
+            upgrade, or the whole HTTP answer); a slow or silent client is then dropped.
         close_timeout: seconds granted to the closing handshake.
         message_queue_size: messages buffered per connection before its reader stops reading
             (the peer then meets TCP backpressure instead of growing our memory).
-        admission: asked, after the path and token checks, whether there is room for the
-            connection (``None``: always admitted); a refusal is HTTP 503 with Retry-After.
+        admission: asked, after the path and key checks, whether there is room for the
+            connection or request (``None``: always); a refusal is HTTP 503 with Retry-After.
+        http_routes: plain ``GET`` routes by path.
+        http_open: without an ``api_key``, answer the routes anyway (the caller binds
+            loopback); otherwise they answer 403.
+        max_head_size: largest request head in bytes (larger: HTTP 431).
+        stats: where to count traffic and refusals (a fresh one if ``None``).
     """
     add_log_secret(api_key)
+    stats = stats if stats is not None else ListenerStats()
     listeners: list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]
     if ssl_context is None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -133,116 +461,66 @@ async def serve_websocket(
         assert isinstance(transport, trio.SocketListener)
         sock = transport.socket
     bound: int = sock.getsockname()[1]
-    serve_one = partial(
-        _serve_connection,
+    front = _Front(
         handler=handler,
-        api_key=api_key,
         path=path,
+        api_key=api_key,
+        http_routes=dict(http_routes or {}),
+        http_open=http_open,
         max_message_size=max_message_size,
+        max_head_size=max_head_size,
         handshake_timeout=handshake_timeout,
         close_timeout=close_timeout,
         message_queue_size=message_queue_size,
         admission=admission,
+        stats=stats,
+        log=QuietLog(logger, counts=stats.failures),
     )
+    capacity_log = QuietLog(logger, burst=1, counts=stats.failures)
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, serve_one, listeners)
+        nursery.start_soon(front.log.run)
+        nursery.start_soon(capacity_log.run)
+        await nursery.start(
+            partial(serve_listeners, front.serve, listeners, capacity_log=capacity_log)
+        )
+        what = "WebSocket" if handler is not None else "HTTP"
         logger.info(
-            "serving %s on %s:%d%s%s",
-            "WebSocket" if ssl_context is None else "WebSocket over TLS",
+            "serving %s%s on %s:%d%s%s",
+            what,
+            "" if ssl_context is None else " over TLS",
             host or "*",
             bound,
-            path,
-            " (token required)" if api_key is not None else "",
+            path if handler is not None else "",
+            " (key required)" if api_key is not None else "",
         )
         task_status.started(bound)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _serve_connection(
-    stream: trio.abc.Stream,
+async def serve_http(
+    routes: Mapping[str, HttpRoute],
+    host: str | None,
+    port: int,
     *,
-    handler: ServerHandler,
-    api_key: str | None,
-    path: str,
-    max_message_size: int,
-    handshake_timeout: float,
-    close_timeout: float,
-    message_queue_size: int,
-    admission: Admission | None,
-) -> None:
-    """One TCP connection: handshake, checks, handler; always closes the stream it owns.
-
-    The handshake deadline covers the TLS handshake too: for an ``SSLStream`` it happens
-    lazily inside the first read, i.e. inside ``wrap_server_stream``.
-    """
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = None
-            with trio.move_on_after(handshake_timeout) as handshake:
-                request = await trio_websocket.wrap_server_stream(
-                    nursery,
-                    stream,
-                    message_queue_size=message_queue_size,
-                    max_message_size=max_message_size,
-                )
-                ws = await _check_and_accept(request, api_key, path, admission)
-            if handshake.cancelled_caught:
-                logger.info("dropped a client that did not finish its handshake in time")
-            if ws is not None:
-                await _run_handler(ws, handler, close_timeout)
-            nursery.cancel_scope.cancel()
-    except Exception:
-        # Never let one connection take the server down (serve_listeners would propagate).
-        logger.exception("WebSocket connection failed")
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
-async def _check_and_accept(
-    request: trio_websocket.WebSocketRequest,
-    api_key: str | None,
-    path: str,
-    admission: Admission | None,
-) -> tuple[WebSocketConnection, AcceptedRequest] | None:
-    """Check path, token and room; accept, or reject with 404/403/503 (``None``).
-
-    The order matters: authentication comes before admission, so a client without the key
-    learns nothing about the server's load, and only authenticated requests reserve a slot.
-    """
-    remote = _endpoint_str(request.remote)
-    target = urllib.parse.urlsplit(request.path)
-    info = AcceptedRequest(remote, target.path)
-    admitted = False
-    try:
-        if target.path != path:
-            logger.info("refused %s: unknown path %r (404)", remote, target.path)
-            await request.reject(404, body=b"not found")
-            return None
-        if api_key is not None and not _token_ok(target.query, api_key):
-            logger.warning("refused %s: missing or wrong token (403)", remote)
-            await request.reject(403, body=b"forbidden")
-            return None
-        if admission is not None:
-            refusal = admission.admit(info)
-            if refusal is not None:
-                logger.warning("refused %s: %s (503)", remote, refusal)
-                await request.reject(
-                    503,
-                    extra_headers=[(b"Retry-After", b"5")],
-                    body=refusal.encode("utf-8", "replace"),
-                )
-                return None
-            admitted = True
-        ws = await request.accept()
-    except BaseException as exc:
-        if admitted and admission is not None:
-            admission.abandon(info)
-        if isinstance(exc, trio_websocket.ConnectionClosed):
-            logger.debug("client %s left during the handshake", remote)
-            return None
-        raise
-    return WebSocketConnection(ws), info
+    api_key: str | None = None,
+    http_open: bool = False,
+    request_timeout: float = 10.0,
+    stats: ListenerStats | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve plain HTTP ``GET`` routes only (no WebSocket), with the same front and rules."""
+    await serve_websocket(
+        None,
+        host,
+        port,
+        api_key=api_key,
+        http_routes=routes,
+        http_open=http_open,
+        handshake_timeout=request_timeout,
+        stats=stats,
+        task_status=task_status,
+    )
 
 
 async def _run_handler(

@@ -1,0 +1,289 @@
+"""The front of a listener: read one HTTP request head, then answer it or hand it on.
+
+Why a front. Plain HTTP requests (``/api/health``, ``/metrics``) and WebSocket upgrades (``/ws``)
+share one port, but trio-websocket's ``wrap_server_stream`` reads the request itself and knows
+only upgrades. So every accepted stream meets this front first:
+
+1. :class:`RequestReader` reads the request head with h11 — at most ``max_head_size`` bytes;
+   the caller's handshake deadline bounds the time. A peer that leaves, resets or sends
+   something that is not HTTP ends here as :class:`PeerGone` or :class:`BadRequest`: data for
+   one log line, never an exception that escapes.
+2. A plain request is answered by the caller with :meth:`RequestReader.response` (one request
+   per connection, ``Connection: close``).
+3. An upgrade is first checked by :func:`upgrade_problem` with wsproto's own handshake parser
+   (so what passes here is exactly what trio-websocket will accept next), then trio-websocket
+   gets a :class:`ReplayStream` that hands back the bytes already read before reading on.
+
+The :class:`ReplayStream` is also where the connection's traffic is counted (plain integer
+additions on a shared :class:`Traffic`, one per read or write), and it carries the peer's
+address, asked once at accept by :func:`peer_name`: ``getpeername`` on a socket the peer has
+reset raises, so nothing after the accept asks the socket again.
+"""
+
+from __future__ import annotations
+
+import http
+import ssl
+import urllib.parse
+from collections.abc import Sequence
+
+import attrs
+import h11
+import trio
+from wsproto.connection import ConnectionType
+from wsproto.events import RejectConnection, Request
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+__all__ = [
+    "BadRequest",
+    "PeerGone",
+    "ReplayStream",
+    "RequestHead",
+    "RequestReader",
+    "Traffic",
+    "peer_name",
+    "upgrade_problem",
+]
+
+#: Largest request head accepted (request line and headers); more is refused with 431.
+DEFAULT_MAX_HEAD_SIZE = 16 * 1024
+_RECEIVE_SIZE = 4096
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+
+
+@attrs.define
+class Traffic:
+    """Bytes that crossed the listener's connections, both ways (TLS records included)."""
+
+    received: int = 0
+    sent: int = 0
+
+
+@attrs.frozen
+class RequestHead:
+    """A request's method, target and headers (names lower-cased, values as sent).
+
+    ``target`` may carry the API key (``?token=``): log ``path``, never ``target``.
+    """
+
+    method: str
+    target: str
+    headers: tuple[tuple[bytes, bytes], ...]
+
+    @property
+    def path(self) -> str:
+        return urllib.parse.urlsplit(self.target).path
+
+    @property
+    def query(self) -> str:
+        return urllib.parse.urlsplit(self.target).query
+
+    @property
+    def is_upgrade(self) -> bool:
+        """The client asks for another protocol (a WebSocket, normally)."""
+        return self.header(b"upgrade") is not None
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower case), or ``None``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class PeerGone(Exception):
+    """The peer closed or reset the connection (or failed TLS) before a whole request head."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        #: ``"closed"``, ``"reset"`` or ``"tls"``: a label for counting, not free text.
+        self.reason = reason
+
+
+class BadRequest(Exception):
+    """The bytes are not an acceptable HTTP request; answer ``status`` and close."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def peer_name(stream: trio.abc.Stream) -> str:
+    """The peer's address as ``host:port`` (IPv6 in brackets), or ``"unknown peer"``.
+
+    Asked once, right after the accept: a peer that has already reset its connection makes
+    ``getpeername`` raise ``OSError``, which must not cost more than this placeholder.
+    """
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return repr(stream)
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return "unknown peer"
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class RequestReader:
+    """Reads one request head from ``stream`` and writes the answer's bytes.
+
+    One per connection. :meth:`read` returns the head; everything received so far (the head and
+    any bytes the client sent after it) stays in :attr:`received` for a :class:`ReplayStream`.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        traffic: Traffic,
+        *,
+        max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
+    ) -> None:
+        self._stream = stream
+        self._traffic = traffic
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._chunks: list[bytes] = []
+        self._head: RequestHead | None = None
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self._chunks)
+
+    async def read(self) -> RequestHead:
+        """The request head.
+
+        Raises:
+            PeerGone: the peer closed, reset or failed TLS first.
+            BadRequest: not HTTP/1.x, malformed, or a head larger than ``max_head_size``.
+        """
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise BadRequest(exc.error_status_hint, "malformed request") from None
+            if isinstance(event, h11.Request):
+                self._head = RequestHead(
+                    method=event.method.decode("ascii", "replace"),
+                    target=event.target.decode("ascii", "replace"),
+                    headers=tuple((bytes(k), bytes(v)) for k, v in event.headers),
+                )
+                return self._head
+            try:
+                data = bytes(await self._stream.receive_some(_RECEIVE_SIZE))
+            except trio.BrokenResourceError as exc:
+                tls = isinstance(exc.__cause__, ssl.SSLError)
+                raise PeerGone("tls" if tls else "reset") from None
+            if not data:
+                raise PeerGone("closed")
+            self._traffic.received += len(data)
+            self._chunks.append(data)
+            self._h11.receive_data(data)
+
+    async def answer(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        """Send :meth:`response`; False when the peer is already gone (nothing raised)."""
+        data = self.response(status, body, content_type=content_type, headers=headers)
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        self._traffic.sent += len(data)
+        return True
+
+    def response(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> bytes:
+        """The bytes of a complete answer (``Connection: close``; no body for ``HEAD``).
+
+        Works after :class:`BadRequest` too: h11 still lets the server say why.
+        """
+        head = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+            *headers,
+        ]
+        reason = _REASONS.get(status, b"")
+        out = self._h11.send(h11.Response(status_code=status, headers=head, reason=reason)) or b""
+        if body and (self._head is None or self._head.method != "HEAD"):
+            out += self._h11.send(h11.Data(data=body)) or b""
+        return out
+
+
+def upgrade_problem(raw_head: bytes) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+    """Why wsproto would refuse this WebSocket upgrade, or ``None`` when it would accept it.
+
+    Runs wsproto's own server handshake parser on the bytes, so the front and trio-websocket
+    cannot disagree: trio-websocket would otherwise answer a refused upgrade itself and then
+    wait for a request it never gets (the connection held until the handshake deadline), and
+    header bytes that are not ASCII (``Host``, ``Connection``, ``Sec-WebSocket-Protocol``) raise
+    ``UnicodeError`` inside its reader task. Returns ``(status, detail, headers)`` to answer.
+    """
+    handshake = H11Handshake(ConnectionType.SERVER)
+    try:
+        handshake.receive_data(raw_head)
+        events = list(handshake.events())
+    except RemoteProtocolError as exc:
+        hint = exc.event_hint
+        if isinstance(hint, RejectConnection):
+            return hint.status_code, str(exc), list(hint.headers)
+        return 400, str(exc), []
+    except (UnicodeError, ValueError):
+        return 400, "header is not ASCII", []
+    if any(isinstance(event, Request) for event in events):
+        return None
+    return 400, "incomplete upgrade request", []
+
+
+class ReplayStream(trio.abc.Stream):
+    """``stream``, but the first reads return ``replay`` (bytes already read from it).
+
+    Counts every byte read and written into ``traffic``; ``repr`` is the peer's address, which
+    is what trio-websocket reports as the remote end of a stream that is not a socket.
+    """
+
+    __slots__ = ("_peer", "_pending", "_stream", "_traffic")
+
+    def __init__(self, stream: trio.abc.Stream, replay: bytes, peer: str, traffic: Traffic):
+        self._stream = stream
+        self._pending = replay
+        self._peer = peer
+        self._traffic = traffic
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._pending:
+            size = len(self._pending) if max_bytes is None else max_bytes
+            data, self._pending = self._pending[:size], self._pending[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        received = await self._stream.receive_some(max_bytes)
+        self._traffic.received += len(received)
+        return received
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+        self._traffic.sent += len(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def __repr__(self) -> str:
+        return self._peer
