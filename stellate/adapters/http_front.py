@@ -8,7 +8,7 @@ only upgrades. So every accepted stream meets this front first:
    the caller's handshake deadline bounds the time. A peer that leaves, resets or sends
    something that is not HTTP ends here as :class:`PeerGone` or :class:`BadRequest`: data for
    one log line, never an exception that escapes.
-2. A plain request is answered by the caller with :meth:`RequestReader.response` (one request
+2. A plain request is answered by the caller with :meth:`RequestReader.answer` (one request
    per connection, ``Connection: close``).
 3. An upgrade is first checked by :func:`upgrade_problem` with wsproto's own handshake parser
    (so what passes here is exactly what trio-websocket will accept next), then trio-websocket
@@ -190,26 +190,10 @@ class RequestReader:
         content_type: str = "text/plain; charset=utf-8",
         headers: Sequence[tuple[str, str]] = (),
     ) -> bool:
-        """Send :meth:`response`; False when the peer is already gone (nothing raised)."""
-        data = self.response(status, body, content_type=content_type, headers=headers)
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        self._traffic.sent += len(data)
-        return True
+        """Send a complete answer (``Connection: close``; no body for ``HEAD``).
 
-    def response(
-        self,
-        status: int,
-        body: bytes = b"",
-        *,
-        content_type: str = "text/plain; charset=utf-8",
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> bytes:
-        """The bytes of a complete answer (``Connection: close``; no body for ``HEAD``).
-
-        Works after :class:`BadRequest` too: h11 still lets the server say why.
+        Works after :class:`BadRequest` too: h11 still lets the server say why. Returns False
+        when the peer is already gone (nothing raised).
         """
         head = [
             ("Content-Type", content_type),
@@ -219,10 +203,15 @@ class RequestReader:
             *headers,
         ]
         reason = _REASONS.get(status, b"")
-        out = self._h11.send(h11.Response(status_code=status, headers=head, reason=reason)) or b""
+        data = self._h11.send(h11.Response(status_code=status, headers=head, reason=reason)) or b""
         if body and (self._head is None or self._head.method != "HEAD"):
-            out += self._h11.send(h11.Data(data=body)) or b""
-        return out
+            data += self._h11.send(h11.Data(data=body)) or b""
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        self._traffic.sent += len(data)
+        return True
 
 
 def upgrade_problem(raw_head: bytes) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:

@@ -23,8 +23,8 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -185,20 +185,24 @@ async def act(port: int, peer: Peer) -> None:
         sock.close()
 
 
-async def settled(server: AgentServer) -> None:
-    """Wait until the server has finished with every connection (it does so in its own tasks)."""
-    while server.listener_stats.open or server.connections:  # noqa: ASYNC110
-        await trio.sleep(0.005)
+@asynccontextmanager
+async def peers_at(peers_: list[Peer], **kwargs: Any) -> AsyncIterator[tuple[AgentServer, int]]:
+    """A server with a key on 127.0.0.1; ``peers_`` have come and gone when it is yielded."""
+    async with trio.open_nursery() as nursery:
+        server = AgentServer(api_key=KEY, registration_timeout=GUARD, **kwargs)
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        for peer in peers_:
+            await act(port, peer)
+        # The server finishes with each connection in its own task.
+        while server.listener_stats.open or server.connections:  # noqa: ASYNC110
+            await trio.sleep(0.005)
+        yield server, port
+        nursery.cancel_scope.cancel()
 
 
 async def run_peers(peers_: list[Peer]) -> Records:
     with recording() as log, trio.fail_after(GUARD):
-        async with trio.open_nursery() as nursery:
-            server = AgentServer(api_key=KEY, registration_timeout=GUARD)
-            port = await nursery.start(server.serve, "127.0.0.1", 0)
-            for peer in peers_:
-                await act(port, peer)
-            await settled(server)
+        async with peers_at(peers_) as (_server, port):
             # Still serving: a proper API request is answered.
             probe = trio.socket.socket()
             await probe.connect(("127.0.0.1", port))
@@ -208,7 +212,6 @@ async def run_peers(peers_: list[Peer]) -> Records:
                 answer += chunk
             probe.close()
             assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
-            nursery.cancel_scope.cancel()
     return log
 
 
@@ -258,14 +261,8 @@ def test_tls_failures_and_plain_text_on_a_tls_port_are_quiet() -> None:
 
     async def main() -> Records:
         with recording() as log, trio.fail_after(GUARD):
-            async with trio.open_nursery() as nursery:
-                server = AgentServer(api_key=KEY, ssl_context=context)
-                port = await nursery.start(server.serve, "127.0.0.1", 0)
-                for peer in peers_:
-                    await act(port, peer)
-                await settled(server)
+            async with peers_at(peers_, ssl_context=context) as (server, _port):
                 assert server.listener_stats.failures["tls"] >= 1
-                nursery.cancel_scope.cancel()
         return log
 
     check_quiet(trio.run(main), len(peers_))
@@ -278,12 +275,7 @@ async def test_a_flood_of_resets_is_summed_up(mock_clock: trio.testing.MockClock
         Peer(upgrade(KEY if i % 2 else "wrong")[: i % 90], "reset", False) for i in range(200)
     ]
     with recording() as log, trio.fail_after(GUARD) as guard:
-        async with trio.open_nursery() as nursery:
-            server = AgentServer(api_key=KEY, registration_timeout=GUARD)
-            port = await nursery.start(server.serve, "127.0.0.1", 0)
-            for peer in peers_:
-                await act(port, peer)
-            await settled(server)
+        async with peers_at(peers_) as (server, _port):
             lines = [r for r in log.ours() if r.name == "stellate.adapters.ws_server"]
             assert len(lines) <= 1 + 3 * 3  # "serving", then three per kind at most
             # A reset that beats the accept never reaches the server (the kernel drops it).
@@ -294,7 +286,6 @@ async def test_a_flood_of_resets_is_summed_up(mock_clock: trio.testing.MockClock
             await trio.testing.wait_all_tasks_blocked()
             summary = [r.getMessage() for r in log.ours() if "more like these" in r.getMessage()]
             assert len(summary) == 1 and f"{noted - (len(lines) - 1)} more" in summary[0]
-            nursery.cancel_scope.cancel()
     check_quiet(log, len(peers_))
 
 
