@@ -340,9 +340,6 @@ async def test_emfile_is_one_warning_per_interval_and_serving_resumes(
     assert log.counts["accept:EMFILE"] == minutes * LOG_INTERVAL / ACCEPT_RETRY
 
 
-SERVE = "import sys; from stellate.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
 def _limit_files(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
@@ -357,7 +354,16 @@ def test_a_real_server_out_of_descriptors_keeps_serving() -> None:
 
     async def main() -> str:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-c", SERVE, "serve", "--port", "0", "--api-key-file", "/dev/stdin"],
+            [
+                sys.executable,
+                "-m",
+                "stellate",
+                "serve",
+                "--port",
+                "0",
+                "--api-key-file",
+                "/dev/stdin",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
