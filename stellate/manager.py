@@ -82,6 +82,8 @@ class ManagerEvent:
     record: TransitionRecord
     profile: AgentProfile
     reason: str | None = None
+    #: Entering ``backoff``: seconds until the next attempt (what a display says while waiting).
+    retry_in: float | None = None
 
 
 def _kinds(record: TransitionRecord, merged: bool) -> tuple[EventKind, ...]:
@@ -531,7 +533,8 @@ class ConstellationDeviceManager:
             return
         for kind in _kinds(record, record.telemetry_merged):
             reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
-            event = ManagerEvent(kind, device_id, record, profile, reason)
+            retry_in = lifecycle.timeout if record.dest is DeviceStatus.BACKOFF else None
+            event = ManagerEvent(kind, device_id, record, profile, reason, retry_in)
             for subscriber in list(self._subscribers):
                 try:
                     subscriber.send_nowait(event)

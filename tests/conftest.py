@@ -53,3 +53,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"{COVERAGE_STRICT_ENV} is set: missing rows fail the run", red=True
         )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests on real sockets hold two descriptors per connection: start from the hard open-file
+    # limit, not the soft one (often 1,024). Tests needing more skip via fd_budget.
+    from stellate.cli.limits import raise_open_file_limit
+
+    raise_open_file_limit()

@@ -1,24 +1,46 @@
 """How ``stellate up`` shows a fleet moving through the phases, and the final profiles.
 
-On a terminal: a live table (one row per device for small fleets, per-status counts for big
-ones). Piped or redirected: plain lines, one per transition for small fleets, a periodic
-summary for big ones, so a log of 10,000 devices stays readable.
+On a terminal: a live view. A fleet that fits on the screen gets one row per device, and each
+transition is logged above the table (a local fleet registers faster than a redraw); a bigger
+one gets a progress bar, ``N/M idle`` with the rate and an ETA, per-status counts, the devices
+still furthest from ready and the failed ones with their reasons. Piped or redirected: plain
+lines, one per transition for small fleets, a periodic progress line for big ones, so a log of
+10,000 devices stays readable.
+
+Nothing here is parsed as markup: every cell is a ``rich.text.Text``, so a device id or a
+server's error text shows as written and cannot restyle the screen.
+
+Waiting lines say why and when: ``dev-a: connecting -> backoff: connection refused
+(127.0.0.1:5055); attempt 2/5 in 1.8 s``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterable
-from typing import TextIO
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol, TextIO
+
+import attrs
 
 from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..manager import EventKind, ManagerEvent
 from ..redact import redact_url
 
-#: Above this many devices, displays summarise instead of listing every device.
+#: Above this many devices, plain output summarises instead of listing every transition.
 DETAIL_LIMIT = 40
+#: Full profile blocks printed at the end; the rest of the fleet gets a summary line.
+PROFILE_BLOCKS = 3
+#: Failed devices listed by name (with their reasons) in summaries.
+FAILED_LISTED = 10
+#: Devices listed as "furthest from ready" in the live view of a big fleet.
+SLOWEST_LISTED = 5
+#: A plain progress line at most this often (seconds), so a log stays short.
+PLAIN_PROGRESS_EVERY = 2.0
 
 _PHASE_LABEL = {
     1: "1 configuration",
@@ -27,6 +49,36 @@ _PHASE_LABEL = {
     4: "4 telemetry",
     5: "5 activation",
 }
+_STATUS_STYLE = {
+    DeviceStatus.IDLE: "green",
+    DeviceStatus.BUSY: "green",
+    DeviceStatus.FAILED: "red",
+    DeviceStatus.BACKOFF: "yellow",
+}
+_SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
+
+
+@attrs.frozen
+class DeviceReport:
+    """A device's profile with what it last went through (reasons are ``None`` when unknown)."""
+
+    profile: AgentProfile
+    failure_reason: str | None = None
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Galaxy's profile keys (URL secrets redacted), then the two reasons, always present."""
+        return profile_dict(self.profile) | {
+            "failure_reason": self.failure_reason,
+            "last_error": self.last_error,
+        }
+
+
+def profile_dict(profile: AgentProfile) -> dict[str, Any]:
+    """A profile's JSON-ready form with Galaxy's keys, secrets in its URL redacted."""
+    item = profile.to_dict()
+    item["server_url"] = redact_url(profile.server_url)
+    return item
 
 
 def phase_label(status: DeviceStatus) -> str:
@@ -41,70 +93,202 @@ def status_counts(profiles: Iterable[AgentProfile]) -> str:
     )
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    return (
+        f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+    )
+
+
+@attrs.frozen
+class Progress:
+    """How far a bring-up has got: counts, rate and estimated time left."""
+
+    total: int
+    idle: int
+    failed: int
+    elapsed: float
+
+    @classmethod
+    def of(cls, profiles: Iterable[AgentProfile], total: int, elapsed: float) -> Progress:
+        counts = Counter(p.status for p in profiles)
+        return cls(total, counts[DeviceStatus.IDLE], counts[DeviceStatus.FAILED], elapsed)
+
+    @property
+    def rate(self) -> float:
+        """Devices reaching IDLE per second so far."""
+        return self.idle / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until every device has settled at the current rate (None: no rate yet)."""
+        left = self.total - self.idle - self.failed
+        if left <= 0:
+            return 0.0
+        return left / self.rate if self.rate > 0 else None
+
+    def text(self) -> str:
+        line = f"{self.idle}/{self.total} idle"
+        if self.failed:
+            line += f", {self.failed} failed"
+        if self.idle and self.elapsed > 0:
+            line += f" · {self.rate:.1f}/s"
+        eta = self.eta
+        if eta is not None and self.idle + self.failed < self.total:
+            line += f" · ETA {_duration(eta)}"
+        return line
+
+
+class Display(Protocol):
+    def event(self, event: ManagerEvent) -> None: ...
+    def tick(self, profiles: Mapping[str, AgentProfile]) -> None: ...
+    def close(self) -> None: ...
+
+
+def event_line(event: ManagerEvent) -> str:
+    """The text of one event (a transition, or merged telemetry)."""
+    record = event.record
+    if event.kind is EventKind.TELEMETRY_MERGED:
+        profile = event.profile
+        return (
+            f"{event.device_id}: telemetry merged: os={profile.os}, "
+            f"{len(profile.capabilities)} capabilities"
+        )
+    if record.dest is DeviceStatus.BACKOFF:
+        return f"{event.device_id}: {record.source} -> backoff: {_waiting(event)}"
+    if record.dest is DeviceStatus.FAILED:
+        return f"{event.device_id}: {record.source} -> failed: {event.reason or 'gave up'}"
+    line = (
+        f"{event.device_id}: {record.source} -> {record.dest} ({record.trigger})"
+        f"  [phase {phase_label(record.dest)}]"
+    )
+    if event.kind is EventKind.READY and record.trigger is Trigger.TIMED_OUT:
+        line = f"{event.device_id}: no telemetry in time; activated without it\n{line}"
+    return line
+
+
+def _waiting(event: ManagerEvent) -> str:
+    """Why a device backs off, and when (and as which attempt) it tries again."""
+    profile = event.profile
+    reason = event.reason or "lost its connection"
+    ceiling = "∞" if profile.max_retries is None else str(profile.max_retries)
+    text = f"{reason}; attempt {profile.connection_attempts + 1}/{ceiling}"
+    if event.retry_in is not None:
+        text += f" in {event.retry_in:.1f} s"
+    return text
+
+
+def event_json(event: ManagerEvent, at: datetime | None = None) -> str:
+    """One event as a JSON object on one line (``stellate up --json`` without ``--once``)."""
+    record = event.record
+    item = {
+        "time": (at or datetime.now(UTC)).isoformat(),
+        "event": event.kind.value,
+        "device_id": event.device_id,
+        "trigger": str(record.trigger),
+        "source": record.source.value,
+        "dest": record.dest.value,
+        "reason": event.reason,
+        "retry_in": event.retry_in,
+        "profile": profile_dict(event.profile),
+    }
+    return json.dumps(item, default=str)
+
+
 class PlainDisplay:
     """Line-oriented progress for pipes and logs.
 
     Small fleets get one line per transition (plus one when telemetry is merged); big ones a
-    status summary, printed only when it changed, so an idle fleet stays quiet in a log.
+    progress line (``N/M idle``, rate, ETA, counts), printed when it changed and at most every
+    ``PLAIN_PROGRESS_EVERY`` seconds, so an idle fleet stays quiet in a log.
     """
 
-    def __init__(self, out: TextIO, device_count: int) -> None:
+    def __init__(
+        self, out: TextIO, device_count: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._out = out
+        self._total = device_count
         self._detailed = device_count <= DETAIL_LIMIT
-        self._last_summary = ""
+        self._clock = clock
+        self._started = clock()
+        self._last_counts = ""
+        self._last_print = -math.inf
 
     def event(self, event: ManagerEvent) -> None:
         if self._detailed:
-            print(self.line(event), file=self._out, flush=True)
+            print(event_line(event), file=self._out, flush=True)
 
-    @classmethod
-    def line(cls, event: ManagerEvent) -> str:
-        """The text of one event (a transition, or merged telemetry)."""
-        if event.kind is EventKind.TELEMETRY_MERGED:
-            profile = event.profile
-            line = (
-                f"{event.device_id}: telemetry merged: os={profile.os}, "
-                f"{len(profile.capabilities)} capabilities"
-            )
-        elif event.kind is EventKind.READY and event.record.trigger is Trigger.TIMED_OUT:
-            line = f"{event.device_id}: no telemetry in time; activated without it"
-            line += f"\n{cls._transition(event)}"
-        else:
-            line = cls._transition(event)
-        return line
-
-    @staticmethod
-    def _transition(event: ManagerEvent) -> str:
-        record = event.record
-        line = (
-            f"{event.device_id}: {record.source} -> {record.dest} ({record.trigger})"
-            f"  [phase {phase_label(record.dest)}]"
-        )
-        if event.kind in (EventKind.FAILED, EventKind.CONNECTION_LOST) and event.reason:
-            line += f": {event.reason}"
-        return line
-
-    def tick(self, profiles: dict[str, AgentProfile]) -> None:
+    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
         if self._detailed:
             return
-        summary = f"[{len(profiles)} devices] {status_counts(profiles.values())}"
-        if summary != self._last_summary:
-            self._last_summary = summary
-            print(summary, file=self._out, flush=True)
+        now = self._clock()
+        counts = status_counts(profiles.values())
+        if counts == self._last_counts or now - self._last_print < PLAIN_PROGRESS_EVERY:
+            return
+        self._last_counts, self._last_print = counts, now
+        progress = Progress.of(profiles.values(), self._total, now - self._started)
+        print(f"[{self._total} devices] {progress.text()} — {counts}", file=self._out, flush=True)
 
     def close(self) -> None:
         pass
 
 
-class RichDisplay:
-    """A live table on a terminal (rich)."""
+class JsonLinesDisplay:
+    """Every event as one JSON object per line (NDJSON), flushed as it happens."""
 
-    def __init__(self, device_count: int) -> None:
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def event(self, event: ManagerEvent) -> None:
+        print(event_json(event), file=self._out, flush=True)
+
+    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Displays:
+    """Several displays fed the same events (NDJSON on stdout, progress on stderr)."""
+
+    def __init__(self, *displays: Display) -> None:
+        self._displays = displays
+
+    def event(self, event: ManagerEvent) -> None:
+        for display in self._displays:
+            display.event(event)
+
+    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
+        for display in self._displays:
+            display.tick(profiles)
+
+    def close(self) -> None:
+        for display in self._displays:
+            display.close()
+
+
+class RichDisplay:
+    """A live view on a terminal (rich): a table that fits the screen, or a progress view."""
+
+    def __init__(
+        self,
+        device_count: int,
+        *,
+        console: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self._console = Console(stderr=False)
-        self._detailed = device_count <= DETAIL_LIMIT
+        self._console = console or Console()
+        self._total = device_count
+        # Rows of the table, its borders and title, and a few logged lines above it.
+        self._detailed = device_count <= max(0, self._console.size.height - 8)
+        self._clock = clock
+        self._started = clock()
         self._live = Live(console=self._console, refresh_per_second=8, transient=False)
         self._live.start()
 
@@ -112,62 +296,148 @@ class RichDisplay:
         # A local fleet registers in milliseconds, faster than any redraw: the table alone
         # would jump from "disconnected" to "idle". Each transition is also logged above it
         # (small fleets), so every phase is seen.
-        if self._detailed:
-            line = PlainDisplay.line(event)
-            self._live.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        from rich.text import Text
 
-    def tick(self, profiles: dict[str, AgentProfile]) -> None:
+        if self._detailed:
+            self._live.console.print(Text(event_line(event)), soft_wrap=True)
+
+    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
+        self._live.update(self._table(profiles) if self._detailed else self._summary(profiles))
+
+    def _table(self, profiles: Mapping[str, AgentProfile]) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
-        if self._detailed:
-            table = Table(title="stellate: registration", expand=False)
-            for column in ("device", "phase", "status", "attempts", "os", "capabilities"):
-                table.add_column(column)
-            for device_id, p in profiles.items():
-                style = {"idle": "green", "failed": "red", "backoff": "yellow"}.get(p.status, "")
-                table.add_row(
-                    device_id,
-                    phase_label(p.status),
-                    f"[{style}]{p.status.value}[/]" if style else p.status.value,
-                    str(p.connection_attempts),
-                    p.os or "-",
-                    str(len(p.capabilities)),
-                )
-            self._live.update(table)
-        else:
-            self._live.update(f"[{len(profiles)} devices] {status_counts(profiles.values())}")
+        table = Table(title="stellate: registration", expand=False)
+        for column in ("device", "phase", "status", "attempts", "os", "capabilities"):
+            table.add_column(column)
+        for device_id, p in profiles.items():
+            table.add_row(
+                Text(device_id),
+                Text(phase_label(p.status)),
+                Text(p.status.value, style=_STATUS_STYLE.get(p.status, "")),
+                Text(str(p.connection_attempts)),
+                Text(p.os or "-"),
+                Text(str(len(p.capabilities))),
+            )
+        return table
+
+    def _summary(self, profiles: Mapping[str, AgentProfile]) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        progress = Progress.of(profiles.values(), self._total, self._clock() - self._started)
+        parts: list[Any] = [
+            Text(f"stellate: {self._total} devices · {progress.text()}", style="bold"),
+            ProgressBar(total=max(1, self._total), completed=progress.idle + progress.failed),
+            Text(status_counts(profiles.values())),
+        ]
+        slowest = sorted(
+            (p for p in profiles.values() if p.status not in _SETTLED),
+            key=lambda p: (-p.connection_attempts, p.device_id),
+        )[:SLOWEST_LISTED]
+        if slowest:
+            parts.append(Text("furthest from ready:", style="yellow"))
+            parts += [
+                Text(f"  {p.device_id}: {p.status.value}, attempt {p.connection_attempts}")
+                for p in slowest
+            ]
+        failed = [p for p in profiles.values() if p.status is DeviceStatus.FAILED]
+        if failed:
+            listed = ", ".join(p.device_id for p in failed[:FAILED_LISTED])
+            more = f" (+{len(failed) - FAILED_LISTED} more)" if len(failed) > FAILED_LISTED else ""
+            parts.append(Text(f"failed: {listed}{more}", style="red"))
+        return Group(*parts)
 
     def close(self) -> None:
         self._live.stop()
 
 
-def print_profiles(profiles: Iterable[AgentProfile], out: TextIO = sys.stdout) -> None:
-    """The final profiles, in the registration flow's example output format."""
-    for profile in profiles:
-        if profile.status is DeviceStatus.IDLE:
-            print("✅ Registration successful!", file=out)
-        else:
-            print(f"❌ Registration failed (status: {profile.status.value})", file=out)
-        print("\n📊 AgentProfile:", file=out)
-        print(f"  Device ID: {profile.device_id}", file=out)
-        print(f"  Server: {redact_url(profile.server_url)}", file=out)
-        print(f"  Status: {profile.status.value}", file=out)
+# -- the end: profiles and a summary --------------------------------------------------------------
+
+
+def print_profiles(
+    reports: Sequence[DeviceReport], out: TextIO = sys.stdout, blocks: int = PROFILE_BLOCKS
+) -> None:
+    """The first ``blocks`` profiles in the registration flow's example format, then a summary.
+
+    Unknown values (no telemetry, no OS) are left out rather than printed as ``None``. The
+    failed devices beyond the first blocks are named with their reasons; ``--json`` has every
+    profile in full.
+    """
+    for report in reports[:blocks]:
+        _print_block(report, out)
+    rest = reports[blocks:]
+    if not rest:
+        return
+    counts = status_counts(r.profile for r in rest)
+    print(
+        f"… and {len(rest)} more devices: {counts} (stellate up --json prints every profile)",
+        file=out,
+    )
+    failed = [r for r in rest if r.profile.status is DeviceStatus.FAILED]
+    for report in failed[:FAILED_LISTED]:
+        print(f"  ❌ {report.profile.device_id}: {report.failure_reason or 'failed'}", file=out)
+    if len(failed) > FAILED_LISTED:
+        print(f"  … and {len(failed) - FAILED_LISTED} more failed", file=out)
+    print("", file=out)
+
+
+def _print_block(report: DeviceReport, out: TextIO) -> None:
+    profile = report.profile
+    if profile.status is DeviceStatus.IDLE:
+        print("✅ Registration successful!", file=out)
+    else:
+        print(f"❌ Registration failed (status: {profile.status.value})", file=out)
+    print("\n📊 AgentProfile:", file=out)
+    print(f"  Device ID: {profile.device_id}", file=out)
+    print(f"  Server: {redact_url(profile.server_url)}", file=out)
+    print(f"  Status: {profile.status.value}", file=out)
+    if profile.status is DeviceStatus.FAILED and report.failure_reason:
+        print(f"  Reason: {report.failure_reason}", file=out)
+    elif profile.status is not DeviceStatus.IDLE and report.last_error:
+        print(f"  Last error: {report.last_error}", file=out)
+    if profile.os:
         print(f"  OS: {profile.os}", file=out)
-        print(f"  Capabilities: {list(profile.capabilities)}", file=out)
-        system_info = profile.metadata.get("system_info") or {}
+    print(f"  Capabilities: {list(profile.capabilities)}", file=out)
+    system_info = profile.metadata.get("system_info") or {}
+    lines = [
+        (label, system_info.get(key), unit)
+        for label, key, unit in (
+            ("CPU Cores", "cpu_count", ""),
+            ("Memory", "memory_total_gb", " GB"),
+            ("Hostname", "hostname", ""),
+            ("IP", "ip_address", ""),
+        )
+    ]
+    known = [(label, value, unit) for label, value, unit in lines if value is not None]
+    if known:
         print("  System Info:", file=out)
-        print(f"    - CPU Cores: {system_info.get('cpu_count')}", file=out)
-        print(f"    - Memory: {system_info.get('memory_total_gb')} GB", file=out)
-        print(f"    - Hostname: {system_info.get('hostname')}", file=out)
-        print(f"    - IP: {system_info.get('ip_address')}", file=out)
-        print("", file=out)
+        for label, value, unit in known:
+            print(f"    - {label}: {value}{unit}", file=out)
+    print("", file=out)
 
 
-def profiles_json(profiles: Iterable[AgentProfile]) -> str:
-    """The profiles as a JSON list with Galaxy's keys, secrets in URLs redacted."""
-    items = []
-    for profile in profiles:
-        item = profile.to_dict()
-        item["server_url"] = redact_url(profile.server_url)
-        items.append(item)
-    return json.dumps(items, indent=2, default=str)
+def fleet_summary(reports: Sequence[DeviceReport], expected: Iterable[str]) -> str:
+    """One line: how many of the devices that were to connect are idle, and which failed."""
+    wanted = set(expected)
+    considered = [r for r in reports if r.profile.device_id in wanted]
+    counts = Counter(r.profile.status for r in considered)
+    line = f"{counts[DeviceStatus.IDLE]}/{len(considered)} idle"
+    failed = [r for r in considered if r.profile.status is DeviceStatus.FAILED]
+    if failed:
+        named = "; ".join(
+            f"{r.profile.device_id}: {r.failure_reason or 'failed'}" for r in failed[:3]
+        )
+        more = f"; +{len(failed) - 3} more" if len(failed) > 3 else ""
+        line += f", {len(failed)} failed ({named}{more})"
+    pending = len(considered) - counts[DeviceStatus.IDLE] - len(failed)
+    if pending:
+        line += f", {pending} not settled"
+    return line
+
+
+def profiles_json(reports: Iterable[DeviceReport]) -> str:
+    """The profiles as a JSON list: Galaxy's keys, then failure_reason and last_error."""
+    return json.dumps([report.to_dict() for report in reports], indent=2, default=str)

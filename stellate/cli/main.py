@@ -1,9 +1,10 @@
 """The ``stellate`` command line: the parser, logging set-up, and dispatch to a subcommand.
 
-Each subcommand lives in its own module of this package (``validate``, ``diagram``, ``serve``,
-``agent``, ``up``), with its arguments next to its handler so ``stellate <cmd> --help`` stays
-accurate. The library modules (``stellate.server``, ``stellate.agent``, ``stellate.manager``)
-never parse arguments, print, or install signal handlers: that is this package's job.
+Each subcommand lives in its own module of this package (``up``, ``validate``, ``init`` in
+``configs``, ``diagram``, ``serve``, ``agent``), with its arguments next to its handler so
+``stellate <cmd> --help`` stays accurate. The library modules (``stellate.server``,
+``stellate.agent``, ``stellate.manager``) never parse arguments, print, or install signal
+handlers: that is this package's job.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import agent, diagram, serve, up, validate
+from . import agent, configs, diagram, serve, up, validate
 
 #: Every subcommand module, in the order ``stellate --help`` lists them.
-_COMMANDS = (validate, diagram, serve, agent, up)
+_COMMANDS = (up, validate, configs, diagram, serve, agent)
 
 
 def _verbosity_parent() -> argparse.ArgumentParser:

@@ -1,56 +1,85 @@
 """``stellate up``: bring the fleet of a devices.yaml to IDLE and keep it there.
 
-Embedded mode (the default when no CONFIG is given, or ``--embedded``) is the newcomer's path:
-it starts an agent server and one device agent per configured device on 127.0.0.1 itself, points
-every device at that server, and registers them all, so one command shows the whole flow on a
-machine with nothing else running. The server listens on an ephemeral port (a busy 5005 must
-not break a demo); the profiles show the URL actually used.
+Which file: CONFIG if given; else ``config/galaxy/devices.yaml`` of the working directory; else
+the example fleet shipped with stellate (stderr says which). Embedded mode (the default when no
+CONFIG is given, or ``--embedded``) starts an agent server and one device agent per device on
+127.0.0.1 itself (a free port; the profiles show the URL used), so one command shows the whole
+flow on a machine with nothing else running.
 
-Output: progress (a live table on a terminal, plain lines otherwise) until every device is
-IDLE or FAILED, then the profiles. With ``--json`` stdout carries nothing but the JSON list of
-profiles (progress goes to stderr), so ``stellate up --once --json | jq`` works.
+Output: progress (a live view on a terminal, plain lines otherwise) until every device is IDLE
+or FAILED, then the profiles and a summary. Each wait says why and when (``dev-a: connecting ->
+backoff: connection refused (127.0.0.1:5055); attempt 2/5 in 1.8 s``).
 
-Stopping: ``--once`` exits as soon as every device has settled (0 if all are IDLE, else 1);
-otherwise the fleet is kept alive until Ctrl-C (or SIGTERM), which disconnects every device with
-a clean close handshake before exiting (0). A second Ctrl-C stops at once. Devices configured
-with ``auto_connect: false`` are registered (phase 1) but not connected, and are left out of
-both the waiting and the exit status.
+--json: stdout carries nothing but JSON, progress goes to stderr. With --once, one JSON list of
+the final profiles (Galaxy's keys plus failure_reason and last_error), so ``stellate up --once
+--json | jq`` works. Without --once, one JSON object per line per event (NDJSON, flushed as it
+happens: time, event, device_id, trigger, source, dest, reason, retry_in, profile).
+
+Exit status. --once: 0 when every device is IDLE, 1 when any failed or --timeout passed first
+(the devices still pending are named), 2 for a bad config. Without --once the fleet is kept
+until Ctrl-C (or SIGTERM), which disconnects every device with a clean close handshake and
+exits 0; but when every device has settled FAILED (at bring-up, or later) it says so and exits
+1, so a supervisor can restart it. A second Ctrl-C stops at once. Devices with ``auto_connect:
+false`` are registered (phase 1) but not connected, and count for neither.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import enum
 import logging
 import os
 import random
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from ..config import ConfigError, StellateConfig, load_config
-from ..fsm import AgentProfile, DeviceStatus
+from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_config
+from ..fsm import DeviceStatus
+from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
-from .display import PlainDisplay, RichDisplay, print_profiles, profiles_json
+from .configs import announce, choose_config
+from .display import (
+    DeviceReport,
+    Display,
+    Displays,
+    JsonLinesDisplay,
+    PlainDisplay,
+    RichDisplay,
+    fleet_summary,
+    print_profiles,
+    profiles_json,
+)
+from .limits import ensure_descriptors
 
 if TYPE_CHECKING:
     from ..server import AgentServer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "config/galaxy/devices.yaml"
 #: How often the display redraws (seconds).
 TICK = 0.25
-#: How long embedded agents may take to register before ``stellate up`` gives up.
-EMBEDDED_START_TIMEOUT = 30.0
+#: Descriptors one device needs: in embedded mode the manager's socket and the server's end of
+#: it, the agent's socket and the server's end of that; otherwise the manager's socket only.
+DESCRIPTORS_PER_DEVICE = {True: 4, False: 1}
 _SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
 
-Display = PlainDisplay | RichDisplay
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -61,14 +90,30 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", nargs="?", help=f"devices.yaml (default: {DEFAULT_CONFIG}, embedded)")
+    p.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG",
+        help=f"the devices.yaml to bring up (default: {DEFAULT_CONFIG_PATH} if present here, "
+        "else the example shipped with stellate; both in embedded mode)",
+    )
     p.add_argument(
         "--once",
         action="store_true",
         help="exit when every device is IDLE or FAILED (exit 1 if any failed)",
     )
     p.add_argument(
-        "--json", action="store_true", help="print the final profiles as JSON (progress: stderr)"
+        "--timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with --once: give up after SECONDS, naming the devices still pending (exit 1)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON on stdout (progress on stderr): the final profiles with --once, else one "
+        "object per event per line",
     )
     p.add_argument(
         "--embedded",
@@ -85,11 +130,36 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=run)
 
 
+@attrs.frozen
+class _Options:
+    embedded: bool
+    once: bool
+    as_json: bool
+    timeout: float | None = None
+    seed: int | None = None
+    cafile: str | None = None
+
+
+def _fail(message: str) -> int:
+    print(f"stellate up: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
-    path = args.config or DEFAULT_CONFIG
-    embedded = args.embedded or args.config is None
+    if args.timeout is not None and not args.once:
+        return _fail("--timeout applies to --once (without it the fleet runs until Ctrl-C)")
+    choice = choose_config(args.config)
+    announce(choice, "up")
+    options = _Options(
+        embedded=args.embedded or args.config is None,
+        once=args.once,
+        as_json=args.json,
+        timeout=args.timeout,
+        seed=args.seed,
+        cafile=args.cafile,
+    )
     try:
-        config = load_config(path)
+        config = load_config(choice.path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -99,78 +169,150 @@ def run(args: argparse.Namespace) -> int:
     install_log_redaction()
     add_log_secret(config.manager.api_key)
     if args.cafile is not None and not os.path.isfile(args.cafile):
-        print(f"stellate up: --cafile {args.cafile}: no such file", file=sys.stderr)
-        return 2
+        return _fail(f"--cafile {args.cafile}: no such file")
+    count = len(config.devices)
+    shortfall = ensure_descriptors(count * DESCRIPTORS_PER_DEVICE[options.embedded])
+    if shortfall is not None:
+        mode = " in embedded mode (4 per device)" if options.embedded else " (1 per device)"
+        return _fail(shortfall.message(f"a fleet of {count} devices{mode}"))
     try:
-        return trio.run(_up, config, embedded, args.once, args.json, args.seed, args.cafile)
+        return trio.run(_up, config, options)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop at once
         print("\nstellate: interrupted", file=sys.stderr)
         return 130
 
 
-async def _up(
-    config: StellateConfig,
-    embedded: bool,
-    once: bool,
-    as_json: bool,
-    seed: int | None,
-    cafile: str | None = None,
-) -> int:
+async def _up(config: StellateConfig, options: _Options) -> int:
     overrides: dict[str, Any] = {}
-    if seed is not None:
-        overrides["rng"] = random.Random(seed)
-    if cafile is not None:
+    if options.seed is not None:
+        overrides["rng"] = random.Random(options.seed)
+    if options.cafile is not None:
         from ..adapters.websocket import WebSocketConnector
 
-        overrides["connector"] = WebSocketConnector(cafile=cafile)
+        overrides["connector"] = WebSocketConnector(cafile=options.cafile)
     expected = {device.device_id for device in config.devices if device.auto_connect}
-    out = sys.stderr if as_json else sys.stdout
     interrupt = _Interrupt()  # Ctrl-C cancels what is under way, then we stop cleanly
     server: AgentServer | None = None
-    profiles: list[AgentProfile] = []
-    settled = False
+    code = 0
     async with trio.open_nursery() as nursery:
         if threading.current_thread() is threading.main_thread():
             await nursery.start(_interrupt_on_signals, interrupt)
         with interrupt.scope():
-            if embedded:
-                config, server = await start_embedded(nursery, config)
+            if options.embedded:
+                config, server = await start_local_agents(nursery, config)
         manager = ConstellationDeviceManager.from_config(config, **overrides)
         if not interrupt.requested:
             async with manager, manager.events() as events:
                 manager.add_config(config)  # after subscribing: no transition goes unseen
-                display = _display(as_json, len(config.devices))
-                try:
-                    with interrupt.scope():
-                        settled = await _watch(manager, events, display, expected, once=True)
-                finally:
-                    display.close()
-                profiles = list(manager.get_all_devices().values())
-                if not as_json:
-                    print_profiles(profiles, out)
-                if settled and not once:
-                    print("stellate: fleet up; Ctrl-C to disconnect and exit", file=out, flush=True)
-                    with interrupt.scope():
-                        await _watch(manager, events, PlainDisplay(out, len(profiles)), expected)
-                    profiles = list(manager.get_all_devices().values())
-                if as_json:
-                    print(profiles_json(profiles), flush=True)
+                code = await _run_fleet(manager, events, config, expected, options, interrupt)
             # Leaving the manager's block disconnected every device (close handshake 1000).
         if server is not None:
             await server.shutdown()  # agents are told 1001 and close their side cleanly
         nursery.cancel_scope.cancel()
     if interrupt.requested:
         print("stellate: stopped; every connection closed.", file=sys.stderr)
-        return 0 if not once else 130
-    return (
-        0 if all(p.status is DeviceStatus.IDLE for p in profiles if p.device_id in expected) else 1
-    )
+        return 0 if not options.once else 130
+    return code
 
 
-def _display(as_json: bool, device_count: int) -> Display:
-    if sys.stdout.isatty() and not as_json:
-        return RichDisplay(device_count)
-    return PlainDisplay(sys.stderr if as_json else sys.stdout, device_count)
+async def _run_fleet(
+    manager: ConstellationDeviceManager,
+    events: trio.MemoryReceiveChannel[ManagerEvent],
+    config: StellateConfig,
+    expected: set[str],
+    options: _Options,
+    interrupt: _Interrupt,
+) -> int:
+    """Bring the fleet up, report, and (without --once) keep it; the exit status."""
+    out = sys.stderr if options.as_json else sys.stdout
+    display = _display(options, len(config.devices))
+    settled = timed_out = False
+    try:
+        with interrupt.scope(), trio.move_on_after(options.timeout or float("inf")) as timer:
+            settled = await _watch(manager, events, display, expected, until=_Until.SETTLED)
+        timed_out = timer.cancelled_caught
+    finally:
+        display.close()
+    reports = _reports(manager)
+    if not options.as_json:
+        print_profiles(reports, out)
+    if timed_out:
+        pending = [
+            f"{r.profile.device_id} ({r.profile.status.value}"
+            + (f": {r.last_error}" if r.last_error else "")
+            + ")"
+            for r in reports
+            if r.profile.device_id in expected and r.profile.status not in _SETTLED
+        ]
+        print(
+            f"stellate up: --timeout {options.timeout:g} s passed with {len(pending)} "
+            f"device(s) still pending: {', '.join(pending)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    summary = fleet_summary(reports, expected)
+    if options.once or not settled:
+        if options.as_json and options.once:
+            print(profiles_json(reports), flush=True)
+        if settled or timed_out:
+            print(f"stellate up: {summary}", file=out, flush=True)
+        all_idle = all(
+            r.profile.status is DeviceStatus.IDLE
+            for r in reports
+            if r.profile.device_id in expected
+        )
+        return 0 if all_idle and not timed_out else 1
+    if expected and not any(
+        r.profile.status is DeviceStatus.IDLE for r in reports if r.profile.device_id in expected
+    ):
+        print(
+            f"stellate up: every device failed ({summary}); exiting with status 1",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    print(f"stellate: fleet up: {summary}; Ctrl-C to disconnect and exit", file=out, flush=True)
+    keep = _display(options, len(config.devices), live=False)
+    all_failed = False
+    with interrupt.scope():
+        all_failed = await _watch(manager, events, keep, expected, until=_Until.ALL_FAILED)
+    if all_failed:
+        summary = fleet_summary(_reports(manager), expected)
+        print(
+            f"stellate up: every device has failed ({summary}); exiting with status 1",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    return 0
+
+
+def _statuses(reports: Iterable[DeviceReport], expected: set[str]) -> list[DeviceStatus]:
+    return [r.profile.status for r in reports if r.profile.device_id in expected]
+
+
+def _reports(manager: ConstellationDeviceManager) -> list[DeviceReport]:
+    registry = manager.device_registry
+    return [
+        DeviceReport(
+            profile,
+            manager.failure_reason(device_id),
+            registry.lifecycle(device_id).last_error,
+        )
+        for device_id, profile in manager.get_all_devices().items()
+    ]
+
+
+def _display(options: _Options, device_count: int, *, live: bool = True) -> Display:
+    clock = trio.current_time
+    if options.as_json:
+        progress = PlainDisplay(sys.stderr, device_count, clock)
+        if options.once:
+            return progress
+        return Displays(JsonLinesDisplay(sys.stdout), progress)
+    if live and sys.stdout.isatty():
+        return RichDisplay(device_count, clock=clock)
+    return PlainDisplay(sys.stdout, device_count, clock)
 
 
 class _Interrupt:
@@ -216,85 +358,63 @@ async def _interrupt_on_signals(
     interrupt.request()
 
 
+class _Until(enum.Enum):
+    """When ``_watch`` returns (besides the event stream ending)."""
+
+    #: every expected device is IDLE or FAILED
+    SETTLED = "settled"
+    #: every expected device is FAILED (a fleet kept alive has nothing left)
+    ALL_FAILED = "all_failed"
+    #: only when cancelled
+    NEVER = "never"
+
+
 async def _watch(
     manager: ConstellationDeviceManager,
     events: trio.MemoryReceiveChannel[ManagerEvent],
     display: Display,
     expected: Iterable[str],
     *,
-    once: bool = False,
+    until: _Until = _Until.NEVER,
 ) -> bool:
-    """Show events; with ``once``, return True as soon as every expected device is settled.
+    """Show events until the ``until`` condition holds (True), or the stream ends (False).
 
-    Settlement is tracked from the events themselves (a set of unsettled devices updated per
-    event), so the last device to settle ends the wait at once, not at the next redraw, and a
-    large fleet costs O(1) per event. Returns False when the event stream ends (the manager
-    stopped). Without ``once`` it runs until cancelled or the stream ends.
+    The condition is tracked from the events themselves (a count of expected devices per
+    status, updated per event), so the last device to settle ends the wait at once, not at the
+    next redraw, and a large fleet costs O(1) per event.
     """
     expected = set(expected)
-    unsettled = {
-        device_id
+    status_of = {
+        device_id: profile.status
         for device_id, profile in manager.get_all_devices().items()
-        if device_id in expected and profile.status not in _SETTLED
+        if device_id in expected
     }
+    counts = Counter(status_of.values())
+
+    def done() -> bool:
+        if until is _Until.SETTLED:
+            return counts[DeviceStatus.IDLE] + counts[DeviceStatus.FAILED] == len(expected)
+        if until is _Until.ALL_FAILED:
+            return bool(expected) and counts[DeviceStatus.FAILED] == len(expected)
+        return False
+
     display.tick(manager.get_all_devices())
     next_tick = trio.current_time() + TICK
-    while not (once and not unsettled):
+    while not done():
         with trio.move_on_at(next_tick):
             try:
                 event = await events.receive()
             except trio.EndOfChannel:
                 return False
             display.event(event)
-            # A merged-telemetry event is followed by READY for the same transition: settle
-            # on that one, so it is shown too.
+            # A merged-telemetry event is followed by READY for the same transition: count
+            # that one, so it is shown too.
             if event.device_id in expected and event.kind is not EventKind.TELEMETRY_MERGED:
-                if event.record.dest in _SETTLED:
-                    unsettled.discard(event.device_id)
-                else:
-                    unsettled.add(event.device_id)
+                counts[status_of[event.device_id]] -= 1
+                status_of[event.device_id] = event.record.dest
+                counts[event.record.dest] += 1
             continue
         display.tick(manager.get_all_devices())
         next_tick = trio.current_time() + TICK
     display.tick(manager.get_all_devices())
     return True
-
-
-async def start_embedded(
-    nursery: trio.Nursery, config: StellateConfig
-) -> tuple[StellateConfig, AgentServer]:
-    """Start a server and one agent per device on 127.0.0.1; return the config pointed at it.
-
-    Returns only once every agent has registered on the server (``DeviceAgent.run`` reports
-    started after its first registration): a manager started earlier would be told "target
-    device is not connected", which is final. The agents start concurrently and share one
-    telemetry collection (they all describe this machine; psutil is not free).
-
-    Raises:
-        TimeoutError: the agents did not all register within ``EMBEDDED_START_TIMEOUT``.
-    """
-    from ..adapters.telemetry import DeviceInfoProvider
-    from ..agent import DeviceAgent
-    from ..server import AgentServer
-
-    api_key = config.manager.api_key
-    server = AgentServer(api_key=api_key)
-    port = await nursery.start(server.serve, "127.0.0.1", 0)
-    url = f"ws://127.0.0.1:{port}/ws"
-    logger.info("embedded agent server on %s", url)
-    base = DeviceInfoProvider.collect_system_info(config.devices[0].device_id, {})
-    agents = [
-        DeviceAgent(
-            url,
-            device.device_id,
-            api_key=api_key,
-            system_info={**base, "device_id": device.device_id},
-        )
-        for device in config.devices
-    ]
-    with trio.fail_after(EMBEDDED_START_TIMEOUT):
-        async with trio.open_nursery() as starting:
-            for agent in agents:
-                starting.start_soon(nursery.start, agent.run)
-    devices = tuple(attrs.evolve(device, server_url=url) for device in config.devices)
-    return attrs.evolve(config, devices=devices), server

@@ -24,8 +24,8 @@ import trio
 from stellate.adapters.memory import MemoryNetwork
 from stellate.agent import DeviceAgent
 from stellate.cli import main
-from stellate.cli.display import PlainDisplay, print_profiles, profiles_json
-from stellate.cli.up import _watch
+from stellate.cli.display import DeviceReport, PlainDisplay, print_profiles, profiles_json
+from stellate.cli.up import _Until, _watch
 from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager, EventKind
 from stellate.server import AgentServer
@@ -33,7 +33,7 @@ from stellate.server import AgentServer
 REPO = Path(__file__).resolve().parents[2]
 STELLATE = Path(sys.executable).parent / "stellate"
 TIMEOUT = 60
-#: Galaxy's AgentProfile keys, in order.
+#: Galaxy's AgentProfile keys, in order, then the two reasons `--json` adds.
 PROFILE_KEYS = [
     "device_id",
     "server_url",
@@ -45,6 +45,8 @@ PROFILE_KEYS = [
     "connection_attempts",
     "max_retries",
     "current_task_id",
+    "failure_reason",
+    "last_error",
 ]
 
 
@@ -234,7 +236,7 @@ async def test_watch_shows_every_device_up_to_idle(autojump_clock: Any) -> None:
         async with ConstellationDeviceManager(connector=net) as manager, manager.events() as events:
             for device_id in ids:
                 manager.add_device(AgentProfile(device_id, URL))
-            assert await _watch(manager, events, PlainDisplay(out, 3), ids, once=True)
+            assert await _watch(manager, events, PlainDisplay(out, 3), ids, until=_Until.SETTLED)
             assert {p.status for p in manager.get_all_devices().values()} == {DeviceStatus.IDLE}
         nursery.cancel_scope.cancel()
     text = out.getvalue()
@@ -266,7 +268,7 @@ async def test_watch_returns_when_the_last_device_settles_not_at_a_tick(
             await nursery.start(note_failure)
             manager.add_device(AgentProfile("x", URL, max_retries=3))
             display = PlainDisplay(io.StringIO(), 1)
-            assert await _watch(manager, events, display, ["x"], once=True)
+            assert await _watch(manager, events, display, ["x"], until=_Until.SETTLED)
             returned_at = trio.current_time()
     assert failed_at == [returned_at]
     assert returned_at > 0.25 and returned_at % 0.25 != 0
@@ -283,7 +285,7 @@ async def test_watch_without_once_ends_with_the_event_stream(autojump_clock: Any
 
 def test_json_redacts_and_keeps_the_seed_keys() -> None:
     profile = AgentProfile("d", "wss://u:pw@h:1/ws?token=abc", capabilities=["a"])
-    (item,) = json.loads(profiles_json([profile]))
+    (item,) = json.loads(profiles_json([DeviceReport(profile)]))
     assert list(item) == PROFILE_KEYS
     assert item["server_url"] == "wss://u:***@h:1/ws?token=***"
     assert item["status"] == "disconnected"
@@ -298,7 +300,7 @@ def test_print_profiles_in_the_seeds_format() -> None:
         capabilities=["web_browsing"],
         metadata={"system_info": {"cpu_count": 16, "memory_total_gb": 32.0}},
     )
-    print_profiles([profile], out)
+    print_profiles([DeviceReport(profile)], out)
     text = out.getvalue()
     assert text.startswith("❌ Registration failed (status: disconnected)")
     assert "  Device ID: windowsagent\n" in text

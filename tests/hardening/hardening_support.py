@@ -133,6 +133,17 @@ def check_nothing_lost(
 # -- a server that can be killed and restarted --------------------------------------------------
 
 
+def _memory_server(policy: ServerPolicy) -> AgentServer:
+    """A server for in-memory sockets: they hold no file descriptors, so its connection limits
+    are set for the fleets here, not derived from this process's open-file limit (which at a
+    common 1,024 would refuse a 500-device bring-up as "too many waiting to register")."""
+    return AgentServer(policy=policy, max_connections=MEMORY_CONNECTIONS)
+
+
+#: Connections a memory server holds (several per device: agent, constellation, restarts).
+MEMORY_CONNECTIONS = 20_000
+
+
 class ServerHost:
     """An ``AgentServer`` on a ``MemoryNetwork`` that can be killed (every socket dropped, no
     closing handshake, registry gone) and restarted (a fresh server, empty registry).
@@ -144,7 +155,7 @@ class ServerHost:
     def __init__(self, network: MemoryNetwork, policy: ServerPolicy = SERVER_POLICY) -> None:
         self.network = network
         self.policy = policy
-        self.server = AgentServer(policy=policy)
+        self.server = _memory_server(policy)
         self.conns: set[MemoryConnection] = set()
         self.kills = 0
         self.up = False
@@ -177,7 +188,7 @@ class ServerHost:
 
     def restart(self) -> None:
         """A fresh server (empty registry) accepting agents only, until the door opens."""
-        self.server = AgentServer(policy=self.policy)
+        self.server = _memory_server(self.policy)
         self.start(constellations=False)
 
 

@@ -6,7 +6,6 @@ to synchronise (waits are on the manager's own events and statuses).
 
 from __future__ import annotations
 
-import resource
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import trio
+from fd_budget import require_descriptors
 from manager_support import (
     PATIENT_SERVER,
     SEED_DEVICE,
@@ -215,16 +215,10 @@ async def test_silent_server_is_lost_within_the_lease_then_reconnected() -> None
     assert len(recorder.times("dev", EventKind.READY)) == 2
 
 
-def _raise_open_file_limit(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 async def test_a_hundred_devices_reach_idle_concurrently() -> None:
     count = 100
-    _raise_open_file_limit(4 * count + 256)  # agent + constellation sockets, both ends
+    # agent + constellation sockets, both ends
+    require_descriptors(4 * count, f"{count} devices on real sockets")
     ids = [f"dev{i:03}" for i in range(count)]
     with trio.fail_after(GUARD):
         async with running_server() as (nursery, server):

@@ -1,0 +1,292 @@
+"""A new user's first hour: the real ``stellate`` command, as a subprocess, from any directory.
+
+The embedded default fleet from a directory without a config, ``stellate init``, reasons while
+retrying, ``--json`` with every device's reasons, honest summaries and exit codes, ``--timeout``,
+NDJSON streaming, and saying up front when a fleet cannot fit the open-file limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from stellate.config import DEFAULT_CONFIG_PATH
+from stellate.local import example_config, example_config_path
+
+REPO = Path(__file__).resolve().parents[2]
+STELLATE = Path(sys.executable).parent / "stellate"
+TIMEOUT = 60
+EXAMPLE_IDS = ["windowsagent", "linuxagent", "macagent"]
+
+
+def stellate(*args: str, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(STELLATE), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def refused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"ws://127.0.0.1:{port}/ws"
+
+
+def write(tmp_path: Path, text: str, name: str = "devices.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+# -- 1. the embedded default works from anywhere ------------------------------------------------
+
+
+def test_up_from_a_directory_without_config_uses_the_shipped_example(tmp_path: Path) -> None:
+    result = stellate("up", "--once", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    profiles = json.loads(result.stdout)
+    assert [p["device_id"] for p in profiles] == EXAMPLE_IDS
+    assert {p["status"] for p in profiles} == {"idle"}
+    assert "using the example fleet shipped with stellate" in result.stderr
+    assert str(example_config_path()) in result.stderr
+
+
+def test_up_prefers_the_working_directory_s_config(tmp_path: Path) -> None:
+    (tmp_path / "config" / "galaxy").mkdir(parents=True)
+    write(
+        tmp_path / "config" / "galaxy", "devices:\n  - {device_id: mine, server_url: 'ws://h/ws'}\n"
+    )
+    result = stellate("up", "--once", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p["device_id"] for p in json.loads(result.stdout)] == ["mine"]
+    assert f"using {DEFAULT_CONFIG_PATH}" in result.stderr
+
+
+def test_validate_without_a_file_says_which_it_checked(tmp_path: Path) -> None:
+    result = stellate("validate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "OK: 3 devices\n"
+    assert "example fleet shipped with stellate" in result.stderr
+
+
+def test_init_writes_a_commented_starter_and_will_not_overwrite(tmp_path: Path) -> None:
+    result = stellate("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / DEFAULT_CONFIG_PATH
+    assert written.read_text(encoding="utf-8") == example_config_path().read_text("utf-8")
+    assert written.read_text(encoding="utf-8").count("#") > 20  # commented
+    assert f"wrote {DEFAULT_CONFIG_PATH}" in result.stdout
+    assert stellate("validate", cwd=tmp_path).stdout == "OK: 3 devices\n"
+    again = stellate("init", cwd=tmp_path)
+    assert again.returncode == 2 and "exists; pass --force" in again.stderr
+    written.write_text("changed", encoding="utf-8")
+    assert stellate("init", "--force", cwd=tmp_path).returncode == 0
+    assert written.read_text(encoding="utf-8") == example_config_path().read_text("utf-8")
+    custom = stellate("init", "elsewhere/fleet.yaml", cwd=tmp_path)
+    assert custom.returncode == 0 and (tmp_path / "elsewhere" / "fleet.yaml").is_file()
+
+
+def test_the_example_is_package_data_and_the_repo_copy_is_the_same_file() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    package_data = pyproject["tool"]["setuptools"]["package-data"]["stellate"]
+    assert "config/example_devices.yaml" in package_data
+    assert example_config_path().resolve() == (REPO / DEFAULT_CONFIG_PATH).resolve()
+    assert [d.device_id for d in example_config().devices] == EXAMPLE_IDS
+
+
+def test_the_example_says_what_embedded_mode_really_does() -> None:
+    text = example_config_path().read_text(encoding="utf-8")
+    assert "starts a local agent server at\n# ws://localhost:5005/ws" not in text
+    assert "free port of 127.0.0.1" in text
+
+
+# -- 2. open files ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.name != "posix", reason="ulimit")
+def test_up_says_up_front_when_a_fleet_cannot_fit_the_open_file_limit(tmp_path: Path) -> None:
+    devices = "".join(f"  - {{device_id: d{i}, server_url: 'ws://h/ws'}}\n" for i in range(100))
+    config = write(tmp_path, f"devices:\n{devices}")
+    began = time.monotonic()
+    result = subprocess.run(
+        ["bash", "-c", f'ulimit -n 128 && exec "{STELLATE}" up "{config}" --embedded --once'],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - began < 30  # before starting anything, not device by device
+    message = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"stellate up: a fleet of 100 devices in embedded mode \(4 per device\) needs about 400 "
+        r"open files, but only \d+ are available \(ulimit -n is 128, hard limit 128\): raise "
+        r"the limit \(ulimit -n \d+\) or run fewer devices",
+        message,
+    ), message
+    assert result.stdout == ""
+
+
+# -- 3. reasons while still trying; --json reasons; no "None" -----------------------------------
+
+
+def test_backoff_lines_say_why_and_when_and_the_json_carries_both_reasons(
+    tmp_path: Path,
+) -> None:
+    config = write(
+        tmp_path,
+        f"""
+manager: {{reconnect_delay: 0.05, backoff_cap: 0.1}}
+devices:
+  - {{device_id: gone, server_url: "{refused_url()}", max_retries: 3}}
+""",
+    )
+    result = stellate("up", config, "--once", "--json", cwd=tmp_path)
+    assert result.returncode == 1
+    waits = re.findall(r"^gone: connecting -> backoff: (.+)$", result.stderr, re.MULTILINE)
+    assert len(waits) == 2, result.stderr
+    for attempt, line in enumerate(waits, start=2):
+        assert re.fullmatch(rf".*[Cc]onnection refused.*; attempt {attempt}/3 in \d+\.\d s", line)
+    (profile,) = json.loads(result.stdout)
+    assert profile["failure_reason"].startswith("gave up after 3 attempts: ")
+    assert "refused" in profile["failure_reason"].lower()
+    assert profile["last_error"] and "refused" in profile["last_error"].lower()
+
+
+def test_the_text_summary_omits_what_is_unknown(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        f"""
+manager: {{reconnect_delay: 0.05, backoff_cap: 0.1}}
+devices:
+  - {{device_id: gone, server_url: "{refused_url()}", max_retries: 1}}
+""",
+    )
+    result = stellate("up", config, "--once", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "None" not in result.stdout
+    assert "  Reason: gave up after 1 attempts: " in result.stdout
+    assert "System Info" not in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("stellate up: 0/1 idle, 1 failed")
+
+
+# -- 4. honest summaries, exit codes, --timeout, NDJSON -----------------------------------------
+
+
+def test_timeout_exits_1_naming_the_devices_still_pending(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        f"""
+manager: {{reconnect_delay: 30, backoff_cap: 60}}
+devices:
+  - {{device_id: slow, server_url: "{refused_url()}", max_retries: 5}}
+""",
+    )
+    began = time.monotonic()
+    result = stellate("up", config, "--once", "--timeout", "1", "--json", cwd=tmp_path)
+    assert time.monotonic() - began < 20
+    assert result.returncode == 1
+    assert "--timeout 1 s passed with 1 device(s) still pending: slow (backoff: " in result.stderr
+    assert json.loads(result.stdout)[0]["status"] == "backoff"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_timeout_must_be_positive_seconds(tmp_path: Path, value: str) -> None:
+    result = stellate("up", "--once", "--timeout", value, cwd=tmp_path)
+    assert result.returncode == 2 and "--timeout" in result.stderr
+
+
+def test_timeout_needs_once(tmp_path: Path) -> None:
+    result = stellate("up", "--timeout", "5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--timeout applies to --once" in result.stderr
+
+
+def test_up_without_once_exits_1_when_every_device_failed(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        f"""
+manager: {{reconnect_delay: 0.05, backoff_cap: 0.1}}
+devices:
+  - {{device_id: a, server_url: "{refused_url()}", max_retries: 1}}
+  - {{device_id: b, server_url: "{refused_url()}", max_retries: 1}}
+""",
+    )
+    result = stellate("up", config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "fleet up" not in result.stdout + result.stderr
+    assert "stellate up: every device failed (0/2 idle, 2 failed (a: gave up" in result.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery to a child process")
+def test_up_json_without_once_streams_one_event_per_line(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "devices:\n"
+        "  - {device_id: one, server_url: 'ws://h/ws'}\n"
+        "  - {device_id: two, server_url: 'ws://h/ws'}\n",
+    )
+    proc = subprocess.Popen(
+        [str(STELLATE), "up", config, "--embedded", "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    events: list[dict[str, object]] = []
+    try:
+        assert proc.stdout is not None
+        timer = threading.Timer(TIMEOUT, proc.kill)  # the guard: never hang the suite
+        timer.start()
+        try:
+            for line in proc.stdout:  # each line arrives as it happens (flushed)
+                events.append(json.loads(line))
+                if sum(e["event"] == "ready" for e in events) == 2:
+                    break
+        finally:
+            timer.cancel()
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    for line in rest.splitlines():  # the disconnects, still one object per line
+        events.append(json.loads(line))
+    first = events[0]
+    assert list(first) == [
+        "time",
+        "event",
+        "device_id",
+        "trigger",
+        "source",
+        "dest",
+        "reason",
+        "retry_in",
+        "profile",
+    ]
+    assert (first["source"], first["dest"], first["trigger"]) == (
+        "disconnected",
+        "connecting",
+        "connect",
+    )
+    ready = [e for e in events if e["event"] == "ready"]
+    assert {e["device_id"] for e in ready} == {"one", "two"}
+    assert "fleet up: 2/2 idle" in err
