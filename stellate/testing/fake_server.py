@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 _WRONG_KEY = "not-the-key-you-sent"
 
+Frame = str | bytes
+
 
 @attrs.define
 class Attempt:
@@ -76,12 +78,17 @@ class Attempt:
         fault: the fault this attempt met (a ``Refuse()`` for an attempt an outage refused).
         started_at: ``trio.current_time()`` when the manager called ``open``.
         outage: True if an ``Outage`` entry refused it.
+        heartbeats: when each heartbeat of this connection reached the server.
+        last_sent_at: when the server last sent the device a frame on this connection
+            (``None``: it sent nothing) — the device's last sign that the server is alive.
     """
 
     index: int
     fault: AttemptFault
     started_at: float
     outage: bool = False
+    heartbeats: list[float] = attrs.Factory(list)
+    last_sent_at: float | None = None
 
 
 @attrs.define
@@ -228,7 +235,8 @@ class FakeAgentServer:
         try:
             async with trio.open_nursery() as nursery:
                 with suppress(ConnectionClosed):
-                    await _Connection(self, device, fault, conn, nursery).run()
+                    attempt = device.attempts[index]
+                    await _Connection(self, device, fault, conn, nursery, attempt).run()
                 nursery.cancel_scope.cancel()
         finally:
             self.live_handlers -= 1
@@ -253,13 +261,20 @@ class _Connection:
         fault: AttemptFault,
         conn: Connection,
         nursery: trio.Nursery,
+        attempt: Attempt,
     ) -> None:
         self.server = server
         self.device = device
         self.fault = fault
         self.conn = conn
         self.nursery = nursery
+        self.attempt = attempt
         self.client_id = "?"
+
+    async def send(self, frame: Frame) -> None:
+        """Send ``frame`` to the device, noting when (every frame is a sign of life)."""
+        await self.conn.send(frame)
+        self.attempt.last_sent_at = trio.current_time()
 
     async def run(self) -> None:
         frame = await self.conn.receive()
@@ -275,18 +290,18 @@ class _Connection:
             self._drop()
         elif isinstance(fault, Reject):
             text = fault.text(self.device.device_id, self.client_id)
-            await self.conn.send(self._error(text))
+            await self.send(self._error(text))
             await self.conn.aclose(1000, text[:120])
         elif isinstance(fault, GarbageOnRegister):
-            await self.conn.send(fault.frame)
+            await self.send(fault.frame)
             await self._drain()
         elif isinstance(fault, DropDuringTelemetry):
-            await self.conn.send(self._confirmation())
+            await self.send(self._confirmation())
             await self._registered(fault)
         elif isinstance(fault, Healthy):
             if fault.register_delay:
                 await trio.sleep(fault.register_delay)
-            await self.conn.send(self._confirmation())
+            await self.send(self._confirmation())
             await self._registered(fault)
         else:  # Refuse / Forbidden / HangConnect / Outage never reach a handler
             raise AssertionError(f"{fault!r} reached the handler")
@@ -307,6 +322,7 @@ class _Connection:
                 await self._telemetry(fault, message.request_id)
             elif message.type is ClientMessageType.HEARTBEAT:
                 heartbeats += 1
+                self.attempt.heartbeats.append(trio.current_time())
                 if message.client_type is not ClientType.CONSTELLATION:
                     self.server._violation(self.device, "heartbeat without client_type")
                 if isinstance(fault, Healthy) and not await self._idle(fault, heartbeats):
@@ -321,7 +337,7 @@ class _Connection:
             return
         if isinstance(telemetry, GarbageTelemetry):
             self._settle_unless_lost(fault)
-            await self.conn.send(telemetry.frame)
+            await self.send(telemetry.frame)
             return
         info = None if isinstance(telemetry, TelemetryNotFound) else fault.system_info
         result: Any = (
@@ -341,7 +357,7 @@ class _Connection:
         if delay:
             self.nursery.start_soon(self._send_later, delay, answer)
         else:
-            await self.conn.send(answer)
+            await self.send(answer)
 
     def _settle_unless_lost(self, fault: Healthy) -> None:
         if isinstance(fault.idle, Stay | GarbageAfterIdle):
@@ -350,7 +366,7 @@ class _Connection:
     async def _send_later(self, delay: float, frame: str) -> None:
         await trio.sleep(delay)
         with suppress(ConnectionClosed):
-            await self.conn.send(frame)
+            await self.send(frame)
 
     async def _idle(self, fault: Healthy, heartbeats: int) -> bool:
         """Answer one heartbeat as ``fault.idle`` says; False once the socket is gone."""
@@ -360,14 +376,14 @@ class _Connection:
         if isinstance(idle, DropAfterIdle) and heartbeats >= idle.after_heartbeats:
             if idle.notice:
                 text = f"Target device '{self.device.device_id}' disconnected"
-                await self.conn.send(self._error(text))
+                await self.send(self._error(text))
                 await self.conn.aclose(1000, text[:120])
             else:
                 self._drop()
             return False
         if isinstance(idle, GarbageAfterIdle) and heartbeats == idle.after_heartbeats:
-            await self.conn.send(idle.frame)
-        await self.conn.send(self._ack())
+            await self.send(idle.frame)
+        await self.send(self._ack())
         return True
 
     # -- helpers ------------------------------------------------------------------------------

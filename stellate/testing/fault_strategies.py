@@ -296,17 +296,19 @@ def schedules(
 # -- fleets ---------------------------------------------------------------------------------------
 
 
-def fleet_timings() -> st.SearchStrategy[FleetTiming]:
-    """Manager settings: positive timeouts, ``miss_limit`` 1–4."""
-    return st.builds(
-        FleetTiming,
-        heartbeat_interval=st.sampled_from([30.0, 20.0, 45.5]),
-        miss_limit=st.integers(min_value=1, max_value=4),
-        reconnect_delay=st.floats(min_value=0.5, max_value=30.0),
-        backoff_cap=st.floats(min_value=1.0, max_value=300.0),
-        connect_timeout=st.floats(min_value=1.0, max_value=60.0),
-        registration_timeout=st.floats(min_value=1.0, max_value=30.0),
-        telemetry_timeout=st.floats(min_value=1.0, max_value=30.0),
+@st.composite
+def fleet_timings(draw: st.DrawFn) -> FleetTiming:
+    """Manager settings the configuration accepts: positive timeouts, ``miss_limit`` 1–4,
+    ``backoff_cap`` ≥ ``reconnect_delay``."""
+    reconnect_delay = draw(st.floats(min_value=0.5, max_value=30.0))
+    return FleetTiming(
+        heartbeat_interval=draw(st.sampled_from([30.0, 20.0, 45.5])),
+        miss_limit=draw(st.integers(min_value=1, max_value=4)),
+        reconnect_delay=reconnect_delay,
+        backoff_cap=reconnect_delay + draw(st.floats(min_value=0.0, max_value=300.0)),
+        connect_timeout=draw(st.floats(min_value=1.0, max_value=60.0)),
+        registration_timeout=draw(st.floats(min_value=1.0, max_value=30.0)),
+        telemetry_timeout=draw(st.floats(min_value=1.0, max_value=30.0)),
     )
 
 

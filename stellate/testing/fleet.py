@@ -13,8 +13,11 @@ healthy), lets a grace period pass, cancels the manager and records what it saw.
 (empty when all hold): each device took exactly the path its schedule dictates
 (:func:`~.faults.expected_path`), the final profile is right, no device exceeded
 ``max_retries``, every backoff stayed within its bounds and devices failing together did not
-retry together, the event stream agrees with the registry, the manager spoke correct AIP, and
-cancelling the manager left no task and no socket behind.
+retry together, a silent server was given up exactly when its heartbeat lease ran out, the
+event stream agrees with the registry, the manager spoke correct AIP, and cancelling the
+manager left no task and no socket behind. Expected profiles, backoff bounds and lease
+deadlines come from :mod:`~.reference` (the documented rules, restated), never from the
+production code under test.
 """
 
 from __future__ import annotations
@@ -33,17 +36,20 @@ import trio.testing
 
 from ..adapters.memory import MemoryNetwork
 from ..fsm.paths import Path, Step
-from ..fsm.profile import AgentProfile, merge_system_info
+from ..fsm.profile import AgentProfile
 from ..fsm.status import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
 from ..timing import DEFAULT_TIMING, RetryPolicy
+from . import reference
 from .fake_server import Attempt, FakeAgentServer
 from .faults import (
     Answer,
+    DropAfterIdle,
     Fault,
     Healthy,
     Outage,
+    SilentAfterIdle,
     describe_schedule,
     expected_path,
     normalize,
@@ -218,9 +224,8 @@ class FleetResult:
     def problems(self) -> list[str]:
         """Every broken invariant, one readable line each (empty: the fleet behaved)."""
         out: list[str] = []
-        policy = self.timing.policy
         for outcome in self.devices.values():
-            out += _device_problems(outcome, policy)
+            out += _device_problems(outcome, self.timing)
         out += _jitter_problems(self.devices.values())
         out += [f"protocol violation seen by the fake server: {v}" for v in self.violations]
         out += [f"{d}: changed state during the grace period" for d in self.changed_in_grace]
@@ -241,15 +246,20 @@ class FleetResult:
             raise AssertionError("fleet invariants broken:\n  " + "\n  ".join(problems))
 
 
-def _path(events: Sequence[tuple[float, ManagerEvent]]) -> Path:
-    """The steps of a device's events (one transition may yield several events)."""
-    steps: list[Step] = []
+def _timed_steps(events: Sequence[tuple[float, ManagerEvent]]) -> list[tuple[float, Step]]:
+    """The path with the time of each step (one transition may yield several events)."""
+    out: list[tuple[float, Step]] = []
     previous = None
-    for _at, event in events:
+    for at, event in events:
         if event.record is not previous:
-            steps.append(Step(*event.record.step))
+            out.append((at, Step(*event.record.step)))
         previous = event.record
-    return tuple(steps)
+    return out
+
+
+def _path(events: Sequence[tuple[float, ManagerEvent]]) -> Path:
+    """The steps of a device's events."""
+    return tuple(step for _at, step in _timed_steps(events))
 
 
 def _fmt(path: Path) -> str:
@@ -291,8 +301,12 @@ def explains(
 def expected_profile(
     device: FleetDevice, url: str, attempts: Sequence[Attempt], policy: RetryPolicy
 ) -> AgentProfile:
-    """The configured profile with every telemetry answer the device received merged in."""
-    profile = device.profile(url)
+    """The configured profile with every telemetry answer the device received merged in.
+
+    The merge is :func:`~.reference.merged_fields`, the harness's own restatement of the
+    documented rule, never the production ``merge_system_info`` it checks.
+    """
+    os, capabilities, metadata = device.os, device.capabilities, dict(device.metadata)
     for attempt in attempts:
         fault = attempt.fault
         if (
@@ -302,11 +316,55 @@ def expected_profile(
             and fault.telemetry.delay < policy.telemetry_timeout
             and fault.system_info is not None
         ):
-            profile = merge_system_info(profile, fault.system_info)
-    return profile
+            os, capabilities, metadata = reference.merged_fields(
+                os, capabilities, metadata, fault.system_info
+            )
+    return attrs.evolve(device.profile(url), os=os, capabilities=capabilities, metadata=metadata)
 
 
-def _device_problems(outcome: DeviceOutcome, policy: RetryPolicy) -> list[str]:
+def _lease_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
+    """A silent server is lost within its lease and not before; a dropped one at the drop."""
+    out: list[str] = []
+    name = f"{outcome.device!r}"
+    attempt = -1
+    for at, step in _timed_steps(outcome.events):
+        if step.dest == DeviceStatus.CONNECTING.value:
+            attempt += 1
+        if step.trigger != Trigger.CONNECTION_FAILED or step.source != DeviceStatus.IDLE.value:
+            continue
+        if not 0 <= attempt < len(outcome.attempts):
+            continue  # the path check reports the mismatch
+        seen = outcome.attempts[attempt]
+        fault = seen.fault
+        idle = fault.idle if isinstance(fault, Healthy) else None
+        if isinstance(idle, SilentAfterIdle) and seen.last_sent_at is not None:
+            allowed = reference.lease_expiry(
+                seen.heartbeats,
+                seen.last_sent_at,
+                interval=timing.heartbeat_interval,
+                miss_limit=timing.miss_limit,
+            )
+            if not any(math.isclose(at, t, rel_tol=1e-9, abs_tol=1e-6) for t in allowed):
+                want = " or ".join(f"t={t:g}" for t in allowed) or "never"
+                out.append(
+                    f"{name}: attempt {attempt}: the server fell silent at "
+                    f"t={seen.last_sent_at:g} (heartbeats at "
+                    f"{', '.join(f'{h:g}' for h in seen.heartbeats) or 'none'}); the lease "
+                    f"({timing.heartbeat_interval:g}s × {timing.miss_limit}) should end at "
+                    f"{want}, the device was lost at t={at:g}"
+                )
+        elif isinstance(idle, DropAfterIdle) and len(seen.heartbeats) >= idle.after_heartbeats:
+            dropped = seen.heartbeats[idle.after_heartbeats - 1]
+            if not math.isclose(at, dropped, rel_tol=1e-9, abs_tol=1e-6):
+                out.append(
+                    f"{name}: attempt {attempt}: the server dropped the socket at "
+                    f"t={dropped:g}, the device noticed at t={at:g}"
+                )
+    return out
+
+
+def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
+    policy = timing.policy
     device = outcome.device
     name = f"{device!r}"
     out: list[str] = []
@@ -363,26 +421,49 @@ def _device_problems(outcome: DeviceOutcome, policy: RetryPolicy) -> list[str]:
         reason = outcome.failure_reason or ""
         if not reason.startswith("registration rejected: "):
             out.append(f"{name}: failure_reason {reason!r} does not name the rejection")
-    # Backoffs: within bounds, and waited for exactly as long as drawn.
-    for b in outcome.backoffs:
-        low, high = policy.backoff_bounds(b.failures)
-        if (b.low, b.high) != (low, high) or not low <= b.delay <= high:
+    out += _backoff_problems(outcome, timing)
+    out += _lease_problems(outcome, timing)
+    return out
+
+
+def _reference_failures(outcome: DeviceOutcome) -> list[int]:
+    """The n of each backoff of ``outcome``, counted by the reference along its path."""
+    return reference.backoff_failure_counts(outcome.path)
+
+
+def _backoff_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
+    """Each wait drawn within the reference's bounds, and waited out exactly as drawn."""
+    name = f"{outcome.device!r}"
+    out: list[str] = []
+    counts = _reference_failures(outcome)
+    if len(counts) != len(outcome.backoffs):
+        return [f"{name}: {len(outcome.backoffs)} backoff(s) recorded, the path has {len(counts)}"]
+    cap = timing.backoff_cap
+    for n, b in zip(counts, outcome.backoffs, strict=True):
+        low, high = reference.backoff_bounds(
+            n, reconnect_delay=timing.reconnect_delay, backoff_cap=cap
+        )
+        drawn_as_documented = math.isclose(b.low, low, rel_tol=1e-9, abs_tol=1e-9) and (
+            math.isclose(b.high, high, rel_tol=1e-9, abs_tol=1e-9)
+        )
+        if not drawn_as_documented or not low - 1e-9 <= b.delay <= high + 1e-9:
             out.append(
-                f"{name}: backoff after {b.failures} failure(s) was {b.delay:.3f}s, "
-                f"bounds drawn {b.low:.3f}–{b.high:.3f}, policy says {low:.3f}–{high:.3f}"
+                f"{name}: backoff after failure {n} was {b.delay:.3f}s, drawn from "
+                f"{b.low:.3f}–{b.high:.3f}; the documented bounds are {low:.3f}–{high:.3f}"
             )
         if b.waited is not None and not math.isclose(b.waited, b.delay, abs_tol=1e-6):
             out.append(f"{name}: drew a {b.delay:.3f}s backoff but waited {b.waited:.3f}s")
     return out
 
 
-def _jitter_problems(outcomes: Any) -> list[str]:
+def _jitter_problems(outcomes: Iterable[DeviceOutcome]) -> list[str]:
     """Devices entering BACKOFF at the same instant, after as many failures, must not all
     draw the same delay."""
     groups: dict[tuple[float, int], list[BackoffRecord]] = defaultdict(list)
     for outcome in outcomes:
-        for b in outcome.backoffs:
-            groups[(b.at, b.failures)].append(b)
+        counts = _reference_failures(outcome)
+        for n, b in zip(counts, outcome.backoffs, strict=False):
+            groups[(b.at, n)].append(b)
     out = []
     for (at, failures), group in sorted(groups.items()):
         if len(group) < 2 or group[0].high <= 0:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
+from stellate.testing import reference
 from stellate.testing.fake_server import FakeAgentServer
 from stellate.testing.fault_strategies import fleet_timings, fleets
 from stellate.testing.faults import (
@@ -60,7 +61,10 @@ def test_devices_failing_together_do_not_retry_together() -> None:
     first = [o.backoffs[0] for o in result.devices.values()]
     assert len({b.at for b in first}) == 1  # they all failed at the same instant ...
     assert len({b.delay for b in first}) == 20  # ... and all wait differently
-    low, high = FleetTiming().policy.backoff_bounds(1)
+    timing = FleetTiming()
+    low, high = reference.backoff_bounds(
+        1, reconnect_delay=timing.reconnect_delay, backoff_cap=timing.backoff_cap
+    )
     assert all(low <= b.delay <= high for b in first)
 
 
