@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -142,11 +141,12 @@ def free_port() -> int:
 
 async def test_closed_port_fails_fast_without_the_token() -> None:
     port = free_port()
-    started = time.monotonic()
+    # Fast = refused at once, not after the connect timeout: with a timeout far beyond the
+    # hang guard, waiting for it would trip the guard (a bound that only catches a hang).
+    patient = WebSocketConnector(connect_timeout=LIMIT * 20)
     with trio.fail_after(LIMIT), pytest.raises(ConnectError) as refused:
-        async with connector.open(url(port)):
+        async with patient.open(url(port)):
             pytest.fail("nothing listens there")
-    assert time.monotonic() - started < 1.0
     assert refused.value.status is None
     message = str(refused.value)
     assert KEY not in message and "token=***" in message
@@ -321,10 +321,10 @@ async def test_wss_with_cafile(tls_port: int, ca: trustme.CA, tmp_path: Path) ->
 
 
 async def test_untrusted_certificate_fails_fast_with_reason(tls_port: int) -> None:
-    started = time.monotonic()
+    # Not at the connect timeout: it lies far beyond the hang guard (which only catches a hang).
+    patient = WebSocketConnector(connect_timeout=LIMIT * 20)
     with trio.fail_after(LIMIT), pytest.raises(ConnectError) as failed:
-        async with WebSocketConnector(connect_timeout=3.0).open(url(tls_port, scheme="wss")):
+        async with patient.open(url(tls_port, scheme="wss")):
             pass
-    assert time.monotonic() - started < 2.0  # not the connect timeout
     message = str(failed.value)
     assert "TLS" in message and KEY not in message

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stellate.fsm import RetryPolicy
-from stellate.protocol import ConstellationSession, ProtocolViolation, decode_client, decode_server
+from stellate.protocol import (
+    ConstellationSession,
+    ProtocolViolation,
+    decode_client,
+    decode_server,
+    encode_server,
+)
 from stellate.protocol.messages import ClientMessageType
 from stellate.testing.fault_strategies import (
     client_frames,
@@ -58,7 +64,7 @@ def _confirmation() -> str:
 
 @given(frame=server_frames())
 def test_valid_server_frames_decode(frame: str) -> None:
-    decode_server(frame)
+    assert encode_server(decode_server(frame)) == frame
 
 
 @given(frame=client_frames([ClientMessageType.REGISTER, ClientMessageType.HEARTBEAT]))

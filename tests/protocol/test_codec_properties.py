@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+from collections import Counter
 from typing import Any
 
-import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -81,24 +81,100 @@ def test_server_messages_round_trip(message: ServerMessage) -> None:
     assert decode_server(encode_server(message)) == message
 
 
-@given(json_values)
-def test_any_json_decodes_or_raises_protocol_error(value: Any) -> None:
-    text = json.dumps(value)
-    for decode in (decode_client, decode_server):
-        with contextlib.suppress(ProtocolError):
-            decode(text)
+@st.composite
+def _damaged_frames(draw: st.DrawFn, messages: st.SearchStrategy[Any], encode: Any) -> Any:
+    """A valid frame's JSON object with up to three keys replaced by any JSON value or removed.
+
+    Returns ``(original, damaged, untouched keys)``.
+    """
+    original: dict[str, Any] = json.loads(encode(draw(messages)))
+    keys = sorted(original)
+    damaged = dict(original)
+    changed = draw(st.lists(st.sampled_from(keys), unique=True, max_size=3))
+    for key in changed:
+        if draw(st.booleans()):
+            damaged[key] = draw(json_values)
+        else:
+            del damaged[key]
+    return original, damaged, [k for k in keys if k not in changed]
 
 
-@given(st.dictionaries(st.sampled_from([f.name for f in attrs.fields(ClientMessage)]), json_values))
-def test_any_object_with_known_keys_decodes_or_raises_protocol_error(data: dict[str, Any]) -> None:
-    try:
-        message = decode_client(json.dumps(data))
-    except ProtocolError:
-        return
-    assert json.loads(encode_client(message))["type"] == data["type"]
+_CODECS = [
+    (decode_client, encode_client, client_messages),
+    (decode_server, encode_server, server_messages),
+]
 
 
-@given(st.binary(max_size=50))
-def test_any_bytes_decode_or_raise_protocol_error(data: bytes) -> None:
-    with contextlib.suppress(ProtocolError):
-        decode_client(data)
+@pytest.mark.parametrize(("decode", "encode", "messages"), _CODECS)
+def test_a_damaged_frame_decodes_to_what_it_says_or_raises_protocol_error(
+    decode: Any, encode: Any, messages: st.SearchStrategy[Any]
+) -> None:
+    """Either a ProtocolError, or a message that keeps every untouched field and round-trips.
+
+    Both outcomes must occur (a property whose one branch never runs proves nothing).
+    """
+    outcomes: Counter[str] = Counter()
+
+    @given(_damaged_frames(messages, encode))
+    def check(frame: tuple[dict[str, Any], dict[str, Any], list[str]]) -> None:
+        original, damaged, untouched = frame
+        try:
+            message = decode(json.dumps(damaged))
+        except ProtocolError:
+            outcomes["rejected"] += 1
+            assert damaged != original, "an undamaged frame was rejected"
+            return
+        outcomes["decoded"] += 1
+        again = json.loads(encode(message))
+        assert {k: again[k] for k in untouched} == {k: original[k] for k in untouched}
+        assert decode(encode(message)) == message
+
+    check()
+    assert outcomes["decoded"] and outcomes["rejected"], outcomes
+
+
+def test_any_json_value_decodes_or_raises_protocol_error() -> None:
+    """Any JSON at all: a ProtocolError, or a message of the type the object names."""
+    outcomes: Counter[str] = Counter()
+    frames = st.one_of(
+        json_values,
+        _damaged_frames(client_messages, encode_client).map(lambda frame: frame[1]),
+    )
+
+    @given(frames)
+    def check(value: Any) -> None:
+        for decode, encode, _messages in _CODECS:
+            try:
+                message = decode(json.dumps(value))
+            except ProtocolError:
+                outcomes["rejected"] += 1
+                continue
+            outcomes["decoded"] += 1
+            assert isinstance(value, dict) and message.type.value == value["type"]
+            assert decode(encode(message)) == message
+
+    check()
+    assert outcomes["decoded"] and outcomes["rejected"], outcomes
+
+
+def test_any_bytes_decode_as_their_text_or_raise_protocol_error() -> None:
+    """Bytes decode exactly as the UTF-8 text they hold would, or raise ProtocolError."""
+    outcomes: Counter[str] = Counter()
+    frames = st.one_of(
+        st.binary(max_size=50),
+        client_messages.map(encode_client).map(str.encode),
+        st.text(max_size=20).map(lambda t: t.encode("utf-16")),
+    )
+
+    @given(frames)
+    def check(data: bytes) -> None:
+        try:
+            message = decode_client(data)
+        except ProtocolError:
+            outcomes["rejected"] += 1
+            return
+        outcomes["decoded"] += 1
+        assert message == decode_client(data.decode())
+
+    check()
+    assert outcomes["decoded"] and outcomes["rejected"], outcomes

@@ -8,7 +8,6 @@ without a handshake (the in-memory one) the same limits close the connection wit
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -211,11 +210,15 @@ async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
     """A constellation asks for ~0.9 MiB of telemetry again and again and never reads.
 
     Its socket's buffers fill, the server's send to it stalls, and after ``send_timeout`` the
-    server drops it. Meanwhile another device registers and heartbeats at full speed: every
-    socket has its own task, so one stalled send blocks nothing else.
+    server drops it. Meanwhile another device registers and heartbeats: every socket has its
+    own task, so one stalled send blocks nothing else. That is shown by order, not by speed:
+    every heartbeat is answered while the stalled constellation is still registered, i.e.
+    before the server gave up on its send. ``send_timeout`` only has to exceed the time a few
+    loopback round trips take on a busy machine, by far: a bound that catches a blocked server,
+    never a slow one.
     """
-    send_timeout = 0.5
-    with trio.fail_after(LIMIT):
+    send_timeout = 5.0
+    with trio.fail_after(LIMIT + send_timeout):
         server, port = await start_server(api_key=KEY, send_timeout=send_timeout, close_timeout=0.5)
         padding = {"pad": "x" * (900 * 1024)}
         async with connector.open(url(port)) as big, connector.open(url(port)) as slow:
@@ -224,16 +227,17 @@ async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
             for i in range(40):  # ~36 MB of answers: more than any socket buffers hold
                 with trio.move_on_after(0.05):
                     await slow.send(device_info_request("sec@big", "big", f"r{i}"))
-            stalled_at = time.monotonic()
             async with connector.open(url(port)) as other:
                 await register(other, device_register("other"))
                 for _ in range(20):
-                    began = time.monotonic()
                     await other.send(heartbeat("other"))
                     assert (await receive_json(other))["type"] == "heartbeat"
-                    assert time.monotonic() - began < 0.2
-                await eventually(lambda: server.registry.get("sec@big") is None, within=3.0)
-                assert time.monotonic() - stalled_at < send_timeout + 0.5 + 1.5
+                assert server.registry.get("sec@big") is not None  # its send is still stuck
+                # Dropped once send_timeout passes (the bound only catches a server that never
+                # drops it).
+                await eventually(
+                    lambda: server.registry.get("sec@big") is None, within=send_timeout + LIMIT
+                )
                 await big.send(heartbeat("big"))  # its target is fine too
                 reply: dict[str, Any] = json.loads(await big.receive())
                 assert reply["type"] == "heartbeat"

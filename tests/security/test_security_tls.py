@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
 from pathlib import Path
 
 import pytest
@@ -61,12 +60,13 @@ async def test_untrusted_certificate_is_a_clear_connect_error(
 ) -> None:
     with trio.fail_after(LIMIT):
         _server, port = await start_server(api_key=KEY, ssl_context=server_context)
-        started = time.monotonic()
         with pytest.raises(ConnectError) as failed:
-            # The system store does not know trustme's CA.
-            async with WebSocketConnector().open(f"{wss(port)}?token={KEY}"):
+            # The system store does not know trustme's CA. At once, not at the connect
+            # timeout: that lies far beyond the hang guard, which only catches a hang.
+            async with WebSocketConnector(connect_timeout=LIMIT * 20).open(
+                f"{wss(port)}?token={KEY}"
+            ):
                 pass
-    assert time.monotonic() - started < 2.0  # at once, not at the connect timeout
     message = str(failed.value)
     assert "certificate verify failed" in message
     assert KEY not in message and "token=***" in message
