@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench docs clean
+.PHONY: run test test-thorough test-slice lint typecheck bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,24 @@ run: $(STAMP)
 ## make test: lint, types, then the whole suite.
 test: $(STAMP) lint typecheck
 	STELLATE_COVERAGE_STRICT=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+## make test-thorough [SEED=N]: the whole suite with random examples, 10x as many (profile
+## `thorough`, tests/profiles.py). The seed is printed; SEED=N replays that run.
+## make test-slice [SEED=N]: the property tests only, random, 3x the examples (profile `ci`): the
+## bounded slice .ci/run adds after `make test`.
+SLICE := tests/harness tests/fsm tests/protocol tests/config/test_config_roundtrip.py examples
+NEW_SEED := $(PY) -c 'import secrets; print(secrets.randbelow(2**32))'
+
+test-thorough: $(STAMP)
+	@seed=$(SEED); seed=$${seed:-$$($(NEW_SEED))}; \
+	echo "hypothesis seed $$seed (replay: make test-thorough SEED=$$seed)"; \
+	HYPOTHESIS_PROFILE=thorough STELLATE_COVERAGE_STRICT=1 \
+		$(PY) -m pytest --hypothesis-seed=$$seed $(PYTEST_ARGS)
+
+test-slice: $(STAMP)
+	@seed=$(SEED); seed=$${seed:-$$($(NEW_SEED))}; \
+	echo "hypothesis seed $$seed (replay: make test-slice SEED=$$seed)"; \
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest --hypothesis-seed=$$seed $(SLICE) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stellate tests benchmarks examples

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from stellate.config import DeviceConfig, ManagerSettings, StellateConfig, loads_config
 
@@ -101,7 +102,7 @@ def expected(document: dict[str, Any]) -> StellateConfig:
     return StellateConfig(devices=tuple(devices), manager=manager, source="gen.yaml")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(config_dicts(), st.booleans())
 def test_valid_config_round_trips_through_yaml(document: dict[str, Any], flow: bool) -> None:
     text = yaml.safe_dump(document, default_flow_style=flow, sort_keys=False, allow_unicode=True)

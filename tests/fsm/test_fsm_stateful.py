@@ -16,6 +16,7 @@ from fsm_support import WINDOWSAGENT, FakeClock, Recorder, S
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from profiles import examples
 
 from stellate.fsm import (
     TRIGGERS,
@@ -254,5 +255,5 @@ class LifecycleWalk(RuleBasedStateMachine):
             self.engine.release(self.lc)
 
 
-LifecycleWalk.TestCase.settings = settings(max_examples=100, stateful_step_count=50)
+LifecycleWalk.TestCase.settings = settings(max_examples=examples(100), stateful_step_count=50)
 TestLifecycleWalk = LifecycleWalk.TestCase

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from stellate.fsm.paths import paths
 from stellate.testing.fault_strategies import fleet_timings, schedule_for_path
@@ -50,7 +51,7 @@ def test_every_enumerated_path_is_taken_by_the_real_manager(data: st.DataObject)
     assert {s for p in result.paths.values() for s in p} >= {s for p in wanted.values() for s in p}
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), timing=fleet_timings())
 def test_a_drawn_legal_path_is_taken_exactly(data: st.DataObject, timing: FleetTiming) -> None:
     """Hypothesis draws max_retries, the path, the timing, system_info and metadata; a failure

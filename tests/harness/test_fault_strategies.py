@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from stellate.fsm import RetryPolicy
 from stellate.protocol import (
@@ -72,7 +73,7 @@ def test_valid_client_frames_decode(frame: str) -> None:
     assert decode_client(frame).type in (ClientMessageType.REGISTER, ClientMessageType.HEARTBEAT)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(data=st.data(), max_retries=st.integers(1, 6), losses=st.integers(0, 3))
 def test_the_forced_schedule_predicts_the_path(
     data: st.DataObject, max_retries: int, losses: int

@@ -17,6 +17,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus
@@ -43,7 +44,10 @@ from stellate.testing.fleet import (
 )
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=examples(25),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(devices=fleets(max_size=50), timing=fleet_timings(), seed=st.integers(0, 2**32 - 1))
 def test_random_fleets_keep_every_invariant(
     devices: list[FleetDevice], timing: FleetTiming, seed: int
