@@ -21,7 +21,7 @@ test: $(STAMP) lint typecheck
 	STELLATE_COVERAGE_STRICT=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 ## make test-thorough [SEED=N]: the whole suite with random examples, 10x as many (profile
-## `thorough`, tests/profiles.py). The seed is printed; SEED=N replays that run.
+## `thorough`, tests/profiles.py). Its hypothesis seed is printed; SEED=N replays that run.
 ## make test-slice [SEED=N]: the property tests only, random, 3x the examples (profile `ci`): the
 ## bounded slice .ci/run adds after `make test`.
 SLICE := tests/harness tests/fsm tests/protocol tests/config/test_config_roundtrip.py examples
