@@ -6,6 +6,13 @@ server counts as gone (``miss_limit`` heartbeats unanswered) — so there is nev
 or a concurrent writer. When the server goes away the agent reconnects after a jittered,
 exponentially growing wait (``Timing.backoff_delay``) that resets once a registration
 succeeds: a server restart is not met by every agent at the same instant.
+
+Some refusals no retry can fix, and the agent stops on them with :class:`AgentRefused` instead
+of retrying forever: the server refused the API key (HTTP 401/403 at the handshake, or a 1008
+close before the registration was answered), or refused the registration itself on the first
+attempt of the run (another live agent holds the device id, or the frame was refused). After a
+first success, an "id still held" refusal is our own previous socket not yet gone on the
+server: retried like any other failure.
 """
 
 from __future__ import annotations
@@ -19,6 +26,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .protocol.lease import HeartbeatLease
+from .protocol.rejections import (
+    AUTH_REJECTED,
+    RejectionKind,
+    classify_close,
+    classify_handshake,
+)
 from .protocol.session_client import (
     DeviceSession,
     HeartbeatAck,
@@ -36,7 +49,7 @@ from .timing import DEFAULT_TIMING, RandomSource, Timing
 if TYPE_CHECKING:
     from .adapters.telemetry import Telemetry
 
-__all__ = ["DeviceAgent", "run_fleet", "with_token"]
+__all__ = ["AgentRefused", "DeviceAgent", "run_fleet", "with_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +63,28 @@ DEFAULT_RETRY = Timing(reconnect_delay=1.0, backoff_cap=30.0)
 
 class _SessionEnded(Exception):
     """The current socket is done for (rejected, timed out, server silent); reconnect."""
+
+
+class AgentRefused(Exception):
+    """The server refused this agent in a way retrying cannot fix; the agent has stopped.
+
+    ``kind`` says how (``RejectionKind.AUTH``: the API key; ``ID_STILL_HELD``: another live
+    agent holds the device id; ``FINAL``: the registration frame was refused).
+    """
+
+    def __init__(self, device_id: str, kind: RejectionKind, reason: str) -> None:
+        super().__init__(f"{device_id}: {reason}")
+        self.device_id = device_id
+        self.kind = kind
+        self.reason = reason
+
+
+class _Rejected(_SessionEnded):
+    """The server answered the REGISTER with a refusal."""
+
+    def __init__(self, event: Rejected) -> None:
+        super().__init__(f"registration rejected: {event.reason}")
+        self.event = event
 
 
 def with_token(url: str, api_key: str | None) -> str:
@@ -148,14 +183,26 @@ class DeviceAgent:
                         await self._say_goodbye(conn)
                         raise
             except ConnectError as exc:
+                if classify_handshake(exc.status) is RejectionKind.AUTH:
+                    reason = f"{AUTH_REJECTED} (HTTP {exc.status})"
+                    raise self._refused(RejectionKind.AUTH, reason) from None
                 # Seen by an operator at the default level: the first failure of a run, and
-                # any the server or TLS meant (bad certificate, 403 wrong key, 503 full) --
-                # those do not fix themselves. Plain refusals while a server restarts do not
-                # flood the log.
+                # any the server or TLS meant (bad certificate, 503 full) -- those do not fix
+                # themselves. Plain refusals while a server restarts do not flood the log.
                 loud = self.failures == 0 or exc.status is not None or "TLS" in str(exc)
                 level = logging.WARNING if loud else logging.INFO
                 logger.log(level, "%s: cannot connect: %s", self.device_id, exc)
-            except (ConnectionClosed, _SessionEnded, trio.BrokenResourceError) as exc:
+            except _Rejected as exc:
+                kind = exc.event.kind
+                if kind is not RejectionKind.ID_STILL_HELD or self.registrations == 0:
+                    raise self._refused(kind, str(exc)) from None
+                logger.warning("%s: %s; retrying", self.device_id, exc)
+            except ConnectionClosed as exc:
+                if classify_close(exc.code, registered=self.registered) is RejectionKind.AUTH:
+                    reason = f"{AUTH_REJECTED} (closed {exc.code}: {exc.reason or 'no reason'})"
+                    raise self._refused(RejectionKind.AUTH, reason) from None
+                logger.info("%s: %s", self.device_id, exc)
+            except (_SessionEnded, trio.BrokenResourceError) as exc:
                 logger.info("%s: %s", self.device_id, exc)
             finally:
                 self.registered = False
@@ -163,6 +210,11 @@ class DeviceAgent:
             delay = self.retry.backoff_delay(self.failures, self._rng)
             logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
             await trio.sleep(delay)
+
+    def _refused(self, kind: RejectionKind, reason: str) -> AgentRefused:
+        """The error that stops the agent, logged at WARNING (an operator must act)."""
+        logger.warning("%s: %s; not retrying", self.device_id, reason)
+        return AgentRefused(self.device_id, kind, reason)
 
     async def _say_goodbye(self, conn: Connection) -> None:
         """Stopping: close with 1001 so the server deregisters us at once (not at lease end)."""
@@ -195,7 +247,7 @@ class DeviceAgent:
                     if isinstance(event, Registered):
                         return
                     if isinstance(event, Rejected):
-                        raise _SessionEnded(f"registration rejected: {event.reason}")
+                        raise _Rejected(event)
                     logger.warning("%s: while registering: %s", self.device_id, event)
         raise _SessionEnded(f"no registration answer within {self.retry.registration_timeout:g} s")
 

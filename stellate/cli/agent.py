@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import trio
 
-from ..agent import DEFAULT_HEARTBEAT_INTERVAL, DeviceAgent, run_fleet
+from ..agent import DEFAULT_HEARTBEAT_INTERVAL, AgentRefused, DeviceAgent, run_fleet
+from ..config.model import _server_url_rule  # the config's rule for a server_url
 from ..redact import add_log_secret, install_log_redaction, redact_url
 from .keys import API_KEY_ENV, read_api_key
+from .limits import ensure_descriptors
 
 
 def parse_metadata(items: list[str]) -> dict[str, str]:
@@ -91,16 +93,20 @@ def _device_ids(args: argparse.Namespace) -> list[str]:
     return [f"{prefix}{i}" for i in range(args.count)]
 
 
-def _raise_open_file_limit(connections: int) -> None:
-    """Each agent holds one socket; lift the soft limit toward the hard one when needed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+def _leaves(group: BaseExceptionGroup[AgentRefused]) -> Iterator[AgentRefused]:
+    """The refusals in a (nested) exception group, in order."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 def run(args: argparse.Namespace) -> int:
+    problem = next(_server_url_rule(args.server), None)
+    if problem is not None:
+        print(f"stellate agent: --server {problem}", file=sys.stderr)
+        return 2
     try:
         device_ids = _device_ids(args)
         metadata = parse_metadata(args.metadata)
@@ -136,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
         )
         for device_id in device_ids
     ]
-    if len(agents) > 1:
-        _raise_open_file_limit(len(agents))
+    shortfall = ensure_descriptors(len(agents))
+    if shortfall is not None:
+        print(f"stellate agent: {shortfall.message(f'{len(agents)} agents')}", file=sys.stderr)
+        return 2
     shown = redact_url(args.server)
     began = time.monotonic()
 
@@ -153,6 +161,15 @@ def run(args: argparse.Namespace) -> int:
                     break
                 nursery.cancel_scope.cancel()  # each agent closes its socket with 1001
 
-    trio.run(main)
+    refused: list[AgentRefused] = []
+    try:
+        trio.run(main)
+    except* AgentRefused as group:  # a refusal no retry can fix: say so and stop
+        refused = list(_leaves(group))
+    if refused:
+        first = refused[0]
+        others = f" (and {len(refused) - 1} more agent(s))" if len(refused) > 1 else ""
+        print(f"stellate agent: {first}{others}; stopped", file=sys.stderr)
+        return 2
     print("stopped", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ Either way they say on stderr which file they use (stdout stays clean for ``--js
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ def choose_config(given: str | None) -> ConfigChoice:
         f"no {DEFAULT_CONFIG_PATH} in this directory: using the example fleet shipped with "
         f"stellate ({example}); `stellate init` writes a copy to edit",
     )
+
+
+def plain_text(doc: str) -> str:
+    """A docstring as ``--help`` shows it: no reST (````code````, ``:role:`name```)."""
+    return re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
 
 
 def announce(choice: ConfigChoice, command: str) -> None:

@@ -6,14 +6,20 @@ import argparse
 import sys
 from typing import Any
 
-from ..fsm.diagram import render
+from ..fsm.diagram import FORMATS, render
 
 
 def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "diagram", help="print the registration state machine", parents=parents
     )
-    p.add_argument("--format", choices=("mermaid", "dot", "table"), default="mermaid")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="mermaid",
+        help="mermaid (stateDiagram-v2, default), dot (graphviz source) or table (markdown, "
+        "one line per row of the transition table)",
+    )
     p.set_defaults(handler=run)
 
 

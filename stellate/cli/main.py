@@ -55,12 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Loggers that are too chatty at DEBUG for ``-v``: shown only with ``-vv``. (transitions logs
+#: every callback of every transition at DEBUG.)
+NOISY_LOGGERS = ("transitions",)
+
+
+def configure_logging(verbose: int) -> None:
+    """No flag: warnings. ``-v``: stellate's own DEBUG lines too. ``-vv``: every library's."""
+    level = logging.DEBUG if verbose >= 2 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stellate").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose >= 2 else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    verbose = args.verbose + getattr(args, "verbose_after", 0)
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose + getattr(args, "verbose_after", 0))
     from ..redact import install_log_redaction
 
     install_log_redaction()  # every command's records pass the key/token filter

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import resource
 import signal
 import ssl
 import sys
@@ -24,6 +22,7 @@ from ..server import (
     server_ssl_context,
 )
 from .keys import read_api_key
+from .limits import raise_open_file_limit
 
 
 def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -38,7 +37,9 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5005, help="port (default: 5005; 0: any free port)")
+    p.add_argument(
+        "--port", type=port_number, default=5005, help="port (default: 5005; 0: any free port)"
+    )
     p.add_argument(
         "--api-key",
         default=None,
@@ -100,20 +101,22 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=run)
 
 
+def port_number(text: str) -> int:
+    """A TCP port for argparse: 1-65535, or 0 for any free port."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535 (or 0 for any free port), got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def _raise_open_file_limit() -> None:
-    """Lift the soft open-file limit to the hard one: every client holds one descriptor."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        # An unlimited hard limit may be more than the kernel allows: then keep the soft one.
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             ssl_context = server_ssl_context(args.certfile, args.keyfile)
         except (OSError, ssl.SSLError) as exc:
             return fail(f"cannot load the TLS certificate/key: {exc}")
-    _raise_open_file_limit()
+    raise_open_file_limit()  # every client holds one descriptor: take what the system allows
     policy = ServerPolicy(
         registration_timeout=args.registration_timeout,
         heartbeat_interval=args.heartbeat_interval,
@@ -176,6 +179,12 @@ def run(args: argparse.Namespace) -> int:
                 auth = " (token required)" if api_key else ""
                 print(
                     f"stellate agent server on {scheme}://{args.host}:{port}/ws{auth}", flush=True
+                )
+                print(
+                    f"stellate serve: up to {server.max_connections} connections at once "
+                    f"({server.max_unregistered} not yet registered); more get HTTP 503",
+                    file=sys.stderr,
+                    flush=True,
                 )
                 async for _ in signals:
                     break

@@ -45,7 +45,7 @@ from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_conf
 from ..fsm import DeviceStatus
 from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
-from .configs import announce, choose_config
+from .configs import announce, choose_config, plain_text
 from .display import (
     DeviceReport,
     Display,
@@ -87,7 +87,7 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         "up",
         parents=parents,
         help="register every device of a devices.yaml and keep them task-ready",
-        description=__doc__,
+        description=plain_text(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

@@ -1,0 +1,159 @@
+"""The agent stops on errors it cannot fix, and the CLI follows the conventions users expect.
+
+Every test runs the real ``stellate`` command in a subprocess against a real server on
+127.0.0.1 (``stellate serve --port 0``, its port read from its first line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stellate.cli import build_parser
+
+STELLATE = Path(sys.executable).parent / "stellate"
+TIMEOUT = 60
+KEY = "the-right-key"
+
+
+def stellate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(STELLATE), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def server_url() -> Iterator[str]:
+    """A ``stellate serve`` with an API key on a free port of 127.0.0.1."""
+    proc = subprocess.Popen(
+        [str(STELLATE), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STELLATE_API_KEY": KEY},
+    )
+    timer = threading.Timer(TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"on (ws://127\.0\.0\.1:\d+/ws)", line)
+        assert match, line
+        yield match.group(1)
+    finally:
+        timer.cancel()
+        proc.terminate()
+        proc.communicate(timeout=TIMEOUT)
+
+
+# -- 5. the agent stops on errors it cannot fix ---------------------------------------------------
+
+
+def test_agent_with_a_wrong_key_stops_with_status_2(server_url: str) -> None:
+    began = time.monotonic()
+    result = stellate("agent", "--server", server_url, "--device-id", "dev-a", "--api-key", "no")
+    assert result.returncode == 2
+    assert time.monotonic() - began < 30  # at once, not after a minute of retries
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "stellate agent: dev-a: server rejected the API key (HTTP 403); stopped"
+    assert "WARNING stellate.agent: dev-a: server rejected the API key" in result.stderr
+    assert "no" not in re.findall(r"token=(\w+)", result.stderr)  # the key is never shown
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:5005/ws", "must be a ws:// or wss:// URL"),
+        ("127.0.0.1:5005", "must be a ws:// or wss:// URL"),
+        ("ws:///ws", "has no host"),
+        ("ws://127.0.0.1:99999/ws", "invalid port"),
+    ],
+)
+def test_agent_with_a_malformed_server_url_stops_with_status_2(url: str, why: str) -> None:
+    result = stellate("agent", "--server", url, "--device-id", "x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("stellate agent: --server ") and why in result.stderr
+
+
+def test_agent_whose_id_is_taken_stops_with_status_2(server_url: str) -> None:
+    env = {"STELLATE_API_KEY": KEY}
+    first = subprocess.Popen(
+        [str(STELLATE), "agent", "--server", server_url, "--device-id", "twin"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        assert first.stdout is not None
+        assert "1 agent(s) registered" in first.stdout.readline()
+        second = stellate("agent", "--server", server_url, "--device-id", "twin", env=env)
+    finally:
+        first.terminate()
+        first.communicate(timeout=TIMEOUT)
+    assert second.returncode == 2
+    assert "WARNING stellate.agent: twin: registration rejected: client_id 'twin' is already " in (
+        second.stderr
+    )
+    assert second.stderr.strip().endswith("; stopped")
+
+
+# -- 6. conventions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
+def test_serve_port_is_validated(port: str) -> None:
+    result = stellate("serve", "--port", port)
+    assert result.returncode == 2
+    assert "argument --port: " in result.stderr
+    assert "a port is 1-65535" in result.stderr or "expected a port number" in result.stderr
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_every_argument_has_help() -> None:
+    missing = [
+        f"{name} {action.dest}"
+        for name, sub in _subparsers().items()
+        for action in sub._actions
+        if action.help is None
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()))
+def test_help_has_no_rest_markup(command: str) -> None:
+    result = stellate(command, "--help")
+    assert result.returncode == 0
+    assert "``" not in result.stdout and not re.search(r":\w+:`", result.stdout)
+
+
+def test_one_v_shows_stellate_debug_but_not_transitions_noise(tmp_path: Path) -> None:
+    config = tmp_path / "devices.yaml"
+    config.write_text("devices:\n  - {device_id: one, server_url: 'ws://h/ws'}\n", "utf-8")
+    quiet = stellate("up", str(config), "--embedded", "--once")
+    once = stellate("up", str(config), "--embedded", "--once", "-v")
+    twice = stellate("-v", "up", str(config), "--embedded", "--once", "-v")
+    assert quiet.returncode == once.returncode == twice.returncode == 0
+    assert " DEBUG stellate." not in quiet.stderr
+    assert " DEBUG stellate." in once.stderr
+    assert "transitions" not in once.stderr
+    assert " DEBUG transitions." in twice.stderr
