@@ -14,7 +14,7 @@ import trio.lowlevel
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
-from stellate.agent import DeviceAgent, run_fleet, with_token
+from stellate.agent import AgentRefused, DeviceAgent, run_fleet, with_token
 from stellate.cli import build_parser
 from stellate.cli.agent import parse_metadata
 from stellate.fsm import RetryPolicy
@@ -28,6 +28,7 @@ from stellate.protocol import (
     decode_client,
     encode_server,
 )
+from stellate.protocol.rejections import ALREADY_REGISTERED, RejectionKind
 from stellate.protocol.transport import Connection, ConnectionClosed
 from stellate.server import AgentServer
 
@@ -221,10 +222,10 @@ async def test_a_refused_connection_is_retried(
     assert agent.failures == 0
 
 
-async def test_a_rejected_registration_is_retried_with_backoff(
+async def test_an_unanswered_registration_is_retried_with_backoff(
     network: MemoryNetwork, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    script = ScriptedServer("reject")
+    script = ScriptedServer("hangup")  # takes the register frame, closes without an answer
     network.listen(URL, script)
     agent = agent_on(network)
     nursery.start_soon(agent.run)
@@ -235,6 +236,44 @@ async def test_a_rejected_registration_is_retried_with_backoff(
     for n, wait in enumerate(waits, start=1):
         low, high = RETRY.backoff_bounds(n)
         assert low <= wait <= high + 1e-6
+
+
+async def test_a_registration_refused_at_the_first_attempt_stops_the_agent(
+    network: MemoryNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    script = ScriptedServer("reject")  # a refusal no retry fixes (here: "duplicate")
+    network.listen(URL, script)
+    with pytest.raises(AgentRefused) as refused:
+        await agent_on(network).run()
+    assert refused.value.kind is RejectionKind.FINAL
+    assert refused.value.reason == "registration rejected: duplicate"
+    assert len(script.connects) == 1
+
+
+async def test_an_id_still_held_after_a_first_success_is_retried(
+    network: MemoryNetwork, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Registered once and dropped, then told our id is still held (our old socket, not yet
+    # gone on the server): that fixes itself, so the agent retries instead of stopping.
+    answers = iter(["ack-then-drop", "still-held", "ack"])
+    agent = agent_on(network)
+
+    async def handler(conn: Connection, _info: Any) -> None:
+        await conn.receive()  # the register frame
+        answer = next(answers, "ack")
+        if answer == "still-held":
+            text = ALREADY_REGISTERED.format(client_id=agent.device_id)
+            error = ServerMessage(type=ServerMessageType.ERROR, status=TaskStatus.ERROR, error=text)
+            await conn.send(encode_server(error))
+            return
+        await conn.send(ack())
+        if answer == "ack":
+            await trio.sleep_forever()
+
+    network.listen(URL, handler)
+    nursery.start_soon(agent.run)
+    await trio.sleep(60.0)
+    assert agent.registered and agent.registrations == 2
 
 
 async def test_repeated_drops_after_success_do_not_grow_the_wait(
