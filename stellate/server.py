@@ -34,8 +34,11 @@ from .adapters.ws_server import (
     serve_websocket,
 )
 from .protocol.registry import ClientRegistry
+from .protocol.rejections import RejectionKind
+from .protocol.server_counts import FrameRefusal, ServerCounts
 from .protocol.session_client import default_new_id, default_now
 from .protocol.session_server import (
+    CLOSE_TOO_BIG,
     Close,
     Evict,
     Send,
@@ -46,6 +49,7 @@ from .protocol.session_server import (
 )
 from .protocol.transport import Connection, ConnectionClosed
 from .redact import add_log_secret
+from .server_metrics import metrics_route
 
 __all__ = [
     "API_KEY_ENV",
@@ -158,6 +162,8 @@ class AgentServer:
             ``close_timeout``, and never slows anyone else: each socket has its own task).
         close_timeout: seconds granted to a closing handshake.
         insecure_no_auth: allow serving without an API key on a non-loopback interface.
+        metrics: count what the sessions decide and serve ``GET /metrics`` (Prometheus text,
+            same key rule as ``/api/*``); see :mod:`stellate.server_metrics`.
     """
 
     def __init__(
@@ -173,6 +179,7 @@ class AgentServer:
         send_timeout: float = 10.0,
         close_timeout: float = 5.0,
         insecure_no_auth: bool = False,
+        metrics: bool = True,
     ) -> None:
         policy = policy or ServerPolicy()
         if registration_timeout is not None:
@@ -199,6 +206,8 @@ class AgentServer:
         self._gate = _Gate(self)
         #: What the listener counted (traffic, refused requests and handshakes by kind).
         self.listener_stats = ListenerStats()
+        #: What the sessions decided (registrations, refusals, heartbeats); None: not counted.
+        self.counts = ServerCounts() if metrics else None
         self._closing = False
         self._all_closed = trio.Event()
         self._all_closed.set()
@@ -269,7 +278,13 @@ class AgentServer:
 
     def http_routes(self) -> dict[str, HttpRoute]:
         """The plain HTTP routes served beside ``/ws`` (the reference server's API)."""
-        return {"/api/health": self._api_health, "/api/clients": self._api_clients}
+        routes: dict[str, HttpRoute] = {
+            "/api/health": self._api_health,
+            "/api/clients": self._api_clients,
+        }
+        if self.counts is not None:
+            routes["/metrics"] = metrics_route(self)
+        return routes
 
     def http_open(self, host: str | None) -> bool:
         """Whether the HTTP routes answer without a key: only a keyless server on loopback."""
@@ -325,6 +340,7 @@ class AgentServer:
             policy=self.policy,
             now=default_now,
             new_id=default_new_id,
+            counts=self.counts,
         )
         handle = _Handle(conn)
         if self._closing:
@@ -370,6 +386,8 @@ class AgentServer:
                     frame = await conn.receive()
                 except ConnectionClosed as exc:
                     logger.debug("%r: connection closed (%s)", session, exc.code)
+                    if exc.code == CLOSE_TOO_BIG and self.counts is not None:
+                        self._count_too_big(session)
                     return
                 finally:
                     handle.read_scope = None
@@ -383,6 +401,14 @@ class AgentServer:
                 self._unregistered.discard(session)
             if not await self._perform(handle, actions):
                 return
+
+    def _count_too_big(self, session: ServerSession) -> None:
+        """The transport closed a connection with 1009: a refused frame (or registration)."""
+        assert self.counts is not None
+        if session.phase is ServerPhase.REGISTERED:
+            self.counts.refused[FrameRefusal.TOO_BIG] += 1
+        elif session.phase is ServerPhase.AWAITING_REGISTER:
+            self.counts.rejected[RejectionKind.FINAL] += 1
 
     async def _perform(self, handle: _Handle, actions: list[ServerAction]) -> bool:
         """Carry out a session's actions; False once the connection is finished."""

@@ -26,6 +26,7 @@ import http
 import ssl
 import urllib.parse
 from collections.abc import Sequence
+from enum import StrEnum
 
 import attrs
 import h11
@@ -37,6 +38,7 @@ from wsproto.utilities import RemoteProtocolError
 
 __all__ = [
     "BadRequest",
+    "HandshakeFailure",
     "PeerGone",
     "ReplayStream",
     "RequestHead",
@@ -50,6 +52,35 @@ __all__ = [
 DEFAULT_MAX_HEAD_SIZE = 16 * 1024
 _RECEIVE_SIZE = 4096
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+
+
+class HandshakeFailure(StrEnum):
+    """How a connection ended without a served WebSocket or a successful HTTP answer."""
+
+    #: The peer closed the connection before a whole request (a TCP probe, or it gave up).
+    CLOSED = "closed"
+    #: The peer reset the connection (or it broke) before the handshake was done.
+    RESET = "reset"
+    #: The TLS handshake failed (not TLS, a certificate the client refused, a cut hello).
+    TLS = "tls"
+    #: Not an HTTP/1.x request, malformed, or a head over the size limit (400/431).
+    BAD_REQUEST = "bad_request"
+    #: An upgrade wsproto would refuse (400/426), or the WebSocket path without one (426).
+    BAD_UPGRADE = "bad_upgrade"
+    #: No complete request (or upgrade, or answer taken) within the handshake deadline.
+    TIMEOUT = "timeout"
+    #: No such path (404).
+    NOT_FOUND = "not_found"
+    #: A method other than GET/HEAD on an HTTP route (405).
+    METHOD = "method"
+    #: A WebSocket upgrade without the right ``?token=`` (403).
+    BAD_TOKEN = "bad_token"
+    #: An HTTP request without a key (401).
+    UNAUTHORIZED = "unauthorized"
+    #: An HTTP request with a wrong key, or any request to a keyless server off loopback (403).
+    FORBIDDEN = "forbidden"
+    #: Authenticated, but over the connection limits (503).
+    BUSY = "busy"
 
 
 @attrs.define
@@ -95,9 +126,9 @@ class RequestHead:
 class PeerGone(Exception):
     """The peer closed or reset the connection (or failed TLS) before a whole request head."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        #: ``"closed"``, ``"reset"`` or ``"tls"``: a label for counting, not free text.
+    def __init__(self, reason: HandshakeFailure) -> None:
+        super().__init__(reason.value)
+        #: ``CLOSED``, ``RESET`` or ``TLS``.
         self.reason = reason
 
 
@@ -175,9 +206,9 @@ class RequestReader:
                 data = bytes(await self._stream.receive_some(_RECEIVE_SIZE))
             except trio.BrokenResourceError as exc:
                 tls = isinstance(exc.__cause__, ssl.SSLError)
-                raise PeerGone("tls" if tls else "reset") from None
+                raise PeerGone(HandshakeFailure.TLS if tls else HandshakeFailure.RESET) from None
             if not data:
-                raise PeerGone("closed")
+                raise PeerGone(HandshakeFailure.CLOSED)
             self._traffic.received += len(data)
             self._chunks.append(data)
             self._h11.receive_data(data)

@@ -101,7 +101,7 @@ async def serve_listeners(
     """Accept on every listener forever, one ``handler(stream)`` task per connection.
 
     The handler owns (and must close) its stream. An accept that fails for lack of resources
-    (:data:`CAPACITY_ERRNOS`) is noted in ``capacity_log`` (kind ``"accept:<ERRNO>"``) and
+    (:data:`CAPACITY_ERRNOS`) is noted in ``capacity_log`` (kind: the errno's name) and
     retried after :data:`ACCEPT_RETRY`; any other accept error ends the server.
     """
     async with trio.open_nursery() as nursery:
@@ -125,7 +125,7 @@ async def _accept_loop(
                     raise
                 name = errno.errorcode.get(exc.errno, str(exc.errno))
                 capacity_log.note(
-                    f"accept:{name}",
+                    name,
                     logging.WARNING,
                     "cannot accept connections: %s (%s); still serving, retrying every %g s",
                     os.strerror(exc.errno),

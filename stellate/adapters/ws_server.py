@@ -43,6 +43,7 @@ from ..redact import add_log_secret
 from .http_front import (
     DEFAULT_MAX_HEAD_SIZE,
     BadRequest,
+    HandshakeFailure,
     PeerGone,
     ReplayStream,
     RequestHead,
@@ -126,10 +127,9 @@ class ListenerStats:
 
     Attributes:
         traffic: bytes received and sent on every connection, handshakes included.
-        failures: requests and handshakes that ended without a served connection or a 2xx
-            answer, by kind (``reset``, ``closed``, ``tls``, ``bad_request``, ``bad_upgrade``,
-            ``timeout``, ``not_found``, ``method``, ``unauthorized``, ``forbidden``, ``busy``,
-            ``accept:EMFILE``...).
+        failures: connections that ended without a served WebSocket or a successful HTTP
+            answer, by :class:`HandshakeFailure`.
+        accept_errors: accepts that failed for want of resources, by errno name (``EMFILE``).
         http: plain HTTP requests answered, by ``(path, status)`` (unknown paths as ``other``).
         open: TCP connections accepted and not yet closed (handshaking, HTTP, WebSocket).
     """
@@ -137,6 +137,7 @@ class ListenerStats:
     open: int = 0
     traffic: Traffic = attrs.Factory(Traffic)
     failures: Counter[str] = attrs.Factory(Counter)
+    accept_errors: Counter[str] = attrs.Factory(Counter)
     http: Counter[tuple[str, int]] = attrs.Factory(Counter)
 
 
@@ -147,8 +148,8 @@ class Admission(Protocol):
     bookkeeping it implies cannot interleave with another connection's); it returns ``None`` to
     admit or a reason to refuse with HTTP 503. For every admitted request exactly one of two
     things follows: the handler runs, or ``abandon`` is called (the client left before the
-    upgrade completed, or it was a plain HTTP request, now answered), so a reservation made in
-    ``admit`` is always given back.
+    upgrade completed, or it was a plain HTTP request, answered without holding a slot), so a
+    reservation made in ``admit`` is always given back.
     """
 
     def admit(self, info: AcceptedRequest) -> str | None: ...
@@ -225,7 +226,7 @@ class _Front:
                     accepted = await self._front(stream, peer, nursery)
                 if handshake.cancelled_caught:
                     self.log.note(
-                        "timeout",
+                        HandshakeFailure.TIMEOUT,
                         logging.INFO,
                         "dropped %s: no complete request within %g s",
                         peer,
@@ -250,11 +251,11 @@ class _Front:
         try:
             head = await reader.read()
         except PeerGone as gone:
-            level = logging.INFO if gone.reason == "tls" else logging.DEBUG
+            level = logging.INFO if gone.reason is HandshakeFailure.TLS else logging.DEBUG
             self.log.note(gone.reason, level, "%s left before a whole request (%s)", peer, gone)
             return None
         except BadRequest as bad:
-            self.log.note("bad_request", logging.INFO, "refused %s: %s", peer, bad)
+            self.log.note(HandshakeFailure.BAD_REQUEST, logging.INFO, "refused %s: %s", peer, bad)
             await reader.answer(bad.status, _detail(bad.detail), content_type="application/json")
             return None
         if head.is_upgrade:
@@ -265,7 +266,7 @@ class _Front:
     async def _refuse(
         self,
         reader: RequestReader,
-        kind: str,
+        kind: HandshakeFailure,
         status: int,
         detail: str,
         peer: str,
@@ -291,17 +292,26 @@ class _Front:
         path = head.path
         if self.handler is None or path != self.path:
             await self._refuse(
-                reader, "not_found", 404, f"no WebSocket at {path!r}", peer, level=logging.DEBUG
+                reader,
+                HandshakeFailure.NOT_FOUND,
+                404,
+                f"no WebSocket at {path!r}",
+                peer,
+                level=logging.DEBUG,
             )
             return None
         problem = upgrade_problem(reader.received)
         if problem is not None:
             status, detail, extra = problem
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in extra]
-            await self._refuse(reader, "bad_upgrade", status, detail, peer, headers=headers)
+            await self._refuse(
+                reader, HandshakeFailure.BAD_UPGRADE, status, detail, peer, headers=headers
+            )
             return None
         if self.api_key is not None and not _token_ok(head.query, self.api_key):
-            await self._refuse(reader, "forbidden", 403, "missing or wrong token", peer)
+            await self._refuse(
+                reader, HandshakeFailure.BAD_TOKEN, 403, "missing or wrong token", peer
+            )
             return None
         info = AcceptedRequest(peer, path)
         admitted = False
@@ -324,13 +334,15 @@ class _Front:
             if admitted and self.admission is not None:
                 self.admission.abandon(info)
             if isinstance(exc, trio_websocket.ConnectionClosed):
-                self.log.note("reset", logging.DEBUG, "%s left during the handshake", peer)
+                self.log.note(
+                    HandshakeFailure.RESET, logging.DEBUG, "%s left during the handshake", peer
+                )
                 return None
             raise
         return WebSocketConnection(ws), info
 
     async def _busy(self, reader: RequestReader, refusal: str, peer: str) -> None:
-        self.log.note("busy", logging.WARNING, "refused %s: %s (503)", peer, refusal)
+        self.log.note(HandshakeFailure.BUSY, logging.WARNING, "refused %s: %s (503)", peer, refusal)
         await reader.answer(
             503,
             refusal.encode("utf-8", "replace"),
@@ -344,9 +356,13 @@ class _Front:
         route = self.http_routes.get(path)
         if route is None:
             if path == self.path and self.handler is not None:
-                status, kind, detail = 426, "bad_upgrade", "WebSocket upgrade required"
+                status, kind, detail = (
+                    426,
+                    HandshakeFailure.BAD_UPGRADE,
+                    "WebSocket upgrade required",
+                )
             else:
-                status, kind, detail = 404, "not_found", "Not Found"
+                status, kind, detail = 404, HandshakeFailure.NOT_FOUND, "Not Found"
             self.stats.http["other", status] += 1
             await self._refuse(
                 reader,
@@ -366,36 +382,47 @@ class _Front:
     ) -> int:
         if head.method not in ("GET", "HEAD"):
             await self._refuse(
-                reader, "method", 405, "Method Not Allowed", peer, headers=[("Allow", "GET, HEAD")]
+                reader,
+                HandshakeFailure.METHOD,
+                405,
+                "Method Not Allowed",
+                peer,
+                headers=[("Allow", "GET, HEAD")],
             )
             return 405
         if self.api_key is not None:
             presented = _presented_key(head)
             if presented is None:
-                await self._refuse(reader, "unauthorized", 401, "missing API key (X-API-Key)", peer)
+                await self._refuse(
+                    reader, HandshakeFailure.UNAUTHORIZED, 401, "missing API key (X-API-Key)", peer
+                )
                 return 401
             if not _key_ok(presented, self.api_key):
-                await self._refuse(reader, "forbidden", 403, "invalid API key", peer)
+                await self._refuse(reader, HandshakeFailure.FORBIDDEN, 403, "invalid API key", peer)
                 return 403
         elif not self.http_open:
             await self._refuse(
-                reader, "forbidden", 403, "no API key configured: served on loopback only", peer
+                reader,
+                HandshakeFailure.FORBIDDEN,
+                403,
+                "no API key configured: served on loopback only",
+                peer,
             )
             return 403
-        info = AcceptedRequest(peer, head.path)
         if self.admission is not None:
+            # Held to the same limits as an upgrade, but the answer is computed at once and
+            # holds no slot: the reservation is given back before anyone could see it.
+            info = AcceptedRequest(peer, head.path)
             refusal = self.admission.admit(info)
             if refusal is not None:
                 await self._busy(reader, refusal, peer)
                 return 503
+            self.admission.abandon(info)
         try:
             response = route(HttpRequest(head.method, head.path, head.query, peer))
         except Exception:
             logger.exception("HTTP route %s failed", head.path)
             response = HttpResponse(_detail("internal error"), status=500)
-        finally:
-            if self.admission is not None:
-                self.admission.abandon(info)
         logger.debug("%s %s %d to %s", head.method, head.path, response.status, peer)
         await reader.answer(response.status, response.body, content_type=response.content_type)
         return response.status
@@ -476,7 +503,7 @@ async def serve_websocket(
         stats=stats,
         log=QuietLog(logger, counts=stats.failures),
     )
-    capacity_log = QuietLog(logger, burst=1, counts=stats.failures)
+    capacity_log = QuietLog(logger, burst=1, counts=stats.accept_errors)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(front.log.run)
         nursery.start_soon(capacity_log.run)

@@ -98,6 +98,11 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         help="connections not yet registered; more are refused with HTTP 503 (default: a "
         "quarter of --max-connections)",
     )
+    p.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="neither count nor serve GET /metrics (Prometheus) on the server's port",
+    )
     p.set_defaults(handler=run)
 
 
@@ -152,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         max_unregistered=args.max_unregistered,
         insecure_no_auth=args.insecure_no_auth,
+        metrics=not args.no_metrics,
     )
     try:
         server.check_bind(args.host)

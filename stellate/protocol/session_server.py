@@ -38,7 +38,9 @@ from .rejections import (
     REPLACED,
     TARGET_DISCONNECTED,
     TARGET_NOT_CONNECTED,
+    classify_text,
 )
+from .server_counts import FrameRefusal, ServerCounts
 from .session_client import default_new_id, default_now
 
 __all__ = [
@@ -156,6 +158,7 @@ class ServerSession:
         policy: deadlines and lease.
         now: ISO-8601 time stamps for outgoing frames.
         new_id: fresh ``response_id`` values.
+        counts: where to count what this session decides (``None``: not counted).
     """
 
     def __init__(
@@ -166,8 +169,10 @@ class ServerSession:
         policy: ServerPolicy = ServerPolicy(),
         now: Callable[[], str] = default_now,
         new_id: Callable[[], str] = default_new_id,
+        counts: ServerCounts | None = None,
     ) -> None:
         self._registry = registry
+        self._counts = counts
         self._policy = policy
         self._now = now
         self._new_id = new_id
@@ -193,13 +198,14 @@ class ServerSession:
             return []
         if isinstance(frame, bytes):
             # Fix 3: the reference drops the client but leaves the socket open.
+            self._count_refusal(FrameRefusal.BINARY)
             return self._shut_down(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported")
         try:
             message = decode_client(frame)
         except ProtocolError as exc:
             if self.phase is ServerPhase.AWAITING_REGISTER:  # Fix 2
                 return self._shut_down(CLOSE_POLICY_VIOLATION, f"invalid first frame: {exc}")
-            return [self._error(f"invalid message: {exc}")]
+            return [self._refuse(FrameRefusal.INVALID, f"invalid message: {exc}")]
         if self.phase is ServerPhase.AWAITING_REGISTER:
             return self._register(message, at)
         return self._registered_frame(message, at)
@@ -281,6 +287,8 @@ class ServerSession:
             entry.lease_expires = at + self._policy.lease
 
         self._registry.add(entry)
+        if self._counts is not None:
+            self._counts.registered[message.client_type] += 1
         self.phase = ServerPhase.REGISTERED
         self.client_id = client_id
         self.client_type = message.client_type
@@ -299,7 +307,7 @@ class ServerSession:
 
     def _registered_frame(self, message: ClientMessage, at: float) -> list[ServerAction]:
         if message.client_id is not None and message.client_id != self.client_id:
-            return [self._error(MISMATCHED_CLIENT_ID)]
+            return [self._refuse(FrameRefusal.IDENTITY_MISMATCH, MISMATCHED_CLIENT_ID)]
         if self.client_type is ClientType.CONSTELLATION:
             self._renew(at)
         if message.type is ClientMessageType.HEARTBEAT:
@@ -307,17 +315,24 @@ class ServerSession:
             # (reference constellations send "device" and would otherwise be refused forever).
             return self._heartbeat(at)
         if message.client_type is not self.client_type:
-            return [self._error(MISMATCHED_CLIENT_TYPE)]
+            return [self._refuse(FrameRefusal.IDENTITY_MISMATCH, MISMATCHED_CLIENT_TYPE)]
         if message.type is ClientMessageType.DEVICE_INFO_REQUEST:
             return [self._device_info(message, at)]
         if message.type is ClientMessageType.REGISTER:
-            return [self._error("this connection is already registered")]
+            return [
+                self._refuse(
+                    FrameRefusal.ALREADY_REGISTERED, "this connection is already registered"
+                )
+            ]
         if message.type in (ClientMessageType.ERROR, ClientMessageType.DEVICE_INFO_RESPONSE):
             logger.debug("%s sent %s; nothing to do", self.client_id, message.type.value)
             return []
-        return [self._error(f"{message.type.value!r} frames are not supported by this server")]
+        unsupported = f"{message.type.value!r} frames are not supported by this server"
+        return [self._refuse(FrameRefusal.UNSUPPORTED, unsupported)]
 
     def _heartbeat(self, at: float) -> list[ServerAction]:
+        if self._counts is not None:
+            self._counts.heartbeats += 1
         if self.client_type is ClientType.DEVICE:
             self._renew(at)
         return [self._ack()]
@@ -333,12 +348,15 @@ class ServerSession:
     def _device_info(self, message: ClientMessage, at: float) -> ServerAction:
         requested = message.target_id or self.target_id
         if self.client_type is not ClientType.CONSTELLATION:
-            return self._error("only constellation clients may request device info")
+            return self._refuse(
+                FrameRefusal.NOT_PERMITTED, "only constellation clients may request device info"
+            )
         if requested is None or requested != self.target_id:
             # Fix 6: the reference answers any device's telemetry to any constellation.
-            return self._error(
+            return self._refuse(
+                FrameRefusal.NOT_PERMITTED,
                 f"device info is only available for this connection's target "
-                f"{self.target_id!r}, not {requested!r}"
+                f"{self.target_id!r}, not {requested!r}",
             )
         device = self._registry.live_device(requested, at)
         result: Any
@@ -363,6 +381,8 @@ class ServerSession:
 
     def _shut_down(self, code: int, reason: str) -> list[ServerAction]:
         """Say why (an error frame), leave the registry, and close."""
+        if self._counts is not None and self.phase is ServerPhase.AWAITING_REGISTER:
+            self._counts.rejected[classify_text(reason)] += 1
         actions: list[ServerAction] = [self._error(reason)]
         self.phase = ServerPhase.CLOSED
         self._deadline = math.inf
@@ -375,6 +395,8 @@ class ServerSession:
         if self.client_id is None:
             return []
         entry = self._registry.remove(self.client_id, self)
+        if entry is not None and self._counts is not None:
+            self._counts.departed[entry.client_type] += 1
         if entry is None or entry.client_type is not ClientType.DEVICE:
             return []
         logger.info("device %s left", entry.client_id)
@@ -400,6 +422,15 @@ class ServerSession:
 
     def _error(self, text: str) -> Send:
         return Send(encode_server(self._error_message(text)))
+
+    def _refuse(self, refusal: FrameRefusal, text: str) -> Send:
+        """An error frame answering a registered client's frame, counted by its reason."""
+        self._count_refusal(refusal)
+        return self._error(text)
+
+    def _count_refusal(self, refusal: FrameRefusal) -> None:
+        if self._counts is not None and self.phase is ServerPhase.REGISTERED:
+            self._counts.refused[refusal] += 1
 
     def _ack(self) -> Send:
         """A heartbeat/ok frame with a fresh response_id: both confirmation and heartbeat ack."""
