@@ -15,7 +15,8 @@ registers the collector there::
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,32 +65,40 @@ class ServerCollector:
             "TCP connections open: handshaking, HTTP requests and WebSockets.",
             value=stats.open,
         )
-        registered = GaugeMetricFamily(
-            f"{p}_clients_registered",
-            "Clients registered now, by type (device, constellation).",
-            labels=["client_type"],
+        now_registered = dict.fromkeys(ClientType, 0)
+        for entry in server.registry:
+            now_registered[entry.client_type] += 1
+        yield _family(
+            GaugeMetricFamily(
+                f"{p}_clients_registered",
+                "Clients registered now, by type (device, constellation).",
+                labels=["client_type"],
+            ),
+            [((t.value,), n) for t, n in now_registered.items()],
         )
-        now_registered = _by_type(entry.client_type for entry in server.registry)
-        for client_type in ClientType:
-            registered.add_metric([client_type.value], now_registered[client_type])
-        yield registered
         yield from self._counts()
-        yield _labelled(
-            CounterMetricFamily(
-                f"{p}_handshake_failures",
+        counters: list[tuple[str, str, list[str], Iterable[tuple[tuple[str, ...], float]]]] = [
+            (
+                "handshake_failures",
                 "Connections that ended without a WebSocket or a successful HTTP answer.",
-                labels=["reason"],
+                ["reason"],
+                [((f.value,), stats.failures[f]) for f in HandshakeFailure],
             ),
-            [(failure.value, stats.failures[failure]) for failure in HandshakeFailure],
-        )
-        yield _labelled(
-            CounterMetricFamily(
-                f"{p}_accept_errors",
+            (
+                "accept_errors",
                 "Accepts that failed for want of resources (EMFILE...), by errno.",
-                labels=["errno"],
+                ["errno"],
+                [((name,), n) for name, n in sorted(stats.accept_errors.items())],
             ),
-            sorted(stats.accept_errors.items()),
-        )
+            (
+                "http_requests",
+                "Plain HTTP requests answered, by path (unknown paths: other) and status.",
+                ["path", "status"],
+                [((path, str(code)), n) for (path, code), n in sorted(stats.http.items())],
+            ),
+        ]
+        for name, documentation, labels, samples in counters:
+            yield _family(CounterMetricFamily(f"{p}_{name}", documentation, labels=labels), samples)
         yield CounterMetricFamily(
             f"{p}_received_bytes",
             "Bytes received on every connection (handshakes, frames, TLS records).",
@@ -100,73 +109,57 @@ class ServerCollector:
             "Bytes sent on every connection (handshakes, frames, TLS records).",
             value=stats.traffic.sent,
         )
-        yield _labelled(
-            CounterMetricFamily(
-                f"{p}_http_requests",
-                "Plain HTTP requests answered, by path (unknown paths: other) and status.",
-                labels=["path", "status"],
-            ),
-            [((path, str(status)), n) for (path, status), n in sorted(stats.http.items())],
-        )
 
     def _counts(self) -> Iterator[Metric]:
         counts, p = self._server.counts, self._prefix
         if counts is None:
             return
-        yield _labelled(
-            CounterMetricFamily(
-                f"{p}_registrations",
-                "Registrations accepted, by client type.",
-                labels=["client_type"],
-            ),
-            [(t.value, counts.registered[t]) for t in ClientType],
-        )
-        auth = self._server.listener_stats.failures[HandshakeFailure.BAD_TOKEN]
-        yield _labelled(
-            CounterMetricFamily(
-                f"{p}_registrations_rejected",
-                "Registrations refused, by the kind a client reads from the refusal "
-                "(auth: refused at the handshake for the key).",
-                labels=["kind"],
-            ),
-            [
-                (kind.value, counts.rejected[kind] + (auth if kind is RejectionKind.AUTH else 0))
-                for kind in RejectionKind
-            ],
-        )
-        yield _labelled(
-            CounterMetricFamily(
-                f"{p}_departures",
-                "Registered clients gone (closed, lost, lease expired, replaced), by type.",
-                labels=["client_type"],
-            ),
-            [(t.value, counts.departed[t]) for t in ClientType],
-        )
         yield CounterMetricFamily(
             f"{p}_heartbeats", "Heartbeats answered.", value=counts.heartbeats
         )
-        yield _labelled(
-            CounterMetricFamily(
-                f"{p}_frames_refused",
-                "Frames of registered clients refused, by reason.",
-                labels=["reason"],
+        auth = self._server.listener_stats.failures[HandshakeFailure.BAD_TOKEN]
+        rejected = {kind: counts.rejected[kind] for kind in RejectionKind}
+        rejected[RejectionKind.AUTH] += auth
+        counters: list[tuple[str, str, str, Iterable[tuple[StrEnum, int]]]] = [
+            (
+                "registrations",
+                "Registrations accepted, by client type.",
+                "client_type",
+                [(t, counts.registered[t]) for t in ClientType],
             ),
-            [(reason.value, counts.refused[reason]) for reason in FrameRefusal],
-        )
+            (
+                "registrations_rejected",
+                "Registrations refused, by the kind a client reads from the refusal "
+                "(auth: refused at the handshake for the key).",
+                "kind",
+                rejected.items(),
+            ),
+            (
+                "departures",
+                "Registered clients gone (closed, lost, lease expired, replaced), by type.",
+                "client_type",
+                [(t, counts.departed[t]) for t in ClientType],
+            ),
+            (
+                "frames_refused",
+                "Frames of registered clients refused, by reason.",
+                "reason",
+                [(r, counts.refused[r]) for r in FrameRefusal],
+            ),
+        ]
+        for name, documentation, label, samples in counters:
+            yield _family(
+                CounterMetricFamily(f"{p}_{name}", documentation, labels=[label]),
+                [((key.value,), n) for key, n in samples],
+            )
 
 
-def _by_type(types: Iterable[ClientType]) -> dict[ClientType, int]:
-    totals = dict.fromkeys(ClientType, 0)
-    for client_type in types:
-        totals[client_type] += 1
-    return totals
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 
 
-def _labelled(
-    family: CounterMetricFamily, samples: Iterable[tuple[str | tuple[str, ...], float]]
-) -> CounterMetricFamily:
+def _family(family: _Family, samples: Iterable[tuple[tuple[str, ...], float]]) -> _Family:
     for labels, value in samples:
-        family.add_metric([labels] if isinstance(labels, str) else list(labels), value)
+        family.add_metric(list(labels), value)
     return family
 
 
