@@ -6,13 +6,24 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-thorough test-slice lint typecheck bench docs clean
 
+# stellate needs Python 3.11 or newer: checked before a venv is made (an older one would leave a
+# broken .venv behind), and for a .venv made earlier by another Python.
+PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
+
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c '$(PY_OK)' 2>/dev/null || { \
+		echo "stellate needs Python 3.11 or newer, but $(PYTHON) is $$($(PYTHON) --version 2>&1)."; \
+		echo "Run again with a newer one, e.g.: make PYTHON=python3.11 $(MAKECMDGOALS)"; exit 1; }
+	@if [ -x $(PY) ] && ! $(PY) -c '$(PY_OK)' 2>/dev/null; then \
+		echo "$(VENV) was made with $$($(PY) --version 2>&1); stellate needs 3.11 or newer."; \
+		echo "Remove it (make clean) and run again with a newer Python."; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-## make run: the embedded default fleet (local agent server + agents on 127.0.0.1), once.
+## make run: the example fleet in embedded mode (an agent server and one agent per device on
+## 127.0.0.1), kept up until Ctrl-C; `make run ARGS=--once` stops once every device settled.
 run: $(STAMP)
 	$(VENV)/bin/stellate up $(ARGS)
 

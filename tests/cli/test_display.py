@@ -1,0 +1,200 @@
+"""The live display and the final report: no raw markup, progress for big fleets, short output.
+
+RichDisplay is driven with a real ``rich`` console writing to a string (a terminal of a fixed
+size), and a fake clock, so rate and ETA are exact.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import pytest
+from rich.console import Console
+
+from stellate.cli.display import (
+    DETAIL_LIMIT,
+    PLAIN_PROGRESS_EVERY,
+    DeviceReport,
+    PlainDisplay,
+    Progress,
+    RichDisplay,
+    event_line,
+    fleet_summary,
+    print_profiles,
+)
+from stellate.fsm import AgentProfile, DeviceStatus, Trigger
+from stellate.fsm.lifecycle import TransitionRecord
+from stellate.manager import EventKind, ManagerEvent
+
+S = DeviceStatus
+URL = "ws://agents.test:5005/ws"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def profile(device_id: str, status: DeviceStatus = S.DISCONNECTED, **kw: Any) -> AgentProfile:
+    return AgentProfile(device_id, URL, status=status, **kw)
+
+
+def event(
+    device_id: str,
+    source: DeviceStatus,
+    dest: DeviceStatus,
+    trigger: Trigger,
+    kind: EventKind = EventKind.PHASE,
+    **kw: Any,
+) -> ManagerEvent:
+    record = TransitionRecord(device_id, trigger, source, dest)
+    attempts = kw.pop("attempts", 0)
+    return ManagerEvent(
+        kind, device_id, record, profile(device_id, dest, connection_attempts=attempts), **kw
+    )
+
+
+def terminal(height: int = 40) -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, height=height, color_system=None)
+    return console, out
+
+
+def test_a_backoff_line_says_why_and_when() -> None:
+    line = event_line(
+        event(
+            "dev-a",
+            S.CONNECTING,
+            S.BACKOFF,
+            Trigger.CONNECTION_FAILED,
+            reason="connection refused (127.0.0.1:5055)",
+            retry_in=1.84,
+            attempts=1,
+        )
+    )
+    assert line == (
+        "dev-a: connecting -> backoff: connection refused (127.0.0.1:5055); attempt 2/5 in 1.8 s"
+    )
+
+
+def test_a_failed_line_says_why() -> None:
+    failed = event(
+        "d", S.REGISTERING, S.FAILED, Trigger.REGISTRATION_ANSWERED, EventKind.FAILED, reason="no"
+    )
+    assert event_line(failed) == "d: registering -> failed: no"
+
+
+def test_the_live_table_shows_no_markup_even_with_lines_logged_above(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    console, out = terminal()
+    display = RichDisplay(3, console=console, clock=FakeClock())
+    profiles = {
+        "a": profile("a", S.BACKOFF),
+        "b": profile("b", S.FAILED),
+        "[red]c[/]": profile("[red]c[/]", S.IDLE),  # a device id that looks like markup
+    }
+    display.tick(profiles)
+    display.event(event("a", S.CONNECTING, S.BACKOFF, Trigger.CONNECTION_FAILED, reason="[x]"))
+    logging.getLogger("stellate.test").warning("a line logged above the table")
+    display.tick(profiles)
+    display.close()
+    text = out.getvalue()
+    assert "[yellow]" not in text and "[/]" not in text.replace("[red]c[/]", "")
+    assert "backoff" in text and "failed" in text
+    assert "[red]c[/]" in text  # shown as written, not as a style
+
+
+def test_a_fleet_larger_than_the_terminal_gets_a_progress_view() -> None:
+    console, out = terminal(height=20)
+    clock = FakeClock()
+    display = RichDisplay(100, console=console, clock=clock)
+    clock.now = 10.0
+    profiles = {f"d{i:03}": profile(f"d{i:03}", S.IDLE) for i in range(40)}
+    profiles |= {
+        f"d{i:03}": profile(f"d{i:03}", S.BACKOFF, connection_attempts=3) for i in range(40, 95)
+    }
+    profiles |= {f"d{i:03}": profile(f"d{i:03}", S.FAILED) for i in range(95, 100)}
+    display.tick(profiles)
+    display.close()
+    text = out.getvalue()
+    assert "40/100 idle, 5 failed · 4.0/s · ETA 14 s" in text
+    assert "idle=40" in text and "backoff=55" in text and "failed=5" in text
+    assert "furthest from ready:" in text and "d040: backoff, attempt 3" in text
+    assert "failed: d095, d096, d097, d098, d099" in text
+    assert "d000" not in text  # no row per device
+    assert "━" in text  # the bar
+
+
+def test_progress_rate_and_eta() -> None:
+    progress = Progress(total=500, idle=100, failed=0, elapsed=20.0)
+    assert progress.rate == 5.0 and progress.eta == 80.0
+    assert progress.text() == "100/500 idle · 5.0/s · ETA 1 min 20 s"
+    assert Progress(total=3, idle=0, failed=0, elapsed=0.0).text() == "0/3 idle"
+    assert Progress(total=3, idle=2, failed=1, elapsed=4.0).text() == "2/3 idle, 1 failed · 0.5/s"
+
+
+def test_plain_progress_for_big_fleets_is_rate_limited() -> None:
+    out = io.StringIO()
+    clock = FakeClock()
+    display = PlainDisplay(out, DETAIL_LIMIT + 1, clock)
+    fleet = {f"d{i}": profile(f"d{i}") for i in range(DETAIL_LIMIT + 1)}
+    display.tick(fleet)
+    fleet["d0"] = profile("d0", S.IDLE)
+    clock.now = PLAIN_PROGRESS_EVERY / 2
+    display.tick(fleet)  # changed, but too soon
+    clock.now = PLAIN_PROGRESS_EVERY * 2
+    display.tick(fleet)
+    display.tick(fleet)  # unchanged
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[1].startswith(f"[{DETAIL_LIMIT + 1} devices] 1/{DETAIL_LIMIT + 1} idle · ")
+
+
+def test_after_a_few_profiles_a_summary_line() -> None:
+    reports = [DeviceReport(profile(f"d{i}", S.IDLE, os="linux")) for i in range(8)]
+    reports += [DeviceReport(profile("bad", S.FAILED), failure_reason="registration rejected")]
+    out = io.StringIO()
+    print_profiles(reports, out, blocks=3)
+    text = out.getvalue()
+    assert text.count("📊 AgentProfile:") == 3
+    assert (
+        "… and 6 more devices: idle=5  failed=1 (stellate up --json prints every profile)" in text
+    )
+    assert "  ❌ bad: registration rejected" in text
+
+
+def test_a_profile_block_leaves_out_what_is_unknown() -> None:
+    out = io.StringIO()
+    print_profiles([DeviceReport(profile("p", S.FAILED), failure_reason="gave up")], out)
+    text = out.getvalue()
+    assert "None" not in text and "System Info" not in text and "OS:" not in text
+    assert "  Reason: gave up\n" in text
+
+
+def test_fleet_summary() -> None:
+    reports = [
+        DeviceReport(profile("a", S.IDLE)),
+        DeviceReport(profile("b", S.FAILED), failure_reason="nope"),
+        DeviceReport(profile("c", S.BACKOFF)),
+        DeviceReport(profile("off")),
+    ]
+    assert fleet_summary(reports, ["a", "b", "c"]) == "1/3 idle, 1 failed (b: nope), 1 not settled"
+
+
+def test_event_times_are_utc() -> None:
+    from stellate.cli.display import event_json
+
+    line = event_json(
+        event("a", S.DISCONNECTED, S.CONNECTING, Trigger.CONNECT),
+        at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    assert line.startswith('{"time": "2026-01-02T03:04:05+00:00", "event": "phase"')
+    assert attrs.has(DeviceReport)
