@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import random
-import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .escape import escape_text
+from .protocol.ids import device_id_problem
 from .protocol.lease import HeartbeatLease
 from .protocol.rejections import (
     AUTH_REJECTED,
@@ -45,11 +46,12 @@ from .protocol.session_client import (
 from .protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
 from .redact import add_log_secret, redact_url
 from .timing import DEFAULT_TIMING, RandomSource, Timing
+from .urls import InvalidUrl, parse_ws_url, with_token
 
 if TYPE_CHECKING:
     from .adapters.telemetry import Telemetry
 
-__all__ = ["AgentRefused", "DeviceAgent", "run_fleet", "with_token"]
+__all__ = ["AgentRefused", "DeviceAgent", "run_fleet"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +89,6 @@ class _Rejected(_SessionEnded):
         self.event = event
 
 
-def with_token(url: str, api_key: str | None) -> str:
-    """Add ``?token=`` for ``api_key`` unless the URL already carries a token."""
-    if not api_key:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    if "token" in urllib.parse.parse_qs(parts.query, keep_blank_values=True):
-        return url
-    query = f"{parts.query}&" if parts.query else ""
-    query += urllib.parse.urlencode({"token": api_key})
-    return urllib.parse.urlunsplit(parts._replace(query=query))
-
-
 class DeviceAgent:
     """A device agent: one device id, one server, registered for as long as it runs.
 
@@ -118,6 +108,10 @@ class DeviceAgent:
         retry: backoff and registration deadline.
         rng: jitter source (seed it in tests).
         on_registered: called after every successful registration.
+
+    Raises:
+        ValueError: ``device_id`` breaks the id rule (``stellate.protocol.ids``) or
+            ``server_url`` is not a WebSocket URL (``stellate.urls``): retrying cannot help.
     """
 
     def __init__(
@@ -137,6 +131,13 @@ class DeviceAgent:
         rng: RandomSource | None = None,
         on_registered: Callable[[DeviceAgent], None] | None = None,
     ) -> None:
+        problem = device_id_problem(device_id)
+        if problem is not None:
+            raise ValueError(f"invalid device id {escape_text(repr(device_id))}: {problem}")
+        try:
+            parse_ws_url(server_url)
+        except InvalidUrl as exc:
+            raise ValueError(f"invalid server URL: {exc}") from None
         add_log_secret(api_key)
         self._url = with_token(server_url, api_key)
         self.device_id = device_id
@@ -201,9 +202,9 @@ class DeviceAgent:
                 if classify_close(exc.code, registered=self.registered) is RejectionKind.AUTH:
                     reason = f"{AUTH_REJECTED} (closed {exc.code}: {exc.reason or 'no reason'})"
                     raise self._refused(RejectionKind.AUTH, reason) from None
-                logger.info("%s: %s", self.device_id, exc)
+                logger.info("%s: %s", self.device_id, escape_text(exc))
             except (_SessionEnded, trio.BrokenResourceError) as exc:
-                logger.info("%s: %s", self.device_id, exc)
+                logger.info("%s: %s", self.device_id, escape_text(exc))
             finally:
                 self.registered = False
             self.failures += 1
@@ -248,7 +249,7 @@ class DeviceAgent:
                         return
                     if isinstance(event, Rejected):
                         raise _Rejected(event)
-                    logger.warning("%s: while registering: %s", self.device_id, event)
+                    logger.warning("%s: while registering: %s", self.device_id, escape_text(event))
         raise _SessionEnded(f"no registration answer within {self.retry.registration_timeout:g} s")
 
     async def _stay_registered(self, conn: Connection, session: DeviceSession) -> None:
@@ -271,7 +272,7 @@ class DeviceAgent:
                     elif isinstance(event, Reply):
                         await conn.send(event.frame)
                     elif isinstance(event, PeerError | ProtocolViolation | Ignored):
-                        logger.warning("%s: %s", self.device_id, event)
+                        logger.warning("%s: %s", self.device_id, escape_text(event))
             if lease.expired(now):
                 raise _SessionEnded(
                     f"server left {self.miss_limit} heartbeat(s) unanswered "

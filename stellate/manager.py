@@ -24,7 +24,6 @@ import contextlib
 import logging
 import math
 import random
-import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from enum import StrEnum
@@ -48,6 +47,7 @@ from .fsm import (
 from .protocol import Connector
 from .redact import add_log_secret, redact_url
 from .runner import Command, CommandName, DeviceRunner, InboxItem, RunnerSettings
+from .urls import with_token
 
 if TYPE_CHECKING:
     from .config import StellateConfig
@@ -148,15 +148,6 @@ class _DeviceHandle:
     inbox: trio.MemorySendChannel[InboxItem]
     scope: trio.CancelScope
     done: trio.Event = attrs.field(factory=trio.Event)
-
-
-def _with_token(url: str, api_key: str | None) -> str:
-    """Add ``?token=`` for the server's shared key unless the URL already carries one."""
-    if not api_key or "token=" in url:
-        return url
-    separator = "&" if "?" in url else "?"
-    # Percent-encoded: a key with '&', '#', '+' or a space would otherwise break the URL.
-    return f"{url}{separator}{urllib.parse.urlencode({'token': api_key})}"
 
 
 class ConstellationDeviceManager:
@@ -349,7 +340,7 @@ class ConstellationDeviceManager:
         """
         if self._nursery is None or self._stop_requested.is_set():
             raise RuntimeError("the manager is not running (async with / nursery.start(run))")
-        profile = attrs.evolve(profile, server_url=_with_token(profile.server_url, self._api_key))
+        profile = attrs.evolve(profile, server_url=with_token(profile.server_url, self._api_key))
         lifecycle = self._engine.create(
             profile, timing=self.timing, rng=self._rng, observer=self._observe
         )

@@ -1,11 +1,16 @@
-"""Keep secrets out of logs, exception messages and displays.
+"""Keep secrets out of logs, exception messages and displays; keep peer text on its line.
 
 AIP authenticates with ``?token=KEY`` on the WebSocket URL, so a URL is a secret until redacted.
 The reference server leaks the key into its access log; stellate formats every URL it shows
-through :func:`redact_url`, and the CLI installs :data:`LOG_FILTER` on its log handlers
-(:func:`install_log_redaction`) as a second line of defence for anything that slips through:
-it masks secret-looking URL parameters anywhere in a record, and every key handed to
-:func:`add_log_secret` literally (the server, the agent and the CLI hand theirs over).
+through :func:`redact_url` (from :mod:`stellate.urls`), and the CLI installs :data:`LOG_FILTER`
+on its log handlers (:func:`install_log_redaction`) as a second line of defence for anything
+that slips through: it masks secret-looking URL parameters anywhere in a record, and every key
+handed to :func:`add_log_secret` literally (the server, the agent and the CLI hand theirs over).
+
+The same filter escapes what a record's message would otherwise write raw: a newline, an
+escape sequence or a zero-width character in a peer's id or error text cannot start a forged
+log line or repaint a terminal (:func:`stellate.escape.escape_text`; call sites escape peer
+text too, for handlers this filter is not on).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Iterable
+
+from .escape import escape_text
+from .urls import MASK, SECRET_WORDS, is_secret_param, redact_url
 
 __all__ = [
     "LOG_FILTER",
@@ -26,71 +34,34 @@ __all__ = [
     "redact_url",
 ]
 
-MASK = "***"
-
-# A query parameter is secret when its name mentions one of these words: token, api_key,
-# apikey, access_token, client_secret, password, passwd, pwd, auth, signature, sig...
-_SECRET_NAME = re.compile(r"token|key|secret|passw(?:or)?d|pwd|auth|sig(?:nature)?", re.IGNORECASE)
-
-# In free text: a secret-looking query parameter, and the password part of URL userinfo. A value
+# In free text: a secret-looking query (or fragment) parameter, and URL userinfo. A value
 # already masked (``***``) followed by punctuation stays as is, so redacting a message that
 # quotes a redacted URL in parentheses ("failed (wss://h/ws?token=***): reason") keeps the "):".
 _TEXT_PARAM = re.compile(
-    r"(?P<head>[?&;][\w.~%-]*(?:token|key|secret|passw(?:or)?d|pwd|auth|sig(?:nature)?)"
-    r"[\w.~%-]*=)(?P<value>\*\*\*(?=[)\],.:]|$)|[^&;#\s'\"<>]*)",
+    rf"(?P<head>[?&;#][\w.~%-]*(?:{SECRET_WORDS})[\w.~%-]*=)"
+    r"(?P<value>\*\*\*(?=[)\],.:]|$)|[^&;#\s'\"<>]*)",
     re.IGNORECASE,
 )
-_TEXT_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@")
-
-
-def is_secret_param(name: str) -> bool:
-    """True when a query parameter named ``name`` should never be shown."""
-    return _SECRET_NAME.search(name) is not None
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with secret query values and the userinfo password replaced by ``***``.
-
-    Everything else (scheme, host, port, path, other parameters, their order and encoding) is
-    kept, so a redacted URL still says where a connection went. Never raises: a string that does
-    not parse as a URL is redacted as free text.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            if ":" in userinfo:
-                user = userinfo.split(":", 1)[0]
-                netloc = f"{user}:{MASK}@{hostport}"
-        query = parts.query
-        if query:
-            query = "&".join(_redact_pair(pair) for pair in query.split("&"))
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return redact_text(url)
-
-
-def _redact_pair(pair: str) -> str:
-    name, sep, _value = pair.partition("=")
-    if sep and is_secret_param(urllib.parse.unquote_plus(name)):
-        return f"{name}={MASK}"
-    return pair
+_TEXT_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Redact secret URL parameters, userinfo passwords and the given literal secrets in text.
+    """Redact secret URL parameters, URL userinfo and the given literal secrets in text.
 
-    Literal secrets are also matched in their percent-encoded form, since they usually travel
-    inside URLs.
+    Literal secrets are also matched in their percent-encoded forms, since they usually travel
+    inside URLs, and escaped, as peer text is shown.
     """
     for secret in secrets:
         if not secret:
             continue
-        text = text.replace(secret, MASK)
-        quoted = urllib.parse.quote(secret, safe="")
-        if quoted != secret:
-            text = text.replace(quoted, MASK)
+        forms = {
+            secret,
+            urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote_plus(secret, safe=""),
+            escape_text(secret, limit=None),
+        }
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, MASK)
     if "=" in text:
         text = _TEXT_PARAM.sub(lambda m: m.group("head") + MASK, text)
     if "://" in text:
@@ -98,8 +69,13 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+#: A record's message is cut after this many characters (peer text is also cut where logged).
+MESSAGE_LIMIT = 10_000
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that rewrites records so no secret reaches a handler.
+    """A logging filter that rewrites records so no secret, and no hidden character, reaches a
+    handler.
 
     Attach it to *handlers* (``handler.addFilter(...)``): filters on a logger do not see records
     propagated from child loggers. The record's message is formatted once, redacted, and stored
@@ -124,17 +100,22 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string: let the handler report it
             return True
-        redacted = redact_text(message, self._secrets)
+        redacted = escape_text(redact_text(message, self._secrets), limit=MESSAGE_LIMIT)
         if redacted != message:
             record.msg = redacted
             record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact_text(record.exc_text, self._secrets)
+            record.exc_text = _escape_lines(redact_text(record.exc_text, self._secrets))
         if record.stack_info:
-            record.stack_info = redact_text(record.stack_info, self._secrets)
+            record.stack_info = _escape_lines(redact_text(record.stack_info, self._secrets))
         return True
+
+
+def _escape_lines(text: str) -> str:
+    """A traceback keeps its lines; anything else hidden in it is escaped."""
+    return "\n".join(escape_text(line, limit=None) for line in text.split("\n"))
 
 
 #: The process-wide filter: on the CLI's handlers and on trio-websocket's logger.

@@ -38,6 +38,7 @@ from typing import Literal
 import attrs
 import trio
 
+from .escape import escape_text
 from .fsm import (
     CloseConnection,
     DeviceLifecycle,
@@ -393,7 +394,9 @@ class DeviceRunner:
         if isinstance(event, PeerError):
             return self._fire(Trigger.CONNECTION_FAILED, reason=f"server error: {event.reason}")
         if isinstance(event, ProtocolViolation):
-            logger.warning("device %s: protocol violation: %s", self.lc.device_id, event.reason)
+            logger.warning(
+                "device %s: protocol violation: %s", self.lc.device_id, escape_text(event.reason)
+            )
             if state in (DeviceStatus.REGISTERING,):
                 return self._fire(
                     Trigger.CONNECTION_FAILED, reason=f"protocol violation: {event.reason}"

@@ -29,7 +29,7 @@ from typing import Self
 import trio
 
 from ..protocol.transport import ConnectError, ConnectionClosed
-from ..redact import redact_url
+from ..urls import InvalidUrl, parse_ws_url, redact_url, token_of
 from .websocket import AcceptedRequest, ServerHandler
 
 __all__ = ["MemoryConnection", "MemoryNetwork", "memory_connection_pair"]
@@ -237,13 +237,17 @@ class MemoryNetwork:
             await conn.aclose()
 
     async def _connect(self, url: str) -> MemoryConnection:
+        safe = redact_url(url)
+        try:
+            parse_ws_url(url)
+        except InvalidUrl as exc:
+            raise ConnectError(f"invalid WebSocket URL: {exc}") from None
         origin, path, query = _endpoint(url)
         if origin in self._hanging:
             await trio.sleep_forever()
         await trio.lowlevel.checkpoint()
         if self._nursery is None:
             raise RuntimeError("MemoryNetwork is not running (use `async with` or `run`)")
-        safe = redact_url(url)
         entry = self._servers.get((origin, path))
         if entry is None:
             if any(key[0] == origin for key in self._servers):
@@ -251,9 +255,9 @@ class MemoryNetwork:
             raise ConnectError(f"cannot connect to {safe}: connection refused")
         handler, api_key = entry
         if api_key is not None:
-            tokens = urllib.parse.parse_qs(query, keep_blank_values=True).get("token", [])
-            if len(tokens) != 1 or not hmac.compare_digest(
-                tokens[0].encode("utf-8"), api_key.encode("utf-8")
+            token = token_of("?" + query)
+            if token is None or not hmac.compare_digest(
+                token.encode("utf-8"), api_key.encode("utf-8")
             ):
                 raise ConnectError(f"{safe} refused the WebSocket upgrade: HTTP 403", status=403)
         self.connections += 1

@@ -11,9 +11,15 @@ It opens the TCP stream and does the TLS handshake itself before handing the str
   after ``connect_timeout`` seconds, not at once with its reason;
 * a server that closes its socket without ever answering (it does after a 1009 close) would
   leave trio-websocket's reader waiting: this adapter closes the stream it owns when the block
-  ends, whatever happened.
+  ends, whatever happened;
+* a malformed answer to the upgrade (bad status line, wrong ``Sec-WebSocket-Accept``, headers
+  that are not headers, a close or reset mid-answer) makes trio-websocket fail with an h11
+  error that says nothing about the server, or wait until the timeout: during the handshake
+  the stream is read through an :class:`~.ws_handshake.UpgradeCheck` (``_GuardedStream``),
+  so every way an upgrade can fail is one :class:`ConnectError` with its reason, at once.
 
-Secrets: messages only ever show :func:`stellate.redact.redact_url` forms.
+URLs are read by :func:`stellate.urls.parse_ws_url`; messages only ever show redacted URLs
+and escaped server text.
 """
 
 from __future__ import annotations
@@ -21,57 +27,24 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-import urllib.parse
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
-import attrs
+import h11
 import trio
 import trio_websocket
+import wsproto.utilities
 
+from ..escape import escape_text
 from ..protocol.transport import ConnectError
-from ..redact import redact_url
+from ..urls import InvalidUrl, WsUrl, parse_ws_url
 from .ws_connection import WebSocketConnection
+from .ws_handshake import UpgradeCheck, UpgradeFailed
 from .ws_limits import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["WebSocketConnector"]
 
 logger = logging.getLogger(__name__)
-
-
-@attrs.frozen
-class _Target:
-    """A parsed ``ws://`` / ``wss://`` URL (``safe`` is the redacted form, for messages)."""
-
-    host: str
-    port: int
-    resource: str
-    host_header: str
-    secure: bool
-    safe: str
-
-    @classmethod
-    def parse(cls, url: str) -> _Target:
-        safe = redact_url(url)
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise ConnectError(f"invalid WebSocket URL {safe}") from None
-        if parts.scheme not in ("ws", "wss"):
-            raise ConnectError(f"invalid WebSocket URL {safe}: the scheme must be ws or wss")
-        host = parts.hostname
-        if not host:
-            raise ConnectError(f"invalid WebSocket URL {safe}: no host")
-        secure = parts.scheme == "wss"
-        if port is None:
-            port = 443 if secure else 80
-        resource = parts.path or "/"
-        if parts.query:
-            resource += "?" + parts.query
-        shown_host = f"[{host}]" if ":" in host else host
-        host_header = shown_host if port == (443 if secure else 80) else f"{shown_host}:{port}"
-        return cls(host, port, resource, host_header, secure, safe)
 
 
 class WebSocketConnector:
@@ -121,14 +94,15 @@ class WebSocketConnector:
 
         Raises (on entering):
             ConnectError: bad URL, refused, DNS failure, TLS failure, HTTP rejection of the
-                upgrade (``status`` set, e.g. 403) or timeout. The message never contains the
-                URL's secrets.
+                upgrade (``status`` set, e.g. 403; ``retry_after`` from its header), an answer
+                that is not a valid upgrade, a connection closed or reset mid-handshake, or
+                timeout. The message never contains the URL's secrets.
         """
         return _ClientSession(self, url)
 
-    async def _open_stream(self, target: _Target) -> _ClientStream:
+    async def _open_stream(self, target: WsUrl) -> _ClientStream:
         """TCP connect, then TLS handshake for wss; every failure becomes a ConnectError."""
-        where = f"{target.host}:{target.port}"
+        where = target.address
         try:
             tcp = await trio.open_tcp_stream(target.host, target.port)
         except OSError as exc:
@@ -196,7 +170,10 @@ class _ClientSession(AbstractAsyncContextManager[WebSocketConnection]):
         if self._nursery_manager is not None:
             raise RuntimeError("a connection context can be entered only once")
         connector = self._connector
-        target = _Target.parse(self._url)
+        try:
+            target = parse_ws_url(self._url)
+        except InvalidUrl as exc:
+            raise ConnectError(f"invalid WebSocket URL: {exc}") from None
         deadline = trio.current_time() + connector.connect_timeout
         with trio.move_on_at(deadline) as scope:
             stream = await connector._open_stream(target)
@@ -209,7 +186,7 @@ class _ClientSession(AbstractAsyncContextManager[WebSocketConnection]):
             with trio.move_on_at(deadline) as scope:
                 ws = await trio_websocket.wrap_client_stream(
                     nursery,
-                    stream,
+                    _GuardedStream(stream, target),  # type: ignore[arg-type]
                     target.host_header,
                     target.resource,
                     message_queue_size=connector.message_queue_size,
@@ -273,7 +250,7 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _timeout(target: _Target, seconds: float) -> ConnectError:
+def _timeout(target: WsUrl, seconds: float) -> ConnectError:
     return ConnectError(f"timed out after {seconds:g}s connecting to {target.safe}")
 
 
@@ -294,15 +271,99 @@ def _collapse(exc: BaseException) -> BaseException:
     return exc
 
 
-def _handshake_failure(exc: BaseException, target: _Target) -> BaseException:
-    """Map what came out of the handshake nursery to ConnectError (cancellation stays as is)."""
+def _handshake_failure(exc: BaseException, target: WsUrl) -> BaseException:
+    """Map what came out of the handshake nursery to ConnectError (cancellation stays as is).
+
+    The guard turns every failure it can see into :class:`UpgradeFailed`; an h11 or wsproto
+    protocol error can only come from a rule of wsproto's that the guard does not check, and
+    still becomes a failed attempt of this connection, not a crash of its caller.
+    """
     for leaf in _leaves(exc):
-        if isinstance(leaf, trio_websocket.ConnectionRejected):
+        if isinstance(leaf, UpgradeFailed):
+            if leaf.status is not None:
+                return ConnectError(
+                    f"{target.safe} refused the WebSocket upgrade: {leaf.reason}",
+                    status=leaf.status,
+                    retry_after=leaf.retry_after,
+                )
+            return ConnectError(f"WebSocket handshake with {target.safe} failed: {leaf.reason}")
+    for leaf in _leaves(exc):
+        if isinstance(leaf, trio_websocket.ConnectionRejected):  # pragma: no cover - guarded
             return ConnectError(
                 f"{target.safe} refused the WebSocket upgrade: HTTP {leaf.status_code}",
                 status=leaf.status_code,
             )
+        if isinstance(leaf, h11.ProtocolError | wsproto.utilities.ProtocolError):
+            reason = escape_text(str(leaf) or type(leaf).__name__)
+            return ConnectError(f"WebSocket handshake with {target.safe} failed: {reason}")
     collapsed = _collapse(exc)
     if isinstance(collapsed, (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed)):
         return ConnectError(f"WebSocket handshake with {target.safe} failed")
     return collapsed
+
+
+#: Once a refusal's status line is in, how long its body (the server's reason) is waited for.
+REASON_GRACE = 1.0
+
+
+class _GuardedStream(trio.abc.Stream):
+    """The connection's stream as trio-websocket sees it: the handshake passes an UpgradeCheck.
+
+    Until the server's ``101`` has been checked, everything sent and received is shown to the
+    check, and a broken or closed connection becomes :class:`UpgradeFailed` (trio-websocket
+    would wait for an answer that cannot come). From then on, ``send_all`` and
+    ``receive_some`` are the inner stream's own bound methods: no cost per message.
+    """
+
+    def __init__(self, inner: _ClientStream, target: WsUrl) -> None:
+        self._inner = inner
+        self._target = target
+        self._check = UpgradeCheck()
+
+    def __repr__(self) -> str:  # trio-websocket shows a stream it cannot name by its repr
+        return self._target.address
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._check.request_sent(bytes(data))
+        try:
+            await self._inner.send_all(data)
+        except trio.BrokenResourceError as exc:
+            raise UpgradeFailed(
+                f"the connection broke while sending the upgrade request ({_broken(exc)})"
+            ) from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            if self._check.refusal_pending:
+                with trio.move_on_after(REASON_GRACE) as scope:
+                    data = await self._inner.receive_some(max_bytes)
+                if scope.cancelled_caught:
+                    raise self._check.refused()
+            else:
+                data = await self._inner.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            if self._check.refusal_pending:
+                raise self._check.refused() from None
+            raise UpgradeFailed(
+                f"the connection broke during the WebSocket handshake ({_broken(exc)})"
+            ) from None
+        if self._check.answer_received(bytes(data)):
+            # Upgraded: from now on trio-websocket talks to the inner stream directly.
+            self.receive_some = self._inner.receive_some  # type: ignore[method-assign]
+            self.send_all = self._inner.send_all  # type: ignore[method-assign]
+        return data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _broken(exc: trio.BrokenResourceError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, OSError):
+        return cause.strerror or type(cause).__name__
+    if cause is not None:
+        return escape_text(str(cause) or type(cause).__name__)
+    return str(exc) or "connection reset"

@@ -14,8 +14,8 @@ from typing import Any
 import trio
 
 from ..agent import DEFAULT_HEARTBEAT_INTERVAL, AgentRefused, DeviceAgent, run_fleet
-from ..config.model import _server_url_rule  # the config's rule for a server_url
 from ..redact import add_log_secret, install_log_redaction, redact_url
+from ..urls import url_problems
 from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
 
@@ -103,7 +103,7 @@ def _leaves(group: BaseExceptionGroup[AgentRefused]) -> Iterator[AgentRefused]:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = next(_server_url_rule(args.server), None)
+    problem = next(iter(url_problems(args.server)), None)
     if problem is not None:
         print(f"stellate agent: --server {problem}", file=sys.stderr)
         return 2
@@ -130,18 +130,22 @@ def run(args: argparse.Namespace) -> int:
 
     # Collected once and shared: N simulated agents describe the same machine.
     base = DeviceInfoProvider.collect_system_info(device_ids[0], metadata)
-    agents = [
-        DeviceAgent(
-            args.server,
-            device_id,
-            api_key=api_key,
-            connector=connector,
-            custom_metadata=metadata,
-            heartbeat_interval=args.heartbeat_interval,
-            system_info={**base, "device_id": device_id},
-        )
-        for device_id in device_ids
-    ]
+    try:  # a bad id or URL: retrying cannot help
+        agents = [
+            DeviceAgent(
+                args.server,
+                device_id,
+                api_key=api_key,
+                connector=connector,
+                custom_metadata=metadata,
+                heartbeat_interval=args.heartbeat_interval,
+                system_info={**base, "device_id": device_id},
+            )
+            for device_id in device_ids
+        ]
+    except ValueError as exc:
+        print(f"stellate agent: {exc}", file=sys.stderr)
+        return 2
     shortfall = ensure_descriptors(len(agents))
     if shortfall is not None:
         print(f"stellate agent: {shortfall.message(f'{len(agents)} agents')}", file=sys.stderr)

@@ -8,7 +8,9 @@ lines, one per transition for small fleets, a periodic progress line for big one
 10,000 devices stays readable.
 
 Nothing here is parsed as markup: every cell is a ``rich.text.Text``, so a device id or a
-server's error text shows as written and cannot restyle the screen.
+server's error text shows as written and cannot restyle the screen; and everything a peer or a
+file chose (ids, reasons, OS, capabilities, host names) goes through ``shown``
+(:func:`~stellate.escape.escape_text`): it cannot add a line, move the cursor or fail to encode.
 
 Waiting lines say why and when: ``dev-a: connecting -> backoff: connection refused
 (127.0.0.1:5055); attempt 2/5 in 1.8 s``.
@@ -27,6 +29,7 @@ from typing import Any, Protocol, TextIO
 
 import attrs
 
+from ..escape import escape_text as shown
 from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..manager import EventKind, ManagerEvent
 from ..redact import redact_url
@@ -153,26 +156,27 @@ def event_line(event: ManagerEvent) -> str:
     if event.kind is EventKind.TELEMETRY_MERGED:
         profile = event.profile
         return (
-            f"{event.device_id}: telemetry merged: os={profile.os}, "
+            f"{shown(event.device_id)}: telemetry merged: os={shown(profile.os)}, "
             f"{len(profile.capabilities)} capabilities"
         )
     if record.dest is DeviceStatus.BACKOFF:
-        return f"{event.device_id}: {record.source} -> backoff: {_waiting(event)}"
+        return f"{shown(event.device_id)}: {record.source} -> backoff: {_waiting(event)}"
     if record.dest is DeviceStatus.FAILED:
-        return f"{event.device_id}: {record.source} -> failed: {event.reason or 'gave up'}"
+        reason = shown(event.reason or "gave up")
+        return f"{shown(event.device_id)}: {record.source} -> failed: {reason}"
     line = (
-        f"{event.device_id}: {record.source} -> {record.dest} ({record.trigger})"
+        f"{shown(event.device_id)}: {record.source} -> {record.dest} ({record.trigger})"
         f"  [phase {phase_label(record.dest)}]"
     )
     if event.kind is EventKind.READY and record.trigger is Trigger.TIMED_OUT:
-        line = f"{event.device_id}: no telemetry in time; activated without it\n{line}"
+        line = f"{shown(event.device_id)}: no telemetry in time; activated without it\n{line}"
     return line
 
 
 def _waiting(event: ManagerEvent) -> str:
     """Why a device backs off, and when (and as which attempt) it tries again."""
     profile = event.profile
-    reason = event.reason or "lost its connection"
+    reason = shown(event.reason or "lost its connection")
     ceiling = "∞" if profile.max_retries is None else str(profile.max_retries)
     text = f"{reason}; attempt {profile.connection_attempts + 1}/{ceiling}"
     if event.retry_in is not None:
@@ -313,11 +317,11 @@ class RichDisplay:
             table.add_column(column)
         for device_id, p in profiles.items():
             table.add_row(
-                Text(device_id),
+                Text(shown(device_id)),
                 Text(phase_label(p.status)),
                 Text(p.status.value, style=_STATUS_STYLE.get(p.status, "")),
                 Text(str(p.connection_attempts)),
-                Text(p.os or "-"),
+                Text(shown(p.os or "-")),
                 Text(str(len(p.capabilities))),
             )
         return table
@@ -340,12 +344,12 @@ class RichDisplay:
         if slowest:
             parts.append(Text("furthest from ready:", style="yellow"))
             parts += [
-                Text(f"  {p.device_id}: {p.status.value}, attempt {p.connection_attempts}")
+                Text(f"  {shown(p.device_id)}: {p.status.value}, attempt {p.connection_attempts}")
                 for p in slowest
             ]
         failed = [p for p in profiles.values() if p.status is DeviceStatus.FAILED]
         if failed:
-            listed = ", ".join(p.device_id for p in failed[:FAILED_LISTED])
+            listed = ", ".join(shown(p.device_id) for p in failed[:FAILED_LISTED])
             more = f" (+{len(failed) - FAILED_LISTED} more)" if len(failed) > FAILED_LISTED else ""
             parts.append(Text(f"failed: {listed}{more}", style="red"))
         return Group(*parts)
@@ -378,7 +382,8 @@ def print_profiles(
     )
     failed = [r for r in rest if r.profile.status is DeviceStatus.FAILED]
     for report in failed[:FAILED_LISTED]:
-        print(f"  ❌ {report.profile.device_id}: {report.failure_reason or 'failed'}", file=out)
+        reason = shown(report.failure_reason or "failed")
+        print(f"  ❌ {shown(report.profile.device_id)}: {reason}", file=out)
     if len(failed) > FAILED_LISTED:
         print(f"  … and {len(failed) - FAILED_LISTED} more failed", file=out)
     print("", file=out)
@@ -391,17 +396,18 @@ def _print_block(report: DeviceReport, out: TextIO) -> None:
     else:
         print(f"❌ Registration failed (status: {profile.status.value})", file=out)
     print("\n📊 AgentProfile:", file=out)
-    print(f"  Device ID: {profile.device_id}", file=out)
-    print(f"  Server: {redact_url(profile.server_url)}", file=out)
+    print(f"  Device ID: {shown(profile.device_id)}", file=out)
+    print(f"  Server: {shown(redact_url(profile.server_url))}", file=out)
     print(f"  Status: {profile.status.value}", file=out)
     if profile.status is DeviceStatus.FAILED and report.failure_reason:
-        print(f"  Reason: {report.failure_reason}", file=out)
+        print(f"  Reason: {shown(report.failure_reason)}", file=out)
     elif profile.status is not DeviceStatus.IDLE and report.last_error:
-        print(f"  Last error: {report.last_error}", file=out)
+        print(f"  Last error: {shown(report.last_error)}", file=out)
     if profile.os:
-        print(f"  OS: {profile.os}", file=out)
-    print(f"  Capabilities: {list(profile.capabilities)}", file=out)
-    system_info = profile.metadata.get("system_info") or {}
+        print(f"  OS: {shown(profile.os)}", file=out)
+    print(f"  Capabilities: {shown(list(profile.capabilities), limit=None)}", file=out)
+    system_info = profile.metadata.get("system_info")
+    system_info = system_info if isinstance(system_info, dict) else {}
     lines = [
         (label, system_info.get(key), unit)
         for label, key, unit in (
@@ -415,7 +421,7 @@ def _print_block(report: DeviceReport, out: TextIO) -> None:
     if known:
         print("  System Info:", file=out)
         for label, value, unit in known:
-            print(f"    - {label}: {value}{unit}", file=out)
+            print(f"    - {label}: {shown(value)}{unit}", file=out)
     print("", file=out)
 
 
@@ -428,7 +434,8 @@ def fleet_summary(reports: Sequence[DeviceReport], expected: Iterable[str]) -> s
     failed = [r for r in considered if r.profile.status is DeviceStatus.FAILED]
     if failed:
         named = "; ".join(
-            f"{r.profile.device_id}: {r.failure_reason or 'failed'}" for r in failed[:3]
+            f"{shown(r.profile.device_id)}: {shown(r.failure_reason or 'failed')}"
+            for r in failed[:3]
         )
         more = f"; +{len(failed) - 3} more" if len(failed) > 3 else ""
         line += f", {len(failed)} failed ({named}{more})"

@@ -13,12 +13,14 @@ import copy
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
+from ..escape import escape_text
 from ..fsm import DEFAULT_MAX_RETRIES, AgentProfile
+from ..protocol.ids import device_id_problem, task_name_problem
 from ..timing import Timing
+from ..urls import redact_url, url_problems
 from .problems import describe
 
 #: A field's position inside the document: keys and list indices, outermost first.
@@ -26,6 +28,9 @@ FieldPath = tuple[str | int, ...]
 
 #: Fields whose values must never appear in a repr, a log line or an error message.
 SECRET_FIELDS = frozenset({"api_key"})
+
+#: Beyond this, a retry count is a typo or an attack, not a setting (``null`` retries forever).
+MAX_RETRIES = 1_000_000
 
 
 class InvalidFields(ValueError):
@@ -57,45 +62,66 @@ def format_path(path: FieldPath) -> str:
 # --- value rules: each yields what is wrong, nothing when all is well ---
 
 
-def _server_url_rule(url: str) -> Iterator[str]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        yield f"must be a ws:// or wss:// URL, got {url!r}"
-        return
-    if any(ch.isspace() for ch in url):
-        yield f"must not contain whitespace, got {url!r}"
-    if not parts.hostname:
-        yield f"has no host, got {url!r}"
-    try:
-        parts.port  # noqa: B018 - urlsplit validates the port lazily, on access
-    except ValueError:
-        yield f"has an invalid port, got {url!r}"
+def _count_rule(value: int, *, maximum: int, forever: bool = False) -> Iterator[str]:
+    hint = " (null means retry forever)" if forever else ""
+    if value < 1:
+        yield f"must be >= 1{hint}, got {value}"
+    elif value > maximum:
+        yield f"must be <= {maximum:,}{hint}, got {_shown_int(value)}"
 
 
-def _json_like(value: Any, path: FieldPath, seen: set[int]) -> Iterator[tuple[FieldPath, str]]:
-    """Metadata travels to the server as JSON: anything else (dates, sets, bytes) is refused."""
-    if value is None or isinstance(value, str | bool | int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            yield path, f"must be a finite number (metadata is sent as JSON), got {value!r}"
-        return
-    if isinstance(value, list | dict):
-        if id(value) in seen:
+def _shown_int(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 20 else f"a {len(text)}-digit number"
+
+
+def _id_rule(value: str, problem: str | None) -> Iterator[str]:
+    if problem is not None:
+        yield f"{problem}, got {escape_text(repr(value), limit=80)}"
+
+
+def _json_like(value: Any, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+    """Metadata travels to the server as JSON: anything else (dates, sets, bytes) is refused.
+
+    YAML aliases make a tree a graph: a shared list or mapping is checked once, at the first
+    path that reaches it (walking it again per path would cost as much as its expansion), and
+    one that contains itself is refused.
+    """
+    done: set[int] = set()
+    active: set[int] = set()
+
+    def walk(value: Any, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+        if value is None or isinstance(value, str | bool | int):
+            return
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                yield path, f"must be a finite number (metadata is sent as JSON), got {value!r}"
+            return
+        if not isinstance(value, list | dict):
+            yield (
+                path,
+                (f"must be a JSON value, got {describe(value)} (quote it to keep it a string)"),
+            )
+            return
+        if id(value) in active:
             yield path, "refers to itself (a recursive YAML alias)"
             return
-        seen = seen | {id(value)}
+        if id(value) in done:
+            return
+        done.add(id(value))
+        active.add(id(value))
         if isinstance(value, list):
             for index, item in enumerate(value):
-                yield from _json_like(item, (*path, index), seen)
-            return
-        for key, item in value.items():
-            if not isinstance(key, str):
-                yield path, f"keys must be strings, got {type(key).__name__} {key!r}"
-            else:
-                yield from _json_like(item, (*path, key), seen)
-        return
-    yield path, f"must be a JSON value, got {describe(value)} (quote it to keep it a string)"
+                yield from walk(item, (*path, index))
+        else:
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    yield path, f"keys must be strings, got {type(key).__name__} {key!r}"
+                else:
+                    yield from walk(item, (*path, key))
+        active.discard(id(value))
+
+    return walk(value, path)
 
 
 def _raise_if_any(violations: list[tuple[FieldPath, str]]) -> None:
@@ -123,7 +149,7 @@ class DeviceConfig:
     """One entry of ``devices:``: the user-supplied half of an AgentProfile."""
 
     device_id: str
-    server_url: str
+    server_url: str = attrs.field(repr=redact_url)
     os: str | None = None
     capabilities: tuple[str, ...] = ()
     metadata: dict[str, Any] = attrs.field(factory=dict)
@@ -138,13 +164,12 @@ class DeviceConfig:
     def rule_violations(cls, values: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
         """What is wrong with these (already well-typed) field values."""
         problems: list[tuple[FieldPath, str]] = []
-        device_id = values.get("device_id")
-        if device_id == "":
-            problems.append((("device_id",), "must not be empty"))
-        elif device_id is not None and any(ch.isspace() for ch in device_id):
-            problems.append((("device_id",), f"must not contain whitespace, got {device_id!r}"))
+        if "device_id" in values:
+            device_id = values["device_id"]
+            for message in _id_rule(device_id, device_id_problem(device_id)):
+                problems.append((("device_id",), message))
         if "server_url" in values:
-            problems += [(("server_url",), m) for m in _server_url_rule(values["server_url"])]
+            problems += [(("server_url",), m) for m in url_problems(values["server_url"])]
         os_name = values.get("os")
         if os_name is not None and not os_name.strip():
             problems.append((("os",), "must not be empty (use null or leave it out)"))
@@ -158,12 +183,12 @@ class DeviceConfig:
         if "metadata" in values:
             problems += [
                 (("metadata", *path), message)
-                for path, message in _json_like(values["metadata"], (), set())
+                for path, message in _json_like(values["metadata"], ())
             ]
         max_retries = values.get("max_retries")
-        if max_retries is not None and max_retries < 1:
-            message = f"must be >= 1 (null means retry forever), got {max_retries}"
-            problems.append((("max_retries",), message))
+        if max_retries is not None:
+            for message in _count_rule(max_retries, maximum=MAX_RETRIES, forever=True):
+                problems.append((("max_retries",), message))
         return problems
 
     def to_profile(self) -> AgentProfile:
@@ -202,9 +227,10 @@ class ManagerSettings(Timing):
     def rule_violations(cls, values: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
         """What is wrong with these (already well-typed) field values."""
         problems: list[tuple[FieldPath, str]] = []
-        task_name = values.get("task_name")
-        if task_name is not None and not task_name.strip():
-            problems.append((("task_name",), "must not be empty"))
+        if "task_name" in values:
+            task_name = values["task_name"]
+            for message in _id_rule(task_name, task_name_problem(task_name)):
+                problems.append((("task_name",), message))
         problems += [((name,), message) for name, message in Timing.timing_violations(values)]
         if values.get("api_key") == "":
             problems.append((("api_key",), "must not be empty (use null for no key)"))

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from ..urls import redact_url
 from .status import DeviceStatus
 
 #: Connection attempts a device makes before it is FAILED, unless configured otherwise.
@@ -44,7 +45,7 @@ class AgentProfile:
     """One device as the constellation knows it (Galaxy's fields, same names and order)."""
 
     device_id: str
-    server_url: str
+    server_url: str = attrs.field(repr=redact_url)  # it carries the key
     os: str | None = None
     capabilities: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     metadata: dict[str, Any] = attrs.field(factory=dict, converter=_plain_dict)

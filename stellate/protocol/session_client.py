@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from .codec import FrameTemplate, ProtocolError, decode_server, encode_client
+from .ids import constellation_id
 from .messages import (
     ClientMessage,
     ClientMessageType,
@@ -270,7 +271,7 @@ class ConstellationSession(_ClientSessionBase):
         super().__init__(now, new_id)
         self.task_name = task_name
         self.device_id = device_id
-        self.client_id = f"{task_name}@{device_id}"
+        self.client_id = constellation_id(task_name, device_id)
         self.pending_request_id: str | None = None
 
     def register(self) -> str:

@@ -21,8 +21,10 @@ from typing import Any
 
 import attrs
 
+from ..escape import escape_text
 from ..timing import DEFAULT_TIMING
 from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
+from .ids import client_id_problem
 from .messages import (
     ClientMessage,
     ClientMessageType,
@@ -250,6 +252,14 @@ class ServerSession:
         client_id = message.client_id
         if not client_id:
             return self._shut_down(CLOSE_POLICY_VIOLATION, "register frame without client_id")
+        problem = client_id_problem(client_id, message.client_type)
+        if problem is not None:
+            # Look-alikes ("dev\u200b", "dev ") and the other role's shape ("task@dev" as a
+            # device) are refused, never registered as new ids: see protocol/ids.py.
+            shown = escape_text(repr(client_id), limit=80)
+            return self._shut_down(
+                CLOSE_POLICY_VIOLATION, f"invalid {message.client_type.value} id {shown}: {problem}"
+            )
 
         evictions: list[ServerAction] = []
         existing = self._registry.get(client_id)
@@ -388,7 +398,7 @@ class ServerSession:
         self._deadline = math.inf
         actions.extend(self._deregister())
         actions.append(Close(code, _close_reason(reason)))
-        logger.info("closing %r (%d): %s", self, code, reason)
+        logger.info("closing %r (%d): %s", self, code, escape_text(reason))
         return actions
 
     def _deregister(self) -> list[ServerAction]:

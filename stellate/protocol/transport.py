@@ -23,14 +23,20 @@ class TransportError(Exception):
 
 
 class ConnectError(TransportError):
-    """The connection could not be opened (refused, DNS, handshake rejected, TLS failure).
+    """The connection could not be opened (refused, DNS, handshake rejected or malformed, TLS).
 
-    ``status`` carries the HTTP status when the server refused the handshake (e.g. 403).
+    ``status`` carries the HTTP status when the server refused the handshake (e.g. 403, 503).
+    ``retry_after`` is the server's ``Retry-After`` in seconds (``None`` when it sent none or
+    an unreadable one): the earliest moment another attempt is welcome. The message says what
+    failed and where, with the URL redacted and any text from the server escaped.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class ConnectionClosed(TransportError):

@@ -14,7 +14,7 @@ import trio.lowlevel
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
-from stellate.agent import AgentRefused, DeviceAgent, run_fleet, with_token
+from stellate.agent import AgentRefused, DeviceAgent, run_fleet
 from stellate.cli import build_parser
 from stellate.cli.agent import parse_metadata
 from stellate.fsm import RetryPolicy
@@ -31,6 +31,7 @@ from stellate.protocol import (
 from stellate.protocol.rejections import ALREADY_REGISTERED, RejectionKind
 from stellate.protocol.transport import Connection, ConnectionClosed
 from stellate.server import AgentServer
+from stellate.urls import with_token
 
 URL = "ws://memory-server:5005/ws"
 RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=30.0, jitter_floor=0.1)

@@ -287,7 +287,7 @@ def test_json_redacts_and_keeps_the_seed_keys() -> None:
     profile = AgentProfile("d", "wss://u:pw@h:1/ws?token=abc", capabilities=["a"])
     (item,) = json.loads(profiles_json([DeviceReport(profile)]))
     assert list(item) == PROFILE_KEYS
-    assert item["server_url"] == "wss://u:***@h:1/ws?token=***"
+    assert item["server_url"] == "wss://***@h:1/ws?token=***"
     assert item["status"] == "disconnected"
 
 

@@ -157,7 +157,7 @@ def test_duplicate_device_id_points_at_the_second() -> None:
         ),
         ("localhost:5005", "must be a ws:// or wss:// URL, got 'localhost:5005'"),
         ("ws:///ws", "has no host, got 'ws:///ws'"),
-        ("wss://host:99999/ws", "has an invalid port, got 'wss://host:99999/ws'"),
+        ("wss://host:99999/ws", "has an invalid port (1-65535), got 'wss://host:99999/ws'"),
     ],
 )
 def test_server_url_must_be_websocket_with_host(url: str, message: str) -> None:
@@ -183,8 +183,9 @@ def test_device_id_must_be_a_plain_word() -> None:
     text = "devices:\n  - device_id: 'my agent'\n    server_url: ws://h\n"
     text += "  - device_id: ''\n    server_url: ws://h\n"
     assert problems_in(text) == [
-        "devices.yaml:2: devices[0].device_id: must not contain whitespace, got 'my agent'",
-        "devices.yaml:4: devices[1].device_id: must not be empty",
+        "devices.yaml:2: devices[0].device_id: must not contain whitespace "
+        "(U+0020 at position 2), got 'my agent'",
+        "devices.yaml:4: devices[1].device_id: must not be empty, got ''",
     ]
 
 
@@ -318,7 +319,8 @@ def test_all_problems_are_reported_together_in_file_order() -> None:
     assert problems_in(text) == [
         "devices.yaml:2: manager.heartbeat_interval: expected a number, got string '30'",
         "devices.yaml:4: manager.backoff_cap: must be >= reconnect_delay (10), got 2.0",
-        "devices.yaml:6: devices[0].device_id: must not contain whitespace, got 'a b'",
+        "devices.yaml:6: devices[0].device_id: must not contain whitespace "
+        "(U+0020 at position 1), got 'a b'",
         "devices.yaml:7: devices[0].server_url: must be a ws:// or wss:// URL, got 'http://h'",
         "devices.yaml:8: devices[0].max_retrys: unknown key 'max_retrys' "
         "(did you mean 'max_retries'?)",

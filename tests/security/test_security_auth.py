@@ -207,11 +207,15 @@ async def test_identity_is_pinned_and_a_constellation_acts_only_for_its_target(
             # Renaming itself in a frame does not work either.
             await constellation.send(device_info_request("sec@B", "B"))
             assert "client_id does not match" in (await receive_json(constellation))["error"]
-            # A live device's id cannot be taken, by a device or by a constellation.
-            for frame in (device_register("A"), constellation_register("x", client_id="A")):
+            # A live device's id cannot be taken, by a device or by a constellation (whose ids
+            # have another shape: TASK@DEVICE).
+            for frame, refusal in (
+                (device_register("A"), "already registered"),
+                (constellation_register("x", client_id="A"), "must be TASK@DEVICE"),
+            ):
                 async with connector.open(url) as thief:
                     await thief.send(frame)
-                    assert "already registered" in (await receive_json(thief))["error"]
+                    assert refusal in (await receive_json(thief))["error"]
                     with pytest.raises(ConnectionClosed):
                         await thief.receive()
             await dev_a.send(heartbeat("A"))

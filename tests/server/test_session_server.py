@@ -299,11 +299,11 @@ def test_fix6_constellation_without_target_reads_nothing() -> None:
     server.device()
     session = server.session()
     register = json.dumps(
-        {"type": "register", "status": "ok", "client_type": "constellation", "client_id": "nt"}
+        {"type": "register", "status": "ok", "client_type": "constellation", "client_id": "t@nt"}
     )
     session.receive(register, 0.0)
     assert session.phase is ServerPhase.REGISTERED  # the reference accepts it; so do we
-    request = client_frame("device_info_request", client_id="nt")
+    request = client_frame("device_info_request", client_id="t@nt")
     assert "only available" in error_text(sent(session.receive(request, 1.0))[0])
 
 

@@ -1,0 +1,299 @@
+"""Issue 10, class 1: every way a server can answer the WebSocket upgrade badly is one
+``ConnectError`` with a clear reason — a failed attempt of that device, never a crash.
+
+The answers are drawn by hypothesis (``upgrade_answers``): valid ``101`` s in many spellings,
+``101`` s breaking each rule of RFC 6455 section 4.1, refusals with any status, body framing and
+``Retry-After``, random bytes, and answers cut short; sent in pieces with (virtual) delays, then
+the connection closed, reset or left hanging. They are checked twice: sans-IO against
+``UpgradeCheck`` (many cases, fast) and played by a raw TCP server on 127.0.0.1 to the real
+connector under an autojumping ``MockClock`` (a hang costs no real time). Then the whole
+stack: an agent and a manager facing a server that answers with garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from hardening_support import FIGURES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from profiles import examples
+from upgrade_answers import Answer, answers, play, raw_server
+
+from stellate.adapters.websocket import WebSocketConnector
+from stellate.adapters.ws_handshake import (
+    MAX_RETRY_AFTER,
+    UpgradeCheck,
+    UpgradeFailed,
+    parse_retry_after,
+)
+from stellate.agent import DeviceAgent
+from stellate.escape import escape_text
+from stellate.fsm import DeviceStatus, RetryPolicy
+from stellate.manager import ConstellationDeviceManager
+from stellate.protocol import ConnectError
+from stellate.server import AgentServer
+
+KEY = "upgrade-KEY-5d1e"
+STELLATE = Path(sys.executable).parent / "stellate"
+CONNECT_TIMEOUT = 10.0
+REQUEST = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def clean(text: str) -> bool:
+    """Nothing hidden (no control, no escape sequence) and no key in a message."""
+    return escape_text(text, limit=None) == text and KEY not in text
+
+
+# -- sans-IO: the check alone ------------------------------------------------------------------
+
+
+@settings(max_examples=examples(400))
+@given(answer=answers(), split=st.integers(0, len(REQUEST)))
+def test_upgrade_check_ends_every_answer_with_a_verdict(answer: Answer, split: int) -> None:
+    FIGURES["upgrade answers tried"] += 1
+    check = UpgradeCheck()
+    check.request_sent(REQUEST[:split])  # the request may itself go out in pieces
+    check.request_sent(REQUEST[split:])
+    chunks = [chunk for _, chunk in answer.chunks(b"dGhlIHNhbXBsZSBub25jZQ==")] + [b""]
+    accepted = False
+    try:
+        for chunk in chunks:
+            if check.answer_received(chunk):
+                accepted = True
+                break
+    except UpgradeFailed as exc:
+        assert clean(exc.reason)
+        assert exc.status is None or 200 <= exc.status <= 599
+        assert exc.retry_after is None or 0 <= exc.retry_after <= MAX_RETRY_AFTER
+        if exc.status is None:
+            assert exc.retry_after is None
+    except Exception:
+        FIGURES["crashes"] += 1
+        raise
+    assert accepted == answer.valid
+
+
+# -- the real connector on a raw TCP listener --------------------------------------------------
+
+
+def connect_to(answer: Answer) -> tuple[ConnectError | None, float]:
+    """Play ``answer`` to a real ``WebSocketConnector``; (its error or None, virtual time)."""
+
+    async def scenario() -> tuple[ConnectError | None, float]:
+        error: ConnectError | None = None
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, partial(play, answer=answer))
+            connector = WebSocketConnector(connect_timeout=CONNECT_TIMEOUT, close_timeout=1.0)
+            start = trio.current_time()
+            try:
+                async with connector.open(f"ws://127.0.0.1:{port}/ws?token={KEY}"):
+                    pass
+            except ConnectError as exc:
+                error = exc
+            took = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+        return error, took
+
+    try:
+        return trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    except BaseException:
+        FIGURES["crashes"] += 1
+        raise
+
+
+@settings(max_examples=examples(120), suppress_health_check=[HealthCheck.too_slow])
+@given(answer=answers())
+def test_every_bad_upgrade_answer_is_a_connect_error_with_a_reason(answer: Answer) -> None:
+    FIGURES["upgrade answers tried"] += 1
+    error, took = connect_to(answer)
+    if answer.valid:
+        assert error is None
+        return
+    assert error is not None, "a bad answer was accepted"
+    message = str(error)
+    assert clean(message), message
+    assert "ws://127.0.0.1:" in message and "token=***" in message
+    if answer.refusal is not None and error.status is not None:
+        assert error.status == answer.refusal
+    if error.status is None:
+        assert error.retry_after is None
+    delays = sum(delay for delay, _ in answer.chunks(b"k"))
+    if answer.ending != "hang" and delays < CONNECT_TIMEOUT:
+        # Closed or reset: said at once, never a timeout.
+        assert "timed out" not in message, message
+        assert took < CONNECT_TIMEOUT
+    else:
+        assert took <= CONNECT_TIMEOUT + 1.5  # the deadline (+ a refusal's reason grace)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"GARBAGE\r\n\r\n", "not valid HTTP (illegal status line"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: xxx\r\n\r\n",
+            "Sec-WebSocket-Accept does not match our key",
+        ),
+        (b"HTTP/1.1 101 Switching Protocols\r\nnot a header\r\n\r\n", "illegal header line"),
+        (b"HTTP/1.1 101 Swi", "closed the connection in the middle of its answer"),
+        (b"", "closed the connection without answering"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", "HTTP 100 (informational) instead of 101"),
+        (b"HTTP/1.1 101 OK\r\nX: " + b"a" * 20000, "headers are longer than 16384 bytes"),
+    ],
+)
+def test_each_named_fault_says_what_it_is(data: bytes, reason: str) -> None:
+    error, _took = connect_to(Answer(data, (), (), "close", valid=False))
+    assert error is not None and reason in str(error), error
+    assert str(error).startswith("WebSocket handshake with ws://127.0.0.1:")
+
+
+def test_a_503_carries_its_status_reason_and_retry_after() -> None:
+    data = b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 20\r\n\r\ntoo many connections"
+    error, _ = connect_to(Answer(data, (5, 30), (0.0, 0.5), "hang", valid=False))
+    assert error is not None and error.status == 503 and error.retry_after == 7.0
+    assert "refused the WebSocket upgrade: HTTP 503 Busy (too many connections)" in str(error)
+
+
+def test_a_refusal_whose_body_never_comes_is_still_reported_as_the_refusal() -> None:
+    data = b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nContent-Length: 999\r\n\r\npartial"
+    error, took = connect_to(Answer(data, (), (), "hang", valid=False))
+    assert error is not None and error.status == 503 and error.retry_after == 2.0
+    assert took < CONNECT_TIMEOUT
+
+
+def test_slow_bytes_hit_the_connect_deadline() -> None:
+    data = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    error, took = connect_to(Answer(data, tuple(range(len(data))), (1.0,), "close", valid=False))
+    assert error is not None and "timed out after 10s" in str(error)
+    assert took == pytest.approx(CONNECT_TIMEOUT)
+
+
+NOW = 1_577_836_800.0  # 2020-01-01T00:00:00Z
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (b"7", 7.0),
+        (b" 120 ", 120.0),
+        (b"0", 0.0),
+        (b"99999999999999999999", MAX_RETRY_AFTER),
+        (b"Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past
+        (b"Wed, 01 Jan 2020 00:01:40 GMT", 100.0),
+        (b"Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER),
+        (b"soon", None),
+        (b"-5", None),
+        (b"1.5", None),
+        (b"", None),
+        (b"\xff", None),
+        (b"Wed, 21 Oct 2015 07:28:00", None),  # no zone
+        (None, None),
+    ],
+)
+def test_retry_after_parsing(value: bytes | None, seconds: float | None) -> None:
+    assert parse_retry_after(value, now=NOW) == seconds
+
+
+# -- the whole stack ---------------------------------------------------------------------------
+
+
+async def test_an_agent_facing_a_garbage_server_keeps_retrying_and_says_why(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stellate")
+    garbage = Answer(b"HTTP/1.1 200 OK\r\n\x00\x1b[2J\r\n\r\n", (), (), "close", valid=False)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            port = await raw_server(nursery, partial(play, answer=garbage))
+            agent = DeviceAgent(
+                f"ws://127.0.0.1:{port}/ws",
+                "dev-1",
+                api_key=KEY,
+                system_info={},
+                retry=RetryPolicy(reconnect_delay=1.0, backoff_cap=2.0),
+            )
+            nursery.start_soon(agent.run)
+            await trio.sleep(20)  # virtual: backoff of at most 2 s between attempts
+            nursery.cancel_scope.cancel()
+    assert agent.failures >= 4 and agent.registrations == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and "not valid HTTP" in warnings[0].getMessage()
+    assert all(clean(r.getMessage()) for r in caplog.records)
+    FIGURES["upgrade answers tried"] += agent.failures
+
+
+async def test_a_manager_fails_only_the_device_whose_server_answers_garbage(
+    nursery: trio.Nursery,
+) -> None:
+    """Real sockets: two healthy devices on a real agent server, one on a garbage server."""
+    garbage = Answer(b"HTTP/1.1 101 Switching Protocols\r\nGARBAGE\r\n\r\n", (), (), "close", False)
+    with trio.fail_after(30):
+        bad_port = await raw_server(nursery, partial(play, answer=garbage))
+        server = AgentServer(api_key=KEY)
+        port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{port}/ws"
+        for device_id in ("good-1", "good-2"):
+            agent = DeviceAgent(url, device_id, api_key=KEY, system_info={})
+            await nursery.start(agent.run)
+        manager = ConstellationDeviceManager(api_key=KEY, reconnect_delay=0.01, backoff_cap=0.02)
+        async with manager:
+            assert await manager.register_device("good-1", url)
+            assert not await manager.register_device(
+                "bad", f"ws://127.0.0.1:{bad_port}/ws", max_retries=2
+            )
+            assert await manager.register_device("good-2", url)
+            devices = manager.get_all_devices()
+            assert devices["bad"].status is DeviceStatus.FAILED
+            assert devices["good-1"].status is DeviceStatus.IDLE
+            assert devices["good-2"].status is DeviceStatus.IDLE
+            reason = manager.failure_reason("bad") or ""
+            assert "not valid HTTP (illegal header line" in reason and clean(reason)
+
+
+async def test_stellate_up_with_one_garbage_server_fails_that_device_only(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The issue's "done when": the installed command, one device's server answers the
+    upgrade with garbage; that device FAILED with a clear reason, the others IDLE, exit 1,
+    and no traceback anywhere."""
+    garbage = Answer(b"HTTP/1.1 200 \x1b[2JOK\r\nGARBAGE\r\n\r\n", (), (), "close", False)
+    with trio.fail_after(60):
+        bad_port = await raw_server(nursery, partial(play, answer=garbage))
+        server = AgentServer(api_key=KEY)
+        port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{port}/ws"
+        for device_id in ("good-1", "good-2"):
+            await nursery.start(DeviceAgent(url, device_id, api_key=KEY, system_info={}).run)
+        config = tmp_path / "devices.yaml"
+        config.write_text(
+            f"manager: {{api_key: {KEY}, reconnect_delay: 0.01, backoff_cap: 0.05}}\n"
+            "devices:\n"
+            f"  - {{device_id: good-1, server_url: '{url}'}}\n"
+            f"  - {{device_id: bad, server_url: 'ws://127.0.0.1:{bad_port}/ws', max_retries: 2}}\n"
+            f"  - {{device_id: good-2, server_url: '{url}'}}\n",
+            encoding="utf-8",
+        )
+        result = await trio.run_process(
+            [str(STELLATE), "up", "--once", "--json", str(config)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stdout + stderr and clean(stderr.replace("\n", " "))
+    statuses = {p["device_id"]: p["status"] for p in json.loads(stdout)}
+    assert statuses == {"good-1": "idle", "bad": "failed", "good-2": "idle"}
+    assert "not valid HTTP (illegal header line" in stderr
