@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from enum import StrEnum
 from types import TracebackType
@@ -51,6 +51,7 @@ from .urls import with_token
 
 if TYPE_CHECKING:
     from .config import StellateConfig
+    from .fleet_stats import FleetStats
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,12 @@ class ConstellationDeviceManager:
         self._handles: dict[str, _DeviceHandle] = {}
         self._waiters: dict[str, trio.Event] = {}
         self._subscribers: list[trio.MemorySendChannel[ManagerEvent]] = []
+        self._observers: list[Callable[[ManagerEvent], None]] = []
+        from .fleet_stats import FleetObserver  # here: it reads this module's EventKind
+
+        #: Counts and times every event: read it with ``stats()`` (and the metrics module).
+        self.fleet = FleetObserver()
+        self.add_observer(self.fleet.observe)
         # Transitions seen per device: lets a caller wait for "a transition after this one"
         # without caring whether it was woken in time to see the intermediate states.
         self._transitions: dict[str, int] = {}
@@ -513,6 +520,18 @@ class ConstellationDeviceManager:
         async with receive:
             yield receive
 
+    def add_observer(self, observer: Callable[[ManagerEvent], None]) -> None:
+        """Call ``observer(event)`` for every event, synchronously, as its transition fires.
+
+        For figures that need the exact moment (durations); the observer must be quick and
+        must not raise. To react to events with I/O, read ``subscribe()`` instead.
+        """
+        self._observers.append(observer)
+
+    def stats(self) -> FleetStats:
+        """Devices by status, attempts, losses, recoveries and failures by reason, now."""
+        return self.fleet.snapshot(self.device_registry.lifecycles())
+
     def _observe(self, record: TransitionRecord, lifecycle: DeviceLifecycle) -> None:
         device_id = record.device_id
         profile = lifecycle.profile
@@ -520,12 +539,12 @@ class ConstellationDeviceManager:
         waiter = self._waiters.pop(device_id, None)
         if waiter is not None:
             waiter.set()
-        if not self._subscribers:
-            return
         for kind in _kinds(record, record.telemetry_merged):
             reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
             retry_in = lifecycle.timeout if record.dest is DeviceStatus.BACKOFF else None
             event = ManagerEvent(kind, device_id, record, profile, reason, retry_in)
+            for observer in self._observers:
+                observer(event)
             for subscriber in list(self._subscribers):
                 try:
                     subscriber.send_nowait(event)

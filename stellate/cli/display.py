@@ -32,6 +32,7 @@ import attrs
 from ..escape import escape_text as shown
 from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..manager import EventKind, ManagerEvent
+from ..manager_metrics import profile_json
 from ..redact import redact_url
 
 #: Above this many devices, plain output summarises instead of listing every transition.
@@ -71,17 +72,10 @@ class DeviceReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Galaxy's profile keys (URL secrets redacted), then the two reasons, always present."""
-        return profile_dict(self.profile) | {
+        return profile_json(self.profile) | {
             "failure_reason": self.failure_reason,
             "last_error": self.last_error,
         }
-
-
-def profile_dict(profile: AgentProfile) -> dict[str, Any]:
-    """A profile's JSON-ready form with Galaxy's keys, secrets in its URL redacted."""
-    item = profile.to_dict()
-    item["server_url"] = redact_url(profile.server_url)
-    return item
 
 
 def phase_label(status: DeviceStatus) -> str:
@@ -196,7 +190,7 @@ def event_json(event: ManagerEvent, at: datetime | None = None) -> str:
         "dest": record.dest.value,
         "reason": event.reason,
         "retry_in": event.retry_in,
-        "profile": profile_dict(event.profile),
+        "profile": profile_json(event.profile),
     }
     return json.dumps(item, default=str)
 

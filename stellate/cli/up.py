@@ -36,6 +36,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -45,6 +46,7 @@ from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_conf
 from ..fsm import DeviceStatus
 from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
+from ..manager_metrics import serve_fleet
 from .configs import announce, choose_config, plain_text
 from .display import (
     DeviceReport,
@@ -58,6 +60,7 @@ from .display import (
     profiles_json,
 )
 from .limits import ensure_descriptors
+from .serve import port_number
 
 if TYPE_CHECKING:
     from ..server import AgentServer
@@ -127,6 +130,21 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         help="PEM CA bundle to trust for wss:// servers, besides the system's "
         "(certificates are always verified)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=None,
+        metavar="PORT",
+        help="serve the fleet page (/), /api/fleet and Prometheus /metrics on PORT "
+        "(0: any free port; the address is printed on stderr)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="interface for --metrics-port (default: 127.0.0.1; elsewhere requests must "
+        "carry the fleet's api_key as X-API-Key)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -138,6 +156,8 @@ class _Options:
     timeout: float | None = None
     seed: int | None = None
     cafile: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 def _fail(message: str) -> int:
@@ -157,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         seed=args.seed,
         cafile=args.cafile,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     try:
         config = load_config(choice.path)
@@ -203,6 +225,8 @@ async def _up(config: StellateConfig, options: _Options) -> int:
         manager = ConstellationDeviceManager.from_config(config, **overrides)
         if not interrupt.requested:
             async with manager, manager.events() as events:
+                if options.metrics_port is not None:
+                    await _serve_metrics(nursery, manager, config, options)
                 manager.add_config(config)  # after subscribing: no transition goes unseen
                 code = await _run_fleet(manager, events, config, expected, options, interrupt)
             # Leaving the manager's block disconnected every device (close handshake 1000).
@@ -213,6 +237,32 @@ async def _up(config: StellateConfig, options: _Options) -> int:
         print("stellate: stopped; every connection closed.", file=sys.stderr)
         return 0 if not options.once else 130
     return code
+
+
+async def _serve_metrics(
+    nursery: trio.Nursery,
+    manager: ConstellationDeviceManager,
+    config: StellateConfig,
+    options: _Options,
+) -> None:
+    """Start the fleet page and metrics; say where (stderr: --json keeps stdout clean)."""
+    assert options.metrics_port is not None
+    port = await nursery.start(
+        partial(
+            serve_fleet,
+            manager,
+            options.metrics_host,
+            options.metrics_port,
+            api_key=config.manager.api_key,
+        )
+    )
+    host = options.metrics_host
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"stellate up: fleet page on http://{shown}:{port}/ (metrics: /metrics, JSON: /api/fleet)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _run_fleet(

@@ -1,0 +1,216 @@
+"""The manager's figures for people and for Prometheus: ``/metrics``, ``/api/fleet`` and ``/``.
+
+``stellate up --metrics-port N`` serves them with :func:`serve_fleet` (127.0.0.1 by default):
+
+* ``/metrics`` — :class:`ManagerCollector`: devices by status, attempts, losses, recoveries,
+  failures by the row that failed them, and histograms of the time spent in each state and of
+  the time from the start of a run to IDLE (``prometheus_client``'s types and exposition);
+* ``/api/fleet`` — :func:`fleet_json`: every device's profile (URLs redacted) with its status,
+  attempts, last error and time in state, the counts, and the transition table itself;
+* ``/`` — the fleet page (``stellate/web/fleet.html``): one self-contained HTML file that
+  draws the state diagram from the table in ``/api/fleet`` with the live count in each state,
+  and a table of devices, refreshed every second.
+
+Everything is read from the manager when asked (``manager.stats()``, its ``FleetObserver``,
+its lifecycles): serving this adds nothing to a device's path. An app embedding the manager
+can register :class:`ManagerCollector` in its own registry instead of serving it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any, NoReturn
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .adapters.ws_server import HttpRequest, HttpResponse, HttpRoute, ListenerStats, serve_http
+from .fleet_stats import Durations
+from .fsm import AgentProfile, DeviceStatus, rows
+from .fsm.table import INITIAL
+from .manager import ConstellationDeviceManager
+from .redact import redact_url
+from .server import is_loopback_host
+
+__all__ = [
+    "PREFIX",
+    "ManagerCollector",
+    "fleet_json",
+    "fleet_page",
+    "fleet_routes",
+    "profile_json",
+    "serve_fleet",
+]
+
+#: Every metric of the manager starts with this.
+PREFIX = "stellate_manager"
+
+
+class ManagerCollector:
+    """A ``prometheus_client`` collector reading one :class:`ConstellationDeviceManager`."""
+
+    def __init__(self, manager: ConstellationDeviceManager, prefix: str = PREFIX) -> None:
+        self._manager = manager
+        self._prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        manager, p = self._manager, self._prefix
+        stats = manager.stats()
+        devices = GaugeMetricFamily(f"{p}_devices", "Devices in each status.", labels=["status"])
+        for status, count in stats.by_status.items():
+            devices.add_metric([status.value], count)
+        yield devices
+        yield CounterMetricFamily(
+            f"{p}_connection_attempts", "Connection attempts started.", value=stats.attempts
+        )
+        yield CounterMetricFamily(
+            f"{p}_losses",
+            "Activated devices that lost their server (socket dropped, lease expired).",
+            value=stats.losses,
+        )
+        yield CounterMetricFamily(
+            f"{p}_recoveries",
+            "Devices that reached IDLE again after a loss.",
+            value=stats.recoveries,
+        )
+        failures = CounterMetricFamily(
+            f"{p}_failures",
+            "Devices that ended FAILED, by the trigger of the row that failed them.",
+            labels=["trigger"],
+        )
+        for trigger in _failing_triggers() | set(stats.failures):
+            failures.add_metric([trigger], stats.failures.get(trigger, 0))
+        yield failures
+        observer = manager.fleet
+        yield _histogram(
+            f"{p}_state_seconds",
+            "Seconds spent in a state, observed when a device leaves it.",
+            "state",
+            {status.value: observer.time_in_state[status] for status in DeviceStatus},
+        )
+        yield _histogram(
+            f"{p}_time_to_idle_seconds",
+            "Seconds from the start of a run to IDLE: after the owner's connect or retry "
+            "(start=connect), or after a loss (start=recovery).",
+            "start",
+            observer.time_to_idle,
+        )
+
+
+def _failing_triggers() -> set[str]:
+    """Every trigger with a row into FAILED: the label values of the failures counter."""
+    return {str(trigger) for trigger, _source, dest, *_ in rows() if dest == DeviceStatus.FAILED}
+
+
+def _histogram(
+    name: str, documentation: str, label: str, series: dict[str, Durations]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=[label])
+    for value, durations in series.items():
+        buckets = [(_bound(le), float(n)) for le, n in durations.cumulative()]
+        family.add_metric([value], buckets, sum_value=durations.total)
+    return family
+
+
+def _bound(le: float) -> str:
+    return "+Inf" if le == float("inf") else repr(le)
+
+
+def profile_json(profile: AgentProfile) -> dict[str, Any]:
+    """A profile's JSON form with Galaxy's keys, secrets in its URL redacted."""
+    item = profile.to_dict()
+    item["server_url"] = redact_url(profile.server_url)
+    return item
+
+
+def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
+    """What the fleet page shows: the table, the counts, and one entry per device."""
+    observer = manager.fleet
+    devices = []
+    for lifecycle in manager.device_registry.lifecycles():
+        profile = lifecycle.profile
+        in_state = observer.time_in_current_state(profile.device_id)
+        devices.append(
+            {
+                "device_id": profile.device_id,
+                "status": lifecycle.state.value,
+                "attempts": profile.connection_attempts,
+                "last_error": lifecycle.last_error,
+                "failure_reason": lifecycle.failure_reason,
+                "time_in_state": None if in_state is None else round(in_state, 3),
+                "profile": profile_json(profile),
+            }
+        )
+    return {
+        "task_name": manager.task_name,
+        "states": [status.value for status in DeviceStatus],
+        "initial": INITIAL,
+        "transitions": [
+            {
+                "trigger": str(trigger),
+                "source": source,
+                "dest": dest,
+                "guard": " and ".join([*conditions, *(f"not {u}" for u in unless)]),
+            }
+            for trigger, source, dest, conditions, unless in rows()
+        ],
+        "stats": manager.stats().to_dict(),
+        "devices": devices,
+    }
+
+
+def fleet_page() -> bytes:
+    """The fleet page: one HTML file, no external assets."""
+    return resources.files("stellate").joinpath("web/fleet.html").read_bytes()
+
+
+def fleet_routes(manager: ConstellationDeviceManager) -> dict[str, HttpRoute]:
+    """``/metrics``, ``/api/fleet`` and ``/`` for ``manager``."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ManagerCollector(manager))
+    page = fleet_page()
+
+    def metrics(_request: HttpRequest) -> HttpResponse:
+        return HttpResponse(generate_latest(registry), CONTENT_TYPE_LATEST)
+
+    def fleet(_request: HttpRequest) -> HttpResponse:
+        return HttpResponse(json.dumps(fleet_json(manager), default=str).encode())
+
+    def index(_request: HttpRequest) -> HttpResponse:
+        return HttpResponse(page, "text/html; charset=utf-8")
+
+    return {"/metrics": metrics, "/api/fleet": fleet, "/": index}
+
+
+async def serve_fleet(
+    manager: ConstellationDeviceManager,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    api_key: str | None = None,
+    stats: ListenerStats | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the manager's ``/metrics``, ``/api/fleet`` and ``/`` until cancelled.
+
+    ``port = await nursery.start(serve_fleet, manager, "127.0.0.1", 0)``. On a loopback
+    address every request is answered; elsewhere only those carrying ``api_key``
+    (``X-API-Key`` or ``Authorization: Bearer``), and none when there is no key.
+    """
+    await serve_http(
+        fleet_routes(manager),
+        host,
+        port,
+        api_key=None if is_loopback_host(host) else api_key,
+        http_open=is_loopback_host(host),
+        stats=stats,
+        task_status=task_status,
+    )

@@ -1,0 +1,120 @@
+"""The fleet page in a real headless browser: Debian's Chromium, driven by Selenium.
+
+A real agent server, real device agents and the real manager on 127.0.0.1; the page is loaded
+while the devices are still DISCONNECTED, then they are connected, and the page must show the
+counts move until "idle: N", in the state diagram and in the device table, by itself (it polls
+``/api/fleet`` every second). Skipped, with the reason, where no browser is installed;
+``.ci/run`` installs one (``apt-get install chromium chromium-driver``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+
+from stellate.agent import DeviceAgent
+from stellate.fsm import AgentProfile, DeviceStatus
+from stellate.manager import ConstellationDeviceManager
+from stellate.manager_metrics import serve_fleet
+from stellate.server import AgentServer
+
+N = 5
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+selenium = pytest.importorskip("selenium", reason="selenium is not installed (test extra)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="no Chromium/chromedriver: apt-get install chromium chromium-driver (.ci/run does)",
+)
+WAIT = 30.0  # seconds the browser may take to show a state (it polls every second)
+
+
+def open_browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or ""
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+
+
+def wait_for_text(driver: Any, element_id: str, text: str) -> str:
+    """Wait until the element shows ``text``; its whole text then."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, WAIT).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, element_id), text)
+    )
+    found: str = driver.execute_script(
+        "return document.getElementById(arguments[0]).textContent", element_id
+    )
+    return found
+
+
+# The page redraws every second: read what it shows in one script, never element by element
+# (an element found before a redraw is stale after it).
+def diagram_labels(driver: Any) -> dict[str, str]:
+    labels: dict[str, str] = driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#diagram g.node')]"
+        ".map(g => [g.dataset.state, g.querySelector('text').textContent]))"
+    )
+    return labels
+
+
+def device_rows(driver: Any) -> list[list[str]]:
+    rows: list[list[str]] = driver.execute_script(
+        "return [...document.querySelectorAll('#devices tr')]"
+        ".map(tr => [...tr.cells].map(td => td.textContent))"
+    )
+    return rows
+
+
+async def test_the_fleet_page_shows_a_fleet_coming_up(nursery: trio.Nursery) -> None:
+    with trio.fail_after(90):
+        server = AgentServer()
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/ws"
+        ids = [f"browser-dev-{i}" for i in range(N)]
+        for device_id in ids:
+            await nursery.start(DeviceAgent(url, device_id, system_info={}).run)
+        manager = ConstellationDeviceManager(task_name="browser")
+        await nursery.start(manager.run)
+        for device_id in ids:
+            manager.add_device(AgentProfile(device_id, url), auto_connect=False)
+        page_port = await nursery.start(partial(serve_fleet, manager, "127.0.0.1", 0))
+
+        driver = await trio.to_thread.run_sync(open_browser)
+        try:
+            await trio.to_thread.run_sync(driver.get, f"http://127.0.0.1:{page_port}/")
+            before = await trio.to_thread.run_sync(wait_for_text, driver, "counts", "disconnected")
+            assert f"disconnected: {N}" in before
+            assert (await trio.to_thread.run_sync(diagram_labels, driver))[
+                "disconnected"
+            ] == f"disconnected: {N}"
+
+            for device_id in ids:  # the fleet registers while the page watches
+                await manager.connect_device(device_id)
+            summary = await trio.to_thread.run_sync(wait_for_text, driver, "counts", f"idle: {N}")
+            assert f"{N} devices" in summary and "disconnected" not in summary
+            labels = await trio.to_thread.run_sync(diagram_labels, driver)
+            assert labels["idle"] == f"idle: {N}"
+            assert labels["disconnected"] == "disconnected: 0"
+            assert set(labels) == {status.value for status in DeviceStatus}  # every state
+            table = await trio.to_thread.run_sync(device_rows, driver)
+            assert sorted(row[0] for row in table) == ids
+            assert all(row[1] == "idle" and row[2] == "0" for row in table)
+            errors = await trio.to_thread.run_sync(driver.get_log, "browser")
+            assert [e for e in errors if e["level"] == "SEVERE"] == []
+        finally:
+            await trio.to_thread.run_sync(driver.quit)
+        manager.stop()
+        await server.shutdown()
+        nursery.cancel_scope.cancel()
