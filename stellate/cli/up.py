@@ -450,19 +450,27 @@ async def _watch(
 
     display.tick(manager.get_all_devices())
     next_tick = trio.current_time() + TICK
+    def take(event: ManagerEvent) -> None:
+        display.event(event)
+        # A merged-telemetry event is followed by READY for the same transition: count that
+        # one, so it is shown too.
+        if event.device_id in expected and event.kind is not EventKind.TELEMETRY_MERGED:
+            counts[status_of[event.device_id]] -= 1
+            status_of[event.device_id] = event.record.dest
+            counts[event.record.dest] += 1
+
     while not done():
         with trio.move_on_at(next_tick):
             try:
-                event = await events.receive()
+                take(await events.receive())
+                # Then the rest of the burst without waking up again (a bring-up sends about
+                # seven events per device), stopping as soon as the condition holds.
+                while not done():
+                    take(events.receive_nowait())
+            except trio.WouldBlock:
+                pass
             except trio.EndOfChannel:
                 return False
-            display.event(event)
-            # A merged-telemetry event is followed by READY for the same transition: count
-            # that one, so it is shown too.
-            if event.device_id in expected and event.kind is not EventKind.TELEMETRY_MERGED:
-                counts[status_of[event.device_id]] -= 1
-                status_of[event.device_id] = event.record.dest
-                counts[event.record.dest] += 1
             continue
         display.tick(manager.get_all_devices())
         next_tick = trio.current_time() + TICK
