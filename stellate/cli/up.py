@@ -450,6 +450,7 @@ async def _watch(
 
     display.tick(manager.get_all_devices())
     next_tick = trio.current_time() + TICK
+
     def take(event: ManagerEvent) -> None:
         display.event(event)
         # A merged-telemetry event is followed by READY for the same transition: count that
