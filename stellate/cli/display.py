@@ -306,7 +306,8 @@ class RichDisplay:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title="stellate: registration", expand=False)
+        progress = Progress.of(profiles.values(), self._total, self._clock() - self._started)
+        table = Table(title="stellate: registration", caption=progress.text(), expand=False)
         for column in ("device", "phase", "status", "attempts", "os", "capabilities"):
             table.add_column(column)
         for device_id, p in profiles.items():

@@ -110,6 +110,7 @@ def test_the_live_table_shows_no_markup_even_with_lines_logged_above(
     assert "[yellow]" not in text and "[/]" not in text.replace("[red]c[/]", "")
     assert "backoff" in text and "failed" in text
     assert "[red]c[/]" in text  # shown as written, not as a style
+    assert "1/3 idle, 1 failed" in text  # progress under the table
 
 
 def test_a_fleet_larger_than_the_terminal_gets_a_progress_view() -> None:
