@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 #: Example counts relative to the default profile.
 SCALE = {"stellate": 1.0, "ci": 3.0, "thorough": 10.0}
@@ -44,3 +44,15 @@ def examples(n: int) -> int:
 def random_profile() -> bool:
     """True under a profile that draws fresh examples on every run (thorough, ci)."""
     return PROFILE != "stellate"
+
+
+def fleet_phases() -> tuple[Phase, ...]:
+    """Phases for properties over whole fleets: no shrinking except under ``thorough``.
+
+    Shrinking a fleet of dozens of devices reruns it hundreds of times (minutes); instead
+    ``check_fleet`` reruns each failing device alone and says whether it fails on its own, which
+    is the small reproduction shrinking would have found. ``thorough`` has time to shrink.
+    """
+    if PROFILE == "thorough":
+        return tuple(Phase)
+    return (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)

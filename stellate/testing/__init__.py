@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import reference
 from .fake_server import Attempt, FakeAgentServer, FaultConnector
 from .faults import (
+    FAULT_KINDS,
     AfterIdle,
     Answer,
     AttemptFault,
@@ -40,6 +42,7 @@ from .faults import (
     Telemetry,
     TelemetryNotFound,
     expected_path,
+    fault_kinds,
 )
 from .fleet import (
     BackoffRecord,
@@ -48,6 +51,7 @@ from .fleet import (
     FleetResult,
     FleetTiming,
     RecordingRandom,
+    check_fleet,
     run_fleet,
     run_under_mock_clock,
     seeded_scheduler,
@@ -55,8 +59,11 @@ from .fleet import (
 
 if TYPE_CHECKING:
     from .fault_strategies import (
+        EDGE_IDS,
+        FLEET_FLOORS,
         attempt_faults,
         client_frames,
+        device_ids,
         fleet_devices,
         fleet_timings,
         fleets,
@@ -81,8 +88,11 @@ _STRATEGIES = frozenset(
 
 _FAULT_STRATEGIES = frozenset(
     {
+        "EDGE_IDS",
+        "FLEET_FLOORS",
         "attempt_faults",
         "client_frames",
+        "device_ids",
         "fleet_devices",
         "fleet_timings",
         "fleets",
@@ -95,7 +105,10 @@ _FAULT_STRATEGIES = frozenset(
 )
 
 __all__ = [
+    "EDGE_IDS",
+    "FAULT_KINDS",
     "FEATURES",
+    "FLEET_FLOORS",
     "PLATFORMS",
     "AfterIdle",
     "Answer",
@@ -131,13 +144,17 @@ __all__ = [
     "TelemetryNotFound",
     "agent_profiles",
     "attempt_faults",
+    "check_fleet",
     "client_frames",
+    "device_ids",
     "expected_path",
+    "fault_kinds",
     "fleet_devices",
     "fleet_timings",
     "fleets",
     "invalid_server_frames",
     "legal_paths",
+    "reference",
     "rejections",
     "retry_policies",
     "run_fleet",

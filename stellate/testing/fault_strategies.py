@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import string
+import unicodedata
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
 from hypothesis import strategies as st
 
+from ..config.model import DeviceConfig
 from ..fsm.paths import Path, Step
 from ..fsm.status import DeviceStatus
 from ..fsm.trigger import Trigger
@@ -62,9 +64,12 @@ from .fleet import FleetDevice, FleetTiming
 from .strategies import system_infos
 
 __all__ = [
+    "EDGE_IDS",
     "FINAL_REJECTION",
+    "FLEET_FLOORS",
     "attempt_faults",
     "client_frames",
+    "device_ids",
     "fleet_devices",
     "fleet_timings",
     "fleets",
@@ -298,17 +303,80 @@ def schedules(
 
 @st.composite
 def fleet_timings(draw: st.DrawFn) -> FleetTiming:
-    """Manager settings the configuration accepts: positive timeouts, ``miss_limit`` 1–4,
-    ``backoff_cap`` ≥ ``reconnect_delay``."""
+    """Manager settings the configuration accepts, mixed: the defaults' neighbourhood and far
+    from it (heartbeats from 1 s to 2 min, a cap equal to the delay or minutes above it, short
+    and long deadlines), ``miss_limit`` 1–4.
+
+    ``reconnect_delay`` is at least 0.5 s: the configuration accepts 0, but then every wait is
+    0 (it doubles from 0) and a device that retries forever against a server that is down
+    reconnects in a loop that never waits.
+    """
     reconnect_delay = draw(st.floats(min_value=0.5, max_value=30.0))
     return FleetTiming(
-        heartbeat_interval=draw(st.sampled_from([30.0, 20.0, 45.5])),
+        heartbeat_interval=draw(
+            st.one_of(
+                st.sampled_from([30.0, 20.0, 45.5]), st.floats(min_value=1.0, max_value=120.0)
+            )
+        ),
         miss_limit=draw(st.integers(min_value=1, max_value=4)),
         reconnect_delay=reconnect_delay,
         backoff_cap=reconnect_delay + draw(st.floats(min_value=0.0, max_value=300.0)),
         connect_timeout=draw(st.floats(min_value=1.0, max_value=60.0)),
         registration_timeout=draw(st.floats(min_value=1.0, max_value=30.0)),
         telemetry_timeout=draw(st.floats(min_value=1.0, max_value=30.0)),
+    )
+
+
+#: Ids at the edges of what the configuration accepts: one character, the longest, digits
+#: only, other scripts, look-alikes that differ in case or by one composed letter, emoji,
+#: punctuation the URL and the client id (``TASK@DEVICE``) must carry untouched.
+EDGE_IDS: tuple[str, ...] = (
+    "a",
+    "0",
+    "x" * 128,
+    "Device",
+    "device",
+    "DEVICE",
+    "設備-01",
+    "ñandú",
+    "nandu",
+    "Ωmega",
+    "straße",
+    "İstanbul",
+    "دستگاه",
+    "🚀-rocket",
+    "a.b:c/d?e#f",
+    "100%_sure",
+    "d-0",
+)
+
+_ID_CHARACTERS = st.characters(
+    categories=("L", "N", "P", "S"), exclude_characters="@", max_codepoint=0x1FFFF
+)
+
+
+def _accepted_id(device_id: str) -> bool:
+    """The configuration's rule for a device id (visible, composed, at most 128 characters)."""
+    return (
+        0 < len(device_id) <= 128
+        and unicodedata.is_normalized("NFC", device_id)
+        and not any(
+            ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cn", "Co", "Cs")
+            for ch in device_id
+        )
+        and not DeviceConfig.rule_violations({"device_id": device_id})
+    )
+
+
+def device_ids() -> st.SearchStrategy[str]:
+    """Device ids the configuration accepts: short ASCII (what a failure shrinks to), any
+    script, and the edge cases of :data:`EDGE_IDS`."""
+    return st.one_of(
+        st.from_regex(r"[a-z][a-z0-9_-]{0,7}", fullmatch=True),
+        st.sampled_from(EDGE_IDS),
+        st.text(_ID_CHARACTERS, min_size=1, max_size=24)
+        .map(lambda text: unicodedata.normalize("NFC", text))
+        .filter(_accepted_id),
     )
 
 
@@ -321,7 +389,8 @@ def fleet_devices(
     max_schedule: int = 6,
     outages: bool = False,
 ) -> FleetDevice:
-    """One device: configuration (max_retries, os, capabilities, metadata) and a schedule."""
+    """One device: configuration (max_retries 1–5 or ``None``, os, capabilities, metadata)
+    and a schedule."""
     schedule: list[AttemptFault] = draw(schedules(policy, max_size=max_schedule, outages=outages))
     return FleetDevice(
         device_id=device_id,
@@ -335,6 +404,12 @@ def fleet_devices(
     )
 
 
+#: The least size of a drawn fleet, by size class (drawn uniformly, shrinking to the first):
+#: small fleets are cheap to run, large ones are drawn often enough that every default run has
+#: several of 40 devices or more.
+FLEET_FLOORS: tuple[int, ...] = (1, 1, 8, 8, 40, 45, 50)
+
+
 @st.composite
 def fleets(
     draw: st.DrawFn,
@@ -344,14 +419,18 @@ def fleets(
     policy: RetryPolicy | None = None,
     outages: bool = True,
 ) -> list[FleetDevice]:
-    """Fleets of ``min_size``–``max_size`` devices named ``d0``, ``d1``, …
+    """Fleets of ``min_size``–``max_size`` devices with distinct ids (:func:`device_ids`).
 
-    Drawn as a list, so a failing fleet shrinks by dropping any device, not just the last.
+    The size is weighted (:data:`FLEET_FLOORS`): about two fleets in seven are small (a
+    handful of devices), two have 8 or more, three 40 to 50. Drawn as a list, so a failing
+    fleet shrinks by dropping any device, not just the last.
     """
+    floor = min(max(draw(st.sampled_from(FLEET_FLOORS)), min_size), max_size)
     devices = draw(
-        st.lists(fleet_devices("?", policy, outages=outages), min_size=min_size, max_size=max_size)
+        st.lists(fleet_devices("?", policy, outages=outages), min_size=floor, max_size=max_size)
     )
-    return [attrs.evolve(d, device_id=f"d{i}") for i, d in enumerate(devices)]
+    ids = draw(st.lists(device_ids(), min_size=len(devices), max_size=len(devices), unique=True))
+    return [attrs.evolve(d, device_id=i) for d, i in zip(devices, ids, strict=True)]
 
 
 # -- forcing a path -------------------------------------------------------------------------------

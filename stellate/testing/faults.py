@@ -51,6 +51,7 @@ from ..timing import RetryPolicy
 
 __all__ = [
     "DEFAULT_SYSTEM_INFO",
+    "FAULT_KINDS",
     "AfterIdle",
     "Answer",
     "AttemptFault",
@@ -76,6 +77,7 @@ __all__ = [
     "TelemetryNotFound",
     "describe_schedule",
     "expected_path",
+    "fault_kinds",
     "normalize",
 ]
 
@@ -353,6 +355,64 @@ def normalize(fault: Fault) -> AttemptFault:
     ):
         return fault
     raise TypeError(f"not a fault: {fault!r}")
+
+
+#: Every kind of fault :func:`fault_kinds` names: what a fleet or a path run reports having
+#: used, and checks it used all of.
+FAULT_KINDS: tuple[str, ...] = (
+    "Refuse",
+    "Forbidden",
+    "HangConnect",
+    "Outage",
+    "DropAfterAccept",
+    "NoRegistrationAnswer",
+    "register answered late",
+    "DropAfterRegister",
+    "GarbageOnRegister",
+    "Reject(target not connected)",
+    "Reject(duplicate)",
+    "Reject(other)",
+    "DropDuringTelemetry",
+    "telemetry answered",
+    "telemetry answered: no system info",
+    "telemetry answered late",
+    "TelemetryNotFound",
+    "NoTelemetryAnswer",
+    "GarbageTelemetry",
+    "Stay",
+    "GarbageAfterIdle",
+    "SilentAfterIdle",
+    "DropAfterIdle",
+    "DropAfterIdle(notice)",
+)
+
+
+def fault_kinds(fault: Fault, policy: RetryPolicy) -> tuple[str, ...]:
+    """The kinds of :data:`FAULT_KINDS` one schedule entry exercises (a healthy attempt: how
+    its registration, telemetry and idle phases go; late and on-time per ``policy``)."""
+    fault = normalize(fault)
+    if isinstance(fault, Reject):
+        if fault.reason == TARGET_NOT_CONNECTED:
+            return ("Reject(target not connected)",)
+        return ("Reject(duplicate)",) if fault.reason == DUPLICATE_CLIENT_ID else ("Reject(other)",)
+    if not isinstance(fault, Healthy):
+        return (type(fault).__name__,)
+    if fault.register_delay >= policy.registration_timeout:
+        return ("register answered late",)
+    telemetry, idle = fault.telemetry, fault.idle
+    if isinstance(telemetry, Answer):
+        if telemetry.delay >= policy.telemetry_timeout:
+            first = "telemetry answered late"
+        elif fault.system_info is None:
+            first = "telemetry answered: no system info"
+        else:
+            first = "telemetry answered"
+    else:
+        first = type(telemetry).__name__
+    second = type(idle).__name__
+    if isinstance(idle, DropAfterIdle) and idle.notice:
+        second = "DropAfterIdle(notice)"
+    return (first, second)
 
 
 def describe_schedule(schedule: Sequence[Fault]) -> str:

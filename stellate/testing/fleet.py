@@ -62,6 +62,7 @@ __all__ = [
     "FleetResult",
     "FleetTiming",
     "RecordingRandom",
+    "check_fleet",
     "run_fleet",
     "run_under_mock_clock",
     "seeded_scheduler",
@@ -223,12 +224,8 @@ class FleetResult:
 
     def problems(self) -> list[str]:
         """Every broken invariant, one readable line each (empty: the fleet behaved)."""
-        out: list[str] = []
-        for outcome in self.devices.values():
-            out += _device_problems(outcome, self.timing)
+        out = [line for lines in self.device_problems().values() for line in lines]
         out += _jitter_problems(self.devices.values())
-        out += [f"protocol violation seen by the fake server: {v}" for v in self.violations]
-        out += [f"{d}: changed state during the grace period" for d in self.changed_in_grace]
         if self.tasks_left:
             out.append(f"{self.tasks_left} task(s) still alive after the manager was cancelled")
         if self.sockets_left:
@@ -239,11 +236,64 @@ class FleetResult:
             out.append(f"{self.draws_unmatched} backoff draw(s) not matched by a BACKOFF entry")
         return out
 
+    def device_problems(self) -> dict[str, list[str]]:
+        """The broken invariants that concern one device, by device id (only devices with
+        some): its path, profile, backoffs and lease, the AIP it was spoken, the grace period."""
+        out: dict[str, list[str]] = {}
+        for device_id, outcome in self.devices.items():
+            found = _device_problems(outcome, self.timing)
+            found += [
+                f"protocol violation seen by the fake server: {v}"
+                for v in self.violations
+                if v.startswith(f"{device_id}: ")
+            ]
+            if device_id in self.changed_in_grace:
+                found.append(f"{device_id}: changed state during the grace period")
+            if found:
+                out[device_id] = found
+        return out
+
     def check(self) -> None:
         """Raise ``AssertionError`` listing every broken invariant."""
         problems = self.problems()
         if problems:
             raise AssertionError("fleet invariants broken:\n  " + "\n  ".join(problems))
+
+
+def check_fleet(
+    devices: Sequence[FleetDevice],
+    *,
+    timing: FleetTiming | None = None,
+    seed: int = 0,
+    alone: int = 3,
+) -> FleetResult:
+    """:func:`run_fleet`, then :meth:`FleetResult.check`, with a small reproduction on failure.
+
+    When invariants break, up to ``alone`` of the failing devices are run again, each in a
+    fleet of its own (same timing, same seed), and the message says whether each still fails
+    alone — a one-device case to paste into a test — or only beside the others. That makes a
+    failing fleet readable without hypothesis shrinking it, which for fleets of dozens of
+    devices costs minutes (so the suite's fleet properties skip the shrink phase except under
+    the ``thorough`` profile).
+
+    Raises:
+        AssertionError: an invariant broke (every broken invariant listed).
+    """
+    result = run_fleet(devices, timing=timing, seed=seed)
+    problems = result.problems()
+    if not problems:
+        return result
+    lines = list(problems)
+    failing = [d for d in devices if d.device_id in result.device_problems()]
+    for device in failing[:alone]:
+        again = run_fleet([device], timing=timing, seed=seed).problems()
+        if again:
+            lines.append(f"alone, {device!r} fails too ({len(again)} problem(s))")
+        else:
+            lines.append(f"alone, {device!r} behaves: it fails only beside the others")
+    raise AssertionError(
+        f"fleet invariants broken ({len(devices)} devices, seed {seed}):\n  " + "\n  ".join(lines)
+    )
 
 
 def _timed_steps(events: Sequence[tuple[float, ManagerEvent]]) -> list[tuple[float, Step]]:
@@ -517,6 +567,7 @@ def run_fleet(
     seed: int = 0,
     grace: float | None = None,
     max_virtual_time: float = 1e7,
+    max_events: int = 20_000,
 ) -> FleetResult:
     """Run ``devices`` against a fake server under MockClock until all settle; check nothing.
 
@@ -527,6 +578,8 @@ def run_fleet(
         grace: virtual seconds to keep running after everything settled, to see that it
             stays so (default: one heartbeat lease plus one interval).
         max_virtual_time: give up (``TooSlowError``) if the fleet has not settled by then.
+        max_events: give up if one device makes this many transitions: a loop that never
+            waits (virtual time stands still, so ``max_virtual_time`` cannot catch it).
 
     Returns:
         A :class:`FleetResult`; call ``.problems()`` or ``.check()`` on it.
@@ -534,6 +587,7 @@ def run_fleet(
     Raises:
         ValueError: two devices share an id.
         trio.TooSlowError: the fleet did not settle within ``max_virtual_time``.
+        RuntimeError: a device made ``max_events`` transitions (the message names it).
     """
     timing = timing or FleetTiming()
     ids = [d.device_id for d in devices]
@@ -543,7 +597,7 @@ def run_fleet(
         grace = timing.heartbeat_interval * (timing.miss_limit + 1)
     started = time.perf_counter()
     result = run_under_mock_clock(
-        _fleet, list(devices), timing, seed, grace, max_virtual_time, seed=seed
+        _fleet, list(devices), timing, seed, grace, max_virtual_time, max_events, seed=seed
     )
     result.real_time = time.perf_counter() - started
     return result
@@ -555,6 +609,7 @@ async def _fleet(
     seed: int,
     grace: float,
     max_virtual_time: float,
+    max_events: int,
 ) -> FleetResult:
     rng = RecordingRandom(seed)
     events: dict[str, list[tuple[float, ManagerEvent]]] = {d.device_id: [] for d in devices}
@@ -591,6 +646,11 @@ async def _fleet(
                     now = trio.current_time()
                     device_id = event.device_id
                     events[device_id].append((now, event))
+                    if len(events[device_id]) > max_events:
+                        raise RuntimeError(
+                            f"device {device_id!r} made {max_events} transitions by "
+                            f"t={now:g}s without settling: a reconnect loop that never waits?"
+                        )
                     record = event.record
                     if record.source is DeviceStatus.BACKOFF and device_id in open_backoff:
                         i = open_backoff.pop(device_id)

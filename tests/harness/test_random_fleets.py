@@ -12,12 +12,13 @@ no task, socket or server handler behind.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from profiles import examples
+from profiles import examples, fleet_phases
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus
@@ -26,6 +27,7 @@ from stellate.testing import reference
 from stellate.testing.fake_server import FakeAgentServer
 from stellate.testing.fault_strategies import fleet_timings, fleets
 from stellate.testing.faults import (
+    FAULT_KINDS,
     DropAfterIdle,
     HangConnect,
     Healthy,
@@ -34,26 +36,73 @@ from stellate.testing.faults import (
     Refuse,
     Reject,
     SilentAfterIdle,
+    fault_kinds,
 )
 from stellate.testing.fleet import (
     FleetDevice,
     FleetResult,
     FleetTiming,
+    check_fleet,
     run_fleet,
     run_under_mock_clock,
 )
 
 
-@settings(
-    max_examples=examples(25),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(devices=fleets(max_size=50), timing=fleet_timings(), seed=st.integers(0, 2**32 - 1))
-def test_random_fleets_keep_every_invariant(
-    devices: list[FleetDevice], timing: FleetTiming, seed: int
-) -> None:
-    result = run_fleet(devices, timing=timing, seed=seed)
-    result.check()
+class FleetsSeen:
+    """What the property below was given: sizes, fault kinds, ids, retry limits, timings."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.kinds: Counter[str] = Counter()
+        self.ids = 0
+        self.unicode_ids = 0
+        self.forever = 0
+        self.heartbeats: list[float] = []
+
+    def add(self, devices: list[FleetDevice], timing: FleetTiming) -> None:
+        self.sizes.append(len(devices))
+        for device in devices:
+            self.ids += 1
+            self.unicode_ids += not device.device_id.isascii()
+            self.forever += device.max_retries is None
+            for fault in device.schedule:
+                self.kinds.update(fault_kinds(fault, timing.policy))
+        self.heartbeats.append(timing.heartbeat_interval)
+
+    def summary(self) -> str:
+        sizes = Counter(
+            "1-7" if n < 8 else "8-39" if n < 40 else "40-50" for n in sorted(self.sizes)
+        )
+        return (
+            f"random fleets: {len(self.sizes)} fleets, {sum(self.sizes)} devices "
+            f"(sizes {dict(sizes)}, largest {max(self.sizes)}); "
+            f"fault kinds drawn {len(set(self.kinds) & set(FAULT_KINDS))}/{len(FAULT_KINDS)}; "
+            f"non-ASCII ids {self.unicode_ids}/{self.ids}; max_retries=None {self.forever}; "
+            f"heartbeat {min(self.heartbeats):.1f}-{max(self.heartbeats):.1f}s"
+        )
+
+
+def test_random_fleets_keep_every_invariant(capsys: pytest.CaptureFixture[str]) -> None:
+    """Fleets of 1-50 devices (several of 40+ in every run), every fault kind, ids of any
+    script, ``max_retries=None``, mixed timings: every invariant of ``FleetResult`` holds."""
+    seen = FleetsSeen()
+
+    @settings(
+        max_examples=examples(25),
+        phases=fleet_phases(),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(devices=fleets(max_size=50), timing=fleet_timings(), seed=st.integers(0, 2**32 - 1))
+    def check(devices: list[FleetDevice], timing: FleetTiming, seed: int) -> None:
+        seen.add(devices, timing)
+        check_fleet(devices, timing=timing, seed=seed)
+
+    check()
+    with capsys.disabled():
+        print(f"\n{seen.summary()}")
+    assert max(seen.sizes) >= 40, seen.summary()
+    assert set(FAULT_KINDS) <= set(seen.kinds), sorted(set(FAULT_KINDS) - set(seen.kinds))
+    assert seen.unicode_ids and seen.forever, seen.summary()
 
 
 def test_devices_failing_together_do_not_retry_together() -> None:
