@@ -21,9 +21,7 @@ import attrs
 from hypothesis import strategies as st
 
 from ..config.model import DeviceConfig
-from ..fsm.paths import Path, Step
-from ..fsm.status import DeviceStatus
-from ..fsm.trigger import Trigger
+from ..fsm.paths import Path
 from ..protocol.codec import encode_client, encode_server
 from ..protocol.messages import (
     ClientMessage,
@@ -61,6 +59,7 @@ from .faults import (
     TelemetryNotFound,
 )
 from .fleet import FleetDevice, FleetTiming
+from .forcing import ALTERNATIVES, FINAL_REJECTION, attempt_kinds, build
 from .strategies import system_infos
 
 __all__ = [
@@ -80,8 +79,6 @@ __all__ = [
     "server_frames",
 ]
 
-#: A rejection text that stays final even while a device recovers from a loss.
-FINAL_REJECTION = "client_id '{client_id}' is not allowed on this server"
 
 _ID = st.text(alphabet=string.ascii_lowercase + string.digits + "_-", min_size=1, max_size=10)
 _TEXT = st.text(max_size=20)
@@ -435,27 +432,55 @@ def fleets(
 
 # -- forcing a path -------------------------------------------------------------------------------
 
-_S = DeviceStatus
 
-
-def _attempts_of(path: Path) -> list[list[Step]]:
-    """Split a path into connection attempts (each begins by entering CONNECTING)."""
-    attempts: list[list[Step]] = []
-    for step in path:
-        if step.dest == _S.CONNECTING.value:
-            attempts.append([])
-        elif attempts:
-            attempts[-1].append(step)
-    return attempts
+def _varied(fault: AttemptFault, policy: RetryPolicy) -> st.SearchStrategy[AttemptFault]:
+    """``fault``, or the same alternative with drawn frames, delays and system info (shrinking
+    back to ``fault``)."""
+    if isinstance(fault, GarbageOnRegister):
+        return st.one_of(
+            st.just(fault), st.builds(GarbageOnRegister, invalid_server_frames("registering"))
+        )
+    if not isinstance(fault, Healthy) or fault.register_delay:
+        return st.just(fault)
+    info: st.SearchStrategy[Any] = (
+        st.just(None)
+        if fault.system_info is None
+        else st.one_of(st.just(fault.system_info), system_infos())
+    )
+    telemetry: st.SearchStrategy[Telemetry] = st.just(fault.telemetry)
+    if isinstance(fault.telemetry, Answer):
+        late = fault.telemetry.delay >= policy.telemetry_timeout
+        delays = _late(policy.telemetry_timeout) if late else _on_time(policy.telemetry_timeout)
+        telemetry = st.one_of(telemetry, st.builds(Answer, delays))
+    elif isinstance(fault.telemetry, GarbageTelemetry):
+        telemetry = st.one_of(
+            telemetry, st.builds(GarbageTelemetry, invalid_server_frames("registered"))
+        )
+    idle: st.SearchStrategy[AfterIdle] = st.just(fault.idle)
+    beats = st.integers(min_value=1, max_value=3)
+    if isinstance(fault.idle, GarbageAfterIdle):
+        idle = st.one_of(
+            idle, st.builds(GarbageAfterIdle, invalid_server_frames("registered"), beats)
+        )
+    elif isinstance(fault.idle, DropAfterIdle):
+        idle = st.one_of(idle, st.builds(DropAfterIdle, beats, st.just(fault.idle.notice)))
+    return st.builds(
+        lambda i, t, d: attrs.evolve(fault, system_info=i, telemetry=t, idle=d),
+        info,
+        telemetry,
+        idle,
+    )
 
 
 @st.composite
 def schedule_for_path(draw: st.DrawFn, path: Path, policy: RetryPolicy) -> list[AttemptFault]:
     """A schedule that forces a correct manager down exactly ``path``.
 
-    For each attempt of the path, hypothesis picks one of the faults that produce its steps
-    (a refused connect may be ``Refuse`` or ``Forbidden``, a timed-out telemetry request may be
-    unanswered, answered late or answered with garbage, and so on).
+    For each attempt of the path, hypothesis picks one of the alternatives of its kind
+    (:data:`~.forcing.ALTERNATIVES`: a refused connect may be ``Refuse`` or ``Forbidden``, a
+    timed-out telemetry request may be unanswered, answered late or answered with garbage, and
+    so on), then varies its frames, delays and system info.
+    :func:`~.forcing.schedules_for_path` is the deterministic counterpart (every alternative).
 
     Args:
         path: a legal path from ``stellate.fsm.paths.paths`` or the ``legal_paths`` strategy.
@@ -465,61 +490,8 @@ def schedule_for_path(draw: st.DrawFn, path: Path, policy: RetryPolicy) -> list[
         ValueError: the path has a step no fault can force.
     """
     schedule: list[AttemptFault] = []
-    recovering = False
-    for steps in _attempts_of(path):
-        signature = tuple((s.trigger, s.source, s.dest) for s in steps)
-        kinds = [(t, src) for t, src, _d in signature]
-        first = kinds[0] if kinds else None
-        if first == (Trigger.CONNECTION_FAILED, "connecting"):
-            refusals: list[AttemptFault] = [Refuse(), Forbidden()]
-            fault: AttemptFault = draw(st.sampled_from(refusals))
-        elif first == (Trigger.TIMED_OUT, "connecting"):
-            fault = HangConnect()
-        elif kinds[:2] == [
-            (Trigger.CONNECTION_OPENED, "connecting"),
-            (Trigger.CONNECTION_FAILED, "connected"),
-        ]:
-            fault = DropAfterAccept()
-        elif len(kinds) >= 3 and kinds[2] == (Trigger.TIMED_OUT, "registering"):
-            fault = draw(
-                st.one_of(
-                    st.just(NoRegistrationAnswer()),
-                    st.builds(
-                        lambda d: Healthy(register_delay=d), _late(policy.registration_timeout)
-                    ),
-                )
-            )
-        elif len(kinds) >= 3 and kinds[2] == (Trigger.CONNECTION_FAILED, "registering"):
-            options: list[st.SearchStrategy[AttemptFault]] = [
-                st.just(DropAfterRegister()),
-                st.builds(GarbageOnRegister, invalid_server_frames("registering")),
-            ]
-            if recovering:
-                options.append(
-                    st.sampled_from([Reject(TARGET_NOT_CONNECTED), Reject(DUPLICATE_CLIENT_ID)])
-                )
-            fault = draw(st.one_of(*options))
-        elif len(signature) >= 3 and signature[2] == (
-            Trigger.REGISTRATION_ANSWERED,
-            "registering",
-            "failed",
-        ):
-            fault = draw(rejections(final=True) if recovering else rejections())
-        elif len(kinds) >= 4 and kinds[3] == (Trigger.CONNECTION_FAILED, "telemetry"):
-            fault = DropDuringTelemetry()
-        elif len(kinds) >= 4 and kinds[3][0] in (Trigger.TELEMETRY_RECEIVED, Trigger.TIMED_OUT):
-            lost = len(kinds) >= 5 and kinds[4] == (Trigger.CONNECTION_FAILED, "idle")
-            fault = draw(
-                _healthy(
-                    policy,
-                    answered=kinds[3][0] == Trigger.TELEMETRY_RECEIVED,
-                    idle=_losing() if lost else _staying(),
-                )
-            )
-            recovering = True
-        else:
-            raise ValueError(f"no fault forces the attempt {signature}")
-        schedule.append(fault)
-        if signature and signature[-1][2] == _S.BACKOFF.value:
-            recovering = True  # the runner now treats the reference's rejections as transient
+    for kind in attempt_kinds(path):
+        names = tuple(draw(st.sampled_from(ALTERNATIVES[part])) for part in kind)
+        fault = build(kind, names, policy, draw(st.integers(min_value=0, max_value=255)))
+        schedule.append(draw(_varied(fault, policy)))
     return schedule

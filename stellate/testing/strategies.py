@@ -185,7 +185,9 @@ _FAILED = DeviceStatus.FAILED.value
 
 
 Event = tuple[str, Mapping[str, Any]]
-_Key = tuple[int, str, int]  # (max_retries, state, attempts): all a successor depends on
+#: (max_retries, state, attempts): all a successor depends on (attempts are 0 for a device that
+#: retries forever: no guard reads them then).
+_Key = tuple[int | None, str, int]
 _Option = tuple[Step, Event, _Key]
 
 _ENGINE = LifecycleEngine()
@@ -195,13 +197,13 @@ _SUCCESSORS: dict[_Key, tuple[_Option, ...]] = {}
 _DISTANCE: dict[_Key, int] = {}
 
 
-def _start(max_retries: int) -> _Key:
+def _start(max_retries: int | None) -> _Key:
     key = (max_retries, DeviceStatus.DISCONNECTED.value, 0)
     _REACH.setdefault(key, ())
     return key
 
 
-def _replay(max_retries: int, events: tuple[Event, ...]) -> _Key:
+def _replay(max_retries: int | None, events: tuple[Event, ...]) -> _Key:
     """Drive a fresh probe from DISCONNECTED through ``events``; return where it ends.
 
     Probes only ever move through ``fire``: this module never sets a status itself.
@@ -213,7 +215,8 @@ def _replay(max_retries: int, events: tuple[Event, ...]) -> _Key:
     try:
         for trigger, data in events:
             lifecycle.fire(trigger, **data)
-        return max_retries, lifecycle.status, lifecycle.profile.connection_attempts
+        attempts = 0 if max_retries is None else lifecycle.profile.connection_attempts
+        return max_retries, lifecycle.status, attempts
     finally:
         _ENGINE.release(lifecycle)
 
@@ -242,17 +245,40 @@ def _successors(key: _Key) -> tuple[_Option, ...]:
 
 
 def _distance(key: _Key) -> int:
-    """Fewest steps from ``key`` to IDLE or FAILED."""
-    if key not in _DISTANCE:
-        if key[1] in (_IDLE, _FAILED):
-            _DISTANCE[key] = 0
-        else:
-            _DISTANCE[key] = 1 + min(_distance(nxt) for _s, _e, nxt in _successors(key))
-    return _DISTANCE[key]
+    """Fewest steps from ``key`` to IDLE or FAILED (the graph may have cycles: a device that
+    retries forever comes back to the same key)."""
+    if key in _DISTANCE:
+        return _DISTANCE[key]
+    reachable: list[_Key] = []
+    todo, seen = [key], {key}
+    while todo:
+        current = todo.pop()
+        reachable.append(current)
+        if current[1] in (_IDLE, _FAILED):
+            continue
+        for _s, _e, nxt in _successors(current):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    far = len(reachable) + 1
+    dist = {k: 0 if k[1] in (_IDLE, _FAILED) else _DISTANCE.get(k, far) for k in reachable}
+    changed = True
+    while changed:
+        changed = False
+        for k in reachable:
+            if dist[k] == 0:
+                continue
+            best = 1 + min(dist.get(n, _DISTANCE.get(n, far)) for _s, _e, n in _successors(k))
+            if best < dist[k]:
+                dist[k], changed = best, True
+    _DISTANCE.update(dist)
+    return dist[key]
 
 
 @st.composite
-def legal_paths(draw: st.DrawFn, max_retries: int, *, losses: int = 0) -> Path:
+def legal_paths(
+    draw: st.DrawFn, max_retries: int | None, *, losses: int = 0, max_attempts: int = 8
+) -> Path:
     """Legal registration paths for a device with ``max_retries``: the same set as
     ``stellate.fsm.paths.paths(max_retries, losses)``, drawn by walking the table.
 
@@ -261,13 +287,17 @@ def legal_paths(draw: st.DrawFn, max_retries: int, *, losses: int = 0) -> Path:
     so failures shrink toward short paths.
 
     Args:
-        max_retries: the device's retry limit (>= 1; ``None`` would make paths unbounded).
+        max_retries: the device's retry limit (>= 1), or ``None`` (retry forever: paths are
+            unbounded, so each run to IDLE or FAILED is cut at ``max_attempts`` attempts, after
+            which the walk takes the shortest way out).
         losses: how many times a path may lose its connection after IDLE and go on.
+        max_attempts: see ``max_retries``.
     """
-    if max_retries < 1:
-        raise ValueError("max_retries must be >= 1")
+    if max_retries is not None and max_retries < 1:
+        raise ValueError("max_retries must be >= 1 or None")
     key, losses_left = _start(max_retries), losses
     path: list[Step] = []
+    attempts = 0
     while key[1] != _FAILED:
         options = _successors(key)
         if key[1] == _IDLE:
@@ -275,7 +305,11 @@ def legal_paths(draw: st.DrawFn, max_retries: int, *, losses: int = 0) -> Path:
                 break
             options = tuple(o for o in options if o[0].trigger == Trigger.CONNECTION_FAILED)
             losses_left -= 1
+            attempts = 0
         ordered = sorted(options, key=lambda option: _distance(option[2]))
+        if attempts >= max_attempts:
+            ordered = [o for o in ordered if _distance(o[2]) == _distance(ordered[0][2])]
         step, _event, key = draw(st.sampled_from(ordered))
+        attempts += step.dest == DeviceStatus.CONNECTING.value
         path.append(step)
     return tuple(path)
