@@ -20,9 +20,9 @@ from typing import Any, Literal
 import attrs
 from hypothesis import strategies as st
 
-from ..config.model import DeviceConfig
 from ..fsm.paths import Path
 from ..protocol.codec import encode_client, encode_server
+from ..protocol.ids import MAX_ID_LENGTH, device_id_problem
 from ..protocol.messages import (
     ClientMessage,
     ClientMessageType,
@@ -324,13 +324,13 @@ def fleet_timings(draw: st.DrawFn) -> FleetTiming:
     )
 
 
-#: Ids at the edges of what the configuration accepts: one character, the longest, digits
-#: only, other scripts, look-alikes that differ in case or by one composed letter, emoji,
-#: punctuation the URL and the client id (``TASK@DEVICE``) must carry untouched.
+#: Ids at the edges of what the id rule (``stellate.protocol.ids``) accepts: one character,
+#: the longest, digits only, other scripts, look-alikes that differ in case or by one composed
+#: letter, emoji, punctuation the URL and the client id (``TASK@DEVICE``) must carry untouched.
 EDGE_IDS: tuple[str, ...] = (
     "a",
     "0",
-    "x" * 128,
+    "x" * MAX_ID_LENGTH,
     "Device",
     "device",
     "DEVICE",
@@ -353,16 +353,8 @@ _ID_CHARACTERS = st.characters(
 
 
 def _accepted_id(device_id: str) -> bool:
-    """The configuration's rule for a device id (visible, composed, at most 128 characters)."""
-    return (
-        0 < len(device_id) <= 128
-        and unicodedata.is_normalized("NFC", device_id)
-        and not any(
-            ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cn", "Co", "Cs")
-            for ch in device_id
-        )
-        and not DeviceConfig.rule_violations({"device_id": device_id})
-    )
+    """The one id rule (``stellate.protocol.ids``) that the config, server and agent apply."""
+    return device_id_problem(device_id) is None
 
 
 def device_ids() -> st.SearchStrategy[str]:

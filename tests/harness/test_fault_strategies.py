@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
+from stellate.config.model import DeviceConfig
 from stellate.fsm import RetryPolicy
 from stellate.protocol import (
     ConstellationSession,
@@ -15,9 +16,12 @@ from stellate.protocol import (
     decode_server,
     encode_server,
 )
+from stellate.protocol.ids import device_id_problem
 from stellate.protocol.messages import ClientMessageType
 from stellate.testing.fault_strategies import (
+    EDGE_IDS,
     client_frames,
+    device_ids,
     invalid_server_frames,
     schedule_for_path,
     server_frames,
@@ -129,3 +133,14 @@ def test_standalone_behaviours_mean_healthy_attempts() -> None:
         expected_path([Outage(10.0)], max_retries=None, policy=POLICY)
     with pytest.raises(TypeError):
         normalize("Refuse")  # type: ignore[arg-type]
+
+
+@given(device_id=device_ids())
+def test_drawn_ids_are_ids_the_config_accepts(device_id: str) -> None:
+    assert device_id_problem(device_id) is None
+    DeviceConfig(device_id=device_id, server_url="ws://127.0.0.1:5005/ws")
+
+
+def test_edge_ids_are_accepted_and_distinct() -> None:
+    assert len(set(EDGE_IDS)) == len(EDGE_IDS)
+    assert [i for i in EDGE_IDS if device_id_problem(i) is not None] == []
