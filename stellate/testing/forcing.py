@@ -19,6 +19,7 @@ The hypothesis strategy ``fault_strategies.schedule_for_path`` draws from the sa
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -344,6 +345,7 @@ def _is_loss(step: Step) -> bool:
     return step.trigger == Trigger.CONNECTION_FAILED and step.source == _S.IDLE
 
 
+@functools.cache
 def segments(max_retries: int) -> tuple[list[Path], list[Path]]:
     """``(first, after_loss)``: the ways a device's first run goes (from ``connect`` to IDLE or
     FAILED) and the ways a run after a loss goes (from the loss to IDLE or FAILED).
