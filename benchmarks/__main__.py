@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import cli_up, fleet, latency, machine, targets
+from . import cli_up, fleet, floor, latency, machine, targets
 from .env import describe
 from .env import machine as machine_info
 from .procs import Rig
 from .report import Row, grid, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("machine", "latency", "fleet", "heartbeat", "storm", "cli", "split")
+STEPS = ("machine", "latency", "fleet", "heartbeat", "floor", "storm", "cli", "split")
 
 
 def log(message: str) -> None:
@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 def _fleet(plan: Plan, n: int, results: dict[str, Any]) -> None:
     """Every measurement on one rig of n devices, each in a fresh manager process."""
     fleets: dict[int, dict[str, Any]] = results["fleet"]
-    if not plan.wants("fleet") and n not in (plan.storm_n, plan.cli_n, plan.split_n):
+    others = {"storm": plan.storm_n, "cli": plan.cli_n, "split": plan.split_n}
+    others |= {"heartbeat": 500, "floor": 500}
+    if not plan.wants("fleet") and all(
+        n != size or not plan.wants(k) for k, size in others.items()
+    ):
         return
     with Rig(n, tag=f"fleet{n}") as rig:
         log(f"  {n:,} agents registered in {rig.agent_registration_s:.1f} s")
@@ -136,6 +140,9 @@ def _fleet(plan: Plan, n: int, results: dict[str, Any]) -> None:
             results["heartbeat_1s"] = fleet.measure(
                 rig, heartbeat_interval=1.0, window=plan.fast_window
             )
+        if n == 500 and plan.wants("floor"):
+            log(f"  trio-websocket alone (the floor), heartbeat every 1 s, {plan.fast_window:g} s")
+            results["floor"] = floor.measure(rig, interval=1.0, window=plan.fast_window)
         if n == plan.cli_n and plan.wants("cli"):
             log("  stellate up --once --json")
             results["cli_up"] = cli_up.measure(rig)
@@ -172,6 +179,11 @@ def _rows(plan: Plan, results: dict[str, Any]) -> dict[str, list[Row]]:
     t += targets.storm_rows(storm_result if storm_result and "storm" in storm_result else None)
     t += targets.server_rows({n: r for n, r in fleets.items() if n == 500}, beat)
     d: list[Row] = []
+    if "floor" in results and 500 in fleets:
+        fast = results.get("heartbeat_1s")
+        d += floor.rows(
+            results["floor"], fleet.heartbeat_cost(fast, 1.0) if fast else None, fleets[500]
+        )
     if "latency" in results:
         d += latency.rows(results["latency"])
     if "split" in results:

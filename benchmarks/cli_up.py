@@ -2,8 +2,8 @@
 
 The CLI adds to the manager: loading the YAML, the progress display, the event stream it reads,
 the graceful disconnect at the end and the JSON of every profile. Its whole-process CPU (the
-kernel's accounting of the finished child) less the CPU of a process that only imports the
-same code (``stellate up --help``) is compared with the manager's own CPU for the same fleet.
+kernel's accounting of the finished child) less that of the same command for one device (the
+interpreter, the imports and the set-up) is compared with the manager's own CPU for the fleet.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 from .procs import STELLATE, Rig, RigError
 
 
-def _config(rig: Rig, path: Path) -> Path:
+def _config(rig: Rig, path: Path, limit: int | None = None) -> Path:
     lines = ["manager:", '  task_name: "bench-up"', "devices:"]
-    for shard in rig.spec():
-        for i in range(shard["count"]):
-            lines.append(f'  - device_id: "{shard["prefix"]}{i}"')
-            lines.append(f'    server_url: "{shard["url"]}"')
+    devices = [(f"{s['prefix']}{i}", s["url"]) for s in rig.spec() for i in range(s["count"])]
+    for device_id, url in devices[:limit]:
+        lines.append(f'  - device_id: "{device_id}"')
+        lines.append(f'    server_url: "{url}"')
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -51,25 +51,23 @@ def _run(argv: list[str], out: Path, timeout: float) -> dict[str, Any]:
     }
 
 
-def measure(rig: Rig, *, import_runs: int = 3) -> dict[str, Any]:
-    config = _config(rig, rig.log_dir / "bench-up.yaml")
-    imports = [
-        _run([STELLATE, "up", "--help"], rig.log_dir / "up-help.out", 60.0)["cpu_s"]
-        for _ in range(import_runs)
-    ]
-    run = _run(
-        [STELLATE, "up", "--once", "--json", str(config)],
-        rig.log_dir / "up.out",
-        max(120.0, rig.n / 10),
-    )
+def _up(rig: Rig, limit: int | None, name: str) -> dict[str, Any]:
+    config = _config(rig, rig.log_dir / f"{name}.yaml", limit)
+    argv = [STELLATE, "up", "--once", "--json", str(config)]
+    run = _run(argv, rig.log_dir / f"{name}.out", max(120.0, rig.n / 10))
     if run["exit"] != 0:
-        raise RigError(f"stellate up exited {run['exit']}: see {rig.log_dir}/up.err")
-    imports_cpu = min(imports)
+        raise RigError(f"stellate up exited {run['exit']}: see {rig.log_dir}/{name}.err")
+    return run
+
+
+def measure(rig: Rig, *, baseline_runs: int = 3) -> dict[str, Any]:
+    one = min(_up(rig, 1, f"up-one-{i}")["cpu_s"] for i in range(baseline_runs))
+    run = _up(rig, None, "up-all")
     return {
         "n": rig.n,
         "cpu_s": run["cpu_s"],
-        "imports_cpu_s": imports_cpu,
-        "work_cpu_s": max(0.0, run["cpu_s"] - imports_cpu),
+        "imports_cpu_s": one,
+        "work_cpu_s": max(0.0, run["cpu_s"] - one) * rig.n / max(1, rig.n - 1),
         "wall_s": run["wall_s"],
         "max_rss_kib": run["max_rss_kib"],
     }

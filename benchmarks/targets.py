@@ -95,8 +95,9 @@ def cli_rows(up: dict[str, Any] | None, manager: dict[str, Any] | None) -> list[
             "≤ 1.3× manager",
             ratio <= CLI_OVER_MANAGER,
             ratio,
-            f"whole process {up['cpu_s']:.2f} s CPU, of which imports {up['imports_cpu_s']:.2f} s "
-            f"(`stellate up --help`); {up['wall_s']:.1f} s wall; peak RSS "
+            f"whole process {up['cpu_s']:.2f} s CPU less {up['imports_cpu_s']:.2f} s for the same "
+            f"command with one device (interpreter, imports, set-up); {up['wall_s']:.1f} s wall; "
+            "peak RSS "
             f"{up['max_rss_kib'] / 1024:.0f} MiB",
         )
     ]

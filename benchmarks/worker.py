@@ -341,7 +341,13 @@ async def _storm(
     }
 
 
-JOBS = {"latency": latency, "fleet": fleet}
+async def floor(job: dict[str, Any]) -> dict[str, Any]:
+    from .floor import client
+
+    return await client(job)
+
+
+JOBS = {"latency": latency, "fleet": fleet, "floor": floor}
 
 
 @contextlib.contextmanager

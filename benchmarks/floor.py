@@ -1,0 +1,138 @@
+"""The floor: what trio-websocket alone costs for the same traffic, with nothing of stellate.
+
+``python -m benchmarks.floor`` serves: it answers every message with a heartbeat-ack-sized
+frame. The client (the worker's ``floor`` job, in its own process) opens N connections, makes
+three round trips on each (connect + three round trips: a device's bring-up on the wire), then
+one round trip per connection every ``interval`` seconds at random phases (heartbeats), for
+``window`` seconds. The client reports its own CPU per connection and per round trip: the
+manager's figures have these under them, so the difference is what stellate adds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import trio
+import trio_websocket
+
+from .driver import run_worker
+from .procs import PYTHON, Child, Rig
+from .report import Row, ms
+
+#: Sizes of the frames a device's bring-up and heartbeats exchange (bytes, as encoded).
+REGISTER, ANSWER, HEARTBEAT, ACK = 520, 330, 330, 330
+
+
+async def _serve() -> None:
+    answer = "x" * ACK
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                await ws.get_message()
+                await ws.send_message(answer)
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+        print(f"floor server on ws://127.0.0.1:{server.port}/", flush=True)
+
+
+async def _client(job: dict[str, Any]) -> dict[str, Any]:
+    n, url, interval, window = job["n"], job["url"], job["interval"], job["window"]
+    rng = random.Random(1)
+    connected = trio.Event()
+    ready = 0
+    cpu0 = time.process_time()
+    marks: dict[str, float] = {}
+
+    limiter = trio.CapacityLimiter(100)  # as the manager's max_connecting
+
+    async def one() -> None:
+        nonlocal ready
+        await limiter.acquire()
+        async with trio_websocket.open_websocket_url(url) as ws:
+            for size in (REGISTER, ANSWER, ANSWER):
+                await ws.send_message("r" * size)
+                await ws.get_message()
+            limiter.release()
+            ready += 1
+            if ready == n:
+                marks["connected"] = time.process_time()
+                connected.set()
+            await connected.wait()
+            await trio.sleep(rng.uniform(0, interval))
+            beat = "h" * HEARTBEAT
+            while True:
+                await ws.send_message(beat)
+                await ws.get_message()
+                await trio.sleep(interval)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one)
+        await connected.wait()
+        await trio.sleep(interval)  # every connection has made its first beat or is about to
+        t0, c0 = time.perf_counter(), time.process_time()
+        await trio.sleep(window)
+        beat_cpu, beat_wall = time.process_time() - c0, time.perf_counter() - t0
+        nursery.cancel_scope.cancel()
+    return {
+        "n": n,
+        "connect_cpu_s": marks["connected"] - cpu0,
+        "beat_cpu_s": beat_cpu,
+        "beats": n * beat_wall / interval,
+    }
+
+
+def measure(rig: Rig, *, interval: float, window: float) -> dict[str, Any]:
+    """The floor for ``rig.n`` connections (the rig supplies only the log directory)."""
+    server = Child("floor-server", [PYTHON, "-m", "benchmarks.floor"], rig.log_dir)
+    try:
+        line = server.wait_line("floor server on", 30.0)
+        url = line.rsplit(" ", 1)[1]
+        job = {"kind": "floor", "n": rig.n, "url": url, "interval": interval, "window": window}
+        return run_worker(job, rig.log_dir, timeout=120.0 + window)
+    finally:
+        server.stop()
+
+
+def rows(result: dict[str, Any], beat: dict[str, Any] | None, fleet: dict[str, Any]) -> list[Row]:
+    n = result["n"]
+    per_conn = result["connect_cpu_s"] / n
+    per_beat = result["beat_cpu_s"] / result["beats"]
+    bring_up = fleet["cpu_s"] / fleet["n"]
+    out = [
+        Row(
+            "floor",
+            f"trio-websocket alone, N={n:,}: connect + 3 round trips",
+            f"{ms(per_conn)}/connection",
+            note=f"stellate's bring-up ({ms(bring_up)}/device) adds {ms(bring_up - per_conn)}",
+        )
+    ]
+    note = ""
+    if beat is not None:
+        note = f"stellate's heartbeat ({beat['manager_s'] * 1e6:.0f} µs) adds "
+        note += f"{(beat['manager_s'] - per_beat) * 1e6:.0f} µs"
+    out.append(
+        Row(
+            "floor",
+            f"trio-websocket alone, N={n:,}: one round trip at the heartbeat rate",
+            f"{per_beat * 1e6:.0f} µs",
+            note=note,
+        )
+    )
+    return out
+
+
+async def client(job: dict[str, Any]) -> dict[str, Any]:
+    """The worker's ``floor`` job (run by ``benchmarks.worker``, like the manager's jobs)."""
+    return await _client(job)
+
+
+if __name__ == "__main__":  # the server
+    trio.run(_serve)
