@@ -43,6 +43,7 @@ __all__ = [
     "decode_server",
     "encode_client",
     "encode_server",
+    "share_strings",
 ]
 
 
@@ -289,6 +290,41 @@ class FrameTemplate:
             out.append(encode_basestring(values[i]))
             out.append(part)
         return "".join(out)
+
+
+#: Short strings met in telemetry, one copy each (see ``share_strings``).
+_SHARED: dict[str, str] = {}
+#: At most this many shared strings; past it, new strings are kept as they come.
+SHARED_STRINGS_CAP = 4096
+_SHARED_LENGTH_CAP = 64
+_SHARED_DEPTH_CAP = 8
+
+
+def share_strings(value: Any, _depth: int = 0) -> Any:
+    """``value`` (decoded JSON) with its short strings, keys included, replaced by shared copies.
+
+    A fleet's devices report the same keys, platform names and feature names, and each decoded
+    frame holds its own copy of every one of them for as long as the profiles that keep them
+    live. The table is bounded (a peer cannot grow it without limit), and so is the depth
+    walked: below it, values are kept as they are.
+    """
+    kind = type(value)
+    if kind is str:
+        if len(value) > _SHARED_LENGTH_CAP:
+            return value
+        shared = _SHARED.get(value)
+        if shared is None:
+            if len(_SHARED) >= SHARED_STRINGS_CAP:
+                return value
+            shared = _SHARED[value] = value
+        return shared
+    if _depth >= _SHARED_DEPTH_CAP:
+        return value
+    if kind is dict:
+        return {share_strings(k): share_strings(v, _depth + 1) for k, v in value.items()}
+    if kind is list:
+        return [share_strings(v, _depth + 1) for v in value]
+    return value
 
 
 def decode_client(text: str | bytes) -> ClientMessage:

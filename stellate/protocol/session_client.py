@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from .codec import FrameTemplate, ProtocolError, decode_server, encode_client
+from .codec import FrameTemplate, ProtocolError, decode_server, encode_client, share_strings
 from .ids import constellation_id
 from .messages import (
     ClientMessage,
@@ -325,7 +325,7 @@ class ConstellationSession(_ClientSessionBase):
         result = message.result
         # The reference answers "not found" with status ok and {"error": ...} as the result.
         if message.status is TaskStatus.OK and isinstance(result, dict) and "error" not in result:
-            return DeviceInfo(result)
+            return DeviceInfo(share_strings(result))  # kept by the profile: no per-device copies
         return DeviceInfo(None)
 
 

@@ -159,3 +159,47 @@ def test_a_server_ack_is_the_reference_frame_encoded(now: str, response_id: str)
         response_id=response_id,
     )
     assert ack == Send(encode_server(expected))
+
+
+@given(json_values)
+def test_shared_strings_keep_the_value(value: Any) -> None:
+    assert codec.share_strings(value) == value
+
+
+def test_telemetry_strings_are_shared_between_devices() -> None:
+    frame = '{"platform": "linux", "supported_features": ["gui", "cli"], "tags": {"rack": "a1"}}'
+    first, second = (codec.share_strings(json.loads(frame)) for _ in range(2))
+    assert first == second
+    assert first["platform"] is second["platform"]
+    assert first["supported_features"][1] is second["supported_features"][1]
+    assert next(iter(first["tags"])) is next(iter(second["tags"]))
+
+
+def test_the_shared_table_is_bounded_and_long_or_deep_values_are_kept_as_they_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "_SHARED", {})
+    monkeypatch.setattr(codec, "SHARED_STRINGS_CAP", 2)
+    assert codec.share_strings(["a", "b", "c", "d"]) == ["a", "b", "c", "d"]
+    assert sorted(codec._SHARED) == ["a", "b"]
+    long = "x" * 1000
+    assert codec.share_strings(long) is long
+    deep: Any = "leaf"
+    for _ in range(2000):  # deeper than the interpreter's recursion limit
+        deep = [deep]
+    assert codec.share_strings(deep) == deep
+
+
+def test_a_device_info_answer_shares_its_strings() -> None:
+    sessions = [ConstellationSession("t", f"d{i}", new_id=lambda: "r1") for i in range(2)]
+    infos = []
+    for session in sessions:
+        session.register()
+        session.receive('{"type": "heartbeat", "status": "ok"}')
+        session.request_device_info()
+        answer = '{"type": "device_info_response", "status": "ok", "response_id": "r1", '
+        answer += '"result": {"platform": "linux", "os_version": "6.1"}}'
+        (info,) = session.receive(answer)
+        infos.append(info)
+    assert infos[0] == infos[1]
+    assert infos[0].system_info["os_version"] is infos[1].system_info["os_version"]
