@@ -103,6 +103,9 @@ def heartbeat_cost(result: dict[str, Any], interval: float) -> dict[str, float] 
     if beats <= 0:
         return None
     out = {"beats": beats, "manager_s": steady["cpu_s"] / beats}
+    if "user_s" in steady:
+        out["manager_user_s"] = steady["user_s"] / beats
+        out["manager_system_s"] = steady["system_s"] / beats
     servers = result.get("servers_cpu_window_s")
     if servers is not None:
         agent_beats = result["n"] * steady["wall_s"] / result.get("agent_interval", 30.0)

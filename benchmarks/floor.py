@@ -10,6 +10,7 @@ manager's figures have these under them, so the difference is what stellate adds
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import Any
@@ -77,14 +78,17 @@ async def _client(job: dict[str, Any]) -> dict[str, Any]:
             nursery.start_soon(one)
         await connected.wait()
         await trio.sleep(interval)  # every connection has made its first beat or is about to
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, times0 = time.perf_counter(), time.process_time(), os.times()
         await trio.sleep(window)
         beat_cpu, beat_wall = time.process_time() - c0, time.perf_counter() - t0
+        times1 = os.times()
         nursery.cancel_scope.cancel()
     return {
         "n": n,
         "connect_cpu_s": marks["connected"] - cpu0,
         "beat_cpu_s": beat_cpu,
+        "beat_user_s": times1.user - times0.user,
+        "beat_system_s": times1.system - times0.system,
         "beats": n * beat_wall / interval,
     }
 
@@ -105,6 +109,11 @@ def rows(result: dict[str, Any], beat: dict[str, Any] | None, fleet: dict[str, A
     n = result["n"]
     per_conn = result["connect_cpu_s"] / n
     per_beat = result["beat_cpu_s"] / result["beats"]
+    split = ""
+    if "beat_user_s" in result:
+        user, system = result["beat_user_s"], result["beat_system_s"]
+        split = f" (user {user / result['beats'] * 1e6:.0f} + system "
+        split += f"{system / result['beats'] * 1e6:.0f} µs)"
     bring_up = fleet["cpu_s"] / fleet["n"]
     out = [
         Row(
@@ -122,7 +131,7 @@ def rows(result: dict[str, Any], beat: dict[str, Any] | None, fleet: dict[str, A
         Row(
             "floor",
             f"trio-websocket alone, N={n:,}: one round trip at the heartbeat rate",
-            f"{per_beat * 1e6:.0f} µs",
+            f"{per_beat * 1e6:.0f} µs{split}",
             note=note,
         )
     )

@@ -1,0 +1,178 @@
+"""Instruction counts per heartbeat and per device bring-up: figures that load does not move.
+
+``python -m benchmarks.instructions [heartbeat|bringup|floor] [--root DIR]`` runs the manager's
+worker (or the trio-websocket floor client) under ``valgrind --tool=callgrind`` twice, with
+two window lengths (or two fleet sizes), and divides the difference in instructions by the
+difference in heartbeats (or devices): start-up, imports and everything else cancel out. The
+servers and agents run natively, as in ``make bench``. CPU time on a shared machine varies
+with its load; instruction counts vary by a few per cent at most, so a change to the message
+path is best compared this way (``--root`` points at another checkout to compare with).
+
+Needs valgrind (``apt-get install valgrind``); the worker runs some 30-50× slower under it, so
+the fleets are small and the heartbeat rate low.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .procs import PYTHON, Rig
+
+ROOT = Path(__file__).resolve().parent.parent
+_TOTAL = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
+#: C functions whose call counts show the traffic really happened (frames sent, received).
+_CALLS = {"send": re.compile(r"sock_send\b"), "recv": re.compile(r"sock_recv\b")}
+
+
+def _calls(text: str) -> dict[str, int]:
+    """How often the socket send/recv C functions were called (callgrind's call records)."""
+    names: dict[str, str] = {}
+    counts = dict.fromkeys(_CALLS, 0)
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith("cfn="):
+            ref = line[4:]
+            if ref.startswith("(") and " " in ref:
+                key, _, name = ref.partition(" ")
+                names[key] = name
+            current = names.get(ref.split(" ", 1)[0], ref)
+        elif line.startswith("calls=") and current is not None:
+            for kind, pattern in _CALLS.items():
+                if pattern.search(current):
+                    counts[kind] += int(line[6:].split()[0])
+            current = None
+    return counts
+
+
+def _instructions(job: dict[str, Any], root: Path, out: Path) -> tuple[int, dict[str, Any]]:
+    """Run one worker job under callgrind; its instruction count and its result.
+
+    The result carries ``calls``: how often the process sent and received on a socket.
+    """
+    argv = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        PYTHON,
+        "-m",
+        "benchmarks.worker",
+        json.dumps(job),
+    ]
+    done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=1800)
+    result: dict[str, Any] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("@@ ") and '"result"' in line:
+            result = json.loads(line[3:])["result"]
+    text = out.read_text()
+    match = _TOTAL.search(text)
+    if done.returncode != 0 or match is None or not result:
+        raise RuntimeError(f"callgrind run failed ({done.returncode}): {done.stderr[-2000:]}")
+    result["calls"] = _calls(text)
+    return int(match.group(1)), result
+
+
+def heartbeat(
+    root: Path, n: int = 50, interval: float = 2.0, windows: tuple[float, float] = (10.0, 30.0)
+) -> dict[str, Any]:
+    """Instructions per heartbeat (sent + ack handled), manager side."""
+    with Rig(n, tag="callgrind") as rig, tempfile.TemporaryDirectory() as tmp:
+        counts = []
+        for window in windows:
+            job = {
+                "kind": "fleet",
+                "spec": rig.spec(),
+                "heartbeat_interval": interval,
+                "window": window,
+                "timeout": 600.0,
+            }
+            counts.append(_instructions(job, root, Path(tmp) / f"hb-{window:g}.out")[0])
+    beats = n * (windows[1] - windows[0]) / interval
+    return {
+        "n": n,
+        "interval": interval,
+        "instructions_per_heartbeat": (counts[1] - counts[0]) / beats,
+    }
+
+
+def bringup(root: Path, sizes: tuple[int, int] = (50, 150)) -> dict[str, Any]:
+    """Instructions per device from start to IDLE, manager side."""
+    with Rig(sizes[1], tag="callgrind") as rig, tempfile.TemporaryDirectory() as tmp:
+        counts = []
+        for n in sizes:
+            spec = _first(rig.spec(), n)
+            job = {"kind": "fleet", "spec": spec, "timeout": 600.0, "linger": 0.5}
+            count, result = _instructions(job, root, Path(tmp) / f"up-{n}.out")
+            if result.get("statuses") != {"idle": n}:
+                raise RuntimeError(
+                    f"bring-up of {n} under callgrind ended {result.get('statuses')}"
+                )
+            counts.append(count)
+    return {
+        "sizes": sizes,
+        "instructions_per_device": (counts[1] - counts[0]) / (sizes[1] - sizes[0]),
+    }
+
+
+def floor(
+    root: Path, n: int = 50, interval: float = 2.0, windows: tuple[float, float] = (10.0, 30.0)
+) -> dict[str, Any]:
+    """The same for trio-websocket alone (``benchmarks.floor``'s client against its server)."""
+    server = subprocess.Popen(
+        [PYTHON, "-m", "benchmarks.floor"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]
+        with tempfile.TemporaryDirectory() as tmp:
+            counts = []
+            for window in windows:
+                job = {"kind": "floor", "n": n, "url": url, "interval": interval, "window": window}
+                counts.append(_instructions(job, root, Path(tmp) / f"floor-{window:g}.out")[0])
+    finally:
+        server.terminate()
+        server.wait()
+    beats = n * (windows[1] - windows[0]) / interval
+    return {
+        "n": n,
+        "interval": interval,
+        "instructions_per_heartbeat": (counts[1] - counts[0]) / beats,
+    }
+
+
+def _first(spec: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    out, left = [], n
+    for shard in spec:
+        take = min(left, shard["count"])
+        if take:
+            out.append(shard | {"count": take})
+        left -= take
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
+    parser.add_argument("what", choices=("heartbeat", "bringup", "floor"))
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="checkout whose stellate to measure"
+    )
+    args = parser.parse_args(argv)
+    measures: dict[str, Callable[[Path], dict[str, Any]]] = {
+        "heartbeat": heartbeat,
+        "bringup": bringup,
+        "floor": floor,
+    }
+    result = measures[args.what](args.root)
+    print(json.dumps(result | {"root": str(args.root)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
