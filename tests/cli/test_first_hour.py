@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 from pathlib import Path
 
@@ -123,7 +122,6 @@ def test_the_example_says_what_embedded_mode_really_does() -> None:
 def test_up_says_up_front_when_a_fleet_cannot_fit_the_open_file_limit(tmp_path: Path) -> None:
     devices = "".join(f"  - {{device_id: d{i}, server_url: 'ws://h/ws'}}\n" for i in range(100))
     config = write(tmp_path, f"devices:\n{devices}")
-    began = time.monotonic()
     result = subprocess.run(
         ["bash", "-c", f'ulimit -n 128 && exec "{STELLATE}" up "{config}" --embedded --once'],
         capture_output=True,
@@ -132,7 +130,8 @@ def test_up_says_up_front_when_a_fleet_cannot_fit_the_open_file_limit(tmp_path: 
         check=False,
     )
     assert result.returncode == 2, result.stderr
-    assert time.monotonic() - began < 30  # before starting anything, not device by device
+    # Before starting anything, not device by device: no transition was ever shown.
+    assert "->" not in result.stdout + result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert re.fullmatch(
         r"stellate up: a fleet of 100 devices in embedded mode \(4 per device\) needs about 400 "
@@ -198,9 +197,7 @@ devices:
   - {{device_id: slow, server_url: "{refused_url()}", max_retries: 5}}
 """,
     )
-    began = time.monotonic()
     result = stellate("up", config, "--once", "--timeout", "1", "--json", cwd=tmp_path)
-    assert time.monotonic() - began < 20
     assert result.returncode == 1
     assert "--timeout 1 s passed with 1 device(s) still pending: slow (backoff: " in result.stderr
     assert json.loads(result.stdout)[0]["status"] == "backoff"
