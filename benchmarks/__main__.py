@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -11,14 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import cli_up, fleet, floor, latency, machine, targets
+from . import cli_up, codec, fleet, floor, latency, machine, targets
 from .env import describe
 from .env import machine as machine_info
 from .procs import Rig
 from .report import Row, grid, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("machine", "latency", "fleet", "heartbeat", "floor", "storm", "cli", "split")
+STEPS = ("codec", "machine", "latency", "fleet", "heartbeat", "floor", "storm", "cli", "split")
 
 
 def log(message: str) -> None:
@@ -50,7 +51,12 @@ class Plan:
         return step in self.only
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every Rig: its servers and agents stop
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="reduced set, under a minute")
     parser.add_argument(
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         # Keep what is done so far: a long full run interrupted later still leaves its figures.
         _write(plan, info, info, time.monotonic() - began, [], results, partial=True)
 
+    if plan.wants("codec"):
+        step("codec alone", lambda: results.update(codec=codec.measure()))
     if plan.wants("machine"):
         step("machine alone", lambda: results.update(machine=machine.measure(plan.machine_models)))
     if plan.wants("latency"):
@@ -188,6 +196,8 @@ def _rows(plan: Plan, results: dict[str, Any]) -> dict[str, list[Row]]:
         d += latency.rows(results["latency"])
     if "split" in results:
         d += _split_rows(results["split"])
+    if "codec" in results:
+        d += codec.rows(results["codec"])
     if "machine" in results:
         d += machine.rows(results["machine"])
     for n, result in sorted(fleets.items()):

@@ -221,6 +221,11 @@ class Rig:
                 str(shard.port),
                 "--heartbeat-interval",
                 str(self.server_heartbeat),
+                # The rig's agents all connect at once: the server's guard against sockets that
+                # never register (a quarter of its connections by default) would refuse them
+                # with 503 and they would back off, which only makes the rig slow to start.
+                "--max-unregistered",
+                str(max(16, 2 * shard.count)),
             ],
             self.log_dir,
         )
