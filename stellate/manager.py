@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -34,7 +35,10 @@ import attrs
 import trio
 
 from .fsm import (
+    ACTIVE,
+    AT_REST,
     DEFAULT_MAX_RETRIES,
+    SETTLED,
     AgentProfile,
     DeviceLifecycle,
     DeviceStatus,
@@ -55,7 +59,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
+#: Set in the environment (the test suite does), a bug in a device's task is re-raised after
+#: it has been contained and logged: it fails the run instead of one device.
+STRICT_ENV = "STELLATE_STRICT"
 
 
 class EventKind(StrEnum):
@@ -64,8 +70,11 @@ class EventKind(StrEnum):
     PHASE = "phase"  # any other phase change
     TELEMETRY_MERGED = "telemetry_merged"  # system info merged into the profile
     READY = "ready"  # reached IDLE (activated)
-    CONNECTION_LOST = "connection_lost"  # an activated device lost its server
-    FAILED = "failed"  # gave up (retries exhausted or rejected)
+    TASK_STARTED = "task_started"  # the app marked the device busy (event.task_id)
+    TASK_FINISHED = "task_finished"  # the app marked it idle again (event.task_id)
+    CONNECTION_LOST = "connection_lost"  # an activated device lost its server (while busy:
+    # event.task_id is the interrupted task)
+    FAILED = "failed"  # gave up (retries exhausted, window passed, rejected, or our bug)
 
 
 @attrs.frozen
@@ -85,16 +94,20 @@ class ManagerEvent:
     reason: str | None = None
     #: Entering ``backoff``: seconds until the next attempt (what a display says while waiting).
     retry_in: float | None = None
+    #: The task this transition started, finished or interrupted (see ``EventKind``).
+    task_id: str | None = None
 
 
 def _kinds(record: TransitionRecord, merged: bool) -> tuple[EventKind, ...]:
     if record.dest is DeviceStatus.FAILED:
         return (EventKind.FAILED,)
-    if record.source in (DeviceStatus.IDLE, DeviceStatus.BUSY) and (
-        record.dest is DeviceStatus.BACKOFF
-    ):
+    if record.trigger is Trigger.TASK_ASSIGNED:
+        return (EventKind.TASK_STARTED,)
+    if record.trigger is Trigger.TASK_FINISHED:
+        return (EventKind.TASK_FINISHED,)
+    if record.source in ACTIVE and record.dest is DeviceStatus.BACKOFF:
         return (EventKind.CONNECTION_LOST,)
-    if record.dest is DeviceStatus.IDLE and record.source is not DeviceStatus.BUSY:
+    if record.dest is DeviceStatus.IDLE:
         return (EventKind.TELEMETRY_MERGED, EventKind.READY) if merged else (EventKind.READY,)
     return (EventKind.PHASE,)
 
@@ -135,6 +148,38 @@ class DeviceRegistry:
     def get_device(self, device_id: str) -> AgentProfile | None:
         lifecycle = self._devices.get(device_id)
         return lifecycle.profile if lifecycle is not None else None
+
+    # -- tasks: Galaxy's names, through the machine ---------------------------------------------
+    def set_device_busy(self, device_id: str, task_id: str) -> None:
+        """The device is working on ``task_id`` (IDLE → BUSY).
+
+        A loss while busy ends the task: the ``CONNECTION_LOST`` event names it.
+
+        Raises:
+            UnknownDevice: no such device.
+            IllegalTransition: the device is not IDLE (not ready, or already busy).
+        """
+        self.lifecycle(device_id).fire(Trigger.TASK_ASSIGNED, task_id=task_id)
+
+    def set_device_idle(self, device_id: str) -> None:
+        """The device's task is over (BUSY → IDLE).
+
+        Raises:
+            UnknownDevice: no such device.
+            IllegalTransition: the device is not BUSY (e.g. its connection was lost meanwhile,
+                which already ended the task).
+        """
+        self.lifecycle(device_id).fire(Trigger.TASK_FINISHED)
+
+    def is_device_busy(self, device_id: str) -> bool:
+        """True while the device is BUSY (False for an unknown id)."""
+        lifecycle = self._devices.get(device_id)
+        return lifecycle is not None and lifecycle.state is DeviceStatus.BUSY
+
+    def get_current_task(self, device_id: str) -> str | None:
+        """The task the device is busy with (None: idle, not ready, or unknown)."""
+        lifecycle = self._devices.get(device_id)
+        return lifecycle.profile.current_task_id if lifecycle is not None else None
 
     def get_all_devices(self) -> dict[str, AgentProfile]:
         return {device_id: lc.profile for device_id, lc in self._devices.items()}
@@ -193,6 +238,7 @@ class ConstellationDeviceManager:
         rng: RandomSource | None = None,
         shutdown_timeout: float = 5.0,
         max_connecting: int = 100,
+        strict: bool | None = None,
     ) -> None:
         if max_connecting < 1:
             raise ValueError("max_connecting must be >= 1")
@@ -212,13 +258,19 @@ class ConstellationDeviceManager:
         self.timing = (timing or Timing()).evolve(
             **{name: value for name, value in sugar.items() if value is not None}
         )
+        if strict is None:
+            strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
         self._runner_settings = RunnerSettings(
-            task_name=task_name, connect_slots=trio.CapacityLimiter(max_connecting)
+            task_name=task_name,
+            connect_slots=trio.CapacityLimiter(max_connecting),
+            strict=strict,
         )
         if connector is None:
             from .adapters.websocket import WebSocketConnector
 
-            connector = WebSocketConnector()
+            # No deadline of its own: the connect timeout is the CONNECTING state's deadline
+            # (``timing.connect_timeout``), armed by the runner once a connect slot is held.
+            connector = WebSocketConnector(connect_timeout=None)
         self._connector = connector
         self._api_key = api_key
         add_log_secret(api_key)  # masked verbatim by the CLI's log filter, wherever it appears
@@ -349,7 +401,11 @@ class ConstellationDeviceManager:
             raise RuntimeError("the manager is not running (async with / nursery.start(run))")
         profile = attrs.evolve(profile, server_url=with_token(profile.server_url, self._api_key))
         lifecycle = self._engine.create(
-            profile, timing=self.timing, rng=self._rng, observer=self._observe
+            profile,
+            timing=self.timing,
+            rng=self._rng,
+            observer=self._observe,
+            monotonic=trio.current_time,
         )
         try:
             self.device_registry.add(lifecycle)
@@ -400,7 +456,7 @@ class ConstellationDeviceManager:
         self.add_device(profile, auto_connect=auto_connect)
         if not auto_connect:
             return True
-        final = await self.wait_for(device_id, *_SETTLED)
+        final = await self.wait_for(device_id, *SETTLED)
         return final.status is DeviceStatus.IDLE
 
     def add_config(self, config: StellateConfig) -> None:
@@ -444,7 +500,7 @@ class ConstellationDeviceManager:
         is simply waited for. Returns False if it ends FAILED, or is disconnected meanwhile.
         """
         lifecycle = self.device_registry.lifecycle(device_id)
-        if lifecycle.state in (DeviceStatus.DISCONNECTED, DeviceStatus.FAILED):
+        if lifecycle.state in AT_REST:
             # Wait for a transition *after* the command, not for "not in FAILED": a retry that
             # fails again at once could be back in FAILED before this task looks.
             seen = self._transitions[device_id]
@@ -452,9 +508,7 @@ class ConstellationDeviceManager:
             await self._wait_transition_after(device_id, seen)
         else:
             await self._command(device_id, Trigger.CONNECT)
-        final = await self.wait_for(
-            device_id, DeviceStatus.IDLE, DeviceStatus.FAILED, DeviceStatus.DISCONNECTED
-        )
+        final = await self.wait_for(device_id, *SETTLED, DeviceStatus.DISCONNECTED)
         return final.status is DeviceStatus.IDLE
 
     async def retry_device(self, device_id: str) -> bool:
@@ -477,7 +531,7 @@ class ConstellationDeviceManager:
 
     async def wait_for(self, device_id: str, *statuses: DeviceStatus) -> AgentProfile:
         """Wait until the device is in one of ``statuses``; return that profile."""
-        wanted = statuses or _SETTLED
+        wanted = statuses or SETTLED
         while True:
             profile = self.device_registry.lifecycle(device_id).profile
             if profile.status in wanted:
@@ -501,7 +555,7 @@ class ConstellationDeviceManager:
         """Wait until every (given) device is IDLE or FAILED."""
         ids = list(device_ids) if device_ids is not None else list(self._handles)
         for device_id in ids:
-            await self.wait_for(device_id, *_SETTLED)
+            await self.wait_for(device_id, *SETTLED)
         return {device_id: self.device_registry.lifecycle(device_id).profile for device_id in ids}
 
     # -- the event stream ---------------------------------------------------------------------
@@ -542,7 +596,7 @@ class ConstellationDeviceManager:
         for kind in _kinds(record, record.telemetry_merged):
             reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
             retry_in = lifecycle.timeout if record.dest is DeviceStatus.BACKOFF else None
-            event = ManagerEvent(kind, device_id, record, profile, reason, retry_in)
+            event = ManagerEvent(kind, device_id, record, profile, reason, retry_in, record.task_id)
             for observer in self._observers:
                 observer(event)
             for subscriber in list(self._subscribers):

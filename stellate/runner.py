@@ -1,30 +1,31 @@
-"""One trio task per device: it drives the device's lifecycle and performs its effects.
+"""One trio task per device: it performs the effects its lifecycle asks for and feeds back what
+happened.
 
-The runner is the only code that does I/O for a device. It looks at the state, performs the one
-step that state calls for (open the socket, send REGISTER, wait for the answer, request
-telemetry, wait out the backoff), and feeds the outcome back into the machine as an event. The
-machine decides; the runner obeys. Everything the task waits on arrives through one inbox:
+The runner is the only code that does I/O for a device, and it decides nothing: every rule is a
+row or a guard of the transition table (``stellate/fsm/table.py``). It performs the effects each
+transition returns — ``OpenConnection`` starts a socket's life, ``CloseConnection`` ends it,
+``SendRegister``/``RequestTelemetry`` send frames, ``StartHeartbeat`` starts the lease — arms the
+deadline the new state declares (``DeviceLifecycle.timeout``), and turns what comes back into the
+next event. Everything the task waits on arrives through one inbox:
 
 * frames decoded by the connection's single reader task,
 * the heartbeat task's "lease expired",
-* the owner's commands (connect, retry, disconnect).
+* the owner's commands (connect, retry, disconnect), fired if the machine accepts them now.
 
 Each connection has a generation number, so a late item from a socket that is already gone can
 never be mistaken for news about the current one. Heartbeats and the reader live in a nursery
 that is a child of the device task: cancelling the device (or the whole manager) cancels them
 and closes the socket, leaking nothing.
 
-Rejections while recovering. A rejection of a registration made to a server that has given no
-sign of trouble is final (the flow's rule: FAILED, no retry). But once this run of attempts has
-met a server in flux — an attempt failed at the connection level (refused, timed out, dropped)
-or the device reached IDLE and then lost its server — the server it reconnects to may not know
-the device yet (a restarted server that the device agent has not re-joined: "Target device 'D'
-is not connected"), or may still hold our previous socket (its close not processed yet:
-"already registered"). Both are transient consequences of the trouble we are recovering from,
-so while recovering the runner reports them as ``connection_failed``: the device backs off and
-retries, bounded by ``max_retries`` like any failed attempt (the last reason is kept in the
-failure). An explicit connect or retry by the owner starts a fresh run: a clean rejection is
-final again.
+What the runner classifies (with ``stellate.protocol``'s functions, never by reading text
+itself): a refused handshake or a policy close before registration that refuses our key
+(``auth_rejected``), a registration refusal's kind (passed to the table as event data), and a
+Retry-After on a refused handshake (event data: the backoff waits at least that long).
+
+A bug of ours (an exception the runner did not expect, an illegal event) is contained in its
+device: logged with its traceback, the device fails through the table's ``internal_error`` row
+and the rest of the fleet runs on. In strict mode (``RunnerSettings.strict``, which the test
+suite switches on) the error is re-raised instead, so a test cannot pass over it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 import trio
@@ -42,9 +43,7 @@ from .escape import escape_text
 from .fsm import (
     CloseConnection,
     DeviceLifecycle,
-    DeviceStatus,
     Effect,
-    IllegalTransition,
     OpenConnection,
     RequestTelemetry,
     SendRegister,
@@ -64,23 +63,14 @@ from .protocol import (
     Registered,
     Rejected,
     RejectionKind,
+    classify_close,
+    classify_handshake,
 )
 from .protocol.lease import HeartbeatLease
 from .protocol.session_client import ClientEvent
 from .redact import redact_url
 
 logger = logging.getLogger(__name__)
-
-#: States in which the device holds an open socket.
-_CONNECTED_PHASES = frozenset(
-    {
-        DeviceStatus.CONNECTED,
-        DeviceStatus.REGISTERING,
-        DeviceStatus.TELEMETRY,
-        DeviceStatus.IDLE,
-        DeviceStatus.BUSY,
-    }
-)
 
 #: How long closing a socket may take before we drop it (a silent peer must not hold us).
 CLOSE_GRACE = 2.0
@@ -91,6 +81,14 @@ CANCELLED_CLOSE_GRACE = 0.1
 
 CommandName = Literal[Trigger.CONNECT, Trigger.RETRY, Trigger.DISCONNECT]
 
+#: What each of the owner's commands may fire, first accepted wins: "connect" connects a
+#: stopped device, retries a failed one, or cuts a backoff short; otherwise it is already done.
+_COMMAND_TRIGGERS: Final[dict[CommandName, tuple[Trigger, ...]]] = {
+    Trigger.CONNECT: (Trigger.CONNECT, Trigger.RETRY),
+    Trigger.RETRY: (Trigger.RETRY,),
+    Trigger.DISCONNECT: (Trigger.DISCONNECT,),
+}
+
 
 @attrs.frozen
 class RunnerSettings:
@@ -98,6 +96,8 @@ class RunnerSettings:
     #: Shared by a fleet's runners: a slot is held from the start of a connection attempt
     #: until the socket is open (None: no limit).
     connect_slots: trio.CapacityLimiter | None = None
+    #: Re-raise a contained internal error (tests) instead of only failing its device.
+    strict: bool = False
 
 
 @attrs.frozen
@@ -116,6 +116,7 @@ class _FromPeer:
 @attrs.frozen
 class _Closed:
     generation: int
+    code: int | None
     reason: str
 
 
@@ -128,12 +129,6 @@ class _LeaseExpired:
 InboxItem = Command | _FromPeer | _Closed | _LeaseExpired
 
 SessionFactory = Callable[[str, str], ConstellationSession]
-
-
-#: Rejections that a reconnect after a loss can expect (see the module docstring).
-_TRANSIENT_WHILE_RECOVERING = frozenset(
-    {RejectionKind.TARGET_NOT_YET_KNOWN, RejectionKind.ID_STILL_HELD}
-)
 
 
 class DeviceRunner:
@@ -157,12 +152,8 @@ class DeviceRunner:
         self._generation = 0
         # The current socket's heartbeat lease, once heartbeats have started.
         self._lease: HeartbeatLease | None = None
-        # True once this run (since the owner's last connect/retry) met a server in flux: an
-        # attempt failed at the connection level, or the device reached IDLE (so any later
-        # registration follows a loss). A target briefly absent then is not a rejection.
-        self._recovering = False
-        # Set by the inbox watch while connecting: the owner asked to disconnect.
-        self._disconnect_requested = False
+        # Set by the inbox watch while connecting: an owner's command that abandons the attempt.
+        self._interrupting: Command | None = None
         # Set while the runner holds no socket (replaced by a fresh one per attempt).
         self._released = trio.Event()
         self._released.set()
@@ -176,37 +167,54 @@ class DeviceRunner:
         """
         await self._released.wait()
 
-    # -- the outer loop: one state at a time ------------------------------------------------
+    # -- the outer loop: effects in, events out -----------------------------------------------
     async def run(self) -> None:
+        pending: list[Effect] = []
         while True:
-            state = self.lc.state
-            if state is DeviceStatus.CONNECTING:
-                await self._connection()
-            elif state is DeviceStatus.BACKOFF:
-                item = await self._next(self.lc.timeout)
-                if item is None:
-                    self._fire(Trigger.TIMED_OUT)
-                elif isinstance(item, Command):
-                    self._command_while_waiting(item)
-            else:  # DISCONNECTED or FAILED: only the owner moves us on
-                item = await self._next(None)
-                if isinstance(item, Command):
-                    self._command_while_waiting(item)
+            try:
+                pending = await self._step(pending)
+            except Exception as exc:  # our bug: contain it in this device (see the docstring)
+                pending = self._contain(exc)
 
-    def _command_while_waiting(self, command: Command) -> None:
-        state = self.lc.state
-        if command.name == Trigger.DISCONNECT:
-            if state is not DeviceStatus.DISCONNECTED:
-                self._fire(Trigger.DISCONNECT)
-            return
-        if state is DeviceStatus.DISCONNECTED:
-            self._recovering = False  # a fresh run (attempts start over too)
-            self._fire(Trigger.CONNECT)
-        elif state is DeviceStatus.FAILED:
-            self._recovering = False
-            self._fire(Trigger.RETRY)
-        elif state is DeviceStatus.BACKOFF:  # "connect now": cut the wait short, same run
-            self._fire(Trigger.TIMED_OUT)
+    async def _step(self, pending: list[Effect]) -> list[Effect]:
+        """Perform ``pending`` without a socket, then wait for the next event; return the
+        effects it caused. An ``OpenConnection`` runs a whole connection (attempt and life)."""
+        for effect in pending:
+            if isinstance(effect, OpenConnection):
+                return await self._connection(effect.url)
+            if not isinstance(effect, CloseConnection):  # closing nothing is fine
+                raise RuntimeError(f"{effect!r} needs an open socket and there is none")
+        item = await self._next(self.lc.timeout)
+        if item is None:
+            return self._fire(Trigger.TIMED_OUT)
+        if isinstance(item, Command):
+            return self._command(item)
+        return []  # no socket of this generation exists: nothing else can be current
+
+    def _command(self, command: Command) -> list[Effect]:
+        for trigger in _COMMAND_TRIGGERS[command.name]:
+            if self.lc.accepts(trigger):
+                return self._fire(trigger)
+        return []  # already done (connecting, connected, stopped): nothing to do
+
+    def _contain(self, exc: Exception) -> list[Effect]:
+        """Log a bug of ours with its traceback and fail only this device (or re-raise)."""
+        strict = self._settings.strict
+        logger.error(
+            "device %s: internal error in its task (%s)",
+            self.lc.device_id,
+            "strict mode: re-raised"
+            if strict
+            else "contained: this device fails, the others run on",
+            exc_info=exc,
+        )
+        if strict:
+            raise exc
+        leaf = _first_leaf(exc)
+        reason = f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+        if not self.lc.accepts(Trigger.INTERNAL_ERROR):
+            return []  # already FAILED: it stays so, with its reason
+        return self._fire(Trigger.INTERNAL_ERROR, reason=reason)
 
     async def _next(self, seconds: float | None) -> InboxItem | None:
         """The next current item from the inbox, or None when ``seconds`` pass."""
@@ -218,10 +226,11 @@ class DeviceRunner:
                     return item
         return None
 
-    # -- phase 2 and beyond: one connection's lifetime ----------------------------------------
-    async def _connection(self) -> None:
-        """One attempt: connect (within the connect timeout), then live on that socket."""
-        self._disconnect_requested = False
+    # -- one connection: the attempt, then its life --------------------------------------------
+    async def _connection(self, url: str) -> list[Effect]:
+        """Connect within the state's deadline, then live on that socket until a transition
+        closes it; return the effects pending once the socket is gone."""
+        self._interrupting = None
         connect_scope = trio.CancelScope()  # its deadline is armed once a slot is held
         released = self._released = trio.Event()
         try:
@@ -229,22 +238,24 @@ class DeviceRunner:
                 watch_scope: trio.CancelScope = await watch_nursery.start(
                     self._watch_while_connecting, connect_scope
                 )
-                await self._attempt(connect_scope, watch_scope, self.lc.timeout)
+                pending = await self._attempt(url, connect_scope, watch_scope, self.lc.timeout)
                 watch_scope.cancel()
         finally:
             released.set()
+        return pending
 
     async def _attempt(
         self,
+        url: str,
         connect_scope: trio.CancelScope,
         watch_scope: trio.CancelScope,
         connect_timeout: float | None,
-    ) -> None:
+    ) -> list[Effect]:
         # Every exception an attempt can end with is handled here, inside the watch nursery:
         # escaping it, they would arrive wrapped in an ExceptionGroup.
-        url = self.lc.profile.server_url
         slots = self._settings.connect_slots
-        holding = False
+        holding = opened = False
+        pending: list[Effect] = []
         try:
             with connect_scope:
                 if slots is not None:
@@ -253,32 +264,44 @@ class DeviceRunner:
                 if connect_timeout is not None:  # counted from here, slot in hand
                     connect_scope.deadline = trio.current_time() + connect_timeout
                 async with self._connector.open(url) as conn:
+                    opened = True
                     if holding:
                         assert slots is not None
                         slots.release()
                         holding = False
                     watch_scope.cancel()
                     connect_scope.deadline = math.inf  # connected: the connect deadline is over
-                    if not self._disconnect_requested:
-                        await self._connected(conn)
+                    if self._interrupting is None:
+                        pending = await self._connected(conn)
         except (ConnectError, OSError) as exc:
-            if self.lc.state is DeviceStatus.CONNECTING and not self._disconnect_requested:
-                self._fire(Trigger.CONNECTION_FAILED, reason=str(exc) or type(exc).__name__)
+            if opened:
+                raise  # not a connect failure: a bug somewhere on the open socket
+            if self._interrupting is None:
+                pending = self._connect_failed(exc)
         except ConnectionClosed as exc:  # closed while the context manager was leaving
-            if self.lc.state in _CONNECTED_PHASES:
-                self._fire(Trigger.CONNECTION_FAILED, reason=f"connection closed ({exc.code})")
+            if self._socket_alive:
+                pending = self._fire(
+                    Trigger.CONNECTION_FAILED, reason=f"connection closed ({exc.code})"
+                )
         finally:
             if holding:
                 assert slots is not None
                 slots.release()
             self._generation += 1  # whatever that socket still says is stale from now on
-        if self.lc.state is not DeviceStatus.CONNECTING:
-            return
-        if self._disconnect_requested:
-            self._fire(Trigger.DISCONNECT)
-        elif connect_scope.cancelled_caught:
+        if self._interrupting is not None:
+            return self._command(self._interrupting)
+        if connect_scope.cancelled_caught and not opened:
             logger.info("device %s: connect to %s timed out", self.lc.device_id, redact_url(url))
-            self._fire(Trigger.TIMED_OUT)
+            return self._fire(Trigger.TIMED_OUT)
+        return pending
+
+    def _connect_failed(self, exc: ConnectError | OSError) -> list[Effect]:
+        reason = str(exc) or type(exc).__name__
+        status = exc.status if isinstance(exc, ConnectError) else None
+        if classify_handshake(status) is RejectionKind.AUTH:
+            return self._fire(Trigger.AUTH_REJECTED, reason=reason)
+        retry_after = exc.retry_after if isinstance(exc, ConnectError) else None
+        return self._fire(Trigger.CONNECTION_FAILED, reason=reason, retry_after=retry_after)
 
     async def _watch_while_connecting(
         self,
@@ -288,40 +311,47 @@ class DeviceRunner:
     ) -> None:
         """Read the inbox while the handshake runs, so ``disconnect`` need not wait for it.
 
-        Only commands can matter now (no socket of this generation exists yet): a disconnect
-        abandons the attempt, connect and retry are already being done, older sockets' news
-        is stale. The main task is inside ``Connector.open`` meanwhile, so the inbox still has
-        exactly one reader at a time; it cancels this watch as soon as the socket is open.
+        Only commands can matter now (no socket of this generation exists yet): one the
+        machine accepts in this state abandons the attempt and is fired once it has unwound;
+        the others are already being done, and older sockets' news is stale. The main task is
+        inside ``Connector.open`` meanwhile, so the inbox still has exactly one reader at a
+        time; it cancels this watch as soon as the socket is open.
         """
         with trio.CancelScope() as scope:
             task_status.started(scope)
             while True:
                 item = await self._inbox.receive()
-                if isinstance(item, Command) and item.name == Trigger.DISCONNECT:
-                    self._disconnect_requested = True
+                if isinstance(item, Command) and any(
+                    self.lc.accepts(t) for t in _COMMAND_TRIGGERS[item.name]
+                ):
+                    self._interrupting = item
                     connect_scope.cancel()
                     return
 
-    async def _connected(self, conn: Connection) -> None:
+    _socket_alive = False
+
+    async def _connected(self, conn: Connection) -> list[Effect]:
+        """The socket's life: from ``connection_opened`` until a transition closes it."""
         session = self._new_session(self._settings.task_name, self.lc.device_id)
         self._lease = None  # this socket's heartbeats have not started
         generation = self._generation
         grace = CLOSE_GRACE
+        self._socket_alive = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, conn, session, generation)
             try:
                 pending = self._fire(Trigger.CONNECTION_OPENED)
                 while True:
-                    while pending:
-                        pending = await self._perform(pending, conn, session, nursery)
-                    if self.lc.state not in _CONNECTED_PHASES:
-                        break
+                    pending, closing = await self._perform(pending, conn, session, nursery)
+                    if closing:
+                        return pending
                     item = await self._next(self.lc.timeout)
-                    pending = self._on_item(item)
+                    pending = self._on_item(item, session)
             except trio.Cancelled:
                 grace = CANCELLED_CLOSE_GRACE
                 raise
             finally:
+                self._socket_alive = False
                 nursery.cancel_scope.cancel()
                 with trio.CancelScope(shield=True) as close_scope:
                     close_scope.deadline = trio.current_time() + grace
@@ -333,59 +363,67 @@ class DeviceRunner:
         conn: Connection,
         session: ConstellationSession,
         nursery: trio.Nursery,
-    ) -> list[Effect]:
-        """Perform effects in order; return the effects of any event they caused."""
-        follow_up: list[Effect] = []
-        for effect in effects:
+    ) -> tuple[list[Effect], bool]:
+        """Perform effects in order, and those of the events they cause; stop at a
+        ``CloseConnection`` (returning what follows it, and True: the socket's life is over)."""
+        queue = list(effects)
+        while queue:
+            effect = queue.pop(0)
+            if isinstance(effect, CloseConnection):
+                return queue, True
             if isinstance(effect, SendRegister):
-                if await self._send(conn, session.register()):
-                    follow_up += self._fire(Trigger.REGISTER_SENT)
-                else:
-                    return []
+                failed = await self._send(conn, session, session.register())
+                queue += failed if failed is not None else self._fire(Trigger.REGISTER_SENT)
             elif isinstance(effect, RequestTelemetry):
-                if not await self._send(conn, session.request_device_info()):
-                    return []
+                failed = await self._send(conn, session, session.request_device_info())
+                queue += failed or []
             elif isinstance(effect, StartHeartbeat):
-                self._recovering = True
                 nursery.start_soon(self._heartbeat, conn, session, self._generation)
-            elif isinstance(effect, CloseConnection | OpenConnection):
-                pass  # the connection's lifetime is the ``async with`` in _connection
-        return follow_up
+            else:
+                raise RuntimeError(f"{effect!r} while a socket is open")
+        return [], False
 
-    async def _send(self, conn: Connection, frame: str) -> bool:
+    async def _send(
+        self, conn: Connection, session: ConstellationSession, frame: str
+    ) -> list[Effect] | None:
+        """Send ``frame``; None when it went out, else the effects of the close it revealed."""
         try:
             await conn.send(frame)
         except ConnectionClosed as exc:
-            self._fire(Trigger.CONNECTION_FAILED, reason=f"connection closed ({exc.code})")
-            return False
-        return True
+            return self._closed(session, exc.code, f"connection closed ({exc.code})")
+        return None
 
-    def _on_item(self, item: InboxItem | None) -> list[Effect]:
-        state = self.lc.state
+    def _closed(self, session: ConstellationSession, code: int | None, reason: str) -> list[Effect]:
+        """The socket was closed under us: a refused key, or a lost connection."""
+        registered = not session.registration_pending
+        if classify_close(code, registered=registered) is RejectionKind.AUTH:
+            return self._fire(Trigger.AUTH_REJECTED, reason=reason)
+        return self._fire(Trigger.CONNECTION_FAILED, reason=reason)
+
+    def _on_item(self, item: InboxItem | None, session: ConstellationSession) -> list[Effect]:
+        """What an inbox item means while a socket is open, as the machine's next event."""
         if item is None:
             return self._fire(Trigger.TIMED_OUT)
         if isinstance(item, Command):
-            if item.name == Trigger.DISCONNECT:
-                return self._fire(Trigger.DISCONNECT)
-            return []  # already connecting or connected
+            return self._command(item)
         if isinstance(item, _Closed):
-            return self._fire(Trigger.CONNECTION_FAILED, reason=item.reason)
+            return self._closed(session, item.code, item.reason)
         if isinstance(item, _LeaseExpired):
             return self._fire(
                 Trigger.CONNECTION_FAILED,
-                reason=f"heartbeat lease expired (silent for {item.silent_for:.1f}s)",
+                reason=f"heartbeat lease expired (unanswered for {item.silent_for:.1f}s)",
             )
         event = item.event
         if self._lease is not None:  # any frame on this socket shows the server alive
             self._lease.heard()
-        if isinstance(event, Registered) and state is DeviceStatus.REGISTERING:
+        if isinstance(event, Registered):
             return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
-        if isinstance(event, Rejected) and state is DeviceStatus.REGISTERING:
-            if self._recovering and event.kind in _TRANSIENT_WHILE_RECOVERING:
-                return self._fire(Trigger.CONNECTION_FAILED, reason=event.reason)
-            return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=False, reason=event.reason)
+        if isinstance(event, Rejected):
+            return self._fire(
+                Trigger.REGISTRATION_ANSWERED, accepted=False, reason=event.reason, kind=event.kind
+            )
         if isinstance(event, DeviceInfo):
-            if state is DeviceStatus.TELEMETRY:
+            if self.lc.accepts(Trigger.TELEMETRY_RECEIVED):
                 return self._fire(Trigger.TELEMETRY_RECEIVED, system_info=event.system_info)
             return []  # a late answer after the telemetry deadline: nothing to do
         if isinstance(event, HeartbeatAck):
@@ -397,7 +435,7 @@ class DeviceRunner:
             logger.warning(
                 "device %s: protocol violation: %s", self.lc.device_id, escape_text(event.reason)
             )
-            if state in (DeviceStatus.REGISTERING,):
+            if session.registration_pending:  # the attempt is spoiled
                 return self._fire(
                     Trigger.CONNECTION_FAILED, reason=f"protocol violation: {event.reason}"
                 )
@@ -432,7 +470,7 @@ class DeviceRunner:
             reason = f"connection closed by server (code {exc.code})"
             if exc.reason:
                 reason += f": {exc.reason}"
-            await self._to_inbox.send(_Closed(generation, reason))
+            await self._to_inbox.send(_Closed(generation, exc.code, reason))
 
     async def _heartbeat(
         self, conn: Connection, session: ConstellationSession, generation: int
@@ -467,11 +505,11 @@ class DeviceRunner:
 
     # -- the machine --------------------------------------------------------------------------
     def _fire(self, trigger: Trigger, **data: object) -> list[Effect]:
-        try:
-            effects = self.lc.fire(trigger, **data)
-        except IllegalTransition:
-            logger.exception("device %s: runner fired an illegal event", self.lc.device_id)
-            raise
-        if self.lc.state is DeviceStatus.BACKOFF:  # only failed or lost connections lead here
-            self._recovering = True
-        return effects
+        return self.lc.fire(trigger, **data)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: the error a reason should name."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -9,9 +9,10 @@ schedules below are the arithmetic those deadlines use.
 Backoff. The reference reconnects after a fixed delay, so devices that fail together retry
 together. Here the wait after the n-th failure in a row is drawn uniformly from ``[floor·d, d]``
 with ``d = min(backoff_cap, reconnect_delay·2**(n-1))``: bounded (tests can assert the bounds)
-and spread (a reconnect storm is smeared over time). While the server answers but does not know
-the device's target yet, the wait is drawn from ``[floor·rejoin_delay, rejoin_delay]`` instead:
-short and jittered, and it does not climb (the server is up; only the device agent is missing).
+and spread (a reconnect storm is smeared over time). While a device recovers from a loss and the
+server answers but does not know its target yet, the wait is drawn from
+``[floor·rejoin_delay, rejoin_delay]`` instead: short and jittered, and it does not climb (the
+server is up; only the device agent is missing).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class Timing:
     backoff_cap: float = 60.0
     #: Each wait is drawn from ``[jitter_floor·d, d]`` (0: anywhere up to d; 1: no jitter).
     jitter_floor: float = 0.1
-    #: The (non-climbing) wait while the server answers but does not know the target yet.
+    #: The (non-climbing) wait while recovering, when the server answers but does not know
+    #: the target yet (its agent has not re-joined).
     rejoin_delay: float = 2.0
     #: Seconds between heartbeats once a device is IDLE.
     heartbeat_interval: float = 30.0

@@ -2,6 +2,7 @@
 
 * Hypothesis: the profiles live in ``profiles.py`` (``stellate`` by default: derandomized;
   ``thorough`` and ``ci``: random, more examples); pick one with ``HYPOTHESIS_PROFILE``.
+* Strict mode: a bug in a device's task fails the test instead of only that device.
 * Transition coverage: every row of the FSM table fired during the session is recorded. A run
   of the whole suite reports ``transition coverage: N/M rows`` and each missing row; with
   ``STELLATE_COVERAGE_STRICT=1`` (set by ``make test``) a missing row fails it. A run of part
@@ -20,6 +21,10 @@ import pytest
 from stellate.fsm import coverage
 
 COVERAGE_STRICT_ENV = "STELLATE_COVERAGE_STRICT"
+
+# A bug in a device's task is contained in production (that device fails, the fleet runs on);
+# in the test suite it must fail the test instead (stellate.manager.STRICT_ENV).
+os.environ.setdefault("STELLATE_STRICT", "1")
 
 _deselected = 0
 

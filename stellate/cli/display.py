@@ -30,7 +30,7 @@ from typing import Any, Protocol, TextIO
 import attrs
 
 from ..escape import escape_text as shown
-from ..fsm import AgentProfile, DeviceStatus, Trigger
+from ..fsm import SETTLED, AgentProfile, DeviceStatus, Trigger
 from ..manager import EventKind, ManagerEvent
 from ..manager_metrics import profile_json
 from ..redact import redact_url
@@ -59,7 +59,6 @@ _STATUS_STYLE = {
     DeviceStatus.FAILED: "red",
     DeviceStatus.BACKOFF: "yellow",
 }
-_SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
 
 
 @attrs.frozen
@@ -333,7 +332,7 @@ class RichDisplay:
             Text(status_counts(profiles.values())),
         ]
         slowest = sorted(
-            (p for p in profiles.values() if p.status not in _SETTLED),
+            (p for p in profiles.values() if p.status not in SETTLED),
             key=lambda p: (-p.connection_attempts, p.device_id),
         )[:SLOWEST_LISTED]
         if slowest:

@@ -43,7 +43,7 @@ import attrs
 import trio
 
 from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_config
-from ..fsm import DeviceStatus
+from ..fsm import SETTLED, DeviceStatus
 from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from ..manager_metrics import serve_fleet
@@ -72,7 +72,6 @@ TICK = 0.25
 #: Descriptors one device needs: in embedded mode the manager's socket and the server's end of
 #: it, the agent's socket and the server's end of that; otherwise the manager's socket only.
 DESCRIPTORS_PER_DEVICE = {True: 4, False: 1}
-_SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
 
 
 def _positive_seconds(text: str) -> float:
@@ -211,7 +210,8 @@ async def _up(config: StellateConfig, options: _Options) -> int:
     if options.cafile is not None:
         from ..adapters.websocket import WebSocketConnector
 
-        overrides["connector"] = WebSocketConnector(cafile=options.cafile)
+        # No deadline of its own: the configured connect_timeout (the state's) is the one.
+        overrides["connector"] = WebSocketConnector(cafile=options.cafile, connect_timeout=None)
     expected = {device.device_id for device in config.devices if device.auto_connect}
     interrupt = _Interrupt()  # Ctrl-C cancels what is under way, then we stop cleanly
     server: AgentServer | None = None
@@ -292,7 +292,7 @@ async def _run_fleet(
             + (f": {r.last_error}" if r.last_error else "")
             + ")"
             for r in reports
-            if r.profile.device_id in expected and r.profile.status not in _SETTLED
+            if r.profile.device_id in expected and r.profile.status not in SETTLED
         ]
         print(
             f"stellate up: --timeout {options.timeout:g} s passed with {len(pending)} "
@@ -443,7 +443,7 @@ async def _watch(
 
     def done() -> bool:
         if until is _Until.SETTLED:
-            return counts[DeviceStatus.IDLE] + counts[DeviceStatus.FAILED] == len(expected)
+            return sum(counts[status] for status in SETTLED) == len(expected)
         if until is _Until.ALL_FAILED:
             return bool(expected) and counts[DeviceStatus.FAILED] == len(expected)
         return False

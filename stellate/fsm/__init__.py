@@ -19,16 +19,37 @@ from .lifecycle import (
 from .paths import Path, Step, paths
 from .profile import DEFAULT_MAX_RETRIES, SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
 from .status import DeviceStatus
-from .table import TRANSITIONS, TRIGGERS, rows
+from .table import (
+    ACTIVE,
+    AT_REST,
+    ATTEMPTING,
+    AWAITING_SERVER,
+    HOLDS_SOCKET,
+    SETTLED,
+    TRANSITIONS,
+    TRIGGERS,
+    Deadline,
+    StateSpec,
+    Tag,
+    rows,
+    tagged,
+)
 from .trigger import Trigger
 
 __all__ = [
+    "ACTIVE",
+    "ATTEMPTING",
+    "AT_REST",
+    "AWAITING_SERVER",
     "DEFAULT_MAX_RETRIES",
+    "HOLDS_SOCKET",
+    "SETTLED",
     "SYSTEM_INFO_KEYS",
     "TRANSITIONS",
     "TRIGGERS",
     "AgentProfile",
     "CloseConnection",
+    "Deadline",
     "DeviceLifecycle",
     "DeviceStatus",
     "Effect",
@@ -42,11 +63,14 @@ __all__ = [
     "RetryPolicy",
     "SendRegister",
     "StartHeartbeat",
+    "StateSpec",
     "Step",
+    "Tag",
     "Timing",
     "TransitionRecord",
     "Trigger",
     "merge_system_info",
     "paths",
     "rows",
+    "tagged",
 ]

@@ -1,6 +1,8 @@
 """Transition coverage: which rows of the table have fired.
 
-A row is ``(trigger, source, dest)`` as in ``table.rows()``. Recording is off by default and
+A row is ``(trigger, source, dest, conditions, unless)`` as in ``table.rows()``: two rows
+between the same states that differ only by their guards (the stable and the flapping loss) are
+counted apart. Recording is off by default and
 costs one module-attribute test per transition while off (``DeviceLifecycle._notify`` checks
 ``enabled`` before calling ``record``). The test session turns it on (``tests/conftest.py``) and
 reports ``transition coverage: N/M rows`` at the end.
@@ -8,9 +10,7 @@ reports ``transition coverage: N/M rows`` at the end.
 
 from __future__ import annotations
 
-from .table import rows
-
-Row = tuple[str, str, str]
+from .table import Row, rows
 
 #: Read by the lifecycle before every ``record`` call; flip with ``enable``/``disable``.
 enabled: bool = False
@@ -35,9 +35,9 @@ def reset() -> None:
     _fired.clear()
 
 
-def record(trigger: str, source: str, dest: str) -> None:
-    """Note that the row ``(trigger, source, dest)`` fired."""
-    _fired.add((trigger, source, dest))
+def record(row: Row) -> None:
+    """Note that ``row`` fired."""
+    _fired.add(row)
 
 
 def fired() -> set[Row]:
@@ -47,7 +47,7 @@ def fired() -> set[Row]:
 
 def all_rows() -> list[Row]:
     """Every row of the table, in table order, without repeats."""
-    return list(dict.fromkeys((t, s, d) for t, s, d, _c, _u in rows()))
+    return list(dict.fromkeys(rows()))
 
 
 def report() -> tuple[int, int, list[Row]]:
@@ -61,5 +61,10 @@ def summary() -> list[str]:
     """The report as lines: ``transition coverage: N/M rows``, then one line per missing row."""
     covered, total, missing = report()
     lines = [f"transition coverage: {covered}/{total} rows"]
-    lines.extend(f"  missing: {t} {s} -> {d}" for t, s, d in missing)
+    lines.extend(f"  missing: {t} {s} -> {d}{_guards(c, u)}" for t, s, d, c, u in missing)
     return lines
+
+
+def _guards(conditions: tuple[str, ...], unless: tuple[str, ...]) -> str:
+    parts = [*conditions, *(f"!{name}" for name in unless)]
+    return f" [{' & '.join(parts)}]" if parts else ""

@@ -182,17 +182,18 @@ def _drawn_edges() -> tuple[list[_Edge], list[EdgeGroup]]:
             notes.append(group)
             continue
         cluster = _cluster_for(group, clusters)
-        if cluster is not None:
-            key = (cluster.key, group.dest, "cluster")
-            edges[key] = _Edge(cluster.states[-1], group.dest, (group.label,), cluster)
-            continue
-        for source in group.sources:
-            key = (source, group.dest, "state")
-            if key in edges:  # same two states: one edge, one label per line
+        ends = (
+            [(cluster.key, cluster.states[-1], "cluster")]
+            if cluster is not None
+            else [(source, source, "state") for source in group.sources]
+        )
+        for tail, source, kind in ends:
+            key = (tail, group.dest, kind)
+            if key in edges:  # same two ends: one edge, one label per line
                 edge = edges[key]
                 edges[key] = edge._replace(labels=(*edge.labels, group.label))
             else:
-                edges[key] = _Edge(source, group.dest, (group.label,), None)
+                edges[key] = _Edge(source, group.dest, (group.label,), cluster)
     return list(edges.values()), notes
 
 

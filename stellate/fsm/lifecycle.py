@@ -4,19 +4,28 @@ A ``transitions.Machine`` is shared by every device of an engine (one model per 
 31–67 KiB for a machine each). The engine's machine keeps its models in an identity-keyed
 registry and binds no per-model convenience methods (``connect()``, ``may_connect()``,
 ``is_status_idle()``): the lifecycle fires through the machine's events instead. Stock
-``add_model`` checks a list (quadratic over a fleet: ~575 µs per model at 10,000) and binds ~30
-partials per model (~230 µs); here adding a model is a dict insert and ``set_state`` (~65 µs
-with the lifecycle's construction, flat up to 10,000).
+``add_model`` checks a list (quadratic over a fleet) and binds ~30 partials per model; here
+adding a model is a dict insert and ``set_state``, flat up to 10,000 devices (see
+docs/performance.md).
+
+Why transitions is pinned exactly (``transitions==0.9.3`` in pyproject.toml): this module uses
+two things that are not transitions' public API — ``Machine._can_trigger`` (``accepts`` asks
+whether an event would fire without firing it, guards included) and the ``Machine.models``
+attribute, which ``_SharedMachine`` replaces with an identity-keyed registry. A release may
+rename or retype either without notice; tests/fsm/test_fsm_pin.py fails on any other version,
+so an upgrade is a decision made with these two in view, not an accident of ``pip install``.
 
 The lifecycle is that machine's model; its ``status`` is stored in the frozen profile, so the
 only way a profile's status changes is a trigger fired here. Everything is synchronous and free
 of I/O: ``fire`` returns the effects the trio edge must perform, and ``timeout`` the deadline of
-the new state.
+the new state (as the table declares it). Guards read event data and the lifecycle's own data;
+time comes from an injected monotonic clock (trio's in the manager, a fake one in tests).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from enum import Enum
@@ -26,8 +35,10 @@ import attrs
 from transitions import Machine, MachineError
 from transitions.core import Event, State, listify
 
+from ..protocol.rejections import AUTH_REJECTED, RejectionKind
 from ..timing import RandomSource, Timing, default_random
 from . import coverage as _coverage
+from .checks import check_table
 from .effects import (
     CloseConnection,
     Effect,
@@ -38,12 +49,16 @@ from .effects import (
 )
 from .profile import AgentProfile, merge_system_info
 from .status import DeviceStatus
-from .table import INITIAL, STATES, TRANSITIONS, TRIGGERS
+from .table import INITIAL, SPECS, STATE_SPECS, TRANSITIONS, TRIGGERS, Deadline, machine_states
 from .trigger import Trigger
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+Monotonic = Callable[[], float]
+
+#: Refusals that a run which met a server in flux may expect (the table's ``transient_rejection``).
+TRANSIENT_KINDS = frozenset({RejectionKind.TARGET_NOT_YET_KNOWN, RejectionKind.ID_STILL_HELD})
 
 
 class IllegalTransition(Exception):
@@ -69,6 +84,9 @@ class TransitionRecord:
     dest: DeviceStatus
     #: True when this transition merged system info into the profile (phase 4 answered).
     telemetry_merged: bool = False
+    #: The task this transition started (``task_assigned``) or ended (finished, or
+    #: interrupted by a loss, a failure or a disconnect while busy).
+    task_id: str | None = None
 
     @property
     def step(self) -> tuple[Trigger, str, str]:
@@ -86,8 +104,10 @@ class DeviceLifecycle:
     """The model object a shared machine drives. Create it through ``LifecycleEngine.create``.
 
     Event data (keyword arguments of ``fire``):
-      ``connection_failed(reason=str)``, ``registration_answered(accepted=bool, reason=str)``,
-      ``telemetry_received(system_info=Mapping | None)``, ``task_assigned(task_id=str)``.
+      ``connection_failed(reason=str, retry_after=float | None)``,
+      ``registration_answered(accepted=bool, reason=str, kind=RejectionKind)``,
+      ``telemetry_received(system_info=Mapping | None)``, ``task_assigned(task_id=str)``,
+      ``auth_rejected(reason=str)``, ``internal_error(reason=str)``.
     """
 
     def __init__(
@@ -98,22 +118,36 @@ class DeviceLifecycle:
         clock: Clock,
         observer: Observer | None,
         machine: _SharedMachine | None = None,
+        monotonic: Monotonic = time.monotonic,
     ) -> None:
         self._machine = machine
         self._profile = profile
-        #: The device's timing settings (deadlines and backoff).
+        #: The device's timing settings (deadlines, backoff, windows).
         self.timing = timing
         self._rng = rng
         self._clock = clock
+        self._now = monotonic
         self._observer = observer
         self._effects: list[Effect] = []
         self._merged = False  # set by _merge_telemetry, reported and cleared by _notify
+        self._task_ended: str | None = None  # reported and cleared by _notify
         #: Seconds the current state may last before the runner feeds ``timed_out``.
         self.timeout: float | None = None
         #: Why the device is FAILED (rejection text, last connection error), else None.
         self.failure_reason: str | None = None
         #: The last connection error seen (kept across retries for display).
         self.last_error: str | None = None
+        # -- the run's memory, read by the guards ------------------------------------------
+        #: Failures in a row that climb the backoff (failed attempts, and losses of
+        #: connections that did not stay up for the stability window).
+        self.consecutive_failures = 0
+        # When the activated connection was lost (monotonic; None: not recovering).
+        self._lost_at: float | None = None
+        # When the device was last activated (monotonic), for the stability window.
+        self._activated_at: float | None = None
+        # The wait entering BACKOFF will draw, set by the row's callback: (low, high) bounds.
+        self._wait: tuple[float, float] = (0.0, 0.0)
+        self._retry_after = 0.0
 
     # -- state storage: transitions reads and writes ``status`` -------------------------------
     @property
@@ -136,6 +170,12 @@ class DeviceLifecycle:
     @property
     def state(self) -> DeviceStatus:
         return self._profile.status
+
+    @property
+    def recovering_since(self) -> float | None:
+        """When the device lost its activated connection (monotonic clock), while it is
+        reconnecting after that loss; None otherwise."""
+        return self._lost_at
 
     # -- the one way in -----------------------------------------------------------------------
     def fire(self, trigger: Trigger | str, **data: Any) -> list[Effect]:
@@ -170,7 +210,7 @@ class DeviceLifecycle:
         event: Event = self._machine.events[trigger]
         return event
 
-    # -- guards -----------------------------------------------------------------------------
+    # -- guards (named by the table) ----------------------------------------------------------
     def retries_left(self, event: Any) -> bool:
         """attempts < max_retries; ``max_retries=None`` means retry forever."""
         limit = self._profile.max_retries
@@ -183,23 +223,75 @@ class DeviceLifecycle:
             raise TypeError("registration_answered needs accepted=True or accepted=False")
         return value
 
+    def recovering(self, event: Any) -> bool:
+        """The device is reconnecting after losing its activated connection, under a recovery
+        window (``Timing.recovery_window`` > 0): attempts do not spend ``max_retries``."""
+        return self._lost_at is not None and self.timing.recovery_window > 0
+
+    def window_open(self, event: Any) -> bool:
+        """The recovery window has not passed yet."""
+        lost = self._lost_at
+        return lost is not None and self._now() < lost + self.timing.recovery_window
+
+    def transient_rejection(self, event: Any) -> bool:
+        """A refusal this run can expect: the server does not know the target yet or still
+        holds our id, after an earlier attempt of this run failed or the activated connection
+        was lost (the server is in flux, and this is part of it)."""
+        if event.kwargs.get("accepted") is not False:
+            return False
+        kind = event.kwargs.get("kind", RejectionKind.FINAL)
+        in_flux = self._profile.connection_attempts > 1 or self._lost_at is not None
+        return kind in TRANSIENT_KINDS and in_flux
+
+    def stable(self, event: Any) -> bool:
+        """The connection being lost stayed up for at least the stability window."""
+        activated = self._activated_at
+        return activated is not None and (self._now() - activated >= self.timing.stability_window)
+
     # -- callbacks named by the table -------------------------------------------------------
     def _leave_state(self, event: Any) -> None:
         self.timeout = None
 
     def _notify(self, event: Any) -> None:
+        dest = DeviceStatus(event.transition.dest)
+        self.timeout = self._deadline(SPECS[dest].deadline)
         if _coverage.enabled:
-            _coverage.record(event.event.name, event.transition.source, event.transition.dest)
+            conditions = event.transition.conditions
+            _coverage.record(
+                (
+                    Trigger(event.event.name),
+                    event.transition.source,
+                    event.transition.dest,
+                    tuple(c.func for c in conditions if c.target),
+                    tuple(c.func for c in conditions if not c.target),
+                )
+            )
         merged, self._merged = self._merged, False
+        task, self._task_ended = self._task_ended, None
         if self._observer is not None:
             record = TransitionRecord(
                 self.device_id,
                 Trigger(event.event.name),
                 DeviceStatus(event.transition.source),
-                DeviceStatus(event.transition.dest),
+                dest,
                 telemetry_merged=merged,
+                task_id=task,
             )
             self._observer(record, self)
+
+    def _deadline(self, deadline: Deadline | None) -> float | None:
+        """The seconds ``deadline`` (as the table declares it) gives the state just entered."""
+        if deadline is None:
+            return None
+        if not deadline.drawn:
+            value: float = getattr(self.timing, deadline.settings[0])
+            return value
+        low, high = self._wait
+        wait = max(self._rng.uniform(low, high), self._retry_after)
+        lost = self._lost_at
+        if lost is not None and self.timing.recovery_window > 0:  # never past the window
+            wait = min(wait, max(lost + self.timing.recovery_window - self._now(), 0.0))
+        return wait
 
     def _enter_disconnected(self, event: Any) -> None:
         self.failure_reason = None  # the owner stopped the device: nothing has failed
@@ -210,37 +302,80 @@ class DeviceLifecycle:
         self._profile = attrs.evolve(self._profile, connection_attempts=attempts)
         self.failure_reason = None
         self._effects.append(OpenConnection(self._profile.server_url))
-        self.timeout = self.timing.connect_timeout
 
     def _enter_connected(self, event: Any) -> None:
         self._effects.append(SendRegister())
 
-    def _enter_registering(self, event: Any) -> None:
-        self.timeout = self.timing.registration_timeout
-
     def _enter_telemetry(self, event: Any) -> None:
         self._effects.append(RequestTelemetry())
-        self.timeout = self.timing.telemetry_timeout
 
     def _enter_backoff(self, event: Any) -> None:
         self.last_error = self._reason(event, "timed out")
+        retry_after = event.kwargs.get("retry_after")
+        self._retry_after = float(retry_after) if isinstance(retry_after, int | float) else 0.0
         self._effects.append(CloseConnection(self.last_error))
-        self.timeout = self.timing.backoff_delay(self._profile.connection_attempts, self._rng)
 
     def _enter_failed(self, event: Any) -> None:
-        cause = (
-            f"timed out while {event.transition.source}"
-            if event.event.name == Trigger.TIMED_OUT
-            else "retries exhausted"
-        )
-        reason = self.failure_reason or self._reason(event, cause)
-        if self.failure_reason is None and event.event.name != Trigger.REGISTRATION_ANSWERED:
-            reason = f"gave up after {self._profile.connection_attempts} attempts: {reason}"
-        self.failure_reason = reason
-        self._effects.append(CloseConnection(reason))
+        if self.failure_reason is None:
+            cause = (
+                f"timed out while {event.transition.source}"
+                if event.event.name == Trigger.TIMED_OUT
+                else "retries exhausted"
+            )
+            attempts = self._profile.connection_attempts
+            self.failure_reason = f"gave up after {attempts} attempts: {self._reason(event, cause)}"
+        self._effects.append(CloseConnection(self.failure_reason))
+
+    def _leave_busy(self, event: Any) -> None:
+        """Whatever ends a task (finished, or the device lost, failed or stopped) clears it."""
+        self._task_ended = self._profile.current_task_id
+        self._profile = attrs.evolve(self._profile, current_task_id=None)
+
+    def _start_run(self, event: Any) -> None:
+        """The owner's connect or retry: attempts, backoff and recovery start over."""
+        self._profile = attrs.evolve(self._profile, connection_attempts=0)
+        self.failure_reason = None
+        self.consecutive_failures = 0
+        self._lost_at = None
+        self._activated_at = None
+
+    def _count_failure(self, event: Any) -> None:
+        """A failed attempt: the backoff climbs."""
+        self.consecutive_failures += 1
+        self._wait = self.timing.backoff_bounds(self.consecutive_failures)
+
+    def _await_rejoin(self, event: Any) -> None:
+        """The server is up but does not know the target yet: a short wait that never climbs."""
+        self._wait = self.timing.rejoin_bounds()
+
+    def _lose_stable(self, event: Any) -> None:
+        """A connection that stayed up long enough was lost: the backoff starts over."""
+        self.consecutive_failures = 0
+        self._wait = self.timing.backoff_bounds(0)
+        self._lost_at = self._now()
+
+    def _lose_flapping(self, event: Any) -> None:
+        """A connection lost before the stability window: a flap, so the backoff climbs."""
+        self.consecutive_failures += 1
+        self._wait = self.timing.backoff_bounds(self.consecutive_failures)
+        self._lost_at = self._now()
 
     def _record_rejection(self, event: Any) -> None:
         self.failure_reason = f"registration rejected: {self._reason(event, 'no reason given')}"
+
+    def _record_auth_rejection(self, event: Any) -> None:
+        self.failure_reason = AUTH_REJECTED
+        self.last_error = self._reason(event, AUTH_REJECTED)
+
+    def _record_window_passed(self, event: Any) -> None:
+        window = self.timing.recovery_window
+        last = self._reason(event, self.last_error or "no connection")
+        self.failure_reason = (
+            f"recovery window of {window:g}s passed without reconnecting (last error: {last})"
+        )
+
+    def _record_internal_error(self, event: Any) -> None:
+        self.failure_reason = f"internal error: {self._reason(event, 'unknown')}"
 
     def _merge_telemetry(self, event: Any) -> None:
         info = event.kwargs.get("system_info")
@@ -256,6 +391,8 @@ class DeviceLifecycle:
             last_heartbeat=self._clock(),
         )
         self.last_error = None
+        self._lost_at = None
+        self._activated_at = self._now()
         self._effects.append(StartHeartbeat())
 
     def _take_task(self, event: Any) -> None:
@@ -263,13 +400,7 @@ class DeviceLifecycle:
         if not isinstance(task_id, str):
             raise TypeError("task_assigned needs task_id=str")
         self._profile = attrs.evolve(self._profile, current_task_id=task_id)
-
-    def _finish_task(self, event: Any) -> None:
-        self._profile = attrs.evolve(self._profile, current_task_id=None)
-
-    def _reset_attempts(self, event: Any) -> None:
-        self._profile = attrs.evolve(self._profile, connection_attempts=0)
-        self.failure_reason = None
+        self._task_ended = task_id  # reported with the record: the task this row started
 
     # -- bookkeeping the runner reports outside transitions ---------------------------------
     def heartbeat_seen(self, at: datetime | None = None) -> None:
@@ -341,6 +472,15 @@ class _SharedMachine(Machine):
                 self.models.append(mod)
 
 
+#: The machine-level callbacks every engine's machine is built with.
+_MACHINE_CALLBACKS = {"before_state_change": "_leave_state", "after_state_change": "_notify"}
+
+# A broken table fails here, at import, with every problem named (see checks.py).
+check_table(
+    STATE_SPECS, TRANSITIONS, DeviceLifecycle, machine_callbacks=_MACHINE_CALLBACKS.values()
+)
+
+
 class LifecycleEngine:
     """One shared ``transitions.Machine`` and the lifecycles it drives.
 
@@ -349,14 +489,13 @@ class LifecycleEngine:
 
     def __init__(self) -> None:
         self._machine = _SharedMachine(
-            states=STATES,
+            states=machine_states(STATE_SPECS),
             transitions=TRANSITIONS,
             initial=INITIAL,
             auto_transitions=False,
             send_event=True,
             model_attribute="status",
-            before_state_change="_leave_state",
-            after_state_change="_notify",
+            **_MACHINE_CALLBACKS,
         )
         self._count = 0
 
@@ -368,8 +507,19 @@ class LifecycleEngine:
         rng: RandomSource | None = None,
         clock: Clock | None = None,
         observer: Observer | None = None,
+        monotonic: Monotonic | None = None,
     ) -> DeviceLifecycle:
-        """A lifecycle starting in ``profile.status`` (DISCONNECTED for a configured device)."""
+        """A lifecycle starting in ``profile.status`` (DISCONNECTED for a configured device).
+
+        Args:
+            profile: the device (its status is where the lifecycle starts).
+            timing: deadlines, backoff and windows (default ``Timing()``).
+            rng: the backoff's jitter source (seed it for reproducible runs).
+            clock: wall time for ``last_heartbeat`` stamps.
+            observer: called after every transition with its record.
+            monotonic: the clock the recovery and stability windows are measured on
+                (``trio.current_time`` in the manager; default ``time.monotonic``).
+        """
         lifecycle = DeviceLifecycle(
             profile,
             timing or Timing(),
@@ -377,6 +527,7 @@ class LifecycleEngine:
             clock or _utc_now,
             observer,
             self._machine,
+            monotonic or time.monotonic,
         )
         self._machine.add_model(lifecycle, initial=profile.status.value)
         self._count += 1

@@ -23,18 +23,8 @@ class DeviceStatus(StrEnum):
 
     @property
     def phase(self) -> int | None:
-        """The registration phase (1–5) of a status; None outside the five phases.
+        """The registration flow's phase (1–5) a status belongs to; None outside the five
+        phases (declared with the states in ``table.py``)."""
+        from .table import SPECS  # the table imports this module
 
-        The phases are described in docs/registration-flow.md.
-        """
-        return _PHASES.get(self)
-
-
-_PHASES = {
-    DeviceStatus.DISCONNECTED: 1,
-    DeviceStatus.CONNECTING: 2,
-    DeviceStatus.CONNECTED: 2,
-    DeviceStatus.REGISTERING: 3,
-    DeviceStatus.TELEMETRY: 4,
-    DeviceStatus.IDLE: 5,
-}
+        return SPECS[self].phase

@@ -33,3 +33,8 @@ class Trigger(StrEnum):
     RETRY = "retry"
     #: The owner stops the device.
     DISCONNECT = "disconnect"
+    #: The server refused our API key (HTTP 401/403 at the handshake, or a policy close
+    #: before registration; event data: ``reason``).
+    AUTH_REJECTED = "auth_rejected"
+    #: A bug in our own code while driving the device (event data: ``reason``).
+    INTERNAL_ERROR = "internal_error"

@@ -189,6 +189,11 @@ class _ClientSessionBase:
         self._new_id = new_id
         self.phase = SessionPhase.NEW
 
+    @property
+    def registration_pending(self) -> bool:
+        """REGISTER not answered yet (not sent, or sent and awaiting the server)."""
+        return self.phase in (SessionPhase.NEW, SessionPhase.REGISTERING)
+
     def _require(self, *phases: SessionPhase, action: str) -> None:
         if self.phase not in phases:
             allowed = " or ".join(p.value for p in phases)

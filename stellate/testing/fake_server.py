@@ -34,6 +34,7 @@ from ..protocol.messages import (
     ServerMessageType,
     TaskStatus,
 )
+from ..protocol.rejections import CLOSE_POLICY_VIOLATION as KEY_REFUSED_CODE
 from ..protocol.transport import Connection, ConnectionClosed
 from .faults import (
     Answer,
@@ -49,6 +50,8 @@ from .faults import (
     GarbageTelemetry,
     HangConnect,
     Healthy,
+    KeyRefusedAfterAccept,
+    KeyRefusedOnRegister,
     NoRegistrationAnswer,
     NoTelemetryAnswer,
     Outage,
@@ -288,6 +291,8 @@ class _Connection:
             await self._drain()
         elif isinstance(fault, DropAfterRegister):
             self._drop()
+        elif isinstance(fault, KeyRefusedAfterAccept | KeyRefusedOnRegister):
+            await self.conn.aclose(KEY_REFUSED_CODE, "API key refused")
         elif isinstance(fault, Reject):
             text = fault.text(self.device.device_id, self.client_id)
             await self.send(self._error(text))
@@ -496,6 +501,8 @@ class FaultConnector:
             self._clients.append(conn)
             if isinstance(fault, DropAfterAccept):
                 conn.abort()
+            elif isinstance(fault, KeyRefusedAfterAccept):  # closed before REGISTER can go out
+                await conn.aclose(KEY_REFUSED_CODE, "API key refused")
             yield conn
 
 

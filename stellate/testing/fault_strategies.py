@@ -48,6 +48,8 @@ from .faults import (
     GarbageTelemetry,
     HangConnect,
     Healthy,
+    KeyRefusedAfterAccept,
+    KeyRefusedOnRegister,
     NoRegistrationAnswer,
     NoTelemetryAnswer,
     Outage,
@@ -272,6 +274,8 @@ def attempt_faults(
             [
                 Refuse(),
                 Forbidden(),
+                KeyRefusedAfterAccept(),
+                KeyRefusedOnRegister(),
                 HangConnect(),
                 DropAfterAccept(),
                 NoRegistrationAnswer(),

@@ -9,7 +9,9 @@ device is task-ready:
 fault                       the server ...
 =========================== ==================================================================
 ``Refuse()``                refuses the connection
-``Forbidden()``             refuses the WebSocket upgrade with HTTP 403
+``Forbidden()``             refuses the WebSocket upgrade with HTTP 403 (wrong key: final)
+``KeyRefusedAfterAccept()`` accepts the upgrade, then closes with 1008 at once (wrong key)
+``KeyRefusedOnRegister()``  reads REGISTER, then closes with 1008 and no error frame (wrong key)
 ``HangConnect()``           never completes the connect (a black-holed address)
 ``Outage(seconds)``         is down for ``seconds``: refuses every attempt until then
 ``DropAfterAccept()``       accepts, then the link dies before REGISTER can go out
@@ -66,6 +68,8 @@ __all__ = [
     "GarbageTelemetry",
     "HangConnect",
     "Healthy",
+    "KeyRefusedAfterAccept",
+    "KeyRefusedOnRegister",
     "NoRegistrationAnswer",
     "NoTelemetryAnswer",
     "Outage",
@@ -109,6 +113,17 @@ class Refuse:
 @attrs.frozen
 class Forbidden:
     """The WebSocket upgrade is refused with HTTP 403 (wrong key)."""
+
+
+@attrs.frozen
+class KeyRefusedAfterAccept:
+    """The upgrade is accepted, then the socket is closed with 1008 before REGISTER can go out
+    (how some servers refuse a key after the handshake): final, like a 403."""
+
+
+@attrs.frozen
+class KeyRefusedOnRegister:
+    """REGISTER is read, then the socket is closed with 1008 and no error frame: final."""
 
 
 @attrs.frozen
@@ -310,6 +325,8 @@ class Healthy:
 AttemptFault = (
     Refuse
     | Forbidden
+    | KeyRefusedAfterAccept
+    | KeyRefusedOnRegister
     | HangConnect
     | Outage
     | DropAfterAccept
@@ -343,6 +360,8 @@ def normalize(fault: Fault) -> AttemptFault:
         fault,
         Refuse
         | Forbidden
+        | KeyRefusedAfterAccept
+        | KeyRefusedOnRegister
         | HangConnect
         | Outage
         | DropAfterAccept
@@ -362,6 +381,8 @@ def normalize(fault: Fault) -> AttemptFault:
 FAULT_KINDS: tuple[str, ...] = (
     "Refuse",
     "Forbidden",
+    "KeyRefusedAfterAccept",
+    "KeyRefusedOnRegister",
     "HangConnect",
     "Outage",
     "DropAfterAccept",
@@ -429,6 +450,7 @@ _ACCEPTED = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, _S.TELEMET
 _REJECTED = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, _S.FAILED.value)
 _RETRY = Step(Trigger.TIMED_OUT, _S.BACKOFF.value, _S.CONNECTING.value)
 _LOST = Step(Trigger.CONNECTION_FAILED, _S.IDLE.value, _S.BACKOFF.value)
+_KEY_REFUSED = Step(Trigger.AUTH_REJECTED, _S.CONNECTING.value, _S.FAILED.value)
 
 
 def _telemetry_step(fault: Healthy, policy: RetryPolicy) -> Step:
@@ -451,10 +473,11 @@ def expected_path(
     """The path a correct manager takes through ``schedule``, from ``connect`` to the end.
 
     Derived from the documented rules, independently of the transition table: a failed
-    attempt backs off while attempts < ``max_retries`` and fails otherwise; a rejection is
-    final, except the reference's "not connected" and "already registered" texts once the
-    device is recovering (an earlier attempt of this run backed off, or the device was IDLE
-    and lost its server), which are then connection problems; telemetry never fails;
+    attempt backs off while attempts < ``max_retries`` and fails otherwise; a refused key
+    (403, or a 1008 close before registration) is final at once; a rejection is final, except
+    the reference's "not connected" and "already registered" texts once the device is
+    recovering (an earlier attempt of this run backed off, or the device was IDLE and lost its
+    server), which then back off like a failed attempt; telemetry never fails;
     reaching IDLE resets the attempts; a loss after IDLE backs off and reconnects. The path
     ends at FAILED, or at IDLE on an attempt that stays there.
 
@@ -481,7 +504,13 @@ def expected_path(
         if isinstance(fault, Outage):
             raise ValueError("an Outage cannot be predicted; use the server's applied log")
         failure: Step | None = None
-        if isinstance(fault, Refuse | Forbidden):
+        if isinstance(fault, Forbidden):  # a refused key is final at once
+            return (*steps, _KEY_REFUSED)
+        if isinstance(fault, KeyRefusedAfterAccept):
+            return (*steps, _OPENED, _KEY_REFUSED._replace(source=_S.CONNECTED.value))
+        if isinstance(fault, KeyRefusedOnRegister):
+            return (*steps, _OPENED, _SENT, _KEY_REFUSED._replace(source=_S.REGISTERING.value))
+        if isinstance(fault, Refuse):
             failure = Step(Trigger.CONNECTION_FAILED, _S.CONNECTING.value, "")
         elif isinstance(fault, HangConnect):
             failure = Step(Trigger.TIMED_OUT, _S.CONNECTING.value, "")
@@ -499,7 +528,7 @@ def expected_path(
                 failure = Step(Trigger.CONNECTION_FAILED, _S.REGISTERING.value, "")
             elif isinstance(fault, Reject):
                 if recovering and fault.transient_while_recovering:
-                    failure = Step(Trigger.CONNECTION_FAILED, _S.REGISTERING.value, "")
+                    failure = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, "")
                 else:
                     steps.append(_REJECTED)
                     return tuple(steps)

@@ -38,8 +38,10 @@ from ..adapters.memory import MemoryNetwork
 from ..fsm.paths import Path, Step
 from ..fsm.profile import AgentProfile
 from ..fsm.status import DeviceStatus
+from ..fsm.table import SETTLED
 from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
+from ..protocol.rejections import RejectionKind, classify_text
 from ..timing import DEFAULT_TIMING, RetryPolicy
 from . import reference
 from .fake_server import Attempt, FakeAgentServer
@@ -145,8 +147,15 @@ class FleetTiming:
 
     @property
     def policy(self) -> RetryPolicy:
-        """The ``Timing`` the manager runs with (a cap below the delay is raised to it)."""
+        """The ``Timing`` the manager runs with (a cap below the delay is raised to it).
+
+        No recovery window and no stability window: the reference's rules, which the oracle
+        (``expected_path``) and the backoff checks model (reconnects after a loss spend
+        ``max_retries``; every loss starts the backoff over).
+        """
         return RetryPolicy(
+            recovery_window=0.0,
+            stability_window=0.0,
             reconnect_delay=self.reconnect_delay,
             backoff_cap=max(self.backoff_cap, self.reconnect_delay),
             connect_timeout=self.connect_timeout,
@@ -437,7 +446,7 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
             f"\n      actual path   {_fmt(outcome.path)}"
         )
     status = outcome.profile.status
-    if status not in (DeviceStatus.IDLE, DeviceStatus.FAILED):
+    if status not in SETTLED:
         out.append(f"{name}: ended {status}, neither idle nor failed")
     # The event stream agrees with the registry.
     if outcome.events:
@@ -469,7 +478,15 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
         and expected[-1].dest == "failed"
     ):
         reason = outcome.failure_reason or ""
-        if not reason.startswith("registration rejected: "):
+        # A final refusal names the rejection; a transient one (the reference's texts while
+        # recovering) that used the last retry is a failed attempt: "gave up after N ...".
+        final = reason.startswith("registration rejected: ")
+        gave_up, _, text = reason.partition(" attempts: ")
+        exhausted = gave_up.startswith("gave up after ") and classify_text(text) in (
+            RejectionKind.TARGET_NOT_YET_KNOWN,
+            RejectionKind.ID_STILL_HELD,
+        )
+        if not (final or exhausted):
             out.append(f"{name}: failure_reason {reason!r} does not name the rejection")
     out += _backoff_problems(outcome, timing)
     out += _lease_problems(outcome, timing)

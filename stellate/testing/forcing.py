@@ -3,8 +3,8 @@
 A path (``stellate.fsm.paths.paths``) is a sequence of connection attempts, each entering
 ``connecting`` and ending in one of a few ways. Every way of ending is an *attempt kind*
 (refused, the connect hangs, rejected, telemetry answered and then the server stays, …) and
-each kind can be caused by several faults, its *alternatives*: a refused connect may be
-``Refuse()`` or ``Forbidden()``, an unanswered telemetry request may be no answer, garbage or a
+each kind can be caused by several faults, its *alternatives*: a transient refusal may be
+either of the reference's two texts, an unanswered telemetry request may be no answer, garbage or a
 late answer. :data:`ALTERNATIVES` is that catalogue; the alternatives are named by
 :func:`~.faults.fault_kinds`, so what the fake server actually applied can be counted against it.
 
@@ -44,6 +44,8 @@ from .faults import (
     GarbageTelemetry,
     HangConnect,
     Healthy,
+    KeyRefusedAfterAccept,
+    KeyRefusedOnRegister,
     NoRegistrationAnswer,
     NoTelemetryAnswer,
     Refuse,
@@ -192,14 +194,15 @@ _IDLE: dict[str, tuple[tuple[str, Callable[[int], AfterIdle]], ...]] = {
 #: Every attempt kind and the faults that cause it (healthy attempts: see ``_TELEMETRY`` and
 #: ``_IDLE``, listed here under their own kinds).
 ALTERNATIVES: dict[str, tuple[str, ...]] = {
-    "refused": ("Refuse", "Forbidden"),
+    "refused": ("Refuse",),
+    "key refused": ("Forbidden",),
+    "key refused on accept": ("KeyRefusedAfterAccept",),
+    "key refused on register": ("KeyRefusedOnRegister",),
     "connect hangs": ("HangConnect",),
     "dropped on accept": ("DropAfterAccept",),
     "register unanswered": ("NoRegistrationAnswer", "register answered late"),
     "register broken": ("DropAfterRegister", "GarbageOnRegister"),
-    "register broken while recovering": (
-        "DropAfterRegister",
-        "GarbageOnRegister",
+    "target not yet known while recovering": (
         "Reject(target not connected)",
         "Reject(duplicate)",
     ),
@@ -213,6 +216,8 @@ ALTERNATIVES: dict[str, tuple[str, ...]] = {
 _MAKERS: dict[str, Maker] = {
     "Refuse": _fixed(Refuse()),
     "Forbidden": _fixed(Forbidden()),
+    "KeyRefusedAfterAccept": _fixed(KeyRefusedAfterAccept()),
+    "KeyRefusedOnRegister": _fixed(KeyRefusedOnRegister()),
     "HangConnect": _fixed(HangConnect()),
     "DropAfterAccept": _fixed(DropAfterAccept()),
     "NoRegistrationAnswer": _fixed(NoRegistrationAnswer()),
@@ -255,6 +260,12 @@ def attempt_kinds(path: Path) -> list[tuple[str, ...]]:
         kind: tuple[str, ...]
         if at[:1] == [(Trigger.CONNECTION_FAILED, _S.CONNECTING)]:
             kind = ("refused",)
+        elif at[:1] == [(Trigger.AUTH_REJECTED, _S.CONNECTING)]:
+            kind = ("key refused",)
+        elif at[1:2] == [(Trigger.AUTH_REJECTED, _S.CONNECTED)]:
+            kind = ("key refused on accept",)
+        elif at[2:3] == [(Trigger.AUTH_REJECTED, _S.REGISTERING)]:
+            kind = ("key refused on register",)
         elif at[:1] == [(Trigger.TIMED_OUT, _S.CONNECTING)]:
             kind = ("connect hangs",)
         elif at[1:2] == [(Trigger.CONNECTION_FAILED, _S.CONNECTED)]:
@@ -262,7 +273,9 @@ def attempt_kinds(path: Path) -> list[tuple[str, ...]]:
         elif at[2:3] == [(Trigger.TIMED_OUT, _S.REGISTERING)]:
             kind = ("register unanswered",)
         elif at[2:3] == [(Trigger.CONNECTION_FAILED, _S.REGISTERING)]:
-            kind = ("register broken while recovering" if recovering else "register broken",)
+            kind = ("register broken",)
+        elif sig[2:3] == [(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING, _S.BACKOFF)]:
+            kind = ("target not yet known while recovering",)
         elif sig[2:3] == [(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING, _S.FAILED)]:
             kind = ("rejected while recovering" if recovering else "rejected",)
         elif at[3:4] == [(Trigger.CONNECTION_FAILED, _S.TELEMETRY)]:

@@ -17,10 +17,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 from ..fsm.lifecycle import LifecycleEngine
-from ..fsm.paths import EVENT_VARIANTS, OUTSIDE_FLOW, Path, Step
+from ..fsm.paths import EVENT_VARIANTS, Path, Step, flow_triggers
 from ..fsm.profile import AgentProfile
 from ..fsm.status import DeviceStatus
-from ..fsm.table import rows
 from ..fsm.trigger import Trigger
 from ..timing import RetryPolicy
 
@@ -185,12 +184,14 @@ _FAILED = DeviceStatus.FAILED.value
 
 
 Event = tuple[str, Mapping[str, Any]]
-#: (max_retries, state, attempts): all a successor depends on (attempts are 0 for a device that
-#: retries forever: no guard reads them then).
-_Key = tuple[int | None, str, int]
+#: (max_retries, state, attempts, recovering from a loss): all a successor depends on.
+_Key = tuple[int | None, str, int, bool]
 _Option = tuple[Step, Event, _Key]
 
 _ENGINE = LifecycleEngine()
+#: The timing ``paths()`` enumerates by default: no recovery window (reconnects after a loss
+#: spend ``max_retries``), so every path is bounded.
+_PATH_TIMING = RetryPolicy(recovery_window=0.0)
 #: A sequence of events that leads to each key seen so far (how to get a probe there).
 _REACH: dict[_Key, tuple[Event, ...]] = {}
 _SUCCESSORS: dict[_Key, tuple[_Option, ...]] = {}
@@ -198,7 +199,7 @@ _DISTANCE: dict[_Key, int] = {}
 
 
 def _start(max_retries: int | None) -> _Key:
-    key = (max_retries, DeviceStatus.DISCONNECTED.value, 0)
+    key = (max_retries, DeviceStatus.DISCONNECTED.value, 0, False)
     _REACH.setdefault(key, ())
     return key
 
@@ -211,12 +212,14 @@ def _replay(max_retries: int | None, events: tuple[Event, ...]) -> _Key:
     probe = AgentProfile(
         device_id="strategy-probe", server_url="ws://127.0.0.1/ws", max_retries=max_retries
     )
-    lifecycle = _ENGINE.create(probe)
+    lifecycle = _ENGINE.create(probe, timing=_PATH_TIMING)
     try:
         for trigger, data in events:
             lifecycle.fire(trigger, **data)
-        attempts = 0 if max_retries is None else lifecycle.profile.connection_attempts
-        return max_retries, lifecycle.status, attempts
+        attempts = lifecycle.profile.connection_attempts
+        if max_retries is None:  # no limit: only whether an attempt failed before matters
+            attempts = min(attempts, 2)  # (the transient-refusal guard reads it)
+        return max_retries, lifecycle.status, attempts, lifecycle.recovering_since is not None
     finally:
         _ENGINE.release(lifecycle)
 
@@ -224,13 +227,9 @@ def _replay(max_retries: int | None, events: tuple[Event, ...]) -> _Key:
 def _successors(key: _Key) -> tuple[_Option, ...]:
     """The registration-flow steps legal at ``key``, decided by the engine."""
     if key not in _SUCCESSORS:
-        max_retries, state, _attempts = key
+        max_retries, state, _attempts, _lost = key
         reach = _REACH[key]
-        triggers = dict.fromkeys(
-            trigger
-            for trigger, source, _dest, _c, _u in rows()
-            if source == state and trigger not in OUTSIDE_FLOW
-        )
+        triggers = flow_triggers(state)
         found: dict[Step, _Option] = {}
         for trigger in triggers:
             variants: tuple[Mapping[str, Any], ...] = EVENT_VARIANTS.get(trigger, ({},))

@@ -20,12 +20,16 @@ from stellate.fsm import (
     RequestTelemetry,
     SendRegister,
     StartHeartbeat,
+    Timing,
     TransitionRecord,
     Trigger,
 )
 from stellate.fsm.paths import Path, Step
+from stellate.protocol import RejectionKind
 
 S = DeviceStatus
+#: What ``paths()`` enumerates by default: no recovery window (reconnects spend max_retries).
+REFERENCE_TIMING = Timing(recovery_window=0.0)
 T0 = datetime(2025, 11, 6, 10, 30, tzinfo=UTC)
 
 #: The example's windowsagent, as Phase 1 creates it.
@@ -72,18 +76,43 @@ class Recorder:
         return [r.step for r in self.records]
 
 
+#: A refusal the table may take for transient (the server does not know the target yet).
+ABSENT_TARGET = {
+    "accepted": False,
+    "reason": "Target device 'windowsagent' is not connected",
+    "kind": RejectionKind.TARGET_NOT_YET_KNOWN,
+}
+#: A refusal that is always final.
+FINAL_REFUSAL = {"accepted": False, "reason": "nope", "kind": RejectionKind.FINAL}
+
+
 def step_data(step: Step, system_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The event data a path's step implies."""
     if step.trigger == Trigger.REGISTRATION_ANSWERED:
-        accepted = step.dest == S.TELEMETRY
-        return {"accepted": accepted} if accepted else {"accepted": False, "reason": "nope"}
+        if step.dest == S.TELEMETRY:
+            return {"accepted": True}
+        return dict(ABSENT_TARGET if step.dest == S.BACKOFF else FINAL_REFUSAL)
     if step.trigger == Trigger.TELEMETRY_RECEIVED:
         return {"system_info": system_info}
     if step.trigger == Trigger.CONNECTION_FAILED:
         return {"reason": "refused"}
     if step.trigger == Trigger.TASK_ASSIGNED:
         return {"task_id": "task-1"}
+    if step.trigger == Trigger.AUTH_REJECTED:
+        return {"reason": "HTTP 403"}
+    if step.trigger == Trigger.INTERNAL_ERROR:
+        return {"reason": "RuntimeError: boom"}
     return {}
+
+
+class Monotonic:
+    """A monotonic clock that moves only when told (the recovery and stability windows')."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def reference_merge(profile: AgentProfile, info: Mapping[str, Any]) -> AgentProfile:
@@ -137,6 +166,7 @@ def replay(
     start: AgentProfile,
     path: Path,
     infos: list[Mapping[str, Any] | None],
+    timing: Timing = REFERENCE_TIMING,
 ) -> Replay:
     """Fire ``path`` on a fresh lifecycle; ``infos[i]`` answers the i-th telemetry request.
 
@@ -144,7 +174,7 @@ def replay(
     """
     clock = FakeClock()
     recorder = Recorder()
-    lifecycle = engine.create(start, clock=clock, observer=recorder)
+    lifecycle = engine.create(start, clock=clock, observer=recorder, timing=timing)
     expected = start
     attempts = start.connection_attempts
     activations = 0

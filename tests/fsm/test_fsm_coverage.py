@@ -17,11 +17,11 @@ def scratch(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_report_counts_rows(scratch: None) -> None:
     coverage.reset()
     covered, total, missing = coverage.report()
-    assert covered == 0 and total == len({r[:3] for r in rows()}) == len(missing)
-    coverage.record(*missing[0])
+    assert covered == 0 and total == len(set(rows())) == len(missing)
+    coverage.record(missing[0])
     assert coverage.report() == (1, total, missing[1:])
     assert coverage.summary()[0] == f"transition coverage: 1/{total} rows"
-    assert coverage.summary()[1] == "  missing: {} {} -> {}".format(*missing[1])
+    assert coverage.summary()[1] == "  missing: {} {} -> {}".format(*missing[1][:3])
 
 
 def test_lifecycle_records_only_while_enabled(scratch: None) -> None:
@@ -32,7 +32,7 @@ def test_lifecycle_records_only_while_enabled(scratch: None) -> None:
     assert coverage.fired() == set()
     coverage.enable()
     lc.fire(Trigger.CONNECTION_OPENED)
-    assert coverage.fired() == {(Trigger.CONNECTION_OPENED, "connecting", "connected")}
+    assert coverage.fired() == {(Trigger.CONNECTION_OPENED, "connecting", "connected", (), ())}
     engine.release(lc)
 
 
@@ -44,5 +44,16 @@ def test_scratch_leaves_the_session_record(monkeypatch: pytest.MonkeyPatch) -> N
     session = coverage._fired
     with monkeypatch.context() as m:
         m.setattr(coverage, "_fired", set())
-        coverage.record("x", "y", "z")
-    assert coverage._fired is session and ("x", "y", "z") not in session
+        coverage.record((Trigger.RETRY, "y", "z", (), ()))
+    assert coverage._fired is session and (Trigger.RETRY, "y", "z", (), ()) not in session
+
+
+def test_rows_differing_only_by_guards_are_counted_apart(scratch: None) -> None:
+    """The stable and the flapping loss go idle -> backoff: two rows, two coverage entries."""
+    coverage.reset()
+    losses = [r for r in rows() if r[:3] == (Trigger.CONNECTION_FAILED, "idle", "backoff")]
+    assert len(losses) == 2
+    coverage.record(losses[0])
+    assert losses[1] in coverage.report()[2]
+    line = coverage.summary()[1 + coverage.report()[2].index(losses[1])]
+    assert line.endswith("[!stable]") or line.endswith("[stable]")

@@ -67,10 +67,12 @@ def test_edge_groups_expand_to_exactly_the_rows() -> None:
     assert expanded == table_rows()
 
 
-def test_disconnect_is_an_any_state_group() -> None:
+def test_disconnect_and_internal_error_are_any_state_groups() -> None:
     (group,) = [g for g in edge_groups() if g.trigger == "disconnect"]
     assert group.any_state and group.dest == "disconnected"
-    assert not [g for g in edge_groups() if g.any_state and g.trigger != "disconnect"]
+    (bug,) = [g for g in edge_groups() if g.trigger == "internal_error"]
+    assert bug.any_state and bug.dest == "failed"
+    assert {g.trigger for g in edge_groups() if g.any_state} == {"disconnect", "internal_error"}
 
 
 def test_dot_edges_stand_for_every_row_once() -> None:
@@ -89,8 +91,9 @@ def test_dot_draws_disconnect_once_and_phases_in_order() -> None:
 def test_dot_groups_the_failure_edges_of_phases_2_to_4() -> None:
     text = dot()
     # connection_failed from the four attempting states: one edge each way, from the cluster.
-    assert text.count('label="connection_failed [retries_left]"') == 1
-    assert text.count('label="connection_failed [!retries_left]"') == 1
+    assert text.count("connection_failed [retries_left & !recovering]") == 1
+    assert text.count("connection_failed [!recovering & !retries_left]") == 1
+    assert text.count("connection_failed [recovering & window_open]") == 1
     assert "ltail=cluster_span2_4" in text
     edges = [line for line in text.splitlines() if DOT_EDGE.match(line)]
     assert len(edges) < len(rows())  # grouped: fewer edges than rows
@@ -98,8 +101,9 @@ def test_dot_groups_the_failure_edges_of_phases_2_to_4() -> None:
 
 def test_dot_shows_guards() -> None:
     text = dot()
-    assert "registration_answered [!accepted]" in text
+    assert "registration_answered [!accepted & !transient_rejection]" in text
     assert 'label="registration_answered [accepted]"' in text
+    assert "connection_failed [!stable]" in text and "connection_failed [stable]" in text
 
 
 def test_mermaid_edges_stand_for_every_row_once() -> None:

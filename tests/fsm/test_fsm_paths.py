@@ -9,17 +9,20 @@ from typing import Any
 
 import attrs
 import pytest
-from fsm_support import WINDOWSAGENT, S, replay
+from fsm_support import WINDOWSAGENT, Monotonic, S, replay, step_data
 from hypothesis import given
 from hypothesis import strategies as st
 from seed_example import SEED_SYSTEM_INFO
 
-from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, LifecycleEngine, Trigger
-from stellate.fsm.paths import Path, count_paths, paths
+from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, LifecycleEngine, Timing, Trigger
+from stellate.fsm.paths import Path, Step, count_paths, paths
 from stellate.testing import agent_profiles, legal_paths, system_infos
 
-#: Regression figures: how many legal paths the table allows (losses=0).
-PATH_COUNTS = {1: 9, 2: 57, 3: 345, 4: 2073, 5: 12441}
+#: Regression figures: how many legal paths the table allows (losses=0). Each attempt may end
+#: in 12 ways on the last attempt (6 failures, a refusal, 3 refused keys, 2 activations) and
+#: back off in 6 ways before it (7 from the second attempt on, where a refusal for an absent
+#: target is transient): 12, then 6 + 6·12 = 78, 6 + 6·6 + 6·7·12 = 546, ...
+PATH_COUNTS = {1: 12, 2: 78, 3: 546, 4: 3822, 5: 26754}
 
 ENGINE = LifecycleEngine()
 
@@ -64,6 +67,9 @@ def check_end(
         assert lifecycle.failure_reason
         if last.trigger == Trigger.REGISTRATION_ANSWERED:
             assert lifecycle.failure_reason == "registration rejected: nope"
+            assert 1 <= profile.connection_attempts <= max_retries
+        elif last.trigger == Trigger.AUTH_REJECTED:
+            assert lifecycle.failure_reason == "server rejected the API key"
             assert 1 <= profile.connection_attempts <= max_retries
         else:
             assert profile.connection_attempts == max_retries
@@ -124,15 +130,62 @@ def test_walked_paths_are_enumerated_paths(case: tuple[int, Path]) -> None:
 
 def test_path_counts_regression() -> None:
     assert {n: count_paths(n) for n in PATH_COUNTS} == PATH_COUNTS
-    assert len(paths(5)) == 12441
+    assert len(paths(5)) == 26754
 
 
 @pytest.mark.parametrize(
-    ("max_retries", "losses"), [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (1, 1), (2, 1), (1, 2)]
+    ("max_retries", "losses", "window"),
+    [
+        *[(1, 0, 0), (2, 0, 0), (3, 0, 0), (4, 0, 0), (5, 0, 0), (1, 1, 0), (2, 1, 0), (1, 2, 0)],
+        *[(1, 1, 1), (1, 1, 3), (2, 1, 2), (1, 2, 2)],  # with a recovery window
+    ],
 )
-def test_count_paths_agrees_with_paths(max_retries: int, losses: int) -> None:
-    listed = paths(max_retries, losses)
-    assert count_paths(max_retries, losses) == len(listed) == len(set(listed))
+def test_count_paths_agrees_with_paths(max_retries: int, losses: int, window: int) -> None:
+    listed = paths(max_retries, losses, window)
+    assert count_paths(max_retries, losses, window) == len(listed) == len(set(listed))
+
+
+#: The recovery window replayed: long enough, and passed when a path says so.
+WINDOW = Timing(recovery_window=60.0)
+
+
+def _window_passes(step: Step, lost: bool) -> bool:
+    """A failure while recovering that ends FAILED can only mean the window passed."""
+    return (
+        lost
+        and step.dest == S.FAILED
+        and step.trigger in (Trigger.CONNECTION_FAILED, Trigger.TIMED_OUT)
+    )
+
+
+@pytest.mark.parametrize(("max_retries", "window"), [(1, 1), (1, 3), (2, 2)])
+def test_every_path_through_a_recovery_window_replays(max_retries: int, window: int) -> None:
+    """After a loss, attempts do not spend max_retries: a recovery ends IDLE, or FAILED only
+    when the window passes (or on a final refusal), however many attempts it took."""
+    beyond_max_retries = False
+    for path in paths(max_retries, losses=1, window_attempts=window):
+        mono = Monotonic()
+        lc = ENGINE.create(
+            attrs.evolve(WINDOWSAGENT, max_retries=max_retries), timing=WINDOW, monotonic=mono
+        )
+        try:
+            for step in path:
+                if _window_passes(step, lc.recovering_since is not None):
+                    mono.now += WINDOW.recovery_window
+                lc.fire(step.trigger, **step_data(step))
+                assert lc.status == step.dest
+                beyond_max_retries |= lc.profile.connection_attempts > max_retries
+            last = path[-1]
+            if lc.state == S.FAILED and last.trigger in (
+                Trigger.CONNECTION_FAILED,
+                Trigger.TIMED_OUT,
+            ):
+                reason = lc.failure_reason or ""
+                lost = any(s.source == S.IDLE for s in path)
+                assert reason.startswith("recovery window of 60s passed") is lost, reason
+        finally:
+            ENGINE.release(lc)
+    assert beyond_max_retries is (window > max_retries)
 
 
 def test_paths_end_in_idle_or_failed_and_start_disconnected() -> None:
@@ -148,3 +201,5 @@ def test_paths_refuse_bad_bounds() -> None:
         paths(0)
     with pytest.raises(ValueError, match="too many"):
         paths(5, losses=2)
+    with pytest.raises(ValueError):
+        paths(1, window_attempts=-1)

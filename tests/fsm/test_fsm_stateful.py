@@ -1,7 +1,9 @@
-"""A random walk over one lifecycle: any event, legal or not, with random event data.
+"""A random walk over one lifecycle: any event, legal or not, with random event data, while
+time passes (the recovery and stability windows are measured on it).
 
-The table itself is the oracle for where each event should lead; invariants are checked after
-every step.
+The table is the oracle for where each event should lead; the guards' truth comes from a model
+written from the rules (what happened so far on this walk), not from the lifecycle's own
+memory. Invariants are checked after every step.
 """
 
 from __future__ import annotations
@@ -12,26 +14,28 @@ from typing import Any
 
 import attrs
 import pytest
-from fsm_support import WINDOWSAGENT, FakeClock, Recorder, S
+from fsm_support import WINDOWSAGENT, FakeClock, Monotonic, Recorder, S
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from profiles import examples
 
 from stellate.fsm import (
+    ACTIVE,
     TRIGGERS,
-    DeviceLifecycle,
     DeviceStatus,
     IllegalTransition,
     LifecycleEngine,
-    RetryPolicy,
+    Timing,
     Trigger,
     rows,
 )
+from stellate.protocol import RejectionKind
 from stellate.testing import retry_policies, system_infos
 
 TIMED_STATES = {S.CONNECTING, S.REGISTERING, S.TELEMETRY, S.BACKOFF}
 ACTIVATION = [Trigger.CONNECTION_OPENED, Trigger.REGISTER_SENT, Trigger.REGISTRATION_ANSWERED]
+TRANSIENT = {RejectionKind.TARGET_NOT_YET_KNOWN, RejectionKind.ID_STILL_HELD}
 #: The next event on the way to (and around) task-ready.
 HAPPY = {
     S.DISCONNECTED: Trigger.CONNECT,
@@ -50,12 +54,19 @@ def event_data(trigger: str) -> st.SearchStrategy[dict[str, Any]]:
     """Well-formed event data for ``trigger`` (random where the data matters)."""
     reason = st.sampled_from(["refused", "reset", ""])
     if trigger == Trigger.REGISTRATION_ANSWERED:
-        return st.fixed_dictionaries({"accepted": st.booleans()}, optional={"reason": reason})
+        return st.fixed_dictionaries(
+            {"accepted": st.booleans()},
+            optional={"reason": reason, "kind": st.sampled_from(RejectionKind)},
+        )
     if trigger == Trigger.TELEMETRY_RECEIVED:
         return st.fixed_dictionaries({"system_info": st.none() | system_infos()})
     if trigger == Trigger.TASK_ASSIGNED:
         return st.fixed_dictionaries({"task_id": st.text(min_size=1, max_size=8)})
     if trigger == Trigger.CONNECTION_FAILED:
+        return st.fixed_dictionaries(
+            {}, optional={"reason": reason, "retry_after": st.sampled_from([None, 0.0, 7.5])}
+        )
+    if trigger in (Trigger.AUTH_REJECTED, Trigger.INTERNAL_ERROR):
         return st.fixed_dictionaries({}, optional={"reason": reason})
     return st.just({})
 
@@ -63,22 +74,6 @@ def event_data(trigger: str) -> st.SearchStrategy[dict[str, Any]]:
 events = st.sampled_from([*TRIGGERS, "no_such_event"]).flatmap(
     lambda trigger: st.tuples(st.just(trigger), event_data(trigger))
 )
-
-
-def table_dest(lifecycle: DeviceLifecycle, trigger: str, data: dict[str, Any]) -> str | None:
-    """Where the table says ``trigger`` leads from the lifecycle's state (None: illegal)."""
-    profile = lifecycle.profile
-    guards = {
-        "retries_left": profile.max_retries is None
-        or profile.connection_attempts < profile.max_retries,
-        "accepted": data.get("accepted") is True,
-    }
-    for row_trigger, source, dest, conditions, unless in rows():
-        if row_trigger != trigger or source != lifecycle.status:
-            continue
-        if all(guards[g] for g in conditions) and not any(guards[g] for g in unless):
-            return dest
-    return None
 
 
 class LifecycleWalk(RuleBasedStateMachine):
@@ -89,20 +84,60 @@ class LifecycleWalk(RuleBasedStateMachine):
     @initialize(
         max_retries=st.none() | st.integers(min_value=1, max_value=4),
         policy=retry_policies(),
+        windows=st.tuples(st.sampled_from([0.0, 30.0, 300.0]), st.sampled_from([0.0, 45.0])),
         seed=st.integers(min_value=0, max_value=2**32 - 1),
     )
-    def start(self, max_retries: int | None, policy: RetryPolicy, seed: int) -> None:
+    def start(
+        self, max_retries: int | None, policy: Timing, windows: tuple[float, float], seed: int
+    ) -> None:
         self.clock = FakeClock()
+        self.mono = Monotonic()
         self.recorder = Recorder()
+        self.timing = policy.evolve(recovery_window=windows[0], stability_window=windows[1])
         self.lc = self.engine.create(
             attrs.evolve(WINDOWSAGENT, max_retries=max_retries),
-            timing=policy,
+            timing=self.timing,
             rng=random.Random(seed),
             clock=self.clock,
             observer=self.recorder,
+            monotonic=self.mono,
         )
-        self.attempts = 0  # the model's count
+        # -- the model: written from the rules, updated by what the walk fires -------------
+        self.attempts = 0
         self.since_connecting: list[tuple[str, dict[str, Any]]] | None = None
+        self.lost_at: float | None = None  # the loss of an activated connection
+        self.activated_at: float | None = None
+        self.failures = 0  # failures in a row that climb the backoff
+        self.wait: tuple[float, float] | None = None  # the bounds the last backoff drew from
+        self.backoff_entered: tuple[float, float] | None = None  # (when, retry_after floor)
+
+    # -- the guards, from the model ------------------------------------------------------------
+    def guards(self, data: dict[str, Any]) -> dict[str, bool]:
+        profile, timing, now = self.lc.profile, self.timing, self.mono.now
+        recovering = self.lost_at is not None and timing.recovery_window > 0
+        in_flux = self.attempts > 1 or self.lost_at is not None
+        return {
+            "retries_left": profile.max_retries is None or self.attempts < profile.max_retries,
+            "accepted": data.get("accepted") is True,
+            "recovering": recovering,
+            "window_open": self.lost_at is not None and now < self.lost_at + timing.recovery_window,
+            "transient_rejection": data.get("accepted") is False
+            and data.get("kind", RejectionKind.FINAL) in TRANSIENT
+            and in_flux,
+            "stable": self.activated_at is not None
+            and now - self.activated_at >= timing.stability_window,
+        }
+
+    def table_row(self, trigger: str, data: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The row the table says fires (None: the event is illegal here)."""
+        guards = self.guards(data)
+        for row in rows():
+            row_trigger, source, _dest, conditions, unless = row
+            if row_trigger != trigger or source != self.lc.status:
+                continue
+            if all(guards[g] for g in conditions) and not any(guards[g] for g in unless):
+                return row
+        return None
 
     # -- rules ----------------------------------------------------------------------------
     @rule(event=events)
@@ -117,8 +152,9 @@ class LifecycleWalk(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def advance(self, data: st.DataObject) -> None:
-        """Like fire_legal without the owner's disconnect, so walks get deep into the flow."""
-        triggers = [t for t in self._triggers_here() if t != Trigger.DISCONNECT]
+        """Like fire_legal without the owner's disconnect and our bugs, so walks get deep."""
+        quiet = (Trigger.DISCONNECT, Trigger.INTERNAL_ERROR)
+        triggers = [t for t in self._triggers_here() if t not in quiet]
         trigger = data.draw(st.sampled_from(triggers), label="trigger")
         self._fire(trigger, data.draw(event_data(trigger), label="data"))
 
@@ -130,6 +166,10 @@ class LifecycleWalk(RuleBasedStateMachine):
         if trigger == Trigger.REGISTRATION_ANSWERED:
             event["accepted"] = True
         self._fire(trigger, event)
+
+    @rule(seconds=st.sampled_from([0.5, 10.0, 40.0, 400.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.mono.now += seconds
 
     def _triggers_here(self) -> list[str]:
         return [t for t in TRIGGERS if any(r[0] == t and r[1] == self.lc.status for r in rows())]
@@ -160,8 +200,8 @@ class LifecycleWalk(RuleBasedStateMachine):
     def _fire(self, trigger: str, data: dict[str, Any]) -> None:
         lc = self.lc
         source = lc.state
-        expected = table_dest(lc, trigger, data) if trigger in TRIGGERS else None
-        if expected is None:
+        row = self.table_row(trigger, data) if trigger in TRIGGERS else None
+        if row is None:
             before = self._snapshot()
             with pytest.raises(IllegalTransition) as info:
                 lc.fire(trigger, **data)
@@ -171,32 +211,50 @@ class LifecycleWalk(RuleBasedStateMachine):
 
         lc.fire(trigger, **data)
         dest = lc.state
-        assert dest == expected
+        assert dest == row[2]
         assert self.recorder.records[-1].step == (trigger, source.value, dest.value)
         if source == S.FAILED:
             assert trigger in (Trigger.RETRY, Trigger.DISCONNECT)
+        self._update_model(trigger, data, source, dest, row)
 
-        # the model: attempts, and what happened since the last connecting
+    def _update_model(
+        self, trigger: str, data: dict[str, Any], source: S, dest: S, row: tuple[Any, ...]
+    ) -> None:
+        now = self.mono.now
+        if trigger in (Trigger.RETRY, Trigger.CONNECT) and source != S.BACKOFF:
+            self.attempts, self.failures = 0, 0  # the owner starts a fresh run
+            self.lost_at = self.activated_at = None
         if dest == S.CONNECTING:
-            if trigger in (Trigger.RETRY, Trigger.CONNECT):  # the owner starts a fresh run
-                self.attempts = 1
-            else:
-                self.attempts += 1
+            self.attempts += 1
             self.since_connecting = []
         elif self.since_connecting is not None:
             self.since_connecting.append((trigger, data))
+        if dest == S.BACKOFF:
+            timing = self.timing
+            if source in ACTIVE:
+                stable = "stable" in row[3]
+                self.failures = 0 if stable else self.failures + 1
+                self.lost_at = now
+                self.wait = timing.backoff_bounds(self.failures)
+            elif trigger == Trigger.REGISTRATION_ANSWERED and "recovering" in row[3]:
+                self.wait = timing.rejoin_bounds()  # transient while recovering: flat
+            else:
+                self.failures += 1
+                self.wait = timing.backoff_bounds(self.failures)
+            retry_after = data.get("retry_after") if trigger == Trigger.CONNECTION_FAILED else None
+            self.backoff_entered = (now, retry_after or 0.0)
         if dest == S.IDLE and source == S.TELEMETRY:
             # activation: exactly opened → REGISTER sent → accepted → telemetry since connecting
             assert self.since_connecting is not None
             triggers = [t for t, _ in self.since_connecting]
             assert triggers[:3] == ACTIVATION
             assert self.since_connecting[2][1]["accepted"] is True
-            assert triggers[3:] == [trigger] and trigger in (
-                Trigger.TELEMETRY_RECEIVED,
-                Trigger.TIMED_OUT,
-            )
-            assert lc.profile.last_heartbeat == self.clock.last
+            assert triggers[3:] == [trigger]
+            assert trigger in (Trigger.TELEMETRY_RECEIVED, Trigger.TIMED_OUT)
+            assert self.lc.profile.last_heartbeat == self.clock.last
             self.attempts = 0
+            self.lost_at = None
+            self.activated_at = now
         if dest == S.IDLE:
             assert source in (S.TELEMETRY, S.BUSY)
 
@@ -212,31 +270,44 @@ class LifecycleWalk(RuleBasedStateMachine):
         assert self.lc.profile.connection_attempts == self.attempts
 
     @invariant()
-    def attempts_never_exceed_max_retries(self) -> None:
+    def recovery_follows_the_model(self) -> None:
+        assert self.lc.recovering_since == self.lost_at
+        assert self.lc.consecutive_failures == self.failures
+
+    @invariant()
+    def attempts_exceed_max_retries_only_in_a_recovery(self) -> None:
         limit = self.lc.profile.max_retries
-        if limit is None:
+        if limit is None or (self.lost_at is not None and self.timing.recovery_window > 0):
             return
         assert self.lc.profile.connection_attempts <= limit
 
     @invariant()
     def timeout_exactly_in_waiting_states(self) -> None:
-        lc, policy = self.lc, self.lc.timing
+        lc, timing = self.lc, self.timing
         if lc.state not in TIMED_STATES:
             assert lc.timeout is None
             return
-        if self.since_connecting is None:  # still in the state the walk started in
+        if self.since_connecting is None and lc.state != S.BACKOFF:
+            return  # still in the state the walk started in
+        if lc.state == S.BACKOFF and self.wait is None:
             return
         assert lc.timeout is not None
         if lc.state == S.CONNECTING:
-            assert lc.timeout == policy.connect_timeout
+            assert lc.timeout == timing.connect_timeout
         elif lc.state == S.REGISTERING:
-            assert lc.timeout == policy.registration_timeout
+            assert lc.timeout == timing.registration_timeout
         elif lc.state == S.TELEMETRY:
-            assert lc.timeout == policy.telemetry_timeout
+            assert lc.timeout == timing.telemetry_timeout
         else:
-            low, high = policy.backoff_bounds(lc.profile.connection_attempts)
+            assert self.wait is not None and self.backoff_entered is not None
+            low, high = self.wait
+            entered, floor = self.backoff_entered
+            low, high = max(low, floor), max(high, floor)
+            if self.lost_at is not None and timing.recovery_window > 0:
+                left = max(self.lost_at + timing.recovery_window - entered, 0.0)
+                low, high = min(low, left), min(high, left)
             # random.uniform may round onto (or an ulp past) an end point
-            assert low <= lc.timeout <= high or math.isclose(lc.timeout, high, rel_tol=1e-12)
+            assert low <= lc.timeout <= high or math.isclose(lc.timeout, high, rel_tol=1e-9)
 
     @invariant()
     def failed_says_why(self) -> None:
@@ -247,7 +318,7 @@ class LifecycleWalk(RuleBasedStateMachine):
     def task_only_while_busy(self) -> None:
         if self.lc.state == S.BUSY:
             assert self.lc.profile.current_task_id is not None
-        if self.lc.state == S.IDLE:
+        else:
             assert self.lc.profile.current_task_id is None
 
     def teardown(self) -> None:

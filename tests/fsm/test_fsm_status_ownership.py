@@ -15,6 +15,7 @@ import ast
 from pathlib import Path
 
 import stellate
+from stellate.fsm import DeviceStatus
 
 PACKAGE = Path(stellate.__file__).parent
 #: Enums whose members may be passed as ``status=`` (they are not device statuses).
@@ -101,3 +102,102 @@ if profile.status == DeviceStatus.IDLE:
 print(lifecycle.status)
 """
     assert status_writes(fine) == []
+
+
+# -- groups of states are declared once, as tags in the table ----------------------------------
+
+_STATUS_VALUES = {s.value for s in DeviceStatus}
+
+
+def _status_aliases(tree: ast.Module) -> set[str]:
+    """Names bound to DeviceStatus in a module (``S = DeviceStatus``, ``import ... as S``)."""
+    names = {"DeviceStatus"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names |= {a.asname for a in node.names if a.name == "DeviceStatus" and a.asname}
+        elif (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Name | ast.Attribute)
+            and ast.unparse(node.value).split(".")[-1] == "DeviceStatus"
+        ):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def status_sets(source: str, filename: str = "<src>") -> list[str]:
+    """Places that build their own group of statuses: a tuple/list/set of two or more status
+    members (or status strings), or a comprehension collecting statuses of DeviceStatus."""
+    tree = ast.parse(source, filename)
+    aliases = _status_aliases(tree)
+
+    def is_member(node: ast.expr) -> bool:
+        if isinstance(node, ast.Attribute):
+            base = node.value
+            if isinstance(base, ast.Attribute) and base.attr == "value":
+                base = base.value  # DeviceStatus.IDLE.value
+            return (
+                isinstance(base, ast.Attribute)
+                and isinstance(base.value, ast.Name)
+                and base.value.id in aliases
+            ) or (isinstance(base, ast.Name) and base.id in aliases)
+        return isinstance(node, ast.Constant) and node.value in _STATUS_VALUES
+
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            # Only statuses, two or more: a group (a step's (trigger, source, dest) is not).
+            if len(node.elts) >= 2 and all(is_member(e) for e in node.elts):
+                found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.SetComp | ast.ListComp | ast.GeneratorExp):
+            for gen in node.generators:
+                iterates = isinstance(gen.iter, ast.Name) and gen.iter.id in aliases
+                keeps_status = (
+                    isinstance(node.elt, ast.Name)
+                    and isinstance(gen.target, ast.Name)
+                    and node.elt.id == gen.target.id
+                )
+                if iterates and keeps_status:
+                    found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_status_groups_outside_fsm() -> None:
+    """Holds-a-socket, settled, active, attempting...: the table tags its states and
+    stellate.fsm exports the sets; a module that lists statuses itself would drift."""
+    offenders: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "fsm" in path.relative_to(PACKAGE).parts:
+            continue
+        rel = str(path.relative_to(PACKAGE.parent))
+        offenders += status_sets(path.read_text(encoding="utf-8"), rel)
+    assert offenders == [], "use the sets stellate.fsm exports:\n" + "\n".join(offenders)
+
+
+def test_scanner_flags_status_groups() -> None:
+    bad = """
+from stellate.fsm import DeviceStatus
+from stellate.fsm import DeviceStatus as D
+S = DeviceStatus
+SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
+if state in (S.IDLE, S.BUSY):
+    pass
+ACTIVE = frozenset({D.IDLE, D.BUSY})
+names = ["idle", "failed"]
+values = [DeviceStatus.IDLE.value, DeviceStatus.BUSY.value]
+waiting = {s for s in DeviceStatus if s.phase is None}
+"""
+    assert len(status_sets(bad)) == 6
+
+
+def test_scanner_allows_single_statuses_and_other_tuples() -> None:
+    fine = """
+from stellate.fsm import SETTLED, DeviceStatus
+if profile.status is DeviceStatus.IDLE:
+    pass
+await manager.wait_for(device_id, *SETTLED, DeviceStatus.DISCONNECTED)
+pair = (DeviceStatus.IDLE, 3)
+step = (Trigger.TIMED_OUT, DeviceStatus.BACKOFF, DeviceStatus.FAILED)
+words = ("idle", "tired")
+counts = [f"{s.value}={n[s]}" for s in DeviceStatus if n[s]]
+"""
+    assert status_sets(fine) == []

@@ -7,7 +7,17 @@ from typing import Any
 
 import attrs
 import pytest
-from fsm_support import WINDOWSAGENT, FakeClock, Recorder, S, expected_effects, step_data
+from fsm_support import (
+    ABSENT_TARGET,
+    FINAL_REFUSAL,
+    WINDOWSAGENT,
+    FakeClock,
+    Monotonic,
+    Recorder,
+    S,
+    expected_effects,
+    step_data,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from seed_example import SEED_CAPABILITIES, SEED_SYSTEM_INFO
@@ -25,7 +35,9 @@ from stellate.fsm import (
     RetryPolicy,
     SendRegister,
     StartHeartbeat,
+    Timing,
     Trigger,
+    coverage,
     merge_system_info,
     rows,
 )
@@ -119,17 +131,54 @@ def _row_id(row: tuple[Any, ...]) -> str:
     return f"{source}-{trigger}{guard}-{dest}"
 
 
+#: Windows for the guarded rows: long enough to be open, passed when we say so.
+WINDOWS = Timing(recovery_window=60.0, stability_window=30.0)
+
+
+def situated(make: Any, row: tuple[Any, ...], **kw: Any) -> DeviceLifecycle:
+    """A lifecycle in the row's source state, in the situation its guards ask for.
+
+    The recovery and stability windows are set on the lifecycle's own memory of when the device
+    lost / last activated its connection (what firing a loss / an activation would leave).
+    """
+    _trigger, source, _dest, conditions, unless = row
+    guards = {**dict.fromkeys(conditions, True), **dict.fromkeys(unless, False)}
+    mono = Monotonic()
+    exhausted = guards.get("retries_left") is False
+    lc = make(S(source), attempts=3 if exhausted else 2, max_retries=3, timing=WINDOWS,
+              monotonic=mono, **kw)  # fmt: skip
+    if guards.get("recovering"):
+        lc._lost_at = mono.now - (0.0 if guards.get("window_open") else WINDOWS.recovery_window)
+    if "stable" in guards:
+        lc._activated_at = mono.now - (WINDOWS.stability_window if guards["stable"] else 1.0)
+    return lc
+
+
+def row_data(row: tuple[Any, ...]) -> dict[str, Any]:
+    trigger, source, dest, conditions, _unless = row
+    if trigger == Trigger.REGISTRATION_ANSWERED and dest != S.TELEMETRY:
+        return dict(ABSENT_TARGET if "transient_rejection" in conditions else FINAL_REFUSAL)
+    return step_data(Step(trigger, source, dest), SEED_SYSTEM_INFO)
+
+
 @pytest.mark.parametrize("row", rows(), ids=_row_id)
-def test_every_row_fires_with_its_effects(make: Any, row: tuple[Any, ...]) -> None:
-    trigger, source, dest, _conditions, unless = row
-    exhausted = "retries_left" in unless
+def test_every_row_fires_with_its_effects(
+    make: Any, row: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row, set up in the situation its guards describe, is the one that fires."""
+    trigger, source, dest, _conditions, _unless = row
+    session, scratch = coverage._fired, set[tuple[Any, ...]]()
+    monkeypatch.setattr(coverage, "_fired", scratch)  # a private record: exactly this row
+    monkeypatch.setattr(coverage, "enabled", True)
     recorder = Recorder()
-    lc = make(S(source), attempts=3 if exhausted else 1, max_retries=3, observer=recorder)
+    lc = situated(make, row, observer=recorder)
     step = Step(trigger, source, dest)
-    effects = lc.fire(trigger, **step_data(step, SEED_SYSTEM_INFO))
+    effects = lc.fire(trigger, **row_data(row))
     assert lc.status == dest
     assert recorder.steps == [(trigger, source, dest)]
+    assert scratch == {row}
     assert effects == expected_effects(step, lc)
+    session.add(row)  # it fired, as the session's record should say
 
 
 def test_effects_on_the_happy_path(make: Any) -> None:
@@ -346,9 +395,14 @@ def test_backoff_is_jittered_across_seeds() -> None:
 
 def test_backoff_timeout_is_armed_from_the_policy(make: Any) -> None:
     policy = RetryPolicy(reconnect_delay=2.0, backoff_cap=100.0, jitter_floor=0.5)
-    lc = make(S.CONNECTING, attempts=3, timing=policy)
-    lc.fire(Trigger.CONNECTION_FAILED, reason="refused")
+    lc = make(timing=policy)
+    lc.fire(Trigger.CONNECT)
+    for _ in range(2):
+        lc.fire(Trigger.CONNECTION_FAILED, reason="refused")
+        lc.fire(Trigger.TIMED_OUT)
+    lc.fire(Trigger.CONNECTION_FAILED, reason="refused")  # the third failure in a row
     assert lc.state == S.BACKOFF and lc.last_error == "refused"
+    assert lc.consecutive_failures == 3
     assert lc.timeout is not None and 4.0 <= lc.timeout <= 8.0
 
 

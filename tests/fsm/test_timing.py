@@ -22,7 +22,8 @@ def _timing_fields(value: object) -> dict[str, object]:
 def test_every_holder_takes_its_defaults_from_timing() -> None:
     assert _timing_fields(ManagerSettings()) == _timing_fields(Timing())
     assert ConstellationDeviceManager().timing == Timing()
-    assert FleetTiming().policy == Timing()
+    # the harness models the reference's rules: no recovery or stability window
+    assert FleetTiming().policy == Timing(recovery_window=0.0, stability_window=0.0)
     server = ServerPolicy()
     assert (server.registration_timeout, server.heartbeat_interval, server.miss_limit) == (
         DEFAULT_TIMING.registration_timeout,

@@ -350,6 +350,9 @@ class Fleet:
             registration_timeout=5.0,
             telemetry_timeout=5.0,
             miss_limit=miss_limit,
+            # These scenarios count attempts against max_retries after a loss too: the
+            # reference's rule, which a recovery window of 0 keeps.
+            recovery_window=0.0,
             connector=self.connector,
             rng=Herd() if herd else random.Random(seed),
             # Every device in flight at once, as these scenarios intend (kill the server while

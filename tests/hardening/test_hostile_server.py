@@ -6,7 +6,8 @@ asked for, binary and huge frames, abrupt closes, silence. Under MockClock, the 
 never crash, and each device must end in a state its guards explain:
 
 * FAILED only by a rejection the server really sent (an ``error`` frame or ``status=error``
-  while registering), or after exactly ``max_retries`` attempts;
+  while registering, or a 1008 close before registration: a refused key), or after exactly
+  ``max_retries`` attempts;
 * never more than ``max_retries`` attempts in a row;
 * IDLE with degraded telemetry when the device info never (validly) comes: a device-info
   response for another request id is never merged;
@@ -282,6 +283,8 @@ def check_guards(outcome: Outcome, script: list[Action], max_retries: dict[str, 
             reason = manager.failure_reason(d) or ""
             if reason.startswith("registration rejected"):
                 assert _rejects(script), (d, reason)
+            elif reason == "server rejected the API key":  # a policy close before registration
+                assert Close(1008) in script, (d, reason)
             else:
                 assert final.connection_attempts == limit, (d, reason)
                 assert reason.startswith(f"gave up after {limit} attempts"), (d, reason)

@@ -28,6 +28,7 @@ from stellate.testing.fault_strategies import (
 )
 from stellate.testing.faults import (
     DropAfterIdle,
+    Forbidden,
     HangConnect,
     Healthy,
     NoTelemetryAnswer,
@@ -112,10 +113,12 @@ def test_oracle_by_hand() -> None:
         "timed_out:connecting",
         "connection_opened:connected",
         "register_sent:registering",
-        "connection_failed:backoff",
+        "registration_answered:backoff",
         "timed_out:connecting",
         *healthy,
     ]
+    # A refused key is final at once, however many retries are left.
+    assert steps([Forbidden()], 5)[1:] == ["auth_rejected:failed"]
     assert steps([NoTelemetryAnswer()], 1)[1:] == [*healthy[:3], "timed_out:idle"]
     # A loss after IDLE: attempts were reset, so even max_retries=1 reconnects.
     assert steps([DropAfterIdle()], 1)[1:] == [

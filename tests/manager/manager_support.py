@@ -88,11 +88,33 @@ async def start_agent(
     return agent
 
 
+class Agent:
+    """A device agent the test can take away and bring back."""
+
+    def __init__(self, nursery: trio.Nursery, net: MemoryNetwork, device_id: str) -> None:
+        self._nursery, self._net, self.device_id = nursery, net, device_id
+        self._scope = trio.CancelScope()
+
+    async def start(self, seed: int = 1) -> None:
+        """Start (again) and return once registered."""
+        self._scope = trio.CancelScope()
+        await self._nursery.start(self._run, self._scope, seed)
+
+    async def _run(
+        self, scope: trio.CancelScope, seed: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with scope:
+            async with trio.open_nursery() as inner:
+                await start_agent(inner, URL, self.device_id, connector=self._net, seed=seed)
+                task_status.started()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+
 def manager_on(connector: Connector, **kwargs: Any) -> ConstellationDeviceManager:
     options: dict[str, Any] = {
         "task_name": "office_constellation",
-        "heartbeat_interval": 30.0,
-        "reconnect_delay": 5.0,
         "connector": connector,
         "rng": random.Random(0),
     }

@@ -375,10 +375,10 @@ async def test_lease_counts_unanswered_heartbeats(autojump_clock: Any) -> None:
     assert lost - ready == pytest.approx(50.0)
 
 
-async def test_recovery_treats_absent_target_as_connection_failure(autojump_clock: Any) -> None:
+async def test_recovery_treats_absent_target_as_transient(autojump_clock: Any) -> None:
     # The device agent leaves while the device is IDLE; on reconnecting, the server says
     # "target not connected". That is part of the loss being recovered from, not a final
-    # rejection: back off and retry until the agent is back.
+    # rejection: back off (on the short rejoin schedule) and retry until the agent is back.
     recorder = Recorder()
     async with memory_network() as net, trio.open_nursery() as nursery:
         serve_on(net, AgentServer())
@@ -406,11 +406,17 @@ async def test_recovery_treats_absent_target_as_connection_failure(autojump_cloc
     lost = [e for _, e in recorder.events if e.kind is EventKind.CONNECTION_LOST]
     assert len(lost) == 1
     absent = [
-        e
-        for _, e in recorder.events
-        if e.record.trigger == Trigger.CONNECTION_FAILED and "is not connected" in (e.reason or "")
+        (t, e)
+        for t, e in recorder.events
+        if e.record.step == (Trigger.REGISTRATION_ANSWERED, "registering", "backoff")
     ]
-    assert absent, "expected at least one 'not connected' answer treated as a failed attempt"
+    assert absent, "expected at least one 'not connected' answer to back off"
+    assert all("is not connected" in (e.reason or "") for _, e in absent)
+    # The rejoin schedule does not climb: every such wait is at most rejoin_delay.
+    connects = recorder.entered("dev", "connecting")
+    for at, _ in absent:
+        nxt = min(c for c in connects if c > at)
+        assert nxt - at <= manager.timing.rejoin_delay
     assert EventKind.FAILED not in recorder.kinds("dev")
 
 
@@ -428,7 +434,7 @@ async def test_rejection_after_a_failed_connection_is_transient(autojump_clock: 
                 async for event in events:
                     if "is not connected" in (event.reason or ""):
                         assert event.record.step == (
-                            Trigger.CONNECTION_FAILED,
+                            Trigger.REGISTRATION_ANSWERED,
                             "registering",
                             "backoff",
                         )
@@ -451,7 +457,10 @@ async def test_rejection_after_a_failed_connection_is_transient(autojump_clock: 
     assert EventKind.FAILED not in recorder.kinds("dev")
 
 
-async def test_recovery_is_bounded_by_max_retries(autojump_clock: Any) -> None:
+async def test_without_a_recovery_window_recovery_is_bounded_by_max_retries(
+    autojump_clock: Any,
+) -> None:
+    """recovery_window=0 is the reference's rule: reconnects after a loss spend max_retries."""
     async with memory_network() as net, trio.open_nursery() as nursery:
         serve_on(net, AgentServer())
         agent_scope = trio.CancelScope()
@@ -463,7 +472,9 @@ async def test_recovery_is_bounded_by_max_retries(autojump_clock: Any) -> None:
                     task_status.started()
 
         await nursery.start(agent)
-        async with manager_on(net, reconnect_delay=1.0, backoff_cap=2.0) as manager:
+        async with manager_on(
+            net, reconnect_delay=1.0, backoff_cap=2.0, recovery_window=0.0
+        ) as manager:
             assert await manager.register_device("dev", URL, max_retries=3) is True
             agent_scope.cancel()
             final = await manager.wait_for("dev", S.FAILED)

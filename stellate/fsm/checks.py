@@ -1,0 +1,178 @@
+"""Definition-time checks of the transition table: a broken table fails at import, loudly.
+
+``lifecycle.py`` runs :func:`check_table` on the declarations of ``table.py`` before it builds
+the machine, so an edit that strands a state, names a guard that does not exist, lets two rows
+of one trigger fire together or gives a deadline no setting is refused with a message naming
+the row. The checks read only the declarations (no machine is built): tests run them on mutated
+copies of the table to show that each one fires.
+
+What is checked:
+
+* every row names a known trigger, declared states and only keys ``transitions`` understands;
+* every state is reachable from the initial one (guards ignored);
+* every state has a way out (a row to another state), unless tagged final;
+* every guard and callback named by a row or a state exists on the model;
+* no two rows for one (trigger, source) could both fire: each pair must be told apart by a
+  guard one requires and the other excludes (``conditions`` vs ``unless``);
+* every deadline names ``Timing`` settings (one, unless the deadline is drawn);
+* every trigger is used by some row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+import attrs
+
+from ..timing import Timing
+from .table import INITIAL, StateSpec, expand
+from .trigger import Trigger
+
+__all__ = ["TableError", "check_table", "table_problems"]
+
+#: Keys a row may carry (``transitions``' own).
+ROW_KEYS = frozenset(
+    {"trigger", "source", "dest", "conditions", "unless", "before", "after", "prepare"}
+)
+#: Callback keys of a row whose values name model methods.
+_CALLBACK_KEYS = ("conditions", "unless", "before", "after", "prepare")
+
+
+class TableError(Exception):
+    """The transition table breaks a definition-time rule (every problem is listed)."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n  ".join(self.problems)
+        super().__init__(f"the transition table is broken ({len(problems)} problems):\n  {lines}")
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _guards(conditions: Iterable[str], unless: Iterable[str]) -> str:
+    parts = [*conditions, *(f"!{name}" for name in unless)]
+    return f"[{' & '.join(parts)}]" if parts else "no guard"
+
+
+def _row_name(row: Mapping[str, Any]) -> str:
+    guards = _guards(_names(row.get("conditions")), _names(row.get("unless")))
+    sources = list(_names(row.get("source")))
+    return f"{row.get('trigger')}: {sources} -> {row.get('dest')} {guards}"
+
+
+def table_problems(
+    states: Sequence[StateSpec],
+    transitions: Sequence[Mapping[str, Any]],
+    model: type,
+    *,
+    initial: str = INITIAL,
+    machine_callbacks: Iterable[str] = (),
+    final: Iterable[str] = (),
+) -> list[str]:
+    """Every rule the declarations break, one readable line each (empty: the table is sound).
+
+    Args:
+        states: the state declarations.
+        transitions: the rows, as ``transitions`` declarations.
+        model: the class whose methods the guards and callbacks name.
+        initial: the initial state's name.
+        machine_callbacks: callbacks the machine itself is built with (must exist on ``model``).
+        final: states allowed to have no way out.
+    """
+    problems: list[str] = []
+    names = [spec.status.value for spec in states]
+    known = set(names)
+    if len(known) != len(names):
+        problems.append("a state is declared twice")
+    if initial not in known:
+        problems.append(f"initial state {initial!r} is not declared")
+
+    def missing(what: str, name: str) -> None:
+        if not callable(getattr(model, name, None)):
+            problems.append(f"{what} names {name!r}, which {model.__name__} does not define")
+
+    for name in machine_callbacks:
+        missing("the machine", name)
+    for spec in states:
+        for hook in (spec.on_enter, spec.on_exit):
+            if hook:
+                missing(f"state {spec.status.value!r}", hook)
+        deadline = spec.deadline
+        if deadline is not None:
+            settings = {f.name for f in attrs.fields(Timing)}
+            for setting in deadline.settings:
+                if setting not in settings:
+                    problems.append(
+                        f"state {spec.status.value!r}: deadline names {setting!r}, "
+                        "which is not a Timing setting"
+                    )
+            if not deadline.settings or (not deadline.drawn and len(deadline.settings) != 1):
+                problems.append(
+                    f"state {spec.status.value!r}: a fixed deadline names exactly one setting"
+                )
+
+    triggers = {t.value for t in Trigger}
+    for row in transitions:
+        where = _row_name(row)
+        extra = set(row) - ROW_KEYS
+        if extra:
+            problems.append(f"row {where}: unknown keys {sorted(extra)}")
+        if row.get("trigger") not in triggers:
+            problems.append(f"row {where}: {row.get('trigger')!r} is not a Trigger")
+        for state in (*_names(row.get("source")), row.get("dest")):
+            if state not in known:
+                problems.append(f"row {where}: state {state!r} is not declared")
+        for key in _CALLBACK_KEYS:
+            for name in _names(row.get(key)):
+                missing(f"row {where} ({key})", name)
+    if problems:
+        return problems  # the graph checks below assume well-formed rows
+
+    expanded = expand(list(transitions))  # type: ignore[arg-type]
+    used = {trigger.value for trigger, *_ in expanded}
+    problems += [f"trigger {t!r} is used by no row" for t in sorted(triggers - used)]
+
+    successors: dict[str, set[str]] = {name: set() for name in names}
+    for _trigger, source, dest, _c, _u in expanded:
+        successors[source].add(dest)
+    seen, todo = {initial}, [initial]
+    while todo:
+        for nxt in successors[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    problems += [f"state {n!r} is unreachable from {initial!r}" for n in names if n not in seen]
+    finals = set(final)
+    problems += [
+        f"state {n!r} has no way out" for n in names if n not in finals and not successors[n] - {n}
+    ]
+
+    by_key: dict[tuple[str, str], list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+    for row_trigger, source, _dest, conditions, unless in expanded:
+        by_key.setdefault((row_trigger.value, source), []).append((conditions, unless))
+    for (name, source), guards in by_key.items():
+        for (c1, u1), (c2, u2) in combinations(guards, 2):
+            if not (set(c1) & set(u2) or set(u1) & set(c2)):
+                problems.append(
+                    f"{name!r} from {source!r}: two rows could both fire "
+                    f"({_guards(c1, u1)} and {_guards(c2, u2)}); "
+                    "give them guards that exclude each other"
+                )
+    return problems
+
+
+def check_table(
+    states: Sequence[StateSpec],
+    transitions: Sequence[Mapping[str, Any]],
+    model: type,
+    **options: Any,
+) -> None:
+    """Raise ``TableError`` listing every problem :func:`table_problems` finds."""
+    problems = table_problems(states, transitions, model, **options)
+    if problems:
+        raise TableError(problems)
