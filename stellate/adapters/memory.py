@@ -239,7 +239,7 @@ class MemoryNetwork:
     async def _connect(self, url: str) -> MemoryConnection:
         safe = redact_url(url)
         try:
-            parse_ws_url(url)
+            target = parse_ws_url(url)
         except InvalidUrl as exc:
             raise ConnectError(f"invalid WebSocket URL: {exc}") from None
         origin, path, query = _endpoint(url)
@@ -252,7 +252,7 @@ class MemoryNetwork:
         if entry is None:
             if any(key[0] == origin for key in self._servers):
                 raise ConnectError(f"{safe} refused the WebSocket upgrade: HTTP 404", status=404)
-            raise ConnectError(f"cannot connect to {safe}: connection refused")
+            raise ConnectError(f"connection refused ({target.address})")
         handler, api_key = entry
         if api_key is not None:
             token = token_of("?" + query)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import ssl
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -105,10 +107,11 @@ class WebSocketConnector:
         where = target.address
         try:
             tcp = await trio.open_tcp_stream(target.host, target.port)
+        except socket.gaierror as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise ConnectError(f"cannot resolve {target.host}: {reason} ({target.safe})") from None
         except OSError as exc:
-            raise ConnectError(
-                f"cannot connect to {where} ({target.safe}): {_os_reason(exc)}"
-            ) from None
+            raise ConnectError(f"{_os_reason(exc)} ({where})") from None
         if not target.secure:
             return tcp
         stream = trio.SSLStream(
@@ -239,15 +242,21 @@ class _ClientSession(AbstractAsyncContextManager[WebSocketConnection]):
 
 
 def _os_reason(exc: OSError) -> str:
-    """The most specific reason: trio reports "all attempts failed" with the causes attached."""
+    """The most specific reason, in the system's words (``connection refused``).
+
+    trio reports "all attempts failed" with one cause per address tried, and a single failure
+    as "Error connecting to ('127.0.0.1', 9): Connection refused" with only the errno to go by.
+    """
     cause = exc.__cause__
-    if isinstance(cause, BaseExceptionGroup):
-        reasons = {
-            leaf.strerror or str(leaf) for leaf in _leaves(cause) if isinstance(leaf, OSError)
-        }
-        if reasons:
-            return "; ".join(sorted(reasons))
-    return exc.strerror or str(exc) or type(exc).__name__
+    leaves = _leaves(cause) if isinstance(cause, BaseExceptionGroup) else [exc]
+    reasons = {_errno_text(leaf) for leaf in leaves if isinstance(leaf, OSError)}
+    return "; ".join(sorted(reasons)) or str(exc) or type(exc).__name__
+
+
+def _errno_text(exc: OSError) -> str:
+    if exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    return escape_text(exc.strerror or str(exc) or type(exc).__name__)
 
 
 def _timeout(target: WsUrl, seconds: float) -> ConnectError:

@@ -18,6 +18,7 @@ from typing import Final
 __all__ = [
     "ALREADY_REGISTERED",
     "AUTH_REJECTED",
+    "INVALID_ID",
     "REPLACED",
     "TARGET_DISCONNECTED",
     "TARGET_NOT_CONNECTED",
@@ -50,6 +51,9 @@ ALREADY_REGISTERED: Final = (
 )
 TARGET_DISCONNECTED: Final = "Target device '{device_id}' disconnected"
 REPLACED: Final = "connection replaced by a newer registration"
+#: An id the id rule refuses (``stellate.protocol.ids``; ours, not the reference's): final.
+#: Filled with ``role`` (device/constellation), the escaped ``client_id`` and the ``problem``.
+INVALID_ID: Final = "invalid {role} id {client_id}: {problem}"
 #: What a device's failure says when the handshake refused the key (ours, not the reference's).
 AUTH_REJECTED: Final = "server rejected the API key"
 

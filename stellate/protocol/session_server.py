@@ -37,6 +37,7 @@ from .registry import ClientEntry, ClientRegistry
 from .rejections import (
     ALREADY_REGISTERED,
     CLOSE_POLICY_VIOLATION,
+    INVALID_ID,
     REPLACED,
     TARGET_DISCONNECTED,
     TARGET_NOT_CONNECTED,
@@ -257,9 +258,10 @@ class ServerSession:
             # Look-alikes ("dev\u200b", "dev ") and the other role's shape ("task@dev" as a
             # device) are refused, never registered as new ids: see protocol/ids.py.
             shown = escape_text(repr(client_id), limit=80)
-            return self._shut_down(
-                CLOSE_POLICY_VIOLATION, f"invalid {message.client_type.value} id {shown}: {problem}"
+            text = INVALID_ID.format(
+                role=message.client_type.value, client_id=shown, problem=problem
             )
+            return self._shut_down(CLOSE_POLICY_VIOLATION, text)
 
         evictions: list[ServerAction] = []
         existing = self._registry.get(client_id)
