@@ -1,21 +1,23 @@
 """Read ``devices.yaml`` into a :class:`StellateConfig`, or report everything wrong with it.
 
 The file is parsed once into a node tree (for line numbers) and constructed from that same
-tree (for values). Checks run in layers, each collecting rather than stopping: duplicate keys
-and duplicate device ids on the raw document, then types and unknown keys (the converter), then
-value rules (the model). Bad input always ends in :class:`ConfigError`, never a traceback.
+tree (for values). Before any value is built, the file is held to a budget (``budget.py``:
+size, nesting, alias expansion), so no file can cost more than its limits. Checks then run in
+layers, each collecting rather than stopping: duplicate keys and duplicate device ids on the raw
+document, then types and unknown keys (the converter), then value rules (the model). Bad input
+always ends in :class:`ConfigError`, never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import yaml
 from cattrs.errors import CattrsError
 
+from .budget import BudgetLoader, LoadLimits, OverBudget, graph_problem, read
 from .converter import CONVERTER
 from .findings import Finding, findings
 from .locate import DuplicateKey, duplicate_keys, locate
@@ -30,38 +32,54 @@ DEFAULT_CONFIG_PATH = "config/galaxy/devices.yaml"
 _TOP_LEVEL_HINT = "expected a mapping with a 'devices' list at the top level"
 
 
-def load_config(path: str | os.PathLike[str]) -> StellateConfig:
+def load_config(
+    path: str | os.PathLike[str], *, limits: LoadLimits | None = None
+) -> StellateConfig:
     """Load and validate a config file.
 
+    ``limits`` bound what the file may cost (default: :class:`LoadLimits`, its size limit
+    raised by ``$STELLATE_MAX_CONFIG_BYTES`` when set).
+
     Raises:
-        ConfigError: the file is missing, unreadable, not YAML, or not a valid config; its
-            ``problems`` list every problem found.
+        ConfigError: the file is missing, unreadable, not a regular file, over its budget, not
+            YAML, or not a valid config; its ``problems`` list every problem found.
     """
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8-sig")
+        limits = limits or LoadLimits.from_env()
+        text = read(source, limits).decode("utf-8-sig")
+    except ValueError as exc:  # the environment's limit (UnicodeDecodeError is handled below)
+        if isinstance(exc, UnicodeDecodeError):
+            message = f"not UTF-8 text (bad byte at offset {exc.start})"
+            raise ConfigError([Problem(source, 0, "", message)]) from None
+        raise ConfigError([Problem(source, 0, "", str(exc))]) from None
+    except OverBudget as exc:
+        raise ConfigError([Problem(source, exc.line, exc.field, exc.message)]) from None
     except FileNotFoundError:
         raise ConfigError([Problem(source, 0, "", "no such file")]) from None
     except IsADirectoryError:
         raise ConfigError([Problem(source, 0, "", "is a directory, not a YAML file")]) from None
-    except UnicodeDecodeError as exc:
-        message = f"not UTF-8 text (bad byte at offset {exc.start})"
-        raise ConfigError([Problem(source, 0, "", message)]) from None
     except OSError as exc:
         message = f"cannot read file: {exc.strerror or exc}"
         raise ConfigError([Problem(source, 0, "", message)]) from None
-    config = loads_config(text, source)
+    config = loads_config(text, source, limits=limits)
     logger.debug("loaded %d devices from %s", len(config.devices), source)
     return config
 
 
-def loads_config(text: str, source: str = "<string>") -> StellateConfig:
+def loads_config(
+    text: str, source: str = "<string>", *, limits: LoadLimits | None = None
+) -> StellateConfig:
     """Validate a config given as YAML text; ``source`` names it in problems.
 
     Raises:
         ConfigError: with every problem found.
     """
-    root, data, duplicates = _parse(text, source)
+    limits = limits or LoadLimits()
+    if len(text) > limits.max_bytes:  # characters: at least as many bytes
+        message = f"is larger than {limits.max_bytes:,} bytes (the limit)"
+        raise ConfigError([Problem(source, 0, "", message)])
+    root, data, duplicates = _parse(text, source, limits)
     if root is None:
         raise ConfigError([Problem(source, 1, "", f"empty file: {_TOP_LEVEL_HINT}")])
     if not isinstance(data, dict):
@@ -93,20 +111,26 @@ def loads_config(text: str, source: str = "<string>") -> StellateConfig:
         raise ConfigError([_problem(root, source, finding) for finding in findings(exc)]) from None
 
 
-def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any, list[DuplicateKey]]:
-    """Compose the node tree and construct the values from it (one parse, both views).
+def _parse(
+    text: str, source: str, limits: LoadLimits
+) -> tuple[yaml.Node | None, Any, list[DuplicateKey]]:
+    """Compose the node tree, check its budget, and construct the values from it (one parse,
+    both views).
 
     Keys written twice are collected in between: building the values flattens ``<<`` merges
     into the node tree, after which a merged key would look like a repeated one.
     """
     try:
-        loader = yaml.SafeLoader(text)
+        loader = BudgetLoader(text, limits)
     except yaml.YAMLError as exc:  # a ReaderError: a character YAML does not allow
         raise ConfigError([_reader_problem(text, source, exc)]) from None
     try:
         root = loader.get_single_node()
         if root is None:
             return None, None, []
+        over = graph_problem(root, limits)
+        if over is not None:
+            raise over
         duplicates = list(duplicate_keys(root))
         data = loader.construct_document(root)
         return root, data, duplicates
@@ -124,6 +148,8 @@ def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any, list[Duplicat
         raise ConfigError([Problem(source, line, "", f"{kind}: {what}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([_reader_problem(text, source, exc)]) from None
+    except OverBudget as exc:
+        raise ConfigError([Problem(source, exc.line, exc.field, exc.message)]) from None
     finally:
         loader.dispose()
 
