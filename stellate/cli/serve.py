@@ -85,6 +85,13 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--max-system-info-bytes",
+        type=_positive_int,
+        default=defaults.max_system_info_bytes,
+        help="most kept of one device's system_info (compact JSON); a bigger one is not "
+        "stored and the device is told (default: %(default)s)",
+    )
+    p.add_argument(
         "--max-connections",
         type=_positive_int,
         default=None,
@@ -148,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         registration_timeout=args.registration_timeout,
         heartbeat_interval=args.heartbeat_interval,
         miss_limit=args.miss_limit,
+        max_system_info_bytes=args.max_system_info_bytes,
     )
     server = AgentServer(
         api_key=api_key,

@@ -11,6 +11,7 @@ finally goes away.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -29,17 +30,29 @@ class ClientEntry:
     ``lease_expires`` is ``inf`` for clients without a lease (constellations): their liveness
     is their socket's. ``connection_lost`` is set when the owner knows its socket is gone but
     has not deregistered yet; such an entry is stale and may be replaced.
+
+    A device's ``system_info`` is kept as its compact JSON text (``system_info_json``), not as
+    the decoded objects: what a device costs the server is then the length of that text (which
+    the session caps), not the several times more that many small Python objects take.
     """
 
     client_id: str
     client_type: ClientType
     owner: object
     target_id: str | None = None
-    system_info: dict[str, Any] | None = None
+    system_info_json: str | None = None
     platform: str | None = None
     registered_at: float = 0.0
     lease_expires: float = math.inf
     connection_lost: bool = False
+
+    @property
+    def system_info(self) -> dict[str, Any] | None:
+        """The device's ``system_info`` as it sent it (a fresh copy), if it is kept."""
+        if self.system_info_json is None:
+            return None
+        value: dict[str, Any] = json.loads(self.system_info_json)
+        return value
 
     def is_stale(self, at: float) -> bool:
         return self.connection_lost or at >= self.lease_expires

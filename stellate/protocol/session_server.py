@@ -14,6 +14,7 @@ reference"); each fix is marked ``Fix n`` below with its number there.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -66,6 +67,16 @@ CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_TOO_BIG = 1009
 
+#: Most a server keeps of one device's ``system_info``, as compact ASCII JSON (bytes).
+DEFAULT_MAX_SYSTEM_INFO_BYTES = 64 * 1024
+#: Longest ``platform`` string kept for a device (a longer one is dropped).
+MAX_PLATFORM_LENGTH = 256
+#: Told to a device (after its confirmation) whose system_info is over the server's limit.
+SYSTEM_INFO_NOT_KEPT = (
+    "system_info is {size:,} bytes, more than this server keeps ({limit:,}): not stored; "
+    "device info about this device reports none"
+)
+
 MISMATCHED_CLIENT_TYPE = "client_type does not match the registered connection"
 MISMATCHED_CLIENT_ID = "client_id does not match the registered connection"
 
@@ -79,6 +90,10 @@ class ServerPolicy:
     constellation that sends nothing at all for ``constellation_idle_timeout`` is dropped
     (``None``: never, as the reference). Its default, twice the device lease, keeps a device's
     loss reported to its constellations before their own limit could fire at the same moment.
+
+    ``max_system_info_bytes`` bounds what the server keeps per device: a register frame may be
+    as large as the frame limit (1 MiB), but a ``system_info`` longer than this (as compact
+    JSON) is not stored; the device is registered and told so in an error frame.
     """
 
     registration_timeout: float = DEFAULT_TIMING.registration_timeout
@@ -87,6 +102,7 @@ class ServerPolicy:
     constellation_idle_timeout: float | None = attrs.field(
         default=attrs.Factory(lambda self: 2 * self.lease, takes_self=True)
     )
+    max_system_info_bytes: int = DEFAULT_MAX_SYSTEM_INFO_BYTES
 
     @property
     def lease(self) -> float:
@@ -276,6 +292,7 @@ class ServerSession:
             evictions.append(self._replace(existing))
 
         metadata = message.metadata or {}
+        not_kept: str | None = None
         entry = ClientEntry(
             client_id=client_id, client_type=message.client_type, owner=self, registered_at=at
         )
@@ -292,10 +309,10 @@ class ServerSession:
             # renews it (reference constellations heartbeat, as stellate's manager does).
             entry.lease_expires = at + self._policy.constellation_lease
         else:
-            system_info = metadata.get("system_info")
-            entry.system_info = system_info if isinstance(system_info, dict) else None
+            not_kept = self._keep_system_info(entry, metadata.get("system_info"))
             platform = metadata.get("platform")
-            entry.platform = platform if isinstance(platform, str) else None
+            if isinstance(platform, str) and len(platform) <= MAX_PLATFORM_LENGTH:
+                entry.platform = platform
             entry.lease_expires = at + self._policy.lease
 
         self._registry.add(entry)
@@ -307,7 +324,22 @@ class ServerSession:
         self.target_id = entry.target_id
         self._deadline = entry.lease_expires
         logger.info("registered %s %s", message.client_type.value, client_id)
+        if not_kept is not None:
+            logger.info("%s: %s", client_id, not_kept)
+            return [*evictions, self._ack(), self._refuse(FrameRefusal.TOO_BIG, not_kept)]
         return [*evictions, self._ack()]
+
+    def _keep_system_info(self, entry: ClientEntry, system_info: object) -> str | None:
+        """Store ``system_info`` on ``entry`` within the limit; say why not when it is over."""
+        if not isinstance(system_info, dict):
+            return None
+        # ASCII escapes: the text's length is its size, and no lone surrogate survives.
+        stored = json.dumps(system_info, separators=(",", ":"))
+        limit = self._policy.max_system_info_bytes
+        if len(stored) > limit:
+            return SYSTEM_INFO_NOT_KEPT.format(size=len(stored), limit=limit)
+        entry.system_info_json = stored
+        return None
 
     def _replace(self, stale: ClientEntry) -> Evict:
         owner = stale.owner

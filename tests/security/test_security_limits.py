@@ -26,6 +26,7 @@ from frames import (
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.cli import build_parser
+from stellate.protocol.session_server import ServerPolicy
 from stellate.protocol.transport import ConnectError, ConnectionClosed
 from stellate.server import AgentServer, default_max_connections
 
@@ -219,7 +220,12 @@ async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
     """
     send_timeout = 5.0
     with trio.fail_after(LIMIT + send_timeout):
-        server, port = await start_server(api_key=KEY, send_timeout=send_timeout, close_timeout=0.5)
+        server, port = await start_server(
+            api_key=KEY,
+            send_timeout=send_timeout,
+            close_timeout=0.5,
+            policy=ServerPolicy(max_system_info_bytes=1 << 20),  # keep the big telemetry
+        )
         padding = {"pad": "x" * (900 * 1024)}
         async with connector.open(url(port)) as big, connector.open(url(port)) as slow:
             await register(big, device_register("big", padding))
