@@ -31,7 +31,10 @@ DEVICE = "devices:\n  - device_id: dev\n    server_url: ws://h:5005/ws\n"
 def problems(text: str, limits: LoadLimits | None = None) -> list[str]:
     FIGURES["hostile configs tried"] += 1
     try:
-        loads_config(text, "devices.yaml", limits=limits)
+        if limits is None:
+            loads_config(text, "devices.yaml")
+        else:
+            loads_config(text, "devices.yaml", limits=limits)
     except ConfigError as exc:
         return [str(problem) for problem in exc.problems]
     except Exception:

@@ -10,8 +10,12 @@ strings a peer chooses (its platform, hostname, error texts).
 from __future__ import annotations
 
 import io
+import json
 import logging
+import subprocess
+import sys
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hardening_support import FIGURES
@@ -19,15 +23,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
+from stellate.agent import DeviceAgent
+from stellate.cli.display import DeviceReport, event_line, print_profiles
+from stellate.config import ConfigError, loads_config
 from stellate.escape import escape_text, is_hidden
-from stellate.protocol import ClientType
+from stellate.fsm import AgentProfile, DeviceStatus, Trigger
+from stellate.fsm.lifecycle import TransitionRecord
+from stellate.manager import EventKind, ManagerEvent
+from stellate.protocol import ClientType, Close, ServerSession
 from stellate.protocol.ids import (
     MAX_ID_LENGTH,
     client_id_problem,
     constellation_id,
     device_id_problem,
 )
+from stellate.protocol.registry import ClientRegistry
+from stellate.protocol.session_server import ServerPhase
 from stellate.redact import RedactingFilter
+
+STELLATE = Path(sys.executable).parent / "stellate"
 
 HIDDEN_SAMPLES = [
     "\n",
@@ -181,3 +195,90 @@ def test_roles_have_separate_id_shapes() -> None:
     assert client_id_problem("task@", ClientType.CONSTELLATION) is not None
     assert client_id_problem("@dev", ClientType.CONSTELLATION) is not None
     assert client_id_problem("task@dev\u200b", ClientType.CONSTELLATION) is not None
+
+
+# -- the rule where it is applied: config, server, agent ----------------------------------------
+
+
+@pytest.mark.parametrize("device_id", LOOK_ALIKES)
+def test_the_config_refuses_what_the_rule_refuses(device_id: str) -> None:
+    FIGURES["ids tried"] += 1
+    text = f"devices:\n  - device_id: {json.dumps(device_id)}\n    server_url: ws://h/ws\n"
+    with pytest.raises(ConfigError) as caught:
+        loads_config(text, "devices.yaml")
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("devices.yaml:2: devices[0].device_id: ")
+    assert visible(str(problem)) and "\n" not in str(problem)
+
+
+@pytest.mark.parametrize("device_id", [i for i in LOOK_ALIKES if i])
+def test_the_server_refuses_what_the_rule_refuses_and_registers_nothing(device_id: str) -> None:
+    FIGURES["ids tried"] += 1
+    registry = ClientRegistry()
+    owner = ServerSession(registry, 0.0)
+    owner.receive(json.dumps({"type": "register", "status": "ok", "client_id": "good1"}), 0.0)
+    squatter = ServerSession(registry, 0.0)
+    frame = json.dumps({"type": "register", "status": "ok", "client_id": device_id})
+    actions = squatter.receive(frame, 0.0)
+    assert squatter.phase is ServerPhase.CLOSED
+    assert any(isinstance(a, Close) and a.code == 1008 for a in actions)
+    assert [entry.client_id for entry in registry] == ["good1"]
+
+
+@pytest.mark.parametrize("device_id", LOOK_ALIKES)
+def test_the_agent_refuses_what_the_rule_refuses(device_id: str) -> None:
+    with pytest.raises(ValueError, match="invalid device id"):
+        DeviceAgent("ws://h/ws", device_id, system_info={})
+
+
+def test_stellate_validate_names_a_lone_surrogate_instead_of_crashing(tmp_path: Path) -> None:
+    """Issue 10, 5: ``"a\\ud800b"`` passed validate, then crashed ``stellate up``."""
+    path = tmp_path / "devices.yaml"
+    path.write_text('devices:\n  - device_id: "a\\ud800b"\n    server_url: ws://h/ws\n')
+    result = subprocess.run(
+        [str(STELLATE), "validate", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}:2: devices[0].device_id: must not contain invisible characters (U+D800" in (
+        result.stderr + result.stdout
+    )
+
+
+# -- the display ----------------------------------------------------------------------------------
+
+HOSTILE = "x\n2026-01-01 fake line\x1b[2J\u202e\ud800\u200bend"
+
+
+def _event(
+    reason: str | None, device_id: str = "dev", dest: DeviceStatus = DeviceStatus.FAILED
+) -> ManagerEvent:
+    record = TransitionRecord(device_id, Trigger.CONNECTION_FAILED, DeviceStatus.CONNECTING, dest)
+    profile = AgentProfile(device_id, "ws://h/ws", status=dest, os=HOSTILE)
+    kind = EventKind.FAILED if dest is DeviceStatus.FAILED else EventKind.PHASE
+    return ManagerEvent(kind, device_id, record, profile, reason=reason)
+
+
+@pytest.mark.parametrize("dest", [DeviceStatus.FAILED, DeviceStatus.BACKOFF])
+def test_a_peer_reason_cannot_break_a_display_line(dest: DeviceStatus) -> None:
+    line = event_line(_event(HOSTILE, device_id=HOSTILE, dest=dest))
+    assert "\n" not in line and visible(line)
+    line.encode("utf-8")
+    assert "\\n2026-01-01 fake line\\x1b[2J\\u202e\\ud800\\u200bend" in line
+
+
+def test_printed_profiles_escape_everything_a_peer_chose() -> None:
+    profile = AgentProfile(
+        HOSTILE,
+        "ws://h/ws",
+        status=DeviceStatus.FAILED,
+        os=HOSTILE,
+        capabilities=(HOSTILE,),
+        metadata={"system_info": {"hostname": HOSTILE, "ip_address": HOSTILE, "cpu_count": 4}},
+    )
+    out = io.StringIO()
+    print_profiles([DeviceReport(profile, failure_reason=HOSTILE, last_error=HOSTILE)], out)
+    text = out.getvalue()
+    text.encode("utf-8")
+    for line in text.splitlines():
+        assert visible(line), line
+    assert "fake line" in text and not any(line.startswith("2026") for line in text.splitlines())

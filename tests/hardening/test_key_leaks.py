@@ -291,3 +291,34 @@ def test_the_real_connector_never_leaks_the_key(template: str, key: str) -> None
         return [trio.run(attempt)]
 
     assert leaked(produce, key) == []
+
+
+class Recording:
+    """A connector that records the URLs it is asked to open, and refuses them all."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def open(self, url: str) -> Any:
+        self.urls.append(url)
+        raise ConnectError("connection refused (recorded)")
+
+
+@pytest.mark.parametrize(
+    ("url", "opened"),
+    [
+        ("ws://h:1/ws?x_token=1", "ws://h:1/ws?x_token=1&token=K%26Y"),
+        ("ws://h:1/ws?access_token=x", "ws://h:1/ws?access_token=x&token=K%26Y"),
+        ("ws://h:1/ws?token=mine", "ws://h:1/ws?token=mine"),
+        ("ws://h:1/ws", "ws://h:1/ws?token=K%26Y"),
+        ("ws://h:1/ws#f", "ws://h:1/ws?token=K%26Y#f"),
+    ],
+)
+async def test_the_manager_adds_its_key_by_parameter_name(
+    url: str, opened: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 10, 2(c): the manager looked for the substring ``token=``."""
+    connector = Recording()
+    async with ConstellationDeviceManager(api_key="K&Y", connector=connector) as manager:  # type: ignore[arg-type]
+        assert not await manager.register_device("dev", url, max_retries=1)
+    assert connector.urls[0] == opened
