@@ -38,6 +38,8 @@ from stellate.protocol.session_server import (
 from stellate.server import AgentServer
 
 LIMIT = DEFAULT_MAX_SYSTEM_INFO_BYTES
+#: Keys end up in the process-wide log filter: never one that is an ordinary word.
+SQUAT_KEY = "squat-KEY-0c4b1e"
 
 
 def register_frame(device_id: str, system_info: Any, platform: Any = "linux") -> str:
@@ -227,13 +229,13 @@ async def test_a_squatter_named_task_at_dev_cannot_fail_the_managers_device(
     """The issue's case on real sockets: a key holder registers a *device* ``stellate@dev``
     first; the manager's device ``dev`` (task ``stellate``) still reaches IDLE."""
     with trio.fail_after(20):
-        server = AgentServer(api_key="k")
+        server = AgentServer(api_key=SQUAT_KEY)
         port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
         url = f"ws://127.0.0.1:{port}/ws"
-        async with WebSocketConnector().open(f"{url}?token=k") as squatter:
+        async with WebSocketConnector().open(f"{url}?token={SQUAT_KEY}") as squatter:
             await squatter.send(register_frame("stellate@dev", {}))
             refusal = json.loads(await squatter.receive())
             assert "must not contain '@'" in refusal["error"]
-        await nursery.start(DeviceAgent(url, "dev", api_key="k", system_info={}).run)
-        async with ConstellationDeviceManager(task_name="stellate", api_key="k") as manager:
+        await nursery.start(DeviceAgent(url, "dev", api_key=SQUAT_KEY, system_info={}).run)
+        async with ConstellationDeviceManager(task_name="stellate", api_key=SQUAT_KEY) as manager:
             assert await manager.register_device("dev", url, max_retries=1)
