@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 import trio
 
+from .escape import escape_text
 from .fsm import (
     ACTIVE,
     AT_REST,
@@ -49,6 +50,7 @@ from .fsm import (
     Trigger,
 )
 from .protocol import Connector
+from .protocol.ids import device_id_problem
 from .redact import add_log_secret, redact_url
 from .runner import Command, CommandName, DeviceRunner, InboxItem, RunnerSettings
 from .urls import with_token
@@ -395,10 +397,14 @@ class ConstellationDeviceManager:
 
         Raises:
             RuntimeError: the manager is not running.
-            ValueError: a device with that id is already registered.
+            ValueError: a device with that id is already registered, or the id breaks the id
+                rule (``stellate.protocol.ids``: no server would take it).
         """
         if self._nursery is None or self._stop_requested.is_set():
             raise RuntimeError("the manager is not running (async with / nursery.start(run))")
+        problem = device_id_problem(profile.device_id)
+        if problem is not None:
+            raise ValueError(f"invalid device id {escape_text(repr(profile.device_id))}: {problem}")
         profile = attrs.evolve(profile, server_url=with_token(profile.server_url, self._api_key))
         lifecycle = self._engine.create(
             profile,

@@ -82,8 +82,9 @@ class WsUrl:
 
     @property
     def address(self) -> str:
-        """``host:port`` for messages about the TCP connection."""
-        return f"{self.host}:{self.port}"
+        """``host:port`` for messages about the TCP connection (``[::1]:5005`` for IPv6)."""
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{shown}:{self.port}"
 
 
 def is_secret_param(name: str) -> bool:

@@ -18,6 +18,8 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from hardening_support import FIGURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +31,7 @@ from stellate.config import ConfigError, loads_config
 from stellate.escape import escape_text, is_hidden
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.fsm.lifecycle import TransitionRecord
-from stellate.manager import EventKind, ManagerEvent
+from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from stellate.protocol import ClientType, Close, ServerSession
 from stellate.protocol.ids import (
     MAX_ID_LENGTH,
@@ -282,3 +284,29 @@ def test_printed_profiles_escape_everything_a_peer_chose() -> None:
     for line in text.splitlines():
         assert visible(line), line
     assert "fake line" in text and not any(line.startswith("2026") for line in text.splitlines())
+
+
+@pytest.mark.parametrize("device_id", LOOK_ALIKES)
+async def test_the_manager_refuses_what_the_rule_refuses(
+    device_id: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with ConstellationDeviceManager() as manager:
+        with pytest.raises(ValueError, match="invalid device id"):
+            await manager.register_device(device_id, "ws://h/ws")
+        assert manager.get_all_devices() == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", "ws://h/ws", "--device-id", "task@dev"], "must not contain '@'"),
+        (["--server", "ws://h/ws", "--device-id", "dev\u200b"], "U+200B ZERO WIDTH SPACE"),
+        (["--server", "ws://h:0/ws", "--device-id", "dev"], "has port 0"),
+        (["--server", "ws://h/ws#x", "--device-id", "dev"], "must not have a fragment"),
+    ],
+)
+def test_stellate_agent_exits_2_where_retrying_cannot_help(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [str(STELLATE), "agent", *args], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
