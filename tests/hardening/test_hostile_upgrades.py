@@ -234,25 +234,29 @@ async def test_an_agent_facing_a_garbage_server_keeps_retrying_and_says_why(
     FIGURES["upgrade answers tried"] += agent.failures
 
 
+async def mixed_fleet(nursery: trio.Nursery, garbage: Answer) -> tuple[str, str]:
+    """A real agent server with agents ``good-1`` and ``good-2`` registered, and a raw server
+    answering every upgrade with ``garbage``: (the good URL, the garbage URL)."""
+    bad_port = await raw_server(nursery, partial(play, answer=garbage))
+    server = AgentServer(api_key=KEY)
+    port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
+    url = f"ws://127.0.0.1:{port}/ws"
+    for device_id in ("good-1", "good-2"):
+        await nursery.start(DeviceAgent(url, device_id, api_key=KEY, system_info={}).run)
+    return url, f"ws://127.0.0.1:{bad_port}/ws"
+
+
 async def test_a_manager_fails_only_the_device_whose_server_answers_garbage(
     nursery: trio.Nursery,
 ) -> None:
     """Real sockets: two healthy devices on a real agent server, one on a garbage server."""
     garbage = Answer(b"HTTP/1.1 101 Switching Protocols\r\nGARBAGE\r\n\r\n", (), (), "close", False)
     with trio.fail_after(30):
-        bad_port = await raw_server(nursery, partial(play, answer=garbage))
-        server = AgentServer(api_key=KEY)
-        port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
-        url = f"ws://127.0.0.1:{port}/ws"
-        for device_id in ("good-1", "good-2"):
-            agent = DeviceAgent(url, device_id, api_key=KEY, system_info={})
-            await nursery.start(agent.run)
+        url, bad_url = await mixed_fleet(nursery, garbage)
         manager = ConstellationDeviceManager(api_key=KEY, reconnect_delay=0.01, backoff_cap=0.02)
         async with manager:
             assert await manager.register_device("good-1", url)
-            assert not await manager.register_device(
-                "bad", f"ws://127.0.0.1:{bad_port}/ws", max_retries=2
-            )
+            assert not await manager.register_device("bad", bad_url, max_retries=2)
             assert await manager.register_device("good-2", url)
             devices = manager.get_all_devices()
             assert devices["bad"].status is DeviceStatus.FAILED
@@ -270,18 +274,13 @@ async def test_stellate_up_with_one_garbage_server_fails_that_device_only(
     and no traceback anywhere."""
     garbage = Answer(b"HTTP/1.1 200 \x1b[2JOK\r\nGARBAGE\r\n\r\n", (), (), "close", False)
     with trio.fail_after(60):
-        bad_port = await raw_server(nursery, partial(play, answer=garbage))
-        server = AgentServer(api_key=KEY)
-        port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
-        url = f"ws://127.0.0.1:{port}/ws"
-        for device_id in ("good-1", "good-2"):
-            await nursery.start(DeviceAgent(url, device_id, api_key=KEY, system_info={}).run)
+        url, bad_url = await mixed_fleet(nursery, garbage)
         config = tmp_path / "devices.yaml"
         config.write_text(
             f"manager: {{api_key: {KEY}, reconnect_delay: 0.01, backoff_cap: 0.05}}\n"
             "devices:\n"
             f"  - {{device_id: good-1, server_url: '{url}'}}\n"
-            f"  - {{device_id: bad, server_url: 'ws://127.0.0.1:{bad_port}/ws', max_retries: 2}}\n"
+            f"  - {{device_id: bad, server_url: '{bad_url}', max_retries: 2}}\n"
             f"  - {{device_id: good-2, server_url: '{url}'}}\n",
             encoding="utf-8",
         )
