@@ -12,6 +12,7 @@ stack: an agent and a manager facing a server that answers with garbage.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -296,3 +297,31 @@ async def test_stellate_up_with_one_garbage_server_fails_that_device_only(
     statuses = {p["device_id"]: p["status"] for p in json.loads(stdout)}
     assert statuses == {"good-1": "idle", "bad": "failed", "good-2": "idle"}
     assert "not valid HTTP (illegal header line" in stderr
+
+
+async def test_a_503_retry_after_is_the_managers_shortest_next_wait(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 10, 8: the manager retried at its own pace; Retry-After is now a lower bound."""
+    busy = Answer(
+        b"HTTP/1.1 503 Busy\r\nRetry-After: 30\r\nContent-Length: 4\r\n\r\nbusy",
+        (),
+        (),
+        "close",
+        False,
+    )
+    attempts: list[float] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        attempts.append(trio.current_time())
+        await play(stream, busy)
+
+    with trio.fail_after(300):
+        port = await raw_server(nursery, handler)
+        manager = ConstellationDeviceManager(reconnect_delay=0.1, backoff_cap=0.5)
+        async with manager:
+            assert not await manager.register_device(
+                "dev", f"ws://127.0.0.1:{port}/ws", max_retries=3
+            )
+    assert len(attempts) == 3
+    assert all(b - a >= 30 for a, b in itertools.pairwise(attempts)), attempts
