@@ -171,6 +171,7 @@ class DeviceAgent:
         started = False
         while True:
             session = DeviceSession(self.device_id, system_info, platform)
+            retry_after = 0.0  # a refusing server's Retry-After: the shortest next wait
             try:
                 async with connector.open(self._url) as conn:
                     try:
@@ -193,6 +194,7 @@ class DeviceAgent:
                 loud = self.failures == 0 or exc.status is not None or "TLS" in str(exc)
                 level = logging.WARNING if loud else logging.INFO
                 logger.log(level, "%s: cannot connect: %s", self.device_id, exc)
+                retry_after = exc.retry_after or 0.0
             except _Rejected as exc:
                 kind = exc.event.kind
                 if kind is not RejectionKind.ID_STILL_HELD or self.registrations == 0:
@@ -208,7 +210,7 @@ class DeviceAgent:
             finally:
                 self.registered = False
             self.failures += 1
-            delay = self.retry.backoff_delay(self.failures, self._rng)
+            delay = max(self.retry.backoff_delay(self.failures, self._rng), retry_after)
             logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
             await trio.sleep(delay)
 

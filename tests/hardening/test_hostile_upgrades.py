@@ -325,3 +325,29 @@ async def test_a_503_retry_after_is_the_managers_shortest_next_wait(
             )
     assert len(attempts) == 3
     assert all(b - a >= 30 for a, b in itertools.pairwise(attempts)), attempts
+
+
+async def test_an_agent_honours_retry_after_too(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    busy = Answer(
+        b"HTTP/1.1 503 Busy\r\nRetry-After: 20\r\nContent-Length: 0\r\n\r\n", (), (), "close", False
+    )
+    attempts: list[float] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        attempts.append(trio.current_time())
+        await play(stream, busy)
+
+    port = await raw_server(nursery, handler)
+    agent = DeviceAgent(
+        f"ws://127.0.0.1:{port}/ws",
+        "dev",
+        system_info={},
+        retry=RetryPolicy(reconnect_delay=0.1, backoff_cap=0.5),
+    )
+    nursery.start_soon(agent.run)
+    await trio.sleep(70)  # virtual
+    nursery.cancel_scope.cancel()
+    assert len(attempts) == 4  # at 0, 20, 40 and 60 s: never sooner
+    assert all(b - a >= 20 for a, b in itertools.pairwise(attempts)), attempts
