@@ -18,6 +18,7 @@ can register :class:`ManagerCollector` in its own registry instead of serving it
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from importlib import resources
@@ -124,10 +125,15 @@ def _bound(le: float) -> str:
     return "+Inf" if le == float("inf") else repr(le)
 
 
+#: ``redact_url`` remembered per URL: a device's URL rarely changes, and the page asks for every
+#: device's every second (parsing each again was most of an ``/api/fleet`` answer's cost).
+_redacted_url = functools.lru_cache(maxsize=16384)(redact_url)
+
+
 def profile_json(profile: AgentProfile) -> dict[str, Any]:
     """A profile's JSON form with Galaxy's keys, secrets in its URL redacted."""
     item = profile.to_dict()
-    item["server_url"] = redact_url(profile.server_url)
+    item["server_url"] = _redacted_url(profile.server_url)
     return item
 
 
@@ -153,18 +159,24 @@ def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
         "task_name": manager.task_name,
         "states": [status.value for status in DeviceStatus],
         "initial": INITIAL,
-        "transitions": [
-            {
-                "trigger": str(trigger),
-                "source": source,
-                "dest": dest,
-                "guard": " and ".join([*conditions, *(f"not {u}" for u in unless)]),
-            }
-            for trigger, source, dest, conditions, unless in rows()
-        ],
+        "transitions": [dict(row) for row in _table_rows()],
         "stats": manager.stats().to_dict(),
         "devices": devices,
     }
+
+
+@functools.cache
+def _table_rows() -> list[dict[str, str]]:
+    """The transition table as the page draws it (built once: the table never changes)."""
+    return [
+        {
+            "trigger": str(trigger),
+            "source": source,
+            "dest": dest,
+            "guard": " and ".join([*conditions, *(f"not {u}" for u in unless)]),
+        }
+        for trigger, source, dest, conditions, unless in rows()
+    ]
 
 
 def fleet_page() -> bytes:

@@ -10,9 +10,10 @@ only upgrades. So every accepted stream meets this front first:
    one log line, never an exception that escapes.
 2. A plain request is answered by the caller with :meth:`RequestReader.answer` (one request
    per connection, ``Connection: close``).
-3. An upgrade is first checked by :func:`upgrade_problem` with wsproto's own handshake parser
-   (so what passes here is exactly what trio-websocket will accept next), then trio-websocket
-   gets a :class:`ReplayStream` that hands back the bytes already read before reading on.
+3. An upgrade is first checked by :func:`upgrade_problem` against the rules trio-websocket's
+   wsproto will apply next (a property test holds the two to the same verdicts), then
+   trio-websocket gets a :class:`ReplayStream` that hands back the bytes already read before
+   reading on.
 
 The :class:`ReplayStream` is also where the connection's traffic is counted (plain integer
 additions on a shared :class:`Traffic`, one per read or write), and it carries the peer's
@@ -31,10 +32,6 @@ from enum import StrEnum
 import attrs
 import h11
 import trio
-from wsproto.connection import ConnectionType
-from wsproto.events import RejectConnection, Request
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
 
 __all__ = [
     "BadRequest",
@@ -245,29 +242,53 @@ class RequestReader:
         return True
 
 
-def upgrade_problem(raw_head: bytes) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
-    """Why wsproto would refuse this WebSocket upgrade, or ``None`` when it would accept it.
+#: The only WebSocket version (RFC 6455 §4.2.1, item 6).
+WEBSOCKET_VERSION = b"13"
 
-    Runs wsproto's own server handshake parser on the bytes, so the front and trio-websocket
-    cannot disagree: trio-websocket would otherwise answer a refused upgrade itself and then
-    wait for a request it never gets (the connection held until the handshake deadline), and
-    header bytes that are not ASCII (``Host``, ``Connection``, ``Sec-WebSocket-Protocol``) raise
-    ``UnicodeError`` inside its reader task. Returns ``(status, detail, headers)`` to answer.
+
+def upgrade_problem(head: RequestHead) -> tuple[int, str, list[tuple[str, str]]] | None:
+    """Why this WebSocket upgrade must be refused, or ``None`` when trio-websocket will take it.
+
+    RFC 6455 §4.2.1, checked the way wsproto's server handshake checks it (the last value of a
+    repeated header counts, as there), plus what makes wsproto raise instead of refusing:
+    every ``Connection``, ``Sec-WebSocket-Extensions`` and ``Sec-WebSocket-Protocol`` value must
+    be ASCII and every ``Host`` valid IDNA (else ``UnicodeError`` escapes from trio-websocket's
+    reader task). Anything wsproto would refuse must be refused here first: trio-websocket
+    would answer it itself and then wait for a request it never gets, holding the connection
+    until the handshake deadline. Returns ``(status, detail, headers to send)``.
+
+    Checked on the head already parsed: handing the bytes to wsproto's own parser as well
+    would cost more than the rest of the front together.
     """
-    handshake = H11Handshake(ConnectionType.SERVER)
+    last: dict[bytes, bytes] = {}
     try:
-        handshake.receive_data(raw_head)
-        events = list(handshake.events())
-    except RemoteProtocolError as exc:
-        hint = exc.event_hint
-        if isinstance(hint, RejectConnection):
-            return hint.status_code, str(exc), list(hint.headers)
-        return 400, str(exc), []
-    except (UnicodeError, ValueError):
+        for name, value in head.headers:
+            last[name] = value
+            if name in (b"connection", b"sec-websocket-extensions", b"sec-websocket-protocol"):
+                value.decode("ascii")
+            elif name == b"host":
+                value.decode("idna")
+    except UnicodeError:
         return 400, "header is not ASCII", []
-    if any(isinstance(event, Request) for event in events):
-        return None
-    return 400, "incomplete upgrade request", []
+    if head.method != "GET":
+        return 400, "Request method must be GET", []
+    tokens = last.get(b"connection", b"").split(b",")
+    if not any(token.strip().lower() == b"upgrade" for token in tokens):
+        return 400, "Missing header, 'Connection: Upgrade'", []
+    version = last.get(b"sec-websocket-version")
+    if version != WEBSOCKET_VERSION:
+        return (
+            426 if version else 400,
+            "Missing header, 'Sec-WebSocket-Version'",
+            [("Sec-WebSocket-Version", WEBSOCKET_VERSION.decode())],
+        )
+    if b"sec-websocket-key" not in last:
+        return 400, "Missing header, 'Sec-WebSocket-Key'", []
+    if last.get(b"upgrade", b"").lower() != b"websocket":
+        return 400, "Missing header, 'Upgrade: websocket'", []
+    if b"host" not in last:
+        return 400, "Missing header, 'Host'", []
+    return None
 
 
 class ReplayStream(trio.abc.Stream):

@@ -300,10 +300,9 @@ class _Front:
                 level=logging.DEBUG,
             )
             return None
-        problem = upgrade_problem(reader.received)
+        problem = upgrade_problem(head)
         if problem is not None:
-            status, detail, extra = problem
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in extra]
+            status, detail, headers = problem
             await self._refuse(
                 reader, HandshakeFailure.BAD_UPGRADE, status, detail, peer, headers=headers
             )
