@@ -8,8 +8,12 @@ schedules below are the arithmetic those deadlines use.
 
 Backoff. The reference reconnects after a fixed delay, so devices that fail together retry
 together. Here the wait after the n-th failure in a row is drawn uniformly from ``[floor·d, d]``
-with ``d = min(backoff_cap, reconnect_delay·2**(n-1))``: bounded (tests can assert the bounds)
-and spread (a reconnect storm is smeared over time). While a device recovers from a loss and the
+with ``d = min(backoff_cap, reconnect_delay·2**(max(n, 1)-1))``: bounded (tests can assert the
+bounds) and spread (a reconnect storm is smeared over time). n counts the failed attempts since
+the owner's connect or retry, and goes on counting across activations: a loss of a connection
+that stayed up ``stability_window`` seconds sets it back to 0 (that wait and the one after the
+next failed attempt both use d = reconnect_delay), a loss of a shorter-lived one (a flap) counts
+one more failure. While a device recovers from a loss and the
 server answers but does not know its target yet, the wait is drawn from
 ``[floor·rejoin_delay, rejoin_delay]`` instead: short and jittered, and it does not climb (the
 server is up; only the device agent is missing).
@@ -53,16 +57,18 @@ def number_rule(value: float, *, minimum: float, inclusive: bool) -> Iterator[st
         yield f"must be {'>=' if inclusive else '>'} {minimum:g}, got {value!r}"
 
 
-#: Deadlines: a state that waits this long without an answer has failed (> 0).
-_POSITIVE = ("connect_timeout", "registration_timeout", "telemetry_timeout", "heartbeat_interval")
-#: Delays and windows: 0 is meaningful (no wait; no window).
-_NON_NEGATIVE = (
+#: Deadlines, and the waits between attempts (> 0: a wait of 0 would reconnect in a loop that
+#: never yields, against a server that is down).
+_POSITIVE = (
+    "connect_timeout",
+    "registration_timeout",
+    "telemetry_timeout",
+    "heartbeat_interval",
     "reconnect_delay",
-    "backoff_cap",
     "rejoin_delay",
-    "recovery_window",
-    "stability_window",
 )
+#: Windows: 0 is meaningful (no recovery window; every loss starts the backoff over).
+_NON_NEGATIVE = ("backoff_cap", "recovery_window", "stability_window")
 
 
 @attrs.frozen(kw_only=True)

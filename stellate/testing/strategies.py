@@ -168,7 +168,7 @@ def retry_policies() -> st.SearchStrategy[RetryPolicy]:
     deadlines = st.floats(min_value=0.001, max_value=600.0, allow_nan=False)
     return st.builds(
         _valid_policy,
-        reconnect_delay=seconds,
+        reconnect_delay=deadlines,
         cap_above=seconds,
         jitter_floor=st.floats(min_value=0.0, max_value=1.0),
         connect_timeout=deadlines,
