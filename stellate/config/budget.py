@@ -26,14 +26,35 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import yaml
+import yaml.composer
+import yaml.reader
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
+
+try:
+    from yaml._yaml import CParser
+
+    _WITH_LIBYAML = True
+except ImportError:  # PyYAML built without libyaml: the pure loader does it all
+    CParser = object  # type: ignore[misc,assignment]
+    _WITH_LIBYAML = False
 
 from .model import FieldPath, format_path
 
-__all__ = ["MAX_BYTES_ENV", "BudgetLoader", "LoadLimits", "OverBudget", "graph_problem", "read"]
+__all__ = [
+    "MAX_BYTES_ENV",
+    "BudgetLoader",
+    "FastBudgetLoader",
+    "LoadLimits",
+    "OverBudget",
+    "graph_problem",
+    "loaders",
+    "read",
+]
 
 #: Environment variable overriding :attr:`LoadLimits.max_bytes` (an integer, in bytes).
 MAX_BYTES_ENV = "STELLATE_MAX_CONFIG_BYTES"
@@ -117,24 +138,33 @@ def _kind(mode: int) -> str:
     return "not a plain file"
 
 
-class BudgetLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing nesting deeper than ``limits.max_depth`` as it composes.
+class _DepthBudget(yaml.composer.Composer):
+    """Refuses nesting deeper than ``limits.max_depth`` as the node tree is composed.
 
     PyYAML composes recursively (a few Python frames per level), so a deep enough document
     fails with a ``RecursionError`` before any check could run on the tree: the depth is
     counted on the way down instead, and the path followed so far names the place.
     """
 
-    def __init__(self, stream: str, limits: LoadLimits) -> None:
-        super().__init__(stream)
+    _limits: LoadLimits
+    _depth: int
+    _path: list[str | int]
+
+    if TYPE_CHECKING:  # the parser half of a loader provides them
+
+        def check_event(self, *choices: Any) -> bool: ...
+
+        def peek_event(self) -> Any: ...
+
+    def _start_budget(self, limits: LoadLimits) -> None:
         self._limits = limits
         self._depth = 0
-        self._path: list[str | int] = []
+        self._path = []
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         nests = self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent)
         if nests and self._depth >= self._limits.max_depth:
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            mark = self.peek_event().start_mark
             raise OverBudget(
                 int(mark.line) + 1,
                 tuple(self._path),
@@ -143,10 +173,40 @@ class BudgetLoader(yaml.SafeLoader):
         self._path.append(_part(index))
         self._depth += nests
         try:
-            return super().compose_node(parent, index)
+            return yaml.composer.Composer.compose_node(self, parent, index)
         finally:
             self._depth -= nests
             self._path.pop()
+
+
+class BudgetLoader(_DepthBudget, yaml.SafeLoader):
+    """PyYAML's safe loader (pure Python), with the depth budget."""
+
+    def __init__(self, stream: str, limits: LoadLimits) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self._start_budget(limits)
+
+
+class FastBudgetLoader(_DepthBudget, CParser, SafeConstructor, Resolver):
+    """libyaml scans and parses (C, several times faster), the budgeted composer composes.
+
+    Only for text the pure reader accepts, and only for documents that are valid: any error
+    is reported by :class:`BudgetLoader` parsing again, so messages do not depend on whether
+    libyaml is installed.
+    """
+
+    def __init__(self, stream: str, limits: LoadLimits) -> None:
+        CParser.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self._start_budget(limits)
+
+
+def loaders(text: str) -> list[type[BudgetLoader] | type[FastBudgetLoader]]:
+    """The loaders to try on ``text``, in order: the fast one when it can be used."""
+    fast = _WITH_LIBYAML and not yaml.reader.Reader.NON_PRINTABLE.search(text)
+    return [FastBudgetLoader, BudgetLoader] if fast else [BudgetLoader]
 
 
 def _part(index: Any) -> str | int:

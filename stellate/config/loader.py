@@ -17,7 +17,15 @@ from typing import Any
 import yaml
 from cattrs.errors import CattrsError
 
-from .budget import BudgetLoader, LoadLimits, OverBudget, graph_problem, read
+from .budget import (
+    BudgetLoader,
+    FastBudgetLoader,
+    LoadLimits,
+    OverBudget,
+    graph_problem,
+    loaders,
+    read,
+)
 from .converter import CONVERTER
 from .findings import Finding, findings
 from .locate import DuplicateKey, duplicate_keys, locate
@@ -117,23 +125,19 @@ def _parse(
     """Compose the node tree, check its budget, and construct the values from it (one parse,
     both views).
 
-    Keys written twice are collected in between: building the values flattens ``<<`` merges
-    into the node tree, after which a merged key would look like a repeated one.
+    libyaml parses when it is there (``budget.loaders``); a document it cannot take is parsed
+    again by the pure-Python loader, whose messages are the ones reported. Keys written twice
+    are collected between composing and constructing: building the values flattens ``<<``
+    merges into the node tree, after which a merged key would look like a repeated one.
     """
+    *fast, pure = loaders(text)
+    for loader_class in fast:
+        try:
+            return _parse_with(loader_class(text, limits), limits)
+        except (yaml.YAMLError, OverBudget):
+            break  # say it in the pure loader's words
     try:
-        loader = BudgetLoader(text, limits)
-    except yaml.YAMLError as exc:  # a ReaderError: a character YAML does not allow
-        raise ConfigError([_reader_problem(text, source, exc)]) from None
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            return None, None, []
-        over = graph_problem(root, limits)
-        if over is not None:
-            raise over
-        duplicates = list(duplicate_keys(root))
-        data = loader.construct_document(root)
-        return root, data, duplicates
+        return _parse_with(pure(text, limits), limits)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else 1
@@ -146,10 +150,25 @@ def _parse(
             else "YAML syntax error"
         )
         raise ConfigError([Problem(source, line, "", f"{kind}: {what}")]) from None
-    except yaml.YAMLError as exc:
+    except yaml.YAMLError as exc:  # a ReaderError: a character YAML does not allow
         raise ConfigError([_reader_problem(text, source, exc)]) from None
     except OverBudget as exc:
         raise ConfigError([Problem(source, exc.line, exc.field, exc.message)]) from None
+
+
+def _parse_with(
+    loader: BudgetLoader | FastBudgetLoader, limits: LoadLimits
+) -> tuple[yaml.Node | None, Any, list[DuplicateKey]]:
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None, []
+        over = graph_problem(root, limits)
+        if over is not None:
+            raise over
+        duplicates = list(duplicate_keys(root))
+        data = loader.construct_document(root)
+        return root, data, duplicates
     finally:
         loader.dispose()
 
