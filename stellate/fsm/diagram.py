@@ -21,11 +21,12 @@ expanding it gives back exactly the table's rows.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
 from .status import DeviceStatus
-from .table import INITIAL, STATES, rows
+from .table import INITIAL, STATES, Tag, rows, tagged
 
 Format = Literal["mermaid", "dot", "table"]
 FORMATS: tuple[Format, ...] = ("mermaid", "dot", "table")
@@ -138,9 +139,18 @@ def span_clusters() -> list[Cluster]:
             continue
         if any(_cross(covered, c.phases) for c in spans):
             continue
-        label = f"phases {covered[0]}-{covered[-1]}"
+        label = _span_label(members, covered)
         spans.append(Cluster(f"span{covered[0]}_{covered[-1]}", label, tuple(covered), members))
     return spans
+
+
+def _span_label(members: Iterable[str], phases: list[int]) -> str:
+    """``attempting (phases 2-4)`` when a declared group of states is exactly the span."""
+    span = f"phases {phases[0]}-{phases[-1]}"
+    for tag in Tag:
+        if {status.value for status in tagged(tag)} == set(members):
+            return f"{tag.value} ({span})"
+    return span
 
 
 def _cross(a: Iterable[int], b: Iterable[int]) -> bool:
@@ -158,9 +168,15 @@ def _cluster_for(group: EdgeGroup, clusters: Iterable[Cluster]) -> Cluster | Non
     return None
 
 
+#: Width at which a long deadline label (the backoff's names five settings) is wrapped.
+LABEL_WIDTH = 34
+
+
 def _state_label(state: str, newline: str) -> str:
     deadline = deadline_of(state)
-    return f"{state}{newline}deadline: {deadline}" if deadline else state
+    if not deadline:
+        return state
+    return newline.join([state, *textwrap.wrap(f"deadline: {deadline}", LABEL_WIDTH)])
 
 
 class _Edge(NamedTuple):

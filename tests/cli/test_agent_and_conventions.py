@@ -7,6 +7,7 @@ Every test runs the real ``stellate`` command in a subprocess against a real ser
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -159,3 +160,23 @@ def test_one_v_shows_stellate_debug_but_not_transitions_noise(tmp_path: Path) ->
     assert " DEBUG stellate." in once.stderr
     assert "transitions" not in once.stderr
     assert " DEBUG transitions." in twice.stderr
+
+
+# -- 3. a wrong key is final for the manager too --------------------------------------------------
+
+
+def test_up_with_a_wrong_key_fails_at_once_saying_so(server_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "devices.yaml"
+    config.write_text(
+        f"manager: {{api_key: not-the-key}}\ndevices:\n  - {{device_id: dev-a, server_url: "
+        f"'{server_url}', max_retries: 5}}\n",
+        encoding="utf-8",
+    )
+    result = stellate("up", str(config), "--once", "--json")
+    assert result.returncode == 1
+    (profile,) = json.loads(result.stdout)
+    assert profile["connection_attempts"] == 1  # not five attempts with backoff in between
+    assert profile["failure_reason"].startswith("server rejected the API key")
+    assert "dev-a: connecting -> failed: server rejected the API key" in result.stderr
+    assert "-> backoff" not in result.stderr
+    assert "not-the-key" not in result.stdout + result.stderr
