@@ -308,9 +308,9 @@ def fleet_timings(draw: st.DrawFn) -> FleetTiming:
     from it (heartbeats from 1 s to 2 min, a cap equal to the delay or minutes above it, short
     and long deadlines), ``miss_limit`` 1–4.
 
-    ``reconnect_delay`` is at least 0.5 s: the configuration accepts 0, but then every wait is
-    0 (it doubles from 0) and a device that retries forever against a server that is down
-    reconnects in a loop that never waits.
+    ``reconnect_delay`` is at least 0.5 s (the configuration's floor is any value > 0), so a
+    device that retries forever against a server that is down makes a bounded number of
+    attempts in a run's virtual time.
     """
     reconnect_delay = draw(st.floats(min_value=0.5, max_value=30.0))
     return FleetTiming(

@@ -15,6 +15,8 @@ from stellate.config import DeviceConfig, ManagerSettings, StellateConfig, loads
 _WORD = st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=12)
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20)
 _SECONDS = st.floats(min_value=0.001, max_value=3600, allow_nan=False) | st.integers(1, 3600)
+#: 0 is meaningful for a window (no recovery window; no flap memory).
+_WINDOWS = st.floats(min_value=0, max_value=3600, allow_nan=False) | st.integers(0, 3600)
 
 _JSON: st.SearchStrategy[Any] = st.recursive(
     st.none()
@@ -56,7 +58,8 @@ def device_dicts(draw: st.DrawFn, device_id: str) -> dict[str, Any]:
 @st.composite
 def manager_dicts(draw: st.DrawFn) -> dict[str, Any]:
     manager: dict[str, Any] = {}
-    delay = draw(st.none() | st.floats(0, 100, allow_nan=False))
+    # Waits are > 0 (a wait of 0 would reconnect in a loop that never yields).
+    delay = draw(st.none() | st.floats(0, 100, exclude_min=True, allow_nan=False))
     if delay is not None:
         manager["reconnect_delay"] = delay
     cap_floor = 5.0 if delay is None else delay
@@ -69,9 +72,13 @@ def manager_dicts(draw: st.DrawFn) -> dict[str, Any]:
         "connect_timeout",
         "registration_timeout",
         "telemetry_timeout",
+        "rejoin_delay",
     ):
         if draw(st.booleans()):
             manager[key] = draw(_SECONDS)
+    for window in ("recovery_window", "stability_window"):
+        if draw(st.booleans()):
+            manager[window] = draw(_WINDOWS)
     if draw(st.booleans()):
         manager["task_name"] = draw(_WORD)
     if draw(st.booleans()):
