@@ -14,7 +14,12 @@ What it shows, in order:
    final rejection, no automatic retry), it starts that agent and retries the device
    explicitly.
 4. Galaxy's API works too: ``await manager.register_device(...)`` returns True once IDLE.
-5. It prints the final AgentProfiles, then stops: ``await manager.aclose()`` disconnects every
+5. The app uses its devices: while it works on one it marks it busy
+   (``manager.device_registry.set_device_busy(device_id, task_id)``: IDLE → BUSY, a
+   ``task_started`` event), and idle again when done (``set_device_idle``: a ``task_finished``
+   event). ``is_device_busy`` and ``get_current_task`` answer in between. A connection lost
+   mid-task ends the task by itself (its ``connection_lost`` event names the task).
+6. It prints the final AgentProfiles, then stops: ``await manager.aclose()`` disconnects every
    device with a clean close handshake, then the server and agents are shut down. Nothing is
    left running when ``main`` returns.
 """
@@ -22,20 +27,27 @@ What it shows, in order:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
 from stellate import AgentProfile, DeviceStatus
 from stellate.agent import DeviceAgent
+from stellate.fsm import SETTLED
 from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from stellate.server import AgentServer
 
-SETTLED = (DeviceStatus.IDLE, DeviceStatus.FAILED)
+
+class Outcome(NamedTuple):
+    """What the demo ends with: the final profiles and every event the app saw, in order."""
+
+    profiles: dict[str, AgentProfile]
+    events: list[ManagerEvent]
 
 
-async def main(print_: Callable[..., Any] = print) -> dict[str, AgentProfile]:
-    """Run the demo; return the final profiles (tests call this directly)."""
+async def main(print_: Callable[..., Any] = print) -> Outcome:
+    """Run the demo; return the final profiles and the events seen (tests call this)."""
+    seen: list[ManagerEvent] = []
     async with trio.open_nursery() as nursery:
         # -- 1. stand-ins for the real world: a server and two of the three device agents --
         server = AgentServer()
@@ -59,6 +71,7 @@ async def main(print_: Callable[..., Any] = print) -> dict[str, AgentProfile]:
             manager.add_device(AgentProfile("scanner", url, capabilities=["scan"]))
             manager.add_device(AgentProfile("plotter", url, capabilities=["plot"]))
             async for event in events:
+                seen.append(event)
                 print_(describe(event))
                 device_id = event.device_id
                 if event.kind is EventKind.FAILED and device_id not in retried:
@@ -81,7 +94,23 @@ async def main(print_: Callable[..., Any] = print) -> dict[str, AgentProfile]:
         )
         print_(f"register_device('camera') -> {ok}")
 
-        # -- 5. results, then a clean stop --
+        # -- 5. use the devices: busy while the app works on one, idle afterwards --
+        ready = sorted(
+            d for d, p in manager.get_all_devices().items() if p.status is DeviceStatus.IDLE
+        )
+        async with manager.events() as events:
+            async with trio.open_nursery() as work:
+                for n, device_id in enumerate(ready, start=1):
+                    work.start_soon(work_on, manager, device_id, f"job-{n}", print_)
+            while True:  # the work is done: show the events it caused
+                try:
+                    event = events.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                seen.append(event)
+                print_(describe(event))
+
+        # -- 6. results, then a clean stop --
         profiles = manager.get_all_devices()
         for profile in profiles.values():
             system_info = profile.metadata.get("system_info", {})
@@ -93,7 +122,26 @@ async def main(print_: Callable[..., Any] = print) -> dict[str, AgentProfile]:
         await manager.aclose()  # every device disconnects (close code 1000), then run() returns
         await server.shutdown()  # the agents are told 1001 and go quiet
         nursery.cancel_scope.cancel()
-    return profiles
+    return Outcome(profiles, seen)
+
+
+async def work_on(
+    manager: ConstellationDeviceManager, device_id: str, task_id: str, print_: Callable[..., Any]
+) -> None:
+    """Mark the device busy with ``task_id`` while working on it, idle again afterwards."""
+    registry = manager.device_registry
+    registry.set_device_busy(device_id, task_id)  # IDLE -> BUSY: a task_started event
+    print_(
+        f"{device_id}: busy={registry.is_device_busy(device_id)}, "
+        f"task={registry.get_current_task(device_id)}"
+    )
+    try:
+        await trio.sleep(0.1)  # the app's real work with the device goes here
+    finally:
+        # A connection lost meanwhile already ended the task (BUSY -> backoff; the
+        # connection_lost event names it): set_device_idle would then be illegal.
+        if registry.is_device_busy(device_id):
+            registry.set_device_idle(device_id)  # BUSY -> IDLE: a task_finished event
 
 
 def describe(event: ManagerEvent) -> str:
@@ -101,6 +149,8 @@ def describe(event: ManagerEvent) -> str:
     line = f"[{event.kind.value:>16}] {event.device_id}: {record.source} -> {record.dest}"
     if event.kind is EventKind.FAILED and event.reason:
         line += f" ({event.reason})"
+    if event.task_id is not None:
+        line += f" (task {event.task_id})"
     if event.kind is EventKind.TELEMETRY_MERGED:
         line += f" (os={event.profile.os}, {len(event.profile.capabilities)} capabilities)"
     return line
@@ -111,5 +161,5 @@ def settled(manager: ConstellationDeviceManager) -> bool:
 
 
 if __name__ == "__main__":
-    final = trio.run(main)
+    final = trio.run(main).profiles
     raise SystemExit(0 if all(p.status is DeviceStatus.IDLE for p in final.values()) else 1)
