@@ -10,6 +10,7 @@ shrinks a failing path toward the shortest path that still fails.
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -195,7 +196,8 @@ _PATH_TIMING = RetryPolicy(recovery_window=0.0)
 #: A sequence of events that leads to each key seen so far (how to get a probe there).
 _REACH: dict[_Key, tuple[Event, ...]] = {}
 _SUCCESSORS: dict[_Key, tuple[_Option, ...]] = {}
-_DISTANCE: dict[_Key, int] = {}
+#: Fewest steps to a goal (IDLE, FAILED, or None: either), by goal then key.
+_DISTANCE: dict[str | None, dict[_Key, float]] = {}
 
 
 def _start(max_retries: int | None) -> _Key:
@@ -243,11 +245,14 @@ def _successors(key: _Key) -> tuple[_Option, ...]:
     return _SUCCESSORS[key]
 
 
-def _distance(key: _Key) -> int:
-    """Fewest steps from ``key`` to IDLE or FAILED (the graph may have cycles: a device that
-    retries forever comes back to the same key)."""
-    if key in _DISTANCE:
-        return _DISTANCE[key]
+def _distance(key: _Key, goal: str | None = None) -> float:
+    """Fewest steps from ``key`` to ``goal`` (IDLE or FAILED; ``None``: either), ``inf`` if it
+    cannot be reached (the graph may have cycles: a device that retries forever comes back to
+    the same key)."""
+    memo = _DISTANCE.setdefault(goal, {})
+    if key in memo:
+        return memo[key]
+    goals = (_IDLE, _FAILED) if goal is None else (goal,)
     reachable: list[_Key] = []
     todo, seen = [key], {key}
     while todo:
@@ -259,18 +264,18 @@ def _distance(key: _Key) -> int:
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
-    far = len(reachable) + 1
-    dist = {k: 0 if k[1] in (_IDLE, _FAILED) else _DISTANCE.get(k, far) for k in reachable}
+    inf = math.inf
+    dist = {k: 0.0 if k[1] in goals else memo.get(k, inf) for k in reachable}
     changed = True
     while changed:
         changed = False
         for k in reachable:
-            if dist[k] == 0:
+            if dist[k] == 0 or k[1] in (_IDLE, _FAILED):
                 continue
-            best = 1 + min(dist.get(n, _DISTANCE.get(n, far)) for _s, _e, n in _successors(k))
+            best = 1 + min(dist.get(n, memo.get(n, inf)) for _s, _e, n in _successors(k))
             if best < dist[k]:
                 dist[k], changed = best, True
-    _DISTANCE.update(dist)
+    memo.update(dist)
     return dist[key]
 
 
@@ -281,34 +286,45 @@ def legal_paths(
     """Legal registration paths for a device with ``max_retries``: the same set as
     ``stellate.fsm.paths.paths(max_retries, losses)``, drawn by walking the table.
 
-    Each step is chosen among the state's successors ordered shortest-way-out first, and going
-    on past IDLE (a lost connection, at most ``losses`` times) is offered after stopping there,
-    so failures shrink toward short paths.
+    First the path's shape is drawn — how many losses after IDLE (0 to ``losses``) and whether
+    it ends IDLE or FAILED — so paths that reach IDLE and lose their server come up as often as
+    quick failures; then each step is chosen among the successors that can still end that way,
+    ordered shortest-way-there first, so failures shrink toward short paths.
 
     Args:
         max_retries: the device's retry limit (>= 1), or ``None`` (retry forever: paths are
             unbounded, so each run to IDLE or FAILED is cut at ``max_attempts`` attempts, after
-            which the walk takes the shortest way out).
+            which the walk takes the shortest way on).
         losses: how many times a path may lose its connection after IDLE and go on.
         max_attempts: see ``max_retries``.
     """
     if max_retries is not None and max_retries < 1:
         raise ValueError("max_retries must be >= 1 or None")
-    key, losses_left = _start(max_retries), losses
+    losses_left = draw(st.integers(min_value=0, max_value=losses))
+    ending = draw(st.sampled_from([_FAILED, _IDLE]))
+    key = _start(max_retries)
     path: list[Step] = []
     attempts = 0
-    while key[1] != _FAILED:
+    while True:
+        if key[1] == _FAILED or (key[1] == _IDLE and losses_left == 0):
+            break
         options = _successors(key)
-        if key[1] == _IDLE:
-            if losses_left == 0 or not draw(st.booleans()):
-                break
+        if key[1] == _IDLE:  # a loss, and on
             options = tuple(o for o in options if o[0].trigger == Trigger.CONNECTION_FAILED)
             losses_left -= 1
             attempts = 0
-        ordered = sorted(options, key=lambda option: _distance(option[2]))
+        goal: str | None = _IDLE if losses_left else ending
+        ranked = sorted(
+            (o for o in options if _distance(o[2], goal) < math.inf),
+            key=lambda option: _distance(option[2], goal),
+        )
+        if not ranked:  # that ending cannot be reached from here: any way out
+            goal = None
+            ranked = sorted(options, key=lambda option: _distance(option[2]))
         if attempts >= max_attempts:
-            ordered = [o for o in ordered if _distance(o[2]) == _distance(ordered[0][2])]
-        step, _event, key = draw(st.sampled_from(ordered))
+            best = _distance(ranked[0][2], goal)
+            ranked = [o for o in ranked if _distance(o[2], goal) == best]
+        step, _event, key = draw(st.sampled_from(ranked))
         attempts += step.dest == DeviceStatus.CONNECTING.value
         path.append(step)
     return tuple(path)

@@ -75,9 +75,31 @@ def test_legal_paths_with_losses_recover_through_backoff(data: st.DataObject) ->
         assert path[i + 1].trigger == Trigger.CONNECTION_FAILED and path[i + 1].dest == "backoff"
 
 
-def test_legal_paths_rejects_unbounded() -> None:
+def test_legal_paths_rejects_a_limit_below_one() -> None:
     with pytest.raises(ValueError):
         find(legal_paths(0), lambda _: True, settings=FIND)
+
+
+@given(st.data())
+def test_legal_paths_for_a_device_that_retries_forever_end_and_never_exhaust(
+    data: st.DataObject,
+) -> None:
+    path = data.draw(legal_paths(None, losses=1, max_attempts=4))
+    assert path[-1].dest in ("idle", "failed")
+    if path[-1].dest == "failed":  # only a rejection ends a device that retries forever
+        assert path[-1].source == "registering"
+
+
+def test_legal_paths_reach_idle_and_lose_it_as_often_as_they_fail() -> None:
+    endings: list[str] = []
+
+    @settings(max_examples=60, database=None)
+    @given(legal_paths(3, losses=2))
+    def collect(path: Path) -> None:
+        endings.append("loss" if any(s.source == "idle" for s in path) else path[-1].dest)
+
+    collect()
+    assert min(endings.count(e) for e in ("idle", "failed", "loss")) >= 6, endings
 
 
 def test_package_reexports_lazily() -> None:

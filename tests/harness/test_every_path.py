@@ -174,6 +174,7 @@ def test_sampled_paths_for_larger_retry_limits(capsys: pytest.CaptureFixture[str
     def check(data: st.DataObject, timing: FleetTiming) -> None:
         device, path = _sampled_device(data, timing)
         drawn[device.max_retries] += 1
+        drawn["with a loss" if any(s.source == "idle" for s in path) else path[-1].dest] += 1
         # The oracle agrees with the machine's enumeration before anything runs...
         assert (
             expected_path(device.schedule, max_retries=device.max_retries, policy=timing.policy)
@@ -189,6 +190,8 @@ def test_sampled_paths_for_larger_retry_limits(capsys: pytest.CaptureFixture[str
         print(
             "\nsampled paths: "
             + ", ".join(f"max_retries={r}: {drawn[r]}" for r in (4, 5, None))
-            + f" ({sum(drawn.values())} in all)"
+            + "; "
+            + ", ".join(f"{e}: {drawn[e]}" for e in ("idle", "failed", "with a loss"))
         )
     assert all(drawn[r] for r in (4, 5, None)), drawn
+    assert all(drawn[e] for e in ("idle", "failed", "with a loss")), drawn
