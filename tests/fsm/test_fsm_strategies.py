@@ -86,8 +86,8 @@ def test_legal_paths_for_a_device_that_retries_forever_end_and_never_exhaust(
 ) -> None:
     path = data.draw(legal_paths(None, losses=1, max_attempts=4))
     assert path[-1].dest in ("idle", "failed")
-    if path[-1].dest == "failed":  # only a rejection ends a device that retries forever
-        assert path[-1].source == "registering"
+    if path[-1].dest == "failed":  # only a refusal ends a device that retries forever
+        assert path[-1].trigger in (Trigger.REGISTRATION_ANSWERED, Trigger.AUTH_REJECTED)
 
 
 def test_legal_paths_reach_idle_and_lose_it_as_often_as_they_fail() -> None:
