@@ -305,7 +305,10 @@ class _Connection:
             await self._registered(fault)
         elif isinstance(fault, Healthy):
             if fault.register_delay:
-                await trio.sleep(fault.register_delay)
+                # Answer late, but notice (as a real server's reader would) when the device
+                # gives up and closes first: the handler must not outlive the connection.
+                with trio.move_on_after(fault.register_delay):
+                    await self._drain()
             await self.send(self._confirmation())
             await self._registered(fault)
         else:  # Refuse / Forbidden / HangConnect / Outage never reach a handler

@@ -306,7 +306,9 @@ def schedules(
 def fleet_timings(draw: st.DrawFn) -> FleetTiming:
     """Manager settings the configuration accepts, mixed: the defaults' neighbourhood and far
     from it (heartbeats from 1 s to 2 min, a cap equal to the delay or minutes above it, short
-    and long deadlines), ``miss_limit`` 1–4.
+    and long deadlines), ``miss_limit`` 1–4; no recovery window (the reference's rule) or one
+    of seconds to minutes; no stability window (every loss starts the backoff over) or one
+    that makes short-lived connections flaps; rejoin delays of 0.5–5 s.
 
     ``reconnect_delay`` is at least 0.5 s (the configuration's floor is any value > 0), so a
     device that retries forever against a server that is down makes a bounded number of
@@ -325,6 +327,15 @@ def fleet_timings(draw: st.DrawFn) -> FleetTiming:
         connect_timeout=draw(st.floats(min_value=1.0, max_value=60.0)),
         registration_timeout=draw(st.floats(min_value=1.0, max_value=30.0)),
         telemetry_timeout=draw(st.floats(min_value=1.0, max_value=30.0)),
+        rejoin_delay=draw(st.floats(min_value=0.5, max_value=5.0)),
+        recovery_window=draw(
+            st.one_of(
+                st.just(0.0),
+                st.floats(min_value=1.0, max_value=60.0),
+                st.floats(min_value=60.0, max_value=600.0),
+            )
+        ),
+        stability_window=draw(st.one_of(st.just(0.0), st.floats(min_value=1.0, max_value=300.0))),
     )
 
 

@@ -40,6 +40,7 @@ README (not from the transition table), the exact path a correct manager takes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -469,6 +470,7 @@ def expected_path(
     policy: RetryPolicy,
     then: Fault | None = None,
     max_attempts: int = 10_000,
+    times: Sequence[float] | None = None,
 ) -> Path:
     """The path a correct manager takes through ``schedule``, from ``connect`` to the end.
 
@@ -481,6 +483,14 @@ def expected_path(
     reaching IDLE resets the attempts; a loss after IDLE backs off and reconnects. The path
     ends at FAILED, or at IDLE on an attempt that stays there.
 
+    With a recovery window (``policy.recovery_window`` > 0), a loss after IDLE starts a
+    recovery: until the device is IDLE again its failed attempts do not spend ``max_retries``;
+    a failure, or the end of a wait, at a moment before ``loss + recovery_window`` backs off
+    and reconnects, and at or after it the device is FAILED. Whether that moment came before
+    the window's end is read from ``times``: when each step of the device's actual path
+    happened (what must happen at that moment is this function's to say; ``FleetResult``
+    checks the moments themselves: deadlines, backoff waits, the lease).
+
     ``Outage`` entries cannot be predicted from the schedule alone: pass the fault server's
     ``applied(device_id)`` log instead, where each refused attempt of an outage is a ``Refuse``.
 
@@ -490,15 +500,36 @@ def expected_path(
         policy: the manager's timeouts (late answers are compared with them).
         then: what attempts after the schedule meet (default ``Healthy()``).
         max_attempts: give up predicting after this many attempts.
+        times: when each step of the actual path happened (needed with a recovery window;
+            a step the actual path did not take counts as after the window).
 
     Raises:
-        ValueError: the schedule holds an ``Outage``, or the path is longer than
-            ``max_attempts`` attempts.
+        ValueError: the schedule holds an ``Outage``, the path is longer than
+            ``max_attempts`` attempts, or a recovery window is set without ``times``.
     """
     tail = normalize(then) if then is not None else Healthy()
+    window = policy.recovery_window
+    if window > 0 and times is None:
+        raise ValueError("a recovery window needs the times of the actual steps (times=)")
     steps: list[Step] = [Step(Trigger.CONNECT, _S.DISCONNECTED.value, _S.CONNECTING.value)]
     attempts = 1
-    recovering = False
+    recovering = False  # in flux: an attempt of this run failed, or the server was lost
+    lost_at: float | None = None  # the loss being recovered from, under a recovery window
+
+    def window_open() -> bool:
+        """Whether the step about to be taken happens before the recovery window's end."""
+        assert lost_at is not None and times is not None
+        now = times[len(steps)] if len(steps) < len(times) else math.inf
+        return now < lost_at + window
+
+    def reconnect() -> bool:
+        """The wait ends: reconnect (True), or the recovery window has passed (FAILED)."""
+        if lost_at is not None and not window_open():
+            steps.append(_RETRY._replace(dest=_S.FAILED.value))
+            return False
+        steps.append(_RETRY)
+        return True
+
     for index in range(max_attempts):
         fault = normalize(schedule[index]) if index < len(schedule) else tail
         if isinstance(fault, Outage):
@@ -538,18 +569,24 @@ def expected_path(
             else:
                 assert isinstance(fault, Healthy)
                 steps += [_ACCEPTED, _telemetry_step(fault, policy)]
-                attempts, recovering = 0, True
+                attempts, recovering, lost_at = 0, True, None
                 if isinstance(fault.idle, Stay | GarbageAfterIdle):
                     return tuple(steps)
-                steps += [_LOST, _RETRY]
+                steps.append(_LOST)
+                if window > 0:
+                    assert times is not None
+                    lost_at = times[len(steps) - 1] if len(steps) <= len(times) else math.inf
+                if not reconnect():
+                    return tuple(steps)
                 attempts = 1
                 continue
-        retries_left = max_retries is None or attempts < max_retries
-        dest = _S.BACKOFF.value if retries_left else _S.FAILED.value
-        steps.append(failure._replace(dest=dest))
-        if not retries_left:
+        if lost_at is not None:  # recovering under a window: attempts are not counted
+            go_on = window_open()
+        else:
+            go_on = max_retries is None or attempts < max_retries
+        steps.append(failure._replace(dest=_S.BACKOFF.value if go_on else _S.FAILED.value))
+        if not go_on or not reconnect():
             return tuple(steps)
-        steps.append(_RETRY)
         attempts += 1
         recovering = True
     raise ValueError(f"no end within {max_attempts} attempts")

@@ -131,7 +131,12 @@ class FleetDevice:
 
 @attrs.frozen
 class FleetTiming:
-    """The manager's settings (seconds), as ``ConstellationDeviceManager`` takes them."""
+    """The manager's settings (seconds), as ``ConstellationDeviceManager`` takes them.
+
+    ``recovery_window`` and ``stability_window`` default to 0 here (the reference's rules:
+    reconnects after a loss spend ``max_retries``, every loss starts the backoff over);
+    ``fleet_timings()`` draws both, and the checks follow either way.
+    """
 
     task_name: str = "stellate"
     heartbeat_interval: float = DEFAULT_TIMING.heartbeat_interval
@@ -141,23 +146,22 @@ class FleetTiming:
     connect_timeout: float = DEFAULT_TIMING.connect_timeout
     registration_timeout: float = DEFAULT_TIMING.registration_timeout
     telemetry_timeout: float = DEFAULT_TIMING.telemetry_timeout
+    rejoin_delay: float = DEFAULT_TIMING.rejoin_delay
+    recovery_window: float = 0.0
+    stability_window: float = 0.0
 
     def manager_kwargs(self) -> dict[str, Any]:
         return {"task_name": self.task_name, "timing": self.policy}
 
     @property
     def policy(self) -> RetryPolicy:
-        """The ``Timing`` the manager runs with (a cap below the delay is raised to it).
-
-        No recovery window and no stability window: the reference's rules, which the oracle
-        (``expected_path``) and the backoff checks model (reconnects after a loss spend
-        ``max_retries``; every loss starts the backoff over).
-        """
+        """The ``Timing`` the manager runs with."""
         return RetryPolicy(
-            recovery_window=0.0,
-            stability_window=0.0,
+            recovery_window=self.recovery_window,
+            stability_window=self.stability_window,
+            rejoin_delay=self.rejoin_delay,
             reconnect_delay=self.reconnect_delay,
-            backoff_cap=max(self.backoff_cap, self.reconnect_delay),
+            backoff_cap=self.backoff_cap,
             connect_timeout=self.connect_timeout,
             registration_timeout=self.registration_timeout,
             telemetry_timeout=self.telemetry_timeout,
@@ -234,7 +238,7 @@ class FleetResult:
     def problems(self) -> list[str]:
         """Every broken invariant, one readable line each (empty: the fleet behaved)."""
         out = [line for lines in self.device_problems().values() for line in lines]
-        out += _jitter_problems(self.devices.values())
+        out += _jitter_problems(self.devices.values(), self.timing)
         if self.tasks_left:
             out.append(f"{self.tasks_left} task(s) still alive after the manager was cancelled")
         if self.sockets_left:
@@ -436,6 +440,7 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
             max_retries=device.max_retries,
             policy=policy,
             then=device.then,
+            times=[at for at, _step in _timed_steps(outcome.events)],
         )
     except ValueError as exc:
         out.append(f"{name}: no expected path: {exc}")
@@ -457,9 +462,19 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
             outcome.profile, last_heartbeat=None
         ):
             out.append(f"{name}: the last event's profile differs from the registry's")
-    # Attempts never exceed max_retries.
+    # Attempts never exceed max_retries (except while recovering under a recovery window,
+    # where attempts do not spend it).
     limit = device.max_retries
-    most = max((e.profile.connection_attempts for _t, e in outcome.events), default=0)
+    counted, recovering = [], False
+    for _at, event in outcome.events:
+        source, dest = event.record.source, event.record.dest
+        if source in (DeviceStatus.IDLE, DeviceStatus.BUSY) and dest is DeviceStatus.BACKOFF:
+            recovering = timing.recovery_window > 0
+        elif dest is DeviceStatus.IDLE or event.record.trigger in (Trigger.CONNECT, Trigger.RETRY):
+            recovering = False
+        if not recovering:
+            counted.append(event.profile.connection_attempts)
+    most = max(counted, default=0)
     if limit is not None and most > limit:
         out.append(f"{name}: made {most} consecutive attempts, max_retries={limit}")
     # The final profile.
@@ -472,65 +487,90 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
             )
     if status is DeviceStatus.IDLE and got.connection_attempts != 0:
         out.append(f"{name}: idle with connection_attempts={got.connection_attempts}")
-    if (
-        expected
-        and expected[-1].trigger == Trigger.REGISTRATION_ANSWERED
-        and expected[-1].dest == "failed"
-    ):
-        reason = outcome.failure_reason or ""
-        # A final refusal names the rejection; a transient one (the reference's texts while
-        # recovering) that used the last retry is a failed attempt: "gave up after N ...".
-        final = reason.startswith("registration rejected: ")
-        gave_up, _, text = reason.partition(" attempts: ")
-        exhausted = gave_up.startswith("gave up after ") and classify_text(text) in (
-            RejectionKind.TARGET_NOT_YET_KNOWN,
-            RejectionKind.ID_STILL_HELD,
-        )
-        if not (final or exhausted):
-            out.append(f"{name}: failure_reason {reason!r} does not name the rejection")
+    if expected and expected[-1].dest == DeviceStatus.FAILED:
+        out += _reason_problems(name, expected, outcome.failure_reason or "", timing)
     out += _backoff_problems(outcome, timing)
     out += _lease_problems(outcome, timing)
     return out
 
 
-def _reference_failures(outcome: DeviceOutcome) -> list[int]:
-    """The n of each backoff of ``outcome``, counted by the reference along its path."""
-    return reference.backoff_failure_counts(outcome.path)
+def _reason_problems(name: str, expected: Path, reason: str, timing: FleetTiming) -> list[str]:
+    """A FAILED device's reason names what ended it: the rejection, the retries spent, or the
+    recovery window that passed."""
+    last = expected[-1].trigger
+    recovering = timing.recovery_window > 0 and any(
+        s.source in (DeviceStatus.IDLE, DeviceStatus.BUSY) for s in expected
+    )
+    window = reason.startswith("recovery window of ")
+    gave_up = reason.startswith("gave up after ")
+    if last == Trigger.REGISTRATION_ANSWERED:
+        # A final refusal names the rejection; a transient one (the reference's texts while
+        # recovering) that used the last retry is a failed attempt: "gave up after N ...".
+        final = reason.startswith("registration rejected: ")
+        text = reason.partition(" attempts: ")[2]
+        exhausted = gave_up and classify_text(text) in (
+            RejectionKind.TARGET_NOT_YET_KNOWN,
+            RejectionKind.ID_STILL_HELD,
+        )
+        ok = final or exhausted or (recovering and window)
+    elif last in (Trigger.CONNECTION_FAILED, Trigger.TIMED_OUT):
+        ok = window if recovering else gave_up
+    else:
+        ok = bool(reason)
+    if ok:
+        return []
+    return [f"{name}: failure_reason {reason!r} does not say why it failed ({last})"]
+
+
+def _reference_waits(outcome: DeviceOutcome, timing: FleetTiming) -> list[reference.Wait]:
+    """The wait each backoff of ``outcome`` must be, by the reference, along its timed path."""
+    return reference.backoff_waits(
+        [(at, s.trigger, s.source, s.dest) for at, s in _timed_steps(outcome.events)],
+        reconnect_delay=timing.reconnect_delay,
+        backoff_cap=timing.backoff_cap,
+        rejoin_delay=timing.rejoin_delay,
+        recovery_window=timing.recovery_window,
+        stability_window=timing.stability_window,
+    )
 
 
 def _backoff_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
-    """Each wait drawn within the reference's bounds, and waited out exactly as drawn."""
+    """Each wait drawn within the reference's bounds, and waited out exactly as drawn (or up
+    to the recovery window's end, if that came first)."""
     name = f"{outcome.device!r}"
     out: list[str] = []
-    counts = _reference_failures(outcome)
-    if len(counts) != len(outcome.backoffs):
-        return [f"{name}: {len(outcome.backoffs)} backoff(s) recorded, the path has {len(counts)}"]
-    cap = timing.backoff_cap
-    for n, b in zip(counts, outcome.backoffs, strict=True):
-        low, high = reference.backoff_bounds(
-            n, reconnect_delay=timing.reconnect_delay, backoff_cap=cap
-        )
+    waits = _reference_waits(outcome, timing)
+    if len(waits) != len(outcome.backoffs):
+        return [f"{name}: {len(outcome.backoffs)} backoff(s) recorded, the path has {len(waits)}"]
+    for want, b in zip(waits, outcome.backoffs, strict=True):
+        low, high = want.low, want.high
         drawn_as_documented = math.isclose(b.low, low, rel_tol=1e-9, abs_tol=1e-9) and (
             math.isclose(b.high, high, rel_tol=1e-9, abs_tol=1e-9)
         )
+        what = f"failure {want.failures}" if want.failures else "a transient refusal"
         if not drawn_as_documented or not low - 1e-9 <= b.delay <= high + 1e-9:
             out.append(
-                f"{name}: backoff after failure {n} was {b.delay:.3f}s, drawn from "
+                f"{name}: backoff after {what} at t={b.at:g} was {b.delay:.3f}s, drawn from "
                 f"{b.low:.3f}–{b.high:.3f}; the documented bounds are {low:.3f}–{high:.3f}"
             )
-        if b.waited is not None and not math.isclose(b.waited, b.delay, abs_tol=1e-6):
-            out.append(f"{name}: drew a {b.delay:.3f}s backoff but waited {b.waited:.3f}s")
+        wait = b.delay if want.until is None else max(min(b.delay, want.until - b.at), 0.0)
+        if b.waited is not None and not math.isclose(b.waited, wait, abs_tol=1e-6):
+            cut = "" if want.until is None else f", the recovery window ending at {want.until:g}"
+            out.append(
+                f"{name}: drew a {b.delay:.3f}s backoff at t={b.at:g}{cut}, "
+                f"so should have waited {wait:.3f}s, waited {b.waited:.3f}s"
+            )
     return out
 
 
-def _jitter_problems(outcomes: Iterable[DeviceOutcome]) -> list[str]:
+def _jitter_problems(outcomes: Iterable[DeviceOutcome], timing: FleetTiming) -> list[str]:
     """Devices entering BACKOFF at the same instant, after as many failures, must not all
     draw the same delay."""
     groups: dict[tuple[float, int], list[BackoffRecord]] = defaultdict(list)
     for outcome in outcomes:
-        counts = _reference_failures(outcome)
-        for n, b in zip(counts, outcome.backoffs, strict=False):
-            groups[(b.at, n)].append(b)
+        waits = _reference_waits(outcome, timing)
+        for want, b in zip(waits, outcome.backoffs, strict=False):
+            groups[(b.at, want.failures)].append(b)
     out = []
     for (at, failures), group in sorted(groups.items()):
         if len(group) < 2 or group[0].high <= 0:

@@ -13,9 +13,11 @@ code it checks (``stellate.fsm.profile``, ``stellate.fsm.policy``, the runner).
   ``custom_metadata`` and ``tags`` copied when present; configured metadata kept.
 * :func:`backoff_bounds` — the wait after the n-th failure of a run is drawn uniformly from
   ``[floor·d, d]`` with ``d = min(backoff_cap, reconnect_delay·2**(n-1))``, ``floor`` = 0.1.
-* :func:`backoff_failure_counts` — which n each wait of a path uses: every attempt counts one,
-  the owner's connect starts the count over, activation (IDLE) resets it, and a wait that
-  follows a loss after activation counts as the first.
+* :func:`backoff_waits` — which bounds each wait of a timed path uses: n counts failed
+  attempts since the owner's connect or retry, across activations; the loss of a connection
+  that stayed up the stability window sets it back to 0, a flap counts one more; a transient
+  refusal while recovering under a recovery window waits the flat rejoin delay; no wait runs
+  past the recovery window's end.
 * :func:`lease_expiry` — a device whose server falls silent is lost once ``miss_limit``
   heartbeats in a row went unanswered: ``heartbeat_interval × miss_limit`` after the first
   unanswered one, not before.
@@ -29,11 +31,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 __all__ = [
     "JITTER_FLOOR",
     "SYSTEM_KEYS",
+    "Wait",
     "backoff_bounds",
-    "backoff_failure_counts",
+    "backoff_waits",
     "lease_expiry",
     "merged_fields",
 ]
@@ -92,21 +97,63 @@ def backoff_bounds(
     return JITTER_FLOOR * ceiling, ceiling
 
 
-def backoff_failure_counts(steps: Sequence[tuple[str, str, str]]) -> list[int]:
-    """For each entry into ``backoff`` along ``steps`` (``(trigger, source, dest)``), the n of
-    :func:`backoff_bounds` its wait uses."""
-    counts: list[int] = []
-    attempts = 0
-    for trigger, _source, dest in steps:
-        if trigger in ("connect", "retry"):
-            attempts = 0
-        if dest == "connecting":
-            attempts += 1
-        elif dest == "idle":
-            attempts = 0
-        elif dest == "backoff":
-            counts.append(max(attempts, 1))
-    return counts
+@attrs.frozen
+class Wait:
+    """What a wait between attempts must be: drawn from ``[low, high]``, and cut short at
+    ``until`` (the recovery window's end) if it is set and comes first."""
+
+    low: float
+    high: float
+    until: float | None = None
+    #: The failure count n its bounds use (0 for a rejoin wait, which does not climb).
+    failures: int = 0
+
+
+def backoff_waits(
+    steps: Sequence[tuple[float, str, str, str]],
+    *,
+    reconnect_delay: float,
+    backoff_cap: float,
+    rejoin_delay: float,
+    recovery_window: float = 0.0,
+    stability_window: float = 0.0,
+) -> list[Wait]:
+    """Each wait along a device's timed path (``(time, trigger, source, dest)`` steps).
+
+    The documented rule: n counts the failed attempts since the owner's ``connect`` or
+    ``retry`` and goes on across activations; the loss of a connection that stayed up at least
+    ``stability_window`` seconds (counted from IDLE) sets n back to 0, the loss of a
+    shorter-lived one (a flap) counts as one more failure; each wait uses ``max(n, 1)``. A
+    device recovering from a loss under a recovery window that is refused with a transient
+    rejection ("target not yet known", "id still held") waits ``[floor·rejoin_delay,
+    rejoin_delay]`` and n does not move; under a recovery window no wait runs past its end.
+    """
+    out: list[Wait] = []
+    n = 0
+    activated: float | None = None
+    lost: float | None = None
+    for at, trigger, source, dest in steps:
+        if trigger in ("connect", "retry") and source in ("disconnected", "failed"):
+            n, activated, lost = 0, None, None
+        if dest == "idle" and source == "telemetry":
+            activated, lost = at, None
+        if dest != "backoff":
+            continue
+        if source in ("idle", "busy"):  # a loss after activation
+            stable = activated is not None and at - activated >= stability_window
+            n = 0 if stable else n + 1
+            lost = at
+        elif trigger == "registration_answered" and lost is not None and recovery_window > 0:
+            out.append(Wait(JITTER_FLOOR * rejoin_delay, rejoin_delay, lost + recovery_window, 0))
+            continue
+        else:
+            n += 1
+        low, high = backoff_bounds(
+            max(n, 1), reconnect_delay=reconnect_delay, backoff_cap=backoff_cap
+        )
+        until = lost + recovery_window if lost is not None and recovery_window > 0 else None
+        out.append(Wait(low, high, until, max(n, 1)))
+    return out
 
 
 def lease_expiry(

@@ -41,7 +41,8 @@ from stellate.testing.faults import (
 )
 from stellate.testing.strategies import legal_paths
 
-POLICY = RetryPolicy()
+#: No recovery window: the enumerated paths are those of the reference's rule.
+POLICY = RetryPolicy(recovery_window=0.0)
 
 
 def _registering() -> ConstellationSession:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from profiles import examples, fleet_phases
 
 from stellate.adapters.memory import MemoryNetwork
-from stellate.fsm import AgentProfile, DeviceStatus
+from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.manager import ConstellationDeviceManager
 from stellate.testing import reference
 from stellate.testing.fake_server import FakeAgentServer
@@ -60,6 +60,7 @@ class FleetsSeen:
         self.unicode_ids = 0
         self.forever = 0
         self.heartbeats: list[float] = []
+        self.rows: Counter[str] = Counter()
 
     def add(self, devices: list[FleetDevice], timing: FleetTiming) -> None:
         self.sizes.append(len(devices))
@@ -71,6 +72,34 @@ class FleetsSeen:
                 self.kinds.update(fault_kinds(fault, timing.policy))
         self.heartbeats.append(timing.heartbeat_interval)
 
+    def add_result(self, result: FleetResult) -> None:
+        """Count the new rows' situations the run went through (recovery window, flaps,
+        transient refusals while recovering)."""
+        timing = result.timing
+        for outcome in result.devices.values():
+            activated: float | None = None
+            lost = False
+            for at, event in outcome.events:
+                record = event.record
+                if record.dest is DeviceStatus.IDLE and record.source is DeviceStatus.TELEMETRY:
+                    activated, lost = at, False
+                elif record.dest is DeviceStatus.BACKOFF and record.source is DeviceStatus.IDLE:
+                    lost = True
+                    if timing.recovery_window > 0:
+                        self.rows["recoveries"] += 1
+                    up = at - (activated if activated is not None else at)
+                    if up < timing.stability_window:
+                        self.rows["flaps"] += 1
+                elif record.dest is DeviceStatus.FAILED and lost and timing.recovery_window > 0:
+                    if record.trigger in (Trigger.CONNECTION_FAILED, Trigger.TIMED_OUT):
+                        self.rows["recovery windows passed"] += 1
+                elif (
+                    record.trigger is Trigger.REGISTRATION_ANSWERED
+                    and record.dest is DeviceStatus.BACKOFF
+                ):
+                    key = "rejoin waits" if lost and timing.recovery_window else "transient"
+                    self.rows[key] += 1
+
     def summary(self) -> str:
         sizes = Counter(
             "1-7" if n < 8 else "8-39" if n < 40 else "40-50" for n in sorted(self.sizes)
@@ -80,7 +109,8 @@ class FleetsSeen:
             f"(sizes {dict(sizes)}, largest {max(self.sizes)}); "
             f"fault kinds drawn {len(set(self.kinds) & set(FAULT_KINDS))}/{len(FAULT_KINDS)}; "
             f"non-ASCII ids {self.unicode_ids}/{self.ids}; max_retries=None {self.forever}; "
-            f"heartbeat {min(self.heartbeats):.1f}-{max(self.heartbeats):.1f}s"
+            f"heartbeat {min(self.heartbeats):.1f}-{max(self.heartbeats):.1f}s; "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(self.rows.items()))
         )
 
 
@@ -97,7 +127,7 @@ def test_random_fleets_keep_every_invariant(capsys: pytest.CaptureFixture[str]) 
     @given(devices=fleets(max_size=50), timing=fleet_timings(), seed=st.integers(0, 2**32 - 1))
     def check(devices: list[FleetDevice], timing: FleetTiming, seed: int) -> None:
         seen.add(devices, timing)
-        check_fleet(devices, timing=timing, seed=seed)
+        seen.add_result(check_fleet(devices, timing=timing, seed=seed))
 
     check()
     with capsys.disabled():
@@ -105,6 +135,8 @@ def test_random_fleets_keep_every_invariant(capsys: pytest.CaptureFixture[str]) 
     assert max(seen.sizes) >= 40, seen.summary()
     assert set(FAULT_KINDS) <= set(seen.kinds), sorted(set(FAULT_KINDS) - set(seen.kinds))
     assert seen.unicode_ids and seen.forever, seen.summary()
+    new_rows = ("recoveries", "recovery windows passed", "flaps", "rejoin waits", "transient")
+    assert all(seen.rows[row] for row in new_rows), seen.summary()
 
 
 def test_devices_failing_together_do_not_retry_together() -> None:
