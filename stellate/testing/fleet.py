@@ -38,7 +38,7 @@ from ..adapters.memory import MemoryNetwork
 from ..fsm.paths import Path, Step
 from ..fsm.profile import AgentProfile
 from ..fsm.status import DeviceStatus
-from ..fsm.table import SETTLED
+from ..fsm.table import ACTIVE, SETTLED
 from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
 from ..protocol.rejections import RejectionKind, classify_text
@@ -468,7 +468,7 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
     counted, recovering = [], False
     for _at, event in outcome.events:
         source, dest = event.record.source, event.record.dest
-        if source in (DeviceStatus.IDLE, DeviceStatus.BUSY) and dest is DeviceStatus.BACKOFF:
+        if source in ACTIVE and dest is DeviceStatus.BACKOFF:
             recovering = timing.recovery_window > 0
         elif dest is DeviceStatus.IDLE or event.record.trigger in (Trigger.CONNECT, Trigger.RETRY):
             recovering = False
@@ -498,9 +498,7 @@ def _reason_problems(name: str, expected: Path, reason: str, timing: FleetTiming
     """A FAILED device's reason names what ended it: the rejection, the retries spent, or the
     recovery window that passed."""
     last = expected[-1].trigger
-    recovering = timing.recovery_window > 0 and any(
-        s.source in (DeviceStatus.IDLE, DeviceStatus.BUSY) for s in expected
-    )
+    recovering = timing.recovery_window > 0 and any(s.source in ACTIVE for s in expected)
     window = reason.startswith("recovery window of ")
     gave_up = reason.startswith("gave up after ")
     if last == Trigger.REGISTRATION_ANSWERED:

@@ -5,7 +5,8 @@ see a bug in that function: both sides move together. So the fleet checks
 (:meth:`~stellate.testing.fleet.FleetResult.problems`) compute what a correct manager does from
 the rules as the README, ``docs/configuration.md`` and the flow document state them, restated
 here on purpose, in a second and deliberately plain form. Nothing in this module imports the
-code it checks (``stellate.fsm.profile``, ``stellate.fsm.policy``, the runner).
+code it checks (``stellate.fsm.profile``, ``stellate.timing``, the runner); it reads only
+the table's declared group of activated states.
 
 * :func:`merged_fields` — phase 4's merge rule: ``os`` ← ``platform``; ``capabilities`` ←
   configured ∪ ``supported_features`` (configured first, then new features in the order the
@@ -32,6 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
+
+from ..fsm.table import ACTIVE
 
 __all__ = [
     "JITTER_FLOOR",
@@ -133,13 +136,13 @@ def backoff_waits(
     activated: float | None = None
     lost: float | None = None
     for at, trigger, source, dest in steps:
-        if trigger in ("connect", "retry") and source in ("disconnected", "failed"):
-            n, activated, lost = 0, None, None
+        if trigger == "retry" or (trigger == "connect" and source != "backoff"):
+            n, activated, lost = 0, None, None  # the owner's fresh run (not "connect now")
         if dest == "idle" and source == "telemetry":
             activated, lost = at, None
         if dest != "backoff":
             continue
-        if source in ("idle", "busy"):  # a loss after activation
+        if source in ACTIVE:  # a loss after activation (the table's group of states)
             stable = activated is not None and at - activated >= stability_window
             n = 0 if stable else n + 1
             lost = at
