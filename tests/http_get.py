@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from typing import Any
 
 import attrs
@@ -35,11 +36,16 @@ async def http_get(
     *,
     headers: dict[str, str] | None = None,
     method: str = "GET",
+    tls: ssl.SSLContext | None = None,
 ) -> Reply:
-    """``method path`` on 127.0.0.1:``port``; the whole answer, whatever its status."""
+    """``method path`` on 127.0.0.1:``port`` (HTTPS with ``tls``); the whole answer."""
 
     def fetch() -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
+        conn = (
+            http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
+            if tls is None
+            else http.client.HTTPSConnection("127.0.0.1", port, timeout=5.0, context=tls)
+        )
         try:
             conn.request(method, path, headers=headers or {})
             response = conn.getresponse()

@@ -174,3 +174,19 @@ async def test_a_slow_http_client_is_dropped_at_the_handshake_deadline(
         assert await slow.recv(1024) == b""  # dropped without an answer
     slow.close()
     assert server.listener_stats.failures["timeout"] == 1
+
+
+async def test_the_api_is_served_over_tls_with_the_websocket(nursery: trio.Nursery) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    _server, port = await start(nursery, api_key=KEY, ssl_context=server_context)
+    health = await http_get(port, "/api/health", headers=AUTH, tls=client_context)
+    assert health.json() == {"status": "healthy", "online_clients": []}
+    assert (await http_get(port, "/api/health", tls=client_context)).status == 401
