@@ -6,7 +6,8 @@ import gc
 import time
 from typing import Any
 
-from stellate.fsm import AgentProfile, LifecycleEngine, RetryPolicy, Trigger
+from stellate.fsm import AgentProfile, RetryPolicy, Trigger
+from stellate.fsm.lifecycle import LifecycleEngine
 
 from .report import Row
 

@@ -26,7 +26,8 @@ import psutil
 import trio
 
 from stellate.adapters.websocket import WebSocketConnector
-from stellate.fsm import AgentProfile, DeviceLifecycle, DeviceStatus, TransitionRecord
+from stellate.fsm import AgentProfile, DeviceStatus, TransitionRecord
+from stellate.fsm.lifecycle import DeviceLifecycle
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import Connection, Connector
 

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
-from .fsm import DeviceLifecycle, DeviceStatus
+from .fsm import DeviceStatus
+from .fsm.lifecycle import DeviceLifecycle
 from .manager import EventKind, ManagerEvent
 
 __all__ = ["DURATION_BUCKETS", "Durations", "FleetObserver", "FleetStats"]

@@ -41,14 +41,13 @@ from .fsm import (
     DEFAULT_MAX_RETRIES,
     SETTLED,
     AgentProfile,
-    DeviceLifecycle,
     DeviceStatus,
-    LifecycleEngine,
     RandomSource,
     Timing,
     TransitionRecord,
     Trigger,
 )
+from .fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from .protocol import Connector
 from .protocol.ids import device_id_problem
 from .redact import add_log_secret, redact_url

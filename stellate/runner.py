@@ -40,16 +40,16 @@ import attrs
 import trio
 
 from .escape import escape_text
-from .fsm import (
+from .fsm import Trigger
+from .fsm.effects import (
     CloseConnection,
-    DeviceLifecycle,
     Effect,
     OpenConnection,
     RequestTelemetry,
     SendRegister,
     StartHeartbeat,
-    Trigger,
 )
+from .fsm.lifecycle import DeviceLifecycle
 from .protocol import (
     ConnectError,
     Connection,

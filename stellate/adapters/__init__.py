@@ -1,13 +1,16 @@
 """Adapters: the ports of ``stellate.protocol`` and ``stellate.fsm`` over real I/O.
 
-* :mod:`.websocket` — trio-websocket client (``WebSocketConnector``) and server
-  (``serve_websocket``);
-* :mod:`.memory` — in-process connections and servers for deterministic tests;
-* :mod:`.telemetry` — psutil-based ``DeviceInfoProvider``.
+What custom wiring needs, re-exported here (the submodules are internal):
+
+* WebSocket: the client connector (``WebSocketConnector``, the manager's default) and the
+  server (``serve_websocket`` with its handler type and the accepted request);
+* in-process connections and servers for deterministic tests (``MemoryNetwork``);
+* telemetry: ``DeviceInfoProvider`` (psutil readings) and the ``Telemetry`` protocol an
+  agent's own provider implements.
 """
 
 from .memory import MemoryConnection, MemoryNetwork, memory_connection_pair
-from .telemetry import DeviceInfoProvider, Telemetry, unknown_system_info
+from .telemetry import DeviceInfoProvider, Telemetry
 from .websocket import (
     AcceptedRequest,
     ServerHandler,
@@ -27,5 +30,4 @@ __all__ = [
     "WebSocketConnector",
     "memory_connection_pair",
     "serve_websocket",
-    "unknown_system_info",
 ]

@@ -1,8 +1,10 @@
 """Configuration: ``devices.yaml`` → a validated, typed :class:`StellateConfig`.
 
 Every problem in a file is reported at once, each as ``FILE:LINE: field: message``.
+The submodules (loader, budget, converter, locate, findings) are internal: import from here.
 """
 
+from .budget import LoadLimits
 from .loader import DEFAULT_CONFIG_PATH, load_config, loads_config
 from .model import DeviceConfig, InvalidFields, ManagerSettings, StellateConfig
 from .problems import ConfigError, Problem
@@ -12,6 +14,7 @@ __all__ = [
     "ConfigError",
     "DeviceConfig",
     "InvalidFields",
+    "LoadLimits",
     "ManagerSettings",
     "Problem",
     "StellateConfig",

@@ -1,21 +1,14 @@
-"""The registration engine: statuses, profiles, the one transition table and its machine."""
+"""The registration engine: statuses, profiles, the one transition table and its machine.
+
+This package exports what users need: the profile and its statuses, the triggers, the table
+(rows, triggers, state groups, tags, deadlines), its paths, and the timing settings. The machine
+itself (``stellate.fsm.lifecycle``: ``DeviceLifecycle``, ``LifecycleEngine``) and the effects it
+returns (``stellate.fsm.effects``) are internal: the runner and the manager import them from
+their modules, and they may change without notice (docs/api.md).
+"""
 
 from ..timing import RandomSource, RetryPolicy, Timing
-from .effects import (
-    CloseConnection,
-    Effect,
-    OpenConnection,
-    RequestTelemetry,
-    SendRegister,
-    StartHeartbeat,
-)
-from .lifecycle import (
-    DeviceLifecycle,
-    IllegalTransition,
-    LifecycleEngine,
-    Observer,
-    TransitionRecord,
-)
+from .lifecycle import IllegalTransition, TransitionRecord
 from .paths import Path, Step, paths
 from .profile import DEFAULT_MAX_RETRIES, SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
 from .status import DeviceStatus
@@ -48,21 +41,12 @@ __all__ = [
     "TRANSITIONS",
     "TRIGGERS",
     "AgentProfile",
-    "CloseConnection",
     "Deadline",
-    "DeviceLifecycle",
     "DeviceStatus",
-    "Effect",
     "IllegalTransition",
-    "LifecycleEngine",
-    "Observer",
-    "OpenConnection",
     "Path",
     "RandomSource",
-    "RequestTelemetry",
     "RetryPolicy",
-    "SendRegister",
-    "StartHeartbeat",
     "StateSpec",
     "Step",
     "Tag",

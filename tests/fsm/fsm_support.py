@@ -11,19 +11,20 @@ import attrs
 from stellate.fsm import (
     SYSTEM_INFO_KEYS,
     AgentProfile,
-    CloseConnection,
-    DeviceLifecycle,
     DeviceStatus,
-    Effect,
-    LifecycleEngine,
-    OpenConnection,
-    RequestTelemetry,
-    SendRegister,
-    StartHeartbeat,
     Timing,
     TransitionRecord,
     Trigger,
 )
+from stellate.fsm.effects import (
+    CloseConnection,
+    Effect,
+    OpenConnection,
+    RequestTelemetry,
+    SendRegister,
+    StartHeartbeat,
+)
+from stellate.fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from stellate.fsm.paths import Path, Step
 from stellate.protocol import RejectionKind
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stellate.fsm import AgentProfile, LifecycleEngine, Trigger, coverage, rows
+from stellate.fsm import AgentProfile, Trigger, coverage, rows
+from stellate.fsm.lifecycle import LifecycleEngine
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from seed_example import SEED_SYSTEM_INFO
 
-from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, LifecycleEngine, Timing, Trigger
+from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, Timing, Trigger
+from stellate.fsm.lifecycle import LifecycleEngine
 from stellate.fsm.paths import Path, Step, count_paths, paths
 from stellate.testing import agent_profiles, legal_paths, system_infos
 

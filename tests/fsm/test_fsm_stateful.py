@@ -20,16 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from profiles import examples
 
-from stellate.fsm import (
-    ACTIVE,
-    TRIGGERS,
-    DeviceStatus,
-    IllegalTransition,
-    LifecycleEngine,
-    Timing,
-    Trigger,
-    rows,
-)
+from stellate.fsm import ACTIVE, TRIGGERS, DeviceStatus, IllegalTransition, Timing, Trigger, rows
+from stellate.fsm.lifecycle import LifecycleEngine
 from stellate.protocol import RejectionKind
 from stellate.testing import retry_policies, system_infos
 

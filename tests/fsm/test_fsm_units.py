@@ -26,21 +26,22 @@ from stellate.fsm import (
     SYSTEM_INFO_KEYS,
     TRIGGERS,
     AgentProfile,
-    CloseConnection,
-    DeviceLifecycle,
     IllegalTransition,
-    LifecycleEngine,
-    OpenConnection,
-    RequestTelemetry,
     RetryPolicy,
-    SendRegister,
-    StartHeartbeat,
     Timing,
     Trigger,
     coverage,
     merge_system_info,
     rows,
 )
+from stellate.fsm.effects import (
+    CloseConnection,
+    OpenConnection,
+    RequestTelemetry,
+    SendRegister,
+    StartHeartbeat,
+)
+from stellate.fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from stellate.fsm.paths import Step
 from stellate.testing import agent_profiles, retry_policies, system_infos
 

@@ -13,7 +13,8 @@ import trio
 from manager_support import URL, manager_on, memory_network, serve_on, start_agent
 
 from stellate.adapters.memory import MemoryNetwork
-from stellate.fsm import AgentProfile, DeviceLifecycle, DeviceStatus, IllegalTransition, Trigger
+from stellate.fsm import AgentProfile, DeviceStatus, IllegalTransition, Trigger
+from stellate.fsm.lifecycle import DeviceLifecycle
 from stellate.manager import EventKind
 from stellate.protocol.transport import Connection
 from stellate.server import AgentServer
