@@ -8,6 +8,8 @@
   ``STELLATE_COVERAGE_STRICT=1`` (set by ``make test``) a missing row fails it. A run of part
   of the suite (some paths, ``-k``, ``-m``, deselected or ignored tests) cannot be expected to
   fire every row: it prints one line and the gate does not apply.
+* ``loopback_clock``: the ``MockClock`` for tests driving real loopback sockets under virtual
+  time (``real_time.py`` says why ``autojump_clock`` races the kernel there).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import profiles  # registers and loads the hypothesis profiles
 import pytest
+import trio.testing
+from real_time import LOOPBACK_AUTOJUMP
 
 from stellate.fsm import coverage
 
@@ -91,3 +95,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from stellate.cli.limits import raise_open_file_limit
 
     raise_open_file_limit()
+
+
+@pytest.fixture
+def loopback_clock() -> trio.testing.MockClock:
+    """Virtual time for a test driving real loopback sockets: jumps only once every task has
+    been blocked ``real_time.LOOPBACK_AUTOJUMP`` real seconds, never while bytes are in flight
+    in the kernel (``autojump_clock`` would; ``real_time`` says why and what it costs)."""
+    return trio.testing.MockClock(autojump_threshold=LOOPBACK_AUTOJUMP)

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import trio
+from real_time import PATIENCE
 
 
 @attrs.frozen
@@ -42,9 +43,9 @@ async def http_get(
 
     def fetch() -> Reply:
         conn = (
-            http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
+            http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
             if tls is None
-            else http.client.HTTPSConnection("127.0.0.1", port, timeout=5.0, context=tls)
+            else http.client.HTTPSConnection("127.0.0.1", port, timeout=PATIENCE, context=tls)
         )
         try:
             conn.request(method, path, headers=headers or {})

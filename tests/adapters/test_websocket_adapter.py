@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trustme
+from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.websocket import (
     AcceptedRequest,
@@ -22,7 +23,7 @@ from stellate.adapters.websocket import (
 from stellate.protocol.transport import ConnectError, Connection, ConnectionClosed
 
 KEY = "s3cret-KEY-never-shown"
-LIMIT = 5.0  # seconds: no test may hang
+LIMIT = HANG_GUARD  # real seconds: only catches a hanging test (real_time.py)
 
 Handler = Callable[[Connection, AcceptedRequest], Awaitable[None]]
 
@@ -44,7 +45,7 @@ def url(port: int, path: str = "/ws", token: str | None = KEY, scheme: str = "ws
     return f"{scheme}://127.0.0.1:{port}{path}{query}"
 
 
-connector = WebSocketConnector(connect_timeout=2.0, close_timeout=1.0)
+connector = WebSocketConnector(connect_timeout=PATIENCE, close_timeout=1.0)
 
 
 async def test_echo_text_and_binary_keep_their_type(nursery: trio.Nursery) -> None:
@@ -123,7 +124,7 @@ async def test_client_limit_applies_to_received_messages(nursery: trio.Nursery) 
         await conn.send("y" * 100)
         await trio.sleep_forever()
 
-    small = WebSocketConnector(max_message_size=10, connect_timeout=2.0, close_timeout=1.0)
+    small = WebSocketConnector(max_message_size=10, connect_timeout=PATIENCE, close_timeout=1.0)
     with trio.fail_after(LIMIT):
         port = await start_server(nursery, big)
         async with small.open(url(port)) as conn:
@@ -238,8 +239,11 @@ async def test_cancelling_the_owner_leaves_nothing_behind(nursery: trio.Nursery)
 
     with trio.fail_after(LIMIT):
         port = await start_server(nursery, wait_close)
-        with trio.move_on_after(0.2) as scope:
+        with trio.CancelScope() as scope:
             async with connector.open(url(port)) as conn:
+                # Cancelled while it waits on the open connection (a deadline set before the
+                # connect could, on a loaded machine, cancel the connect itself instead).
+                scope.deadline = trio.current_time() + 0.2
                 await conn.receive()
         assert scope.cancelled_caught
         await closed.wait()  # the server noticed: the socket is gone
@@ -302,7 +306,7 @@ async def tls_port(nursery: trio.Nursery, ca: trustme.CA) -> int:
 async def test_wss_with_trusted_ca(tls_port: int, ca: trustme.CA) -> None:
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
-    trusting = WebSocketConnector(ssl_context=client_context, connect_timeout=2.0)
+    trusting = WebSocketConnector(ssl_context=client_context, connect_timeout=PATIENCE)
     with trio.fail_after(LIMIT):
         async with trusting.open(url(tls_port, scheme="wss")) as conn:
             await conn.send("over tls")
@@ -312,7 +316,7 @@ async def test_wss_with_trusted_ca(tls_port: int, ca: trustme.CA) -> None:
 async def test_wss_with_cafile(tls_port: int, ca: trustme.CA, tmp_path: Path) -> None:
     cafile = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
-    trusting = WebSocketConnector(cafile=str(cafile), connect_timeout=2.0)
+    trusting = WebSocketConnector(cafile=str(cafile), connect_timeout=PATIENCE)
     with trio.fail_after(LIMIT):
         async with trusting.open(url(tls_port, scheme="wss")) as conn:
             await conn.send("x")

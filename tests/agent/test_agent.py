@@ -11,6 +11,7 @@ import psutil
 import pytest
 import trio
 import trio.lowlevel
+from real_time import HANG_GUARD
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
@@ -350,7 +351,7 @@ async def real_url(nursery: trio.Nursery) -> str:
 async def test_constellation_gets_this_machines_cpu_count_and_memory(
     real_url: str, nursery: trio.Nursery
 ) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         await nursery.start(DeviceAgent(real_url, "this_machine").run)
         session = ConstellationSession("galaxy", "this_machine")
         async with WebSocketConnector().open(real_url) as conn:
@@ -373,7 +374,7 @@ async def test_a_fleet_shares_one_collection(real_url: str, nursery: trio.Nurser
         for i in range(5)
     ]
     done = trio.Event()
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         nursery.start_soon(lambda: run_fleet(agents, on_all_registered=done.set))
         await done.wait()
     assert provider.calls == 1

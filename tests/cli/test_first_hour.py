@@ -19,13 +19,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from real_time import HANG_GUARD
 
 from stellate.config import DEFAULT_CONFIG_PATH
 from stellate.local import example_config, example_config_path
 
 REPO = Path(__file__).resolve().parents[2]
 STELLATE = Path(sys.executable).parent / "stellate"
-TIMEOUT = 60
+TIMEOUT = HANG_GUARD  # real seconds: only catches a hang (real_time.py)
 EXAMPLE_IDS = ["windowsagent", "linuxagent", "macagent"]
 
 
@@ -192,14 +193,16 @@ def test_timeout_exits_1_naming_the_devices_still_pending(tmp_path: Path) -> Non
     config = write(
         tmp_path,
         f"""
-manager: {{reconnect_delay: 30, backoff_cap: 60}}
+manager: {{reconnect_delay: 600, backoff_cap: 600}}
 devices:
   - {{device_id: slow, server_url: "{refused_url()}", max_retries: 5}}
 """,
     )
-    result = stellate("up", config, "--once", "--timeout", "1", "--json", cwd=tmp_path)
+    # The refused first attempt has 3 real seconds (a loaded machine can take more than 1);
+    # its backoff (at least 60 s) then outlasts the --timeout for sure.
+    result = stellate("up", config, "--once", "--timeout", "3", "--json", cwd=tmp_path)
     assert result.returncode == 1
-    assert "--timeout 1 s passed with 1 device(s) still pending: slow (backoff: " in result.stderr
+    assert "--timeout 3 s passed with 1 device(s) still pending: slow (backoff: " in result.stderr
     assert json.loads(result.stdout)[0]["status"] == "backoff"
 
 

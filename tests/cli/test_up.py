@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+from real_time import HANG_GUARD
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.agent import DeviceAgent
@@ -32,7 +33,7 @@ from stellate.server import AgentServer
 
 REPO = Path(__file__).resolve().parents[2]
 STELLATE = Path(sys.executable).parent / "stellate"
-TIMEOUT = 60
+TIMEOUT = HANG_GUARD  # real seconds: only catches a hang (real_time.py)
 #: Galaxy's AgentProfile keys, in order, then the two reasons `--json` adds.
 PROFILE_KEYS = [
     "device_id",

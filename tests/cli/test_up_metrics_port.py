@@ -15,6 +15,7 @@ import pytest
 import trio
 from http_get import http_get
 from prometheus_client.parser import text_string_to_metric_families
+from real_time import HANG_GUARD
 
 ADDRESS = re.compile(rb"fleet page on http://127\.0\.0\.1:(\d+)/")
 
@@ -29,7 +30,7 @@ async def test_up_serves_the_fleet_on_its_metrics_port(tmp_path: object) -> None
     assert process.stderr is not None
     stderr = b""
     try:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             while not (found := ADDRESS.search(stderr)):
                 chunk = await process.stderr.receive_some(4096)
                 assert chunk, stderr.decode()
@@ -54,7 +55,7 @@ async def test_up_serves_the_fleet_on_its_metrics_port(tmp_path: object) -> None
             assert page.status == 200 and b"<svg" in page.body
     finally:
         process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(20):
+        with trio.move_on_after(HANG_GUARD):
             await process.wait()
         if process.returncode is None:  # pragma: no cover - a hang is the failure to report
             process.kill()

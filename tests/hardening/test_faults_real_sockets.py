@@ -18,6 +18,7 @@ from hardening_support import (
     system_info_for,
     until_all_idle_again,
 )
+from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import DeviceAgent
@@ -28,10 +29,14 @@ from stellate.server import AgentServer
 
 DEVICES = 50
 KILLS = 3
-GUARD = 45.0  # seconds for the whole test; a healthy run needs a few
-#: Leases far longer than any stall of a loaded machine: only the kills may break a socket.
-POLICY = ServerPolicy(registration_timeout=10.0, heartbeat_interval=1.0, miss_limit=30)
-FAST = RetryPolicy(reconnect_delay=0.05, backoff_cap=0.2, registration_timeout=10.0)
+GUARD = (
+    HANG_GUARD  # real seconds for the whole test, only to catch a hang; a healthy run needs a few
+)
+#: Leases (1 s heartbeats) and registration deadlines far longer than any stall of a loaded
+#: machine (``PATIENCE``): only the kills may break a socket.
+MISS_LIMIT = int(PATIENCE)
+POLICY = ServerPolicy(registration_timeout=PATIENCE, heartbeat_interval=1.0, miss_limit=MISS_LIMIT)
+FAST = RetryPolicy(reconnect_delay=0.05, backoff_cap=0.2, registration_timeout=PATIENCE)
 
 
 class RealServer:
@@ -69,7 +74,7 @@ def test_real_server_killed_and_restarted_50_devices() -> None:
                 host = RealServer(server_nursery)
                 await host.start()
                 url = f"ws://127.0.0.1:{host.port}/ws"
-                connector = WebSocketConnector(connect_timeout=5.0)
+                connector = WebSocketConnector(connect_timeout=PATIENCE)
                 configured: dict[str, AgentProfile] = {}
                 async with trio.open_nursery() as nursery:
                     for i, d in enumerate(ids):
@@ -79,7 +84,7 @@ def test_real_server_killed_and_restarted_50_devices() -> None:
                             connector=connector,
                             system_info=system_info_for(d),
                             heartbeat_interval=1.0,
-                            miss_limit=30,
+                            miss_limit=MISS_LIMIT,
                             retry=FAST,
                             rng=random.Random(i),
                         )
@@ -87,7 +92,7 @@ def test_real_server_killed_and_restarted_50_devices() -> None:
                     manager = ConstellationDeviceManager(
                         task_name="real",
                         heartbeat_interval=1.0,
-                        miss_limit=30,
+                        miss_limit=MISS_LIMIT,
                         reconnect_delay=0.05,
                         backoff_cap=0.2,
                         connector=connector,

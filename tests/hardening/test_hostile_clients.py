@@ -37,6 +37,7 @@ from hardening_support import FIGURES, system_info_for
 from hostile_frames import DEEP_BEYOND, LONE_SURROGATE_FRAME, hostile_frames
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
@@ -361,7 +362,7 @@ def test_hostile_frames_in_memory(hostile: list[list[tuple[float, Any]]]) -> Non
 # -- on real sockets: fewer examples, real frame-size limit ------------------------------------
 
 REAL_LIMIT = 1 << 20  # AgentServer's default max_message_size
-REAL_GUARD = 20.0  # seconds per example; nothing waits on a timer, this only stops a hang
+REAL_GUARD = HANG_GUARD  # real seconds per example; nothing waits on a timer: only stops a hang
 
 
 async def socket_run(hostile: list[list[tuple[float, Any]]]) -> None:
@@ -370,11 +371,13 @@ async def socket_run(hostile: list[list[tuple[float, Any]]]) -> None:
             server = AgentServer(policy=POLICY)
             port = await server_nursery.start(server.serve, "127.0.0.1", 0)
             url = f"ws://127.0.0.1:{port}/ws"
-            connector = WebSocketConnector(connect_timeout=5.0, max_message_size=4 << 20)
+            connector = WebSocketConnector(connect_timeout=PATIENCE, max_message_size=4 << 20)
             async with trio.open_nursery() as nursery:
-                # Short real heartbeats so some happen, a lease (5 s) no loaded CI machine
-                # misses; no latency bound in real time.
-                good = GoodClients.create(url, connector.open, 0.05, miss_limit=100)
+                # Short real heartbeats so some happen, a lease (PATIENCE) no loaded CI
+                # machine misses; no latency bound in real time.
+                good = GoodClients.create(
+                    url, connector.open, 0.05, miss_limit=int(PATIENCE / 0.05)
+                )
                 await good.start(nursery)
 
                 async def run_one(script: list[tuple[float, Any]]) -> None:
@@ -382,7 +385,7 @@ async def socket_run(hostile: list[list[tuple[float, Any]]]) -> None:
                         await hostile_socket(
                             conn,
                             [(delay / 100, frame) for delay, frame in script],
-                            answer_timeout=10.0,
+                            answer_timeout=PATIENCE,
                             max_message_size=REAL_LIMIT,
                         )
 
@@ -444,13 +447,13 @@ def test_lone_surrogate_after_registration_on_a_real_socket_gets_an_error() -> N
             async with trio.open_nursery() as nursery:
                 server = AgentServer(policy=POLICY)
                 port = await nursery.start(server.serve, "127.0.0.1", 0)
-                connector = WebSocketConnector(connect_timeout=5.0)
+                connector = WebSocketConnector(connect_timeout=PATIENCE)
                 async with connector.open(f"ws://127.0.0.1:{port}/ws") as conn:
                     await conn.send(_REGISTER_EVIL)
                     assert _is_ack(await conn.receive())
                     await conn.send('{"type": "heartbeat", "status": "\\udc80"}')
                     await conn.send(PROBE)
-                    answers, closed = await _answers(conn, 1, 5.0)
+                    answers, closed = await _answers(conn, 1, PATIENCE)
                     assert closed is None and answers and _is_error(answers[0])
                 nursery.cancel_scope.cancel()
 

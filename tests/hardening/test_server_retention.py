@@ -24,6 +24,7 @@ from hardening_support import FIGURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
+from real_time import HANG_GUARD
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import DeviceAgent
@@ -184,7 +185,7 @@ def test_a_bigger_limit_can_be_set() -> None:
 async def test_over_the_limit_on_real_sockets_the_device_is_told_and_stays(
     nursery: trio.Nursery,
 ) -> None:
-    with trio.fail_after(20):
+    with trio.fail_after(HANG_GUARD):
         server = AgentServer()
         port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
         url = f"ws://127.0.0.1:{port}/ws"
@@ -228,7 +229,7 @@ async def test_a_squatter_named_task_at_dev_cannot_fail_the_managers_device(
 ) -> None:
     """The issue's case on real sockets: a key holder registers a *device* ``stellate@dev``
     first; the manager's device ``dev`` (task ``stellate``) still reaches IDLE."""
-    with trio.fail_after(20):
+    with trio.fail_after(HANG_GUARD):
         server = AgentServer(api_key=SQUAT_KEY)
         port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
         url = f"ws://127.0.0.1:{port}/ws"

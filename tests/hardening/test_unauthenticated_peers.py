@@ -35,12 +35,13 @@ import trio.testing
 from hardening_support import FIGURES
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.listener import ACCEPT_RETRY, LOG_INTERVAL, QuietLog, serve_listeners
 from stellate.server import AgentServer
 
 KEY = "peer-key-0b7e"
-GUARD = 20.0  # seconds: no scenario may hang
+GUARD = HANG_GUARD  # real seconds: only catches a hanging scenario (real_time.py)
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
@@ -189,7 +190,7 @@ async def act(port: int, peer: Peer) -> None:
 async def peers_at(peers_: list[Peer], **kwargs: Any) -> AsyncIterator[tuple[AgentServer, int]]:
     """A server with a key on 127.0.0.1; ``peers_`` have come and gone when it is yielded."""
     async with trio.open_nursery() as nursery:
-        server = AgentServer(api_key=KEY, registration_timeout=GUARD, **kwargs)
+        server = AgentServer(api_key=KEY, registration_timeout=PATIENCE, **kwargs)
         port = await nursery.start(server.serve, "127.0.0.1", 0)
         for peer in peers_:
             await act(port, peer)

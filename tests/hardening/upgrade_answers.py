@@ -5,22 +5,32 @@ An answer is a template: ``ACCEPT`` inside it is replaced, when played, by the c
 ``Sec-WebSocket-Accept`` for the key the client sent (a server cannot know it in advance). It
 is cut into chunks, each sent after a (virtual) delay, and ends by closing, resetting or
 hanging the connection.
+
+An answer is played over a real TCP connection (``raw_server``) or in memory
+(``MemoryConnector``: the real connector with only its TCP connect replaced). Tests about how
+bytes are parsed, and about deadlines, use memory: no bytes are ever in flight in a kernel, so an
+autojumping ``MockClock`` cannot jump to a deadline while a valid answer is on its way.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import socket
 import struct
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import trio
+import trio.testing
 from hypothesis import strategies as st
 
+from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_handshake import accept_token
+from stellate.urls import WsUrl
 
 ACCEPT = b"@@ACCEPT@@"
 Ending = Literal["close", "reset", "hang"]
@@ -224,8 +234,13 @@ def _reset(stream: trio.SocketStream) -> None:
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-async def play(stream: trio.SocketStream, answer: Answer) -> None:
-    """Read the upgrade request, then play ``answer`` with the key's accept token in it."""
+async def play(
+    stream: trio.abc.Stream, answer: Answer, *, reset: Callable[[], None] | None = None
+) -> None:
+    """Read the upgrade request, then play ``answer`` with the key's accept token in it.
+
+    ``reset`` ends the connection with a reset instead of a close (default: ``SO_LINGER`` 0 on
+    the socket ``stream``)."""
     request = b""
     while b"\r\n\r\n" not in request:
         data = await stream.receive_some(65536)
@@ -244,7 +259,11 @@ async def play(stream: trio.SocketStream, answer: Answer) -> None:
         if answer.ending == "hang" or answer.valid:
             await trio.sleep_forever()
         if answer.ending == "reset":
-            _reset(stream)
+            if reset is None:
+                assert isinstance(stream, trio.SocketStream)
+                _reset(stream)
+            else:
+                reset()
     except trio.BrokenResourceError:
         pass
     finally:
@@ -256,3 +275,54 @@ async def raw_server(nursery: trio.Nursery, handler: Callable[[trio.SocketStream
     listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
     port: int = listeners[0].socket.getsockname()[1]
     return port
+
+
+# -- in memory ---------------------------------------------------------------------------------
+
+
+class _ClientEnd(trio.abc.Stream):
+    """The client's end of an in-memory connection, where the server's reset arrives as a real
+    socket's does: the data sent before it, then ``BrokenResourceError`` caused by
+    ``ConnectionResetError`` (instead of the end of file a close gives)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self._inner = inner
+        self.was_reset = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._inner.receive_some(max_bytes)
+        if not data and self.was_reset:
+            cause = ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+            raise trio.BrokenResourceError(f"socket connection broken: {cause}") from cause
+        return data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class MemoryConnector(WebSocketConnector):
+    """The real ``WebSocketConnector`` with its TCP connect replaced: each connection is an
+    in-memory stream to a server task (in ``nursery``) playing ``answer``. The upgrade check,
+    trio-websocket and every deadline run exactly as on a socket."""
+
+    def __init__(self, nursery: trio.Nursery, answer: Answer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._server_nursery = nursery
+        self._answer = answer
+
+    async def _open_stream(self, target: WsUrl) -> Any:
+        await trio.lowlevel.checkpoint()
+        client, server = trio.testing.memory_stream_pair()
+        end = _ClientEnd(client)
+
+        def reset() -> None:
+            end.was_reset = True
+
+        self._server_nursery.start_soon(partial(play, server, self._answer, reset=reset))
+        return end

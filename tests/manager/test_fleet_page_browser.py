@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+from real_time import HANG_GUARD
 
 from stellate.agent import DeviceAgent
 from stellate.fsm import AgentProfile, DeviceStatus
@@ -78,7 +79,7 @@ def device_rows(driver: Any) -> list[list[str]]:
 
 
 async def test_the_fleet_page_shows_a_fleet_coming_up(nursery: trio.Nursery) -> None:
-    with trio.fail_after(90):
+    with trio.fail_after(HANG_GUARD):
         server = AgentServer()
         port = await nursery.start(server.serve, "127.0.0.1", 0)
         url = f"ws://127.0.0.1:{port}/ws"

@@ -16,6 +16,7 @@ from frames import (
     receive_json,
     register,
 )
+from real_time import PATIENCE
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_server import _token_ok
@@ -181,7 +182,7 @@ async def test_agent_server_refuses_too_and_can_be_told_otherwise() -> None:
 async def test_identity_is_pinned_and_a_constellation_acts_only_for_its_target(
     start_server: StartServer,
 ) -> None:
-    connector = WebSocketConnector(connect_timeout=2.0)
+    connector = WebSocketConnector(connect_timeout=PATIENCE)
     with trio.fail_after(LIMIT):
         _server, port = await start_server(api_key=KEY)
         url = f"ws://127.0.0.1:{port}/ws?token={KEY}"

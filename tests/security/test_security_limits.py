@@ -22,6 +22,7 @@ from frames import (
     receive_json,
     register,
 )
+from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
@@ -30,16 +31,17 @@ from stellate.protocol.session_server import ServerPolicy
 from stellate.protocol.transport import ConnectError, ConnectionClosed
 from stellate.server import AgentServer, default_max_connections
 
-connector = WebSocketConnector(connect_timeout=2.0, close_timeout=0.5)
+connector = WebSocketConnector(connect_timeout=PATIENCE, close_timeout=0.5)
 
 
 def url(port: int, token: str | None = KEY) -> str:
     return f"ws://127.0.0.1:{port}/ws" + ("" if token is None else f"?token={token}")
 
 
-async def eventually(predicate: Any, within: float = 2.0) -> None:
+async def eventually(predicate: Any, within: float = HANG_GUARD) -> None:
     """Poll until ``predicate()`` holds: the server settles a peer's close in its own task,
-    and it has no event to wait on for that (nor should it grow one for tests)."""
+    and it has no event to wait on for that (nor should it grow one for tests). ``within``
+    only catches a hang."""
     with trio.fail_after(within):
         while not predicate():  # noqa: ASYNC110
             await trio.sleep(0.01)
@@ -132,7 +134,7 @@ def test_serve_flags_reach_the_server() -> None:
 async def test_max_message_size_is_configurable(start_server: StartServer) -> None:
     with trio.fail_after(LIMIT):
         _server, port = await start_server(max_message_size=4096)
-        big = WebSocketConnector(connect_timeout=2.0, close_timeout=0.5)
+        big = WebSocketConnector(connect_timeout=PATIENCE, close_timeout=0.5)
         async with big.open(url(port, token=None)) as conn:
             await conn.send(device_register("d1", {"pad": "x" * 8192}))
             with pytest.raises(ConnectionClosed) as closed:
@@ -206,7 +208,7 @@ async def test_silent_registered_clients_are_dropped_at_their_lease(
 
 
 async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
-    start_server: StartServer, caplog: pytest.LogCaptureFixture
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, mock_clock: trio.testing.MockClock
 ) -> None:
     """A constellation asks for ~0.9 MiB of telemetry again and again and never reads.
 
@@ -214,12 +216,13 @@ async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
     server drops it. Meanwhile another device registers and heartbeats: every socket has its
     own task, so one stalled send blocks nothing else. That is shown by order, not by speed:
     every heartbeat is answered while the stalled constellation is still registered, i.e.
-    before the server gave up on its send. ``send_timeout`` only has to exceed the time a few
-    loopback round trips take on a busy machine, by far: a bound that catches a blocked server,
-    never a slow one.
+    before the server gave up on its send. The clock runs at real speed, ``send_timeout`` is
+    ``PATIENCE`` (far beyond what the heartbeats take, even on a loaded machine), and the test
+    jumps past it once they are done.
     """
-    send_timeout = 5.0
-    with trio.fail_after(LIMIT + send_timeout):
+    mock_clock.rate = 1.0
+    send_timeout = PATIENCE
+    with trio.fail_after(LIMIT) as guard:
         server, port = await start_server(
             api_key=KEY,
             send_timeout=send_timeout,
@@ -239,11 +242,8 @@ async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
                     await other.send(heartbeat("other"))
                     assert (await receive_json(other))["type"] == "heartbeat"
                 assert server.registry.get("sec@big") is not None  # its send is still stuck
-                # Dropped once send_timeout passes (the bound only catches a server that never
-                # drops it).
-                await eventually(
-                    lambda: server.registry.get("sec@big") is None, within=send_timeout + LIMIT
-                )
+                jump(mock_clock, guard, send_timeout)  # dropped once send_timeout passed
+                await eventually(lambda: server.registry.get("sec@big") is None)
                 await big.send(heartbeat("big"))  # its target is fine too
                 reply: dict[str, Any] = json.loads(await big.receive())
                 assert reply["type"] == "heartbeat"

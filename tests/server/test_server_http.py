@@ -17,6 +17,7 @@ import trio.lowlevel
 import trio.testing
 from golden_frames import client_frame
 from http_get import http_get
+from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_server import HttpResponse, serve_websocket
@@ -26,12 +27,12 @@ from stellate.server import AgentServer
 KEY = "http-key-5e1f"
 AUTH = {"X-API-Key": KEY}
 DEVICE = "linux_dev_2"  # the golden frames' device and constellation
-connector = WebSocketConnector(connect_timeout=5.0, close_timeout=0.5)
+connector = WebSocketConnector(connect_timeout=PATIENCE, close_timeout=0.5)
 
 
 @pytest.fixture(autouse=True)
 async def guard() -> AsyncIterator[None]:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):  # real seconds, or virtual under mock_clock
         yield
 
 
@@ -133,7 +134,7 @@ async def test_http_requests_are_held_to_the_connection_limits(nursery: trio.Nur
         assert busy.status == 503 and busy.headers["retry-after"] == "5"
         # No key, no hint about the load: refused for the key first.
         assert (await http_get(port, "/api/health")).status == 401
-    with trio.fail_after(5):
+    with trio.fail_after(HANG_GUARD):
         while server.connections:  # noqa: ASYNC110 - the server settles the close in its task
             await trio.sleep(0.01)
     assert (await http_get(port, "/api/health", headers=AUTH)).status == 200
@@ -162,7 +163,7 @@ async def test_a_slow_http_client_is_dropped_at_the_handshake_deadline(
     slow = trio.socket.socket()
     await slow.connect(("127.0.0.1", port))
     await slow.send(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-API-")
-    with trio.fail_after(5):
+    with trio.fail_after(HANG_GUARD):
         while server.listener_stats.open != 1:
             await trio.lowlevel.checkpoint()
     await trio.testing.wait_all_tasks_blocked()
@@ -170,7 +171,7 @@ async def test_a_slow_http_client_is_dropped_at_the_handshake_deadline(
     await trio.testing.wait_all_tasks_blocked()
     assert server.listener_stats.open == 1  # not yet
     mock_clock.jump(1.5)
-    with trio.fail_after(5):
+    with trio.fail_after(HANG_GUARD):
         assert await slow.recv(1024) == b""  # dropped without an answer
     slow.close()
     assert server.listener_stats.failures["timeout"] == 1

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 from golden_frames import assert_like, client_frame, frame
+from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.protocol.transport import ConnectError, Connection, ConnectionClosed
@@ -15,7 +16,7 @@ from stellate.server import AgentServer
 
 DEVICE = "linux_dev_2"
 KEY = "test-key-123"
-GUARD = 10  # seconds; no test may hang
+GUARD = HANG_GUARD  # real seconds; only catches a hang (real_time.py)
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ async def keyed_url(nursery: trio.Nursery) -> str:
 
 @pytest.fixture
 def connector() -> WebSocketConnector:
-    return WebSocketConnector(connect_timeout=5.0)
+    return WebSocketConnector(connect_timeout=PATIENCE)
 
 
 @pytest.fixture(autouse=True)
