@@ -60,10 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
 NOISY_LOGGERS = ("transitions",)
 
 
+class CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment of writing.
+
+    The live display (rich) swaps ``sys.stderr`` for a proxy that prints above its table while
+    it runs. A handler that kept the stderr of start-up would write under the table instead,
+    where the next redraw overwrites the line or leaves the table's top half behind it.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(verbose: int) -> None:
     """No flag: warnings. ``-v``: stellate's own DEBUG lines too. ``-vv``: every library's."""
     level = logging.DEBUG if verbose >= 2 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(CurrentStderr())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("stellate").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose >= 2 else logging.WARNING)

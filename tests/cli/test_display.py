@@ -18,6 +18,7 @@ from rich.console import Console
 from stellate.cli.display import (
     DETAIL_LIMIT,
     PLAIN_PROGRESS_EVERY,
+    PROFILE_BLOCKS,
     DeviceReport,
     PlainDisplay,
     Progress,
@@ -26,6 +27,7 @@ from stellate.cli.display import (
     fleet_summary,
     print_profiles,
 )
+from stellate.cli.main import configure_logging
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.fsm.lifecycle import TransitionRecord
 from stellate.manager import EventKind, ManagerEvent
@@ -110,7 +112,46 @@ def test_the_live_table_shows_no_markup_even_with_lines_logged_above(
     assert "[yellow]" not in text and "[/]" not in text.replace("[red]c[/]", "")
     assert "backoff" in text and "failed" in text
     assert "[red]c[/]" in text  # shown as written, not as a style
+    assert "a: connecting -> backoff: [x]" in text  # the line above the table, as written
     assert "1/3 idle, 1 failed" in text  # progress under the table
+
+
+@pytest.fixture
+def cli_logging() -> Any:
+    """The root logger as ``stellate`` sets it up (pytest's own handlers put back afterwards)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        configure_logging(0)
+        yield
+    finally:
+        root.handlers, root.level = saved
+
+
+def test_a_record_logged_while_the_table_is_live_is_printed_above_it(cli_logging: Any) -> None:
+    # The live display swaps sys.stderr for a proxy that prints above the table; the CLI's log
+    # handler must write there, not to the stderr it saw at start-up (under the table, where
+    # the next redraw overwrites it).
+    console, out = terminal()
+    display = RichDisplay(1, console=console, clock=FakeClock())
+    display.tick({"a": profile("a", S.BACKOFF)})
+    logging.getLogger("stellate.test").warning("the agent said [red]no[/]")
+    display.tick({"a": profile("a", S.IDLE)})
+    display.close()
+    text = out.getvalue()
+    assert "WARNING stellate.test: the agent said [red]no[/]" in text  # through the console
+    assert text.index("the agent said") < text.rindex("stellate: registration")  # table below
+
+
+def test_the_live_table_carries_rate_and_eta() -> None:
+    console, out = terminal()
+    clock = FakeClock()
+    display = RichDisplay(4, console=console, clock=clock)
+    clock.now = 5.0
+    display.tick({"a": profile("a", S.IDLE)} | {d: profile(d, S.BACKOFF) for d in "bcd"})
+    display.close()
+    assert "1/4 idle · 0.2/s · ETA 15 s" in out.getvalue()
 
 
 def test_a_fleet_larger_than_the_terminal_gets_a_progress_view() -> None:
@@ -170,6 +211,17 @@ def test_after_a_few_profiles_a_summary_line() -> None:
         "… and 6 more devices: idle=5  failed=1 (stellate up --json prints every profile)" in text
     )
     assert "  ❌ bad: registration rejected" in text
+
+
+def test_by_default_only_the_first_few_blocks_are_printed() -> None:
+    reports = [DeviceReport(profile(f"d{i}", S.IDLE, os="linux")) for i in range(20)]
+    out = io.StringIO()
+    print_profiles(reports, out)
+    text = out.getvalue()
+    assert PROFILE_BLOCKS <= 5
+    assert text.count("📊 AgentProfile:") == PROFILE_BLOCKS
+    assert f"… and {20 - PROFILE_BLOCKS} more devices: idle={20 - PROFILE_BLOCKS}" in text
+    assert len(text.splitlines()) <= 12 * PROFILE_BLOCKS + 2
 
 
 def test_a_profile_block_leaves_out_what_is_unknown() -> None:

@@ -25,7 +25,13 @@ from real_time import HANG_GUARD
 from stellate.adapters.memory import MemoryNetwork
 from stellate.agent import DeviceAgent
 from stellate.cli import main
-from stellate.cli.display import DeviceReport, PlainDisplay, print_profiles, profiles_json
+from stellate.cli.display import (
+    PROFILE_BLOCKS,
+    DeviceReport,
+    PlainDisplay,
+    print_profiles,
+    profiles_json,
+)
 from stellate.cli.up import _Until, _watch
 from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager, EventKind
@@ -113,6 +119,20 @@ def test_up_once_plain_output_shows_phases_then_the_seeds_profile_format() -> No
     assert "    - CPU Cores: " in out
     # the transitions come before the profiles
     assert out.index("-> idle") < out.index("📊 AgentProfile:")
+
+
+def test_up_prints_the_first_few_profile_blocks_then_a_summary_line(tmp_path: Path) -> None:
+    devices = "".join(
+        f'  - {{device_id: dev{i}, server_url: "ws://localhost:5005/ws"}}\n'
+        for i in range(PROFILE_BLOCKS + 2)
+    )
+    config = write_config(tmp_path, f"devices:\n{devices}")
+    result = run_up(config, "--embedded", "--once")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("📊 AgentProfile:") == PROFILE_BLOCKS
+    assert "… and 2 more devices: idle=2 (stellate up --json prints every profile)" in out
+    assert out.rstrip().endswith(f"stellate up: {PROFILE_BLOCKS + 2}/{PROFILE_BLOCKS + 2} idle")
 
 
 def test_up_embedded_redacts_the_api_key(tmp_path: Path) -> None:
