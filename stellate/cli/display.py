@@ -157,8 +157,11 @@ def event_line(event: ManagerEvent) -> str:
     if record.dest is DeviceStatus.FAILED:
         reason = shown(event.reason or "gave up")
         return f"{shown(event.device_id)}: {record.source} -> failed: {reason}"
+    # Leaving backoff on its deadline is the retry, not a timeout of the attempt.
+    waited = record.source is DeviceStatus.BACKOFF and record.trigger is Trigger.TIMED_OUT
+    cause = "wait over, retrying" if waited else str(record.trigger)
     line = (
-        f"{shown(event.device_id)}: {record.source} -> {record.dest} ({record.trigger})"
+        f"{shown(event.device_id)}: {record.source} -> {record.dest} ({cause})"
         f"  [phase {phase_label(record.dest)}]"
     )
     if event.kind is EventKind.READY and record.trigger is Trigger.TIMED_OUT:

@@ -86,6 +86,15 @@ def test_a_backoff_line_says_why_and_when() -> None:
     )
 
 
+def test_leaving_backoff_on_its_deadline_reads_as_the_retry_not_a_timeout() -> None:
+    retry = event("dev-a", S.BACKOFF, S.CONNECTING, Trigger.TIMED_OUT)
+    assert event_line(retry) == (
+        "dev-a: backoff -> connecting (wait over, retrying)  [phase 2 connection]"
+    )
+    timeout = event("dev-a", S.CONNECTING, S.BACKOFF, Trigger.TIMED_OUT, reason="timed out")
+    assert event_line(timeout).startswith("dev-a: connecting -> backoff: timed out; attempt")
+
+
 def test_a_failed_line_says_why() -> None:
     failed = event(
         "d", S.REGISTERING, S.FAILED, Trigger.REGISTRATION_ANSWERED, EventKind.FAILED, reason="no"
