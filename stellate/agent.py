@@ -172,6 +172,7 @@ class DeviceAgent:
         while True:
             session = DeviceSession(self.device_id, system_info, platform)
             retry_after = 0.0  # a refusing server's Retry-After: the shortest next wait
+            refusal: tuple[int, str] | None = None  # logged with the wait that follows
             try:
                 async with connector.open(self._url) as conn:
                     try:
@@ -192,8 +193,7 @@ class DeviceAgent:
                 # any the server or TLS meant (bad certificate, 503 full) -- those do not fix
                 # themselves. Plain refusals while a server restarts do not flood the log.
                 loud = self.failures == 0 or exc.status is not None or "TLS" in str(exc)
-                level = logging.WARNING if loud else logging.INFO
-                logger.log(level, "%s: cannot connect: %s", self.device_id, exc)
+                refusal = (logging.WARNING if loud else logging.INFO, f"cannot connect: {exc}")
                 retry_after = exc.retry_after or 0.0
             except _Rejected as exc:
                 kind = exc.event.kind
@@ -211,7 +211,15 @@ class DeviceAgent:
                 self.registered = False
             self.failures += 1
             delay = max(self.retry.backoff_delay(self.failures, self._rng), retry_after)
-            logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
+            if refusal is None:
+                logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
+            else:
+                # Said once at WARNING: that it keeps trying, and where the next ones go.
+                level, text = refusal
+                quiet = " (further plain refusals are logged at INFO)" if self.failures == 1 else ""
+                logger.log(
+                    level, "%s: %s; retrying in %.1f s%s", self.device_id, text, delay, quiet
+                )
             await trio.sleep(delay)
 
     def _refused(self, kind: RejectionKind, reason: str) -> AgentRefused:

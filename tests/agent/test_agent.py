@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -222,6 +224,26 @@ async def test_a_refused_connection_is_retried(
     serve_agent_server(network)
     await registered.wait()
     assert agent.failures == 0
+
+
+async def test_a_refused_connection_says_once_that_it_keeps_retrying(
+    network: MemoryNetwork,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="stellate.agent")
+    agent = agent_on(network)
+    nursery.start_soon(agent.run)  # nothing listens: connects are refused
+    await trio.sleep(50.0)
+    refusals = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(refusals) == agent.failures >= 4
+    loud = [r.getMessage() for r in refusals if r.levelno == logging.WARNING]
+    assert len(loud) == 1  # the first; the rest at INFO, so a restarting server floods nothing
+    assert re.search(
+        r"; retrying in \d+\.\d s \(further plain refusals are logged at INFO\)$", loud[0]
+    )
+    assert all(re.search(r"; retrying in \d+\.\d s$", r.getMessage()) for r in refusals[1:])
 
 
 async def test_an_unanswered_registration_is_retried_with_backoff(
