@@ -38,11 +38,13 @@ def _calls(text: str) -> dict[str, int]:
     counts = dict.fromkeys(_CALLS, 0)
     current: str | None = None
     for line in text.splitlines():
-        if line.startswith("cfn="):
-            ref = line[4:]
+        if line.startswith(("fn=", "cfn=")):
+            ref = line.partition("=")[2]
             if ref.startswith("(") and " " in ref:
                 key, _, name = ref.partition(" ")
                 names[key] = name
+            if line.startswith("fn="):
+                continue
             current = names.get(ref.split(" ", 1)[0], ref)
         elif line.startswith("calls=") and current is not None:
             for kind, pattern in _CALLS.items():
@@ -92,13 +94,25 @@ def heartbeat(
                 "heartbeat_interval": interval,
                 "window": window,
                 "timeout": 600.0,
+                "stagger": interval / n,
             }
-            counts.append(_instructions(job, root, Path(tmp) / f"hb-{window:g}.out")[0])
-    beats = n * (windows[1] - windows[0]) / interval
+            counts.append(_instructions(job, root, Path(tmp) / f"hb-{window:g}.out"))
+    # Divided by the heartbeats really sent (the manager's socket sends in the longer window
+    # less those in the shorter: nothing else is sent once the fleet is IDLE). Under callgrind
+    # a busy worker falls behind the nominal rate, and dividing by the nominal count would
+    # charge the heartbeats it did send with less than their cost.
+    nominal = n * (windows[1] - windows[0]) / interval
+    longer, shorter = counts[1][1]["calls"], counts[0][1]["calls"]
+    sent = longer["send"] - shorter["send"]
+    if sent <= 0:
+        raise RuntimeError(f"no heartbeat was sent in the longer window ({longer}, {shorter})")
     return {
         "n": n,
         "interval": interval,
-        "instructions_per_heartbeat": (counts[1] - counts[0]) / beats,
+        "instructions_per_heartbeat": (counts[1][0] - counts[0][0]) / sent,
+        "heartbeats_sent": sent,
+        "heartbeats_nominal": nominal,
+        "socket_calls_per_heartbeat": {k: (longer[k] - shorter[k]) / sent for k in longer},
     }
 
 

@@ -164,7 +164,8 @@ async def fleet(job: dict[str, Any]) -> dict[str, Any]:
 
     Job keys: ``spec``; ``tracemalloc`` (split the memory by owner); ``window`` (seconds of
     steady-state CPU after bring-up); ``storm`` (have the driver restart the servers, and stamp
-    the reconnection).
+    the reconnection); ``stagger`` (seconds between two ``add_device`` calls: devices brought
+    up together send their heartbeats together, and trio then wakes once for many of them).
     """
     devices = profiles(job["spec"], max_retries=job.get("max_retries", 5))
     n = len(devices)
@@ -180,8 +181,11 @@ async def fleet(job: dict[str, Any]) -> dict[str, Any]:
             storm = _Storm()
             stamp_transitions(manager, storm.see)
             with profiled("bring_up"):
+                stagger = job.get("stagger", 0.0)
                 for profile in devices:
                     manager.add_device(profile)
+                    if stagger:  # spread the devices' heartbeats over the interval
+                        await trio.sleep(stagger)
                 settled = await _settle(manager, job.get("timeout", 600.0))
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
