@@ -15,7 +15,7 @@ sends its close frame, but nobody waits for the peers' replies.
 
 The manager never sets a status. Each device's ``DeviceRunner`` fires events into its
 ``DeviceLifecycle``; the manager only observes the transitions (event stream, waiters) and
-sends commands into the runners' inboxes.
+sends commands to the runners.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 import trio
 
+from .alarms import Alarms
 from .escape import escape_text
 from .fsm import (
     ACTIVE,
@@ -51,7 +52,7 @@ from .fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from .protocol import Connector
 from .protocol.ids import device_id_problem
 from .redact import add_log_secret, redact_url
-from .runner import Command, CommandName, DeviceRunner, InboxItem, RunnerSettings
+from .runner import Command, CommandName, DeviceRunner, RunnerSettings
 from .urls import with_token
 
 if TYPE_CHECKING:
@@ -192,7 +193,6 @@ class DeviceRegistry:
 @attrs.define
 class _DeviceHandle:
     runner: DeviceRunner
-    inbox: trio.MemorySendChannel[InboxItem]
     scope: trio.CancelScope
     done: trio.Event = attrs.field(factory=trio.Event)
 
@@ -261,10 +261,13 @@ class ConstellationDeviceManager:
         )
         if strict is None:
             strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
+        # One timer for every device's deadlines and heartbeats (runs in ``run``'s nursery).
+        self._alarms = Alarms()
         self._runner_settings = RunnerSettings(
             task_name=task_name,
             connect_slots=trio.CapacityLimiter(max_connecting),
             strict=strict,
+            alarms=self._alarms,
         )
         if connector is None:
             from .adapters.websocket import WebSocketConnector
@@ -319,6 +322,7 @@ class ConstellationDeviceManager:
             raise RuntimeError("a manager runs once")
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._alarms.run, name="stellate alarms")
                 self._nursery = nursery
                 task_status.started(self)
                 await self._stop_requested.wait()
@@ -349,7 +353,7 @@ class ConstellationDeviceManager:
         handle = self._handles.get(device_id)
         if handle is None or handle.done.is_set():
             return
-        await handle.inbox.send(Command(Trigger.DISCONNECT))
+        handle.runner.command(Command(Trigger.DISCONNECT))
         with trio.CancelScope() as scope:
             # A device task that ends (removed meanwhile) will never reach DISCONNECTED.
             async with trio.open_nursery() as nursery:
@@ -417,16 +421,15 @@ class ConstellationDeviceManager:
         except ValueError:
             self._engine.release(lifecycle)
             raise
-        send, receive = trio.open_memory_channel[InboxItem](64)
-        runner = DeviceRunner(lifecycle, self._connector, self._runner_settings, receive, send)
-        handle = _DeviceHandle(runner, send, trio.CancelScope())
+        runner = DeviceRunner(lifecycle, self._connector, self._runner_settings)
+        handle = _DeviceHandle(runner, trio.CancelScope())
         self._handles[profile.device_id] = handle
         self._transitions[profile.device_id] = 0
         self._nursery.start_soon(
             self._device_task, runner, handle, name=f"device:{profile.device_id}"
         )
         if auto_connect:
-            send.send_nowait(Command(Trigger.CONNECT))
+            runner.command(Command(Trigger.CONNECT))
 
     async def _device_task(self, runner: DeviceRunner, handle: _DeviceHandle) -> None:
         try:
@@ -496,7 +499,8 @@ class ConstellationDeviceManager:
         handle = self._handles.get(device_id)
         if handle is None:
             raise UnknownDevice(device_id)
-        await handle.inbox.send(Command(name))
+        handle.runner.command(Command(name))
+        await trio.lowlevel.checkpoint()
 
     async def connect_device(self, device_id: str) -> bool:
         """Connect a DISCONNECTED device (or retry a FAILED one); True once IDLE.

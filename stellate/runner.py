@@ -6,16 +6,26 @@ row or a guard of the transition table (``stellate/fsm/table.py``). It performs 
 transition returns — ``OpenConnection`` starts a socket's life, ``CloseConnection`` ends it,
 ``SendRegister``/``RequestTelemetry`` send frames, ``StartHeartbeat`` starts the lease — arms the
 deadline the new state declares (``DeviceLifecycle.timeout``), and turns what comes back into the
-next event. Everything the task waits on arrives through one inbox:
+next event. Everything the device task waits for arrives in its mailbox (a list, and the task
+parked on it):
 
 * frames decoded by the connection's single reader task,
-* the heartbeat task's "lease expired",
-* the owner's commands (connect, retry, disconnect), fired if the machine accepts them now.
+* the owner's commands (connect, retry, disconnect), fired if the machine accepts them now,
+* alarms from the fleet's timer (``stellate.alarms``): the state's deadline, a heartbeat due,
+  the heartbeat lease's verdict.
+
+The message path is kept short because it runs for every device at every heartbeat (see
+docs/performance.md): the device task sends its own heartbeats when the fleet's timer says one
+is due, and the reader handles heartbeat answers where it reads them (the lease is told, the
+profile stamped) instead of queuing them for the device task. A send that blocks (a peer that
+stopped reading) cannot hold the device: a command the machine accepts, or the lease running
+out, interrupts it (the connection's cancel scope is cancelled, and the item is handled once
+it has unwound), as it interrupts a connection attempt.
 
 Each connection has a generation number, so a late item from a socket that is already gone can
-never be mistaken for news about the current one. Heartbeats and the reader live in a nursery
-that is a child of the device task: cancelling the device (or the whole manager) cancels them
-and closes the socket, leaking nothing.
+never be mistaken for news about the current one. The reader lives in a nursery that is a child
+of the device task: cancelling the device (or the whole manager) cancels it and closes the
+socket, leaking nothing.
 
 What the runner classifies (with ``stellate.protocol``'s functions, never by reading text
 itself): a refused handshake or a policy close before registration that refuses our key
@@ -38,7 +48,9 @@ from typing import Final, Literal
 
 import attrs
 import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
+from .alarms import Alarms
 from .escape import escape_text
 from .fsm import Trigger
 from .fsm.effects import (
@@ -78,6 +90,9 @@ CLOSE_GRACE = 2.0
 #: cancelled with us, so the peer's closing reply can never be read: waiting for it only delays
 #: the shutdown. This is just long enough to get our close frame out (peers see 1000, not 1006).
 CANCELLED_CLOSE_GRACE = 0.1
+#: Items from the reader the device task may have unread before the reader stops reading (and
+#: the socket's own buffers push back on the server).
+MAILBOX_LIMIT = 64
 
 CommandName = Literal[Trigger.CONNECT, Trigger.RETRY, Trigger.DISCONNECT]
 
@@ -98,6 +113,8 @@ class RunnerSettings:
     connect_slots: trio.CapacityLimiter | None = None
     #: Re-raise a contained internal error (tests) instead of only failing its device.
     strict: bool = False
+    #: The fleet's timer (its ``run`` must be running in the owner's nursery).
+    alarms: Alarms = attrs.field(kw_only=True)
 
 
 @attrs.frozen
@@ -111,6 +128,9 @@ class Command:
 class _FromPeer:
     generation: int
     event: ClientEvent
+    #: Whether registration was still pending when the frame was read: the reader runs ahead
+    #: of the device task, so the session may have seen the confirmation since.
+    registering: bool
 
 
 @attrs.frozen
@@ -126,34 +146,47 @@ class _LeaseExpired:
     silent_for: float
 
 
+class _Beat:
+    """The lease says a heartbeat is due (an item ``_next`` returns, never queued)."""
+
+
+_BEAT: Final = _Beat()
+
 InboxItem = Command | _FromPeer | _Closed | _LeaseExpired
 
 SessionFactory = Callable[[str, str], ConstellationSession]
 
 
 class DeviceRunner:
-    """Runs one device until cancelled. Create with an inbox; send ``Command``s into it."""
+    """Runs one device until cancelled. Send it ``Command``s with ``command``."""
 
     def __init__(
         self,
         lifecycle: DeviceLifecycle,
         connector: Connector,
         settings: RunnerSettings,
-        inbox: trio.MemoryReceiveChannel[InboxItem],
-        inbox_sender: trio.MemorySendChannel[InboxItem],
         session_factory: SessionFactory = ConstellationSession,
     ) -> None:
         self.lc = lifecycle
         self._connector = connector
         self._settings = settings
-        self._inbox = inbox
-        self._to_inbox = inbox_sender
+        self._alarms = settings.alarms
         self._new_session = session_factory
         self._generation = 0
+        # -- the mailbox: items in arrival order, and who is parked on it --------------------
+        self._items: list[InboxItem] = []
+        self._waiter: Task | None = None  # the device task, parked in _next
+        self._reader_waiting: Task | None = None  # a reader, parked while the mailbox is full
+        # The alarm the fleet's timer holds for us (the earliest one still wanted), if any.
+        self._alarm_at: float | None = None
+        # -- interruptions -----------------------------------------------------------------------
+        # While the device task is busy in a connection attempt or a send, the scope an item
+        # that must not wait (an accepted command, the lease's verdict) cancels; else None.
+        self._interruptible: trio.CancelScope | None = None
+        # Set when an item interrupted: handled as soon as the interrupted work has unwound.
+        self._interrupting: Command | _LeaseExpired | None = None
         # The current socket's heartbeat lease, once heartbeats have started.
         self._lease: HeartbeatLease | None = None
-        # Set by the inbox watch while connecting: an owner's command that abandons the attempt.
-        self._interrupting: Command | None = None
         # Set while the runner holds no socket (replaced by a fresh one per attempt).
         self._released = trio.Event()
         self._released.set()
@@ -166,6 +199,121 @@ class DeviceRunner:
         for this first, or the peer's closing reply could never be read.
         """
         await self._released.wait()
+
+    # -- the mailbox ------------------------------------------------------------------------------
+    def command(self, command: Command) -> None:
+        """Queue an owner's command (handled in order; at once if it must interrupt)."""
+        self._items.append(command)
+        if self._waiter is not None:
+            self._wake()
+        elif (
+            self._interruptible is not None
+            and self._interrupting is None
+            and any(self.lc.accepts(t) for t in _COMMAND_TRIGGERS[command.name])
+        ):
+            self._items.pop()
+            self._interrupt(command)
+
+    def on_alarm(self, when: float) -> None:
+        """The fleet's timer: ``when`` has come (see ``stellate.alarms``)."""
+        if when != self._alarm_at:
+            return  # superseded by an earlier alarm
+        self._alarm_at = None
+        if self._waiter is not None:
+            self._wake()
+            return
+        lease = self._lease
+        if lease is None or self._interruptible is None or self._interrupting is not None:
+            return  # busy: it looks at the clock itself before it parks again
+        if lease.expired(when):  # a send is holding the device past the lease: interrupt it
+            self._interrupt(self._lease_expired(when))
+        elif lease.expires_at < math.inf:
+            self._arm(lease.expires_at)
+
+    async def _deliver(self, item: _FromPeer | _Closed) -> None:
+        """The reader's way in: stops reading while the device task is ``MAILBOX_LIMIT`` behind."""
+        self._items.append(item)
+        if self._waiter is not None:
+            self._wake()
+        if len(self._items) < MAILBOX_LIMIT:
+            return
+        self._reader_waiting = current_task()
+
+        def abort(_: object) -> Abort:
+            self._reader_waiting = None
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        assert waiter is not None
+        reschedule(waiter)
+
+    def _interrupt(self, item: Command | _LeaseExpired) -> None:
+        assert self._interruptible is not None
+        self._interrupting = item
+        self._interruptible.cancel()
+
+    def _arm(self, when: float) -> None:
+        """Have the fleet's timer wake us at ``when`` (unless an alarm at least as early is set)."""
+        at = self._alarm_at
+        if at is None or when < at:
+            self._alarm_at = when
+            self._alarms.set(when, self)
+
+    def _take(self) -> InboxItem | None:
+        """The next current item: an interruption first, then the mailbox in order."""
+        interrupting = self._interrupting
+        if interrupting is not None:
+            self._interrupting = None
+            return interrupting
+        items = self._items
+        while items:
+            item = items.pop(0)
+            if self._reader_waiting is not None and len(items) < MAILBOX_LIMIT:
+                reader, self._reader_waiting = self._reader_waiting, None
+                reschedule(reader)
+            if isinstance(item, Command) or item.generation == self._generation:
+                return item
+        return None  # no socket of an older generation is news
+
+    async def _next(self, seconds: float | None) -> InboxItem | _Beat | None:
+        """The next current item; ``_BEAT`` when a heartbeat is due (or the lease's verdict);
+        None once ``seconds`` have passed (from now)."""
+        if seconds is not None and seconds <= 0:
+            return None  # no time at all: the deadline wins over anything queued
+        deadline = None if seconds is None else trio.current_time() + seconds
+        while True:
+            item = self._take()
+            if item is not None:
+                return item
+            now = trio.current_time()
+            if deadline is not None and now >= deadline:
+                return None
+            wake = deadline
+            lease = self._lease
+            if lease is not None:
+                if lease.expired(now):
+                    return self._lease_expired(now)
+                if lease.beat_due(now):
+                    return _BEAT
+                wake = lease.wake_at if wake is None else min(wake, lease.wake_at)
+            if wake is not None:
+                self._arm(wake)
+            self._waiter = current_task()
+
+            def abort(_: object) -> Abort:
+                self._waiter = None
+                return Abort.SUCCEEDED
+
+            await wait_task_rescheduled(abort)
+
+    def _lease_expired(self, now: float) -> _LeaseExpired:
+        assert self._lease is not None
+        since = self._lease.unanswered_since
+        self._lease = None  # one verdict per socket
+        return _LeaseExpired(self._generation, now - since if since is not None else 0.0)
 
     # -- the outer loop: effects in, events out -----------------------------------------------
     async def run(self) -> None:
@@ -216,46 +364,27 @@ class DeviceRunner:
             return []  # already FAILED: it stays so, with its reason
         return self._fire(Trigger.INTERNAL_ERROR, reason=reason)
 
-    async def _next(self, seconds: float | None) -> InboxItem | None:
-        """The next current item from the inbox, or None when ``seconds`` pass."""
-        deadline = math.inf if seconds is None else trio.current_time() + seconds
-        with trio.move_on_at(deadline):
-            while True:
-                item = await self._inbox.receive()
-                if isinstance(item, Command) or item.generation == self._generation:
-                    return item
-        return None
-
     # -- one connection: the attempt, then its life --------------------------------------------
     async def _connection(self, url: str) -> list[Effect]:
         """Connect within the state's deadline, then live on that socket until a transition
         closes it; return the effects pending once the socket is gone."""
-        self._interrupting = None
-        connect_scope = trio.CancelScope()  # its deadline is armed once a slot is held
         released = self._released = trio.Event()
         try:
-            async with trio.open_nursery() as watch_nursery:
-                watch_scope: trio.CancelScope = await watch_nursery.start(
-                    self._watch_while_connecting, connect_scope
-                )
-                pending = await self._attempt(url, connect_scope, watch_scope, self.lc.timeout)
-                watch_scope.cancel()
+            return await self._attempt(url, self.lc.timeout)
         finally:
+            self._interruptible = None
+            self._interrupting = None
             released.set()
-        return pending
 
-    async def _attempt(
-        self,
-        url: str,
-        connect_scope: trio.CancelScope,
-        watch_scope: trio.CancelScope,
-        connect_timeout: float | None,
-    ) -> list[Effect]:
-        # Every exception an attempt can end with is handled here, inside the watch nursery:
-        # escaping it, they would arrive wrapped in an ExceptionGroup.
+    async def _attempt(self, url: str, connect_timeout: float | None) -> list[Effect]:
+        """Open the socket (a command the machine accepts meanwhile abandons the attempt), then
+        live on it; every exception an attempt can end with is handled here."""
         slots = self._settings.connect_slots
         holding = opened = False
         pending: list[Effect] = []
+        # The connection's context (its reader nursery) is entered inside this scope, so the
+        # scope lasts as long as the connection; its deadline is armed once a slot is held.
+        connect_scope = self._interruptible = trio.CancelScope()
         try:
             with connect_scope:
                 if slots is not None:
@@ -265,11 +394,11 @@ class DeviceRunner:
                     connect_scope.deadline = trio.current_time() + connect_timeout
                 async with self._connector.open(url) as conn:
                     opened = True
+                    self._interruptible = None
                     if holding:
                         assert slots is not None
                         slots.release()
                         holding = False
-                    watch_scope.cancel()
                     connect_scope.deadline = math.inf  # connected: the connect deadline is over
                     if self._interrupting is None:
                         pending = await self._connected(conn)
@@ -278,18 +407,18 @@ class DeviceRunner:
                 raise  # not a connect failure: a bug somewhere on the open socket
             if self._interrupting is None:
                 pending = self._connect_failed(exc)
-        except ConnectionClosed as exc:  # closed while the context manager was leaving
-            if self._socket_alive:
-                pending = self._fire(
-                    Trigger.CONNECTION_FAILED, reason=f"connection closed ({exc.code})"
-                )
+        except ConnectionClosed:  # closed while the context manager was leaving
+            pass  # the socket's life was over: what it caused is already pending
         finally:
+            self._interruptible = None
             if holding:
                 assert slots is not None
                 slots.release()
             self._generation += 1  # whatever that socket still says is stale from now on
-        if self._interrupting is not None:
-            return self._command(self._interrupting)
+        interrupting, self._interrupting = self._interrupting, None
+        if interrupting is not None:  # a command abandoned the attempt
+            assert isinstance(interrupting, Command)
+            return self._command(interrupting)
         if connect_scope.cancelled_caught and not opened:
             logger.info("device %s: connect to %s timed out", self.lc.device_id, redact_url(url))
             return self._fire(Trigger.TIMED_OUT)
@@ -303,95 +432,111 @@ class DeviceRunner:
         retry_after = exc.retry_after if isinstance(exc, ConnectError) else None
         return self._fire(Trigger.CONNECTION_FAILED, reason=reason, retry_after=retry_after)
 
-    async def _watch_while_connecting(
-        self,
-        connect_scope: trio.CancelScope,
-        *,
-        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Read the inbox while the handshake runs, so ``disconnect`` need not wait for it.
-
-        Only commands can matter now (no socket of this generation exists yet): one the
-        machine accepts in this state abandons the attempt and is fired once it has unwound;
-        the others are already being done, and older sockets' news is stale. The main task is
-        inside ``Connector.open`` meanwhile, so the inbox still has exactly one reader at a
-        time; it cancels this watch as soon as the socket is open.
-        """
-        with trio.CancelScope() as scope:
-            task_status.started(scope)
-            while True:
-                item = await self._inbox.receive()
-                if isinstance(item, Command) and any(
-                    self.lc.accepts(t) for t in _COMMAND_TRIGGERS[item.name]
-                ):
-                    self._interrupting = item
-                    connect_scope.cancel()
-                    return
-
-    _socket_alive = False
-
     async def _connected(self, conn: Connection) -> list[Effect]:
         """The socket's life: from ``connection_opened`` until a transition closes it."""
         session = self._new_session(self._settings.task_name, self.lc.device_id)
         self._lease = None  # this socket's heartbeats have not started
-        generation = self._generation
         grace = CLOSE_GRACE
-        self._socket_alive = True
+        pending: list[Effect] = []
+        closed_by_machine = False
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read, conn, session, generation)
+            nursery.start_soon(self._read, conn, session, self._generation)
             try:
-                pending = self._fire(Trigger.CONNECTION_OPENED)
-                while True:
-                    pending, closing = await self._perform(pending, conn, session, nursery)
-                    if closing:
-                        return pending
-                    item = await self._next(self.lc.timeout)
-                    pending = self._on_item(item, session)
+                pending = await self._live(conn, session, nursery.cancel_scope)
+                closed_by_machine = True
             except trio.Cancelled:
-                grace = CANCELLED_CLOSE_GRACE
+                if self._interrupting is None:  # not ours: the device is being cancelled
+                    grace = CANCELLED_CLOSE_GRACE
                 raise
             finally:
-                self._socket_alive = False
+                self._lease = None
+                self._interruptible = None
                 nursery.cancel_scope.cancel()
+                interrupting, self._interrupting = self._interrupting, None
+                if interrupting is None:
+                    pass
+                elif closed_by_machine:  # the socket's life ended anyway: a command waits its turn
+                    if isinstance(interrupting, Command):
+                        self._items.insert(0, interrupting)
+                else:  # it cancelled what the device was doing: now it is handled
+                    pending, closing = _until_close(self._on_item(interrupting, session))
+                    if not closing:
+                        raise RuntimeError(f"{interrupting!r} interrupted; the socket stays open")
                 with trio.CancelScope(shield=True) as close_scope:
                     close_scope.deadline = trio.current_time() + grace
                     await conn.aclose(1000, "stellate: device released")
+        return pending
 
-    async def _perform(
-        self,
-        effects: list[Effect],
-        conn: Connection,
-        session: ConstellationSession,
-        nursery: trio.Nursery,
-    ) -> tuple[list[Effect], bool]:
-        """Perform effects in order, and those of the events they cause; stop at a
-        ``CloseConnection`` (returning what follows it, and True: the socket's life is over)."""
-        queue = list(effects)
-        while queue:
-            effect = queue.pop(0)
-            if isinstance(effect, CloseConnection):
-                return queue, True
-            if isinstance(effect, SendRegister):
-                failed = await self._send(conn, session, session.register())
-                queue += failed if failed is not None else self._fire(Trigger.REGISTER_SENT)
-            elif isinstance(effect, RequestTelemetry):
-                failed = await self._send(conn, session, session.request_device_info())
-                queue += failed or []
-            elif isinstance(effect, StartHeartbeat):
-                nursery.start_soon(self._heartbeat, conn, session, self._generation)
+    async def _live(
+        self, conn: Connection, session: ConstellationSession, scope: trio.CancelScope
+    ) -> list[Effect]:
+        """Perform effects and handle items until a transition closes the socket; return the
+        effects that follow the ``CloseConnection``."""
+        pending = self._fire(Trigger.CONNECTION_OPENED)
+        while True:
+            queue = list(pending)
+            while queue:
+                effect = queue.pop(0)
+                if isinstance(effect, CloseConnection):
+                    return queue
+                if isinstance(effect, SendRegister):
+                    failed = await self._send(conn, session, session.register(), scope)
+                    queue += failed if failed is not None else self._fire(Trigger.REGISTER_SENT)
+                elif isinstance(effect, RequestTelemetry):
+                    failed = await self._send(conn, session, session.request_device_info(), scope)
+                    queue += failed or []
+                elif isinstance(effect, StartHeartbeat):
+                    timing = self.lc.timing
+                    self._lease = HeartbeatLease(
+                        timing.heartbeat_interval, timing.miss_limit, trio.current_time()
+                    )
+                else:
+                    raise RuntimeError(f"{effect!r} while a socket is open")
+            item = await self._next(self.lc.timeout)
+            if item is _BEAT:
+                pending = await self._beat(conn, session, scope)
             else:
-                raise RuntimeError(f"{effect!r} while a socket is open")
-        return [], False
+                assert not isinstance(item, _Beat)
+                pending = self._on_item(item, session)
 
     async def _send(
-        self, conn: Connection, session: ConstellationSession, frame: str
+        self,
+        conn: Connection,
+        session: ConstellationSession,
+        frame: str,
+        scope: trio.CancelScope,
     ) -> list[Effect] | None:
-        """Send ``frame``; None when it went out, else the effects of the close it revealed."""
+        """Send ``frame``; None when it went out, else the effects of the close it revealed.
+
+        Meanwhile an accepted command or the lease's verdict cancels ``scope`` (the
+        connection's): a peer that stopped reading cannot hold the device.
+        """
+        self._interruptible = scope
         try:
             await conn.send(frame)
         except ConnectionClosed as exc:
             return self._closed(session, exc.code, f"connection closed ({exc.code})")
+        finally:
+            self._interruptible = None
         return None
+
+    async def _beat(
+        self, conn: Connection, session: ConstellationSession, scope: trio.CancelScope
+    ) -> list[Effect]:
+        """Send the heartbeat that is due (the lease's rule: ``HeartbeatLease``, shared with the
+        device agent). A closed socket stops the heartbeats; the reader reports the closure."""
+        lease = self._lease
+        assert lease is not None
+        lease.sent(trio.current_time())
+        self._arm(lease.wake_at)  # the verdict must come on time even if the send blocks
+        self._interruptible = scope
+        try:
+            await conn.send(session.heartbeat())
+        except ConnectionClosed:
+            self._lease = None
+        finally:
+            self._interruptible = None
+        return []
 
     def _closed(self, session: ConstellationSession, code: int | None, reason: str) -> list[Effect]:
         """The socket was closed under us: a refused key, or a lost connection."""
@@ -401,7 +546,7 @@ class DeviceRunner:
         return self._fire(Trigger.CONNECTION_FAILED, reason=reason)
 
     def _on_item(self, item: InboxItem | None, session: ConstellationSession) -> list[Effect]:
-        """What an inbox item means while a socket is open, as the machine's next event."""
+        """What a mailbox item means while a socket is open, as the machine's next event."""
         if item is None:
             return self._fire(Trigger.TIMED_OUT)
         if isinstance(item, Command):
@@ -414,8 +559,6 @@ class DeviceRunner:
                 reason=f"heartbeat lease expired (unanswered for {item.silent_for:.1f}s)",
             )
         event = item.event
-        if self._lease is not None:  # any frame on this socket shows the server alive
-            self._lease.heard()
         if isinstance(event, Registered):
             return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
         if isinstance(event, Rejected):
@@ -426,25 +569,27 @@ class DeviceRunner:
             if self.lc.accepts(Trigger.TELEMETRY_RECEIVED):
                 return self._fire(Trigger.TELEMETRY_RECEIVED, system_info=event.system_info)
             return []  # a late answer after the telemetry deadline: nothing to do
-        if isinstance(event, HeartbeatAck):
-            self.lc.heartbeat_seen(datetime.now(UTC))
-            return []
         if isinstance(event, PeerError):
             return self._fire(Trigger.CONNECTION_FAILED, reason=f"server error: {event.reason}")
         if isinstance(event, ProtocolViolation):
             logger.warning(
                 "device %s: protocol violation: %s", self.lc.device_id, escape_text(event.reason)
             )
-            if session.registration_pending:  # the attempt is spoiled
+            if item.registering:  # the attempt is spoiled
                 return self._fire(
                     Trigger.CONNECTION_FAILED, reason=f"protocol violation: {event.reason}"
                 )
             return []  # garbage after registration is logged and ignored
         return []
 
-    # -- child tasks of one connection ------------------------------------------------------
+    # -- the connection's reader --------------------------------------------------------------
     async def _read(self, conn: Connection, session: ConstellationSession, generation: int) -> None:
-        """The socket's only reader: decode frames and queue what they mean.
+        """The socket's only reader: decode frames, and handle or queue what they mean.
+
+        Any frame shows the server alive (the lease is told here, at once). A heartbeat answer
+        is handled here too — it is not an event of the machine, only a stamp on the profile —
+        so the path of the most frequent message never wakes the device task. Everything else
+        goes to the mailbox.
 
         A frame the session cannot even interpret (it raised instead of reporting a
         violation) is still only a bad frame from one server: it is reported as a
@@ -454,6 +599,7 @@ class DeviceRunner:
         try:
             while True:
                 frame = await conn.receive()
+                registering = session.registration_pending
                 try:
                     events = session.receive(frame)
                 except Exception as exc:
@@ -465,47 +611,30 @@ class DeviceRunner:
                     )
                     events = [ProtocolViolation(f"uninterpretable frame ({type(exc).__name__})")]
                 for event in events:
-                    await self._to_inbox.send(_FromPeer(generation, event))
+                    lease = self._lease
+                    if lease is not None:
+                        lease.heard()
+                    if isinstance(event, HeartbeatAck):
+                        self.lc.heartbeat_seen(datetime.now(UTC))
+                    else:
+                        await self._deliver(_FromPeer(generation, event, registering))
         except ConnectionClosed as exc:
             reason = f"connection closed by server (code {exc.code})"
             if exc.reason:
                 reason += f": {exc.reason}"
-            await self._to_inbox.send(_Closed(generation, exc.code, reason))
-
-    async def _heartbeat(
-        self, conn: Connection, session: ConstellationSession, generation: int
-    ) -> None:
-        """Send a heartbeat every interval; report the lease expired when answers stop coming.
-
-        The rule is ``HeartbeatLease``'s (shared with the device agent): lost once
-        ``miss_limit`` heartbeats in a row went unanswered. Any frame on this socket answers
-        (``_on_item`` tells the lease). The verdict is a deadline of its own, so a send that
-        blocks on a peer that stopped reading cannot postpone it.
-        """
-        timing = self.lc.timing
-        lease = self._lease = HeartbeatLease(
-            timing.heartbeat_interval, timing.miss_limit, trio.current_time()
-        )
-        while True:
-            await trio.sleep_until(lease.wake_at)
-            now = trio.current_time()
-            if lease.expired(now):
-                since = lease.unanswered_since
-                silent = now - since if since is not None else 0.0
-                await self._to_inbox.send(_LeaseExpired(generation, silent))
-                return
-            if not lease.beat_due(now):
-                continue
-            lease.sent(now)
-            with trio.move_on_at(lease.expires_at):
-                try:
-                    await conn.send(session.heartbeat())
-                except ConnectionClosed:
-                    return  # the reader reports the closure
+            await self._deliver(_Closed(generation, exc.code, reason))
 
     # -- the machine --------------------------------------------------------------------------
     def _fire(self, trigger: Trigger, **data: object) -> list[Effect]:
         return self.lc.fire(trigger, **data)
+
+
+def _until_close(effects: list[Effect]) -> tuple[list[Effect], bool]:
+    """The effects after the first ``CloseConnection`` (and True), or all of them (and False)."""
+    for index, effect in enumerate(effects):
+        if isinstance(effect, CloseConnection):
+            return effects[index + 1 :], True
+    return effects, False
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
