@@ -89,6 +89,9 @@ def _manager(job: dict[str, Any]) -> ConstellationDeviceManager:
         heartbeat_interval=job.get("heartbeat_interval", 30.0),
         reconnect_delay=job.get("reconnect_delay", 5.0),
         connector=connector,
+        # Seconds for connect_timeout, registration_timeout, telemetry_timeout (default: the
+        # manager's): a worker slowed down by callgrind must not time its devices out.
+        **{k: float(v) for k, v in job.get("timeouts", {}).items()},
     )
 
 
