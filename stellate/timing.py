@@ -13,10 +13,15 @@ bounds) and spread (a reconnect storm is smeared over time). n counts the failed
 the owner's connect or retry, and goes on counting across activations: a loss of a connection
 that stayed up ``stability_window`` seconds sets it back to 0 (that wait and the one after the
 next failed attempt both use d = reconnect_delay), a loss of a shorter-lived one (a flap) counts
-one more failure. While a device recovers from a loss and the
-server answers but does not know its target yet, the wait is drawn from
-``[floor·rejoin_delay, rejoin_delay]`` instead: short and jittered, and it does not climb (the
-server is up; only the device agent is missing).
+one more failure. While a device recovers from a loss (under a recovery window), a failed
+attempt's wait climbs from the shorter of ``rejoin_delay`` and ``reconnect_delay`` instead:
+``d = min(backoff_cap, min(rejoin_delay, reconnect_delay)·2**(n-1))`` (the wait right after the
+loss still uses ``reconnect_delay``, which spreads the fleet's first attempts): a server that
+restarts refuses a few attempts, and its devices should not then sit out the schedule's long
+steps once it is back, while a server that stays down still sees the waits climb to the cap.
+While a device recovers and the server answers but does not know its target yet, the wait is
+drawn from ``[floor·rejoin_delay, rejoin_delay]``: short and jittered, and it does not climb
+(the server is up; only the device agent is missing).
 """
 
 from __future__ import annotations
@@ -158,11 +163,14 @@ class Timing:
         return self.heartbeat_interval * self.miss_limit
 
     # -- backoff schedules ----------------------------------------------------------------------
-    def backoff_bounds(self, failures: int) -> tuple[float, float]:
-        """The interval the wait after the ``failures``-th failure in a row is drawn from."""
+    def backoff_bounds(self, failures: int, *, recovering: bool = False) -> tuple[float, float]:
+        """The interval the wait after the ``failures``-th failure in a row is drawn from
+        (``recovering``: a failed attempt while recovering from a loss, which climbs from the
+        shorter step; see the module's docstring)."""
         exponent = max(failures, 1) - 1
+        step = min(self.rejoin_delay, self.reconnect_delay) if recovering else self.reconnect_delay
         # Cap the exponent first so a device retrying forever never overflows a float.
-        ceiling = min(self.backoff_cap, self.reconnect_delay * 2.0 ** min(exponent, 60))
+        ceiling = min(self.backoff_cap, step * 2.0 ** min(exponent, 60))
         return ceiling * self.jitter_floor, ceiling
 
     def backoff_delay(self, failures: int, rng: RandomSource) -> float:

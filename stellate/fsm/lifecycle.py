@@ -344,6 +344,13 @@ class DeviceLifecycle:
         self.consecutive_failures += 1
         self._wait = self.timing.backoff_bounds(self.consecutive_failures)
 
+    def _count_recovery_failure(self, event: Any) -> None:
+        """A failed attempt while recovering from a loss: the backoff climbs, from the shorter
+        of ``rejoin_delay`` and ``reconnect_delay`` (a server restarting should not leave its
+        fleet waiting out the long steps of the schedule once it is back)."""
+        self.consecutive_failures += 1
+        self._wait = self.timing.backoff_bounds(self.consecutive_failures, recovering=True)
+
     def _await_rejoin(self, event: Any) -> None:
         """The server is up but does not know the target yet: a short wait that never climbs."""
         self._wait = self.timing.rejoin_bounds()

@@ -223,7 +223,7 @@ def _attempt_failed(
     trigger: T,
     sources: frozenset[S],
     *,
-    recovering_wait: str = "_count_failure",
+    recovering_wait: str = "_count_recovery_failure",
     also_if: tuple[str, ...] = (),
     also_unless: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
@@ -231,8 +231,10 @@ def _attempt_failed(
 
     Recovering from a loss: back off while the window is open, else failed (the window is
     named in the reason). Otherwise: back off while retries are left, else failed. The wait
-    climbs (``_count_failure``), except where ``recovering_wait`` says otherwise while
-    recovering (``_await_rejoin``: short and flat, for a target that has not re-joined yet).
+    climbs: from ``reconnect_delay`` (``_count_failure``), or while recovering from the
+    shorter recovery step (``_count_recovery_failure``: the server was just there, so a
+    refused attempt is most likely its restart), except where ``recovering_wait`` says
+    otherwise (``_await_rejoin``: short and flat, for a target that has not re-joined yet).
     """
     src = _v(sources)
 

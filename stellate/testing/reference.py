@@ -126,7 +126,9 @@ def backoff_waits(
     The documented rule: n counts the failed attempts since the owner's ``connect`` or
     ``retry`` and goes on across activations; the loss of a connection that stayed up at least
     ``stability_window`` seconds (counted from IDLE) sets n back to 0, the loss of a
-    shorter-lived one (a flap) counts as one more failure; each wait uses ``max(n, 1)``. A
+    shorter-lived one (a flap) counts as one more failure; each wait uses ``max(n, 1)``. The
+    wait after a loss climbs from ``reconnect_delay``; under a recovery window, a failed
+    attempt after the loss climbs from ``min(rejoin_delay, reconnect_delay)``. A
     device recovering from a loss under a recovery window that is refused with a transient
     rejection ("target not yet known", "id still held") waits ``[floor·rejoin_delay,
     rejoin_delay]`` and n does not move; under a recovery window no wait runs past its end.
@@ -142,6 +144,7 @@ def backoff_waits(
             activated, lost = at, None
         if dest != "backoff":
             continue
+        step = reconnect_delay
         if source in ACTIVE:  # a loss after activation (the table's group of states)
             stable = activated is not None and at - activated >= stability_window
             n = 0 if stable else n + 1
@@ -151,9 +154,9 @@ def backoff_waits(
             continue
         else:
             n += 1
-        low, high = backoff_bounds(
-            max(n, 1), reconnect_delay=reconnect_delay, backoff_cap=backoff_cap
-        )
+            if lost is not None and recovery_window > 0:  # a failed attempt while recovering
+                step = min(rejoin_delay, reconnect_delay)
+        low, high = backoff_bounds(max(n, 1), reconnect_delay=step, backoff_cap=backoff_cap)
         until = lost + recovery_window if lost is not None and recovery_window > 0 else None
         out.append(Wait(low, high, until, max(n, 1)))
     return out

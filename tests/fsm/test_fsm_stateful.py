@@ -232,7 +232,8 @@ class LifecycleWalk(RuleBasedStateMachine):
                 self.wait = timing.rejoin_bounds()  # transient while recovering: flat
             else:
                 self.failures += 1
-                self.wait = timing.backoff_bounds(self.failures)
+                recovering = "recovering" in row[3]  # the row's conditions
+                self.wait = timing.backoff_bounds(self.failures, recovering=recovering)
             retry_after = data.get("retry_after") if trigger == Trigger.CONNECTION_FAILED else None
             self.backoff_entered = (now, retry_after or 0.0)
         if dest == S.IDLE and source == S.TELEMETRY:

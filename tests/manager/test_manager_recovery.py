@@ -143,6 +143,48 @@ async def test_absent_target_is_retried_on_a_short_flat_schedule(autojump_clock:
     assert EventKind.FAILED not in recorder.kinds("dev")
 
 
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        # recovering: the loss's wait from reconnect_delay (5), then 1, 2, 4 from rejoin_delay
+        (300.0, [5.0, 1.0, 2.0, 4.0]),
+        # no window (the reference's rule): the whole schedule climbs from reconnect_delay
+        (0.0, [5.0, 5.0, 10.0, 20.0]),
+    ],
+)
+async def test_a_server_restart_is_retried_on_the_short_schedule(
+    autojump_clock: Any, window: float, expected: list[float]
+) -> None:
+    """The server is down for 45 s after the loss: attempts that meet it down climb from the
+    shorter step (min(rejoin_delay, reconnect_delay)) while recovering, so the device is not
+    left sitting out the schedule's long steps once its server is back (the restart storm's
+    tail). No jitter here, to name each wait exactly."""
+    timing = Timing(
+        reconnect_delay=5.0,
+        rejoin_delay=1.0,
+        backoff_cap=60.0,
+        jitter_floor=1.0,
+        recovery_window=window,
+        stability_window=0.0,
+    )
+    recorder = Recorder()
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        server = AgentServer()
+        serve_on(net, server)
+        agent = Agent(nursery, net, "dev")
+        await agent.start()
+        async with manager_on(net, timing=timing) as manager:
+            await nursery.start(recorder.run, manager)
+            assert await manager.register_device("dev", URL, max_retries=10)
+            agent.stop()
+            (lost_at,) = [trio.current_time()]
+            await restart(net, server, down_for=45.0)
+            nursery.cancel_scope.cancel()
+    connects = [lost_at] + [t for t in recorder.entered("dev", "connecting") if t > lost_at]
+    waits = [b - a for a, b in itertools.pairwise(connects)]
+    assert waits[: len(expected)] == pytest.approx(expected)
+
+
 # -- item 3: backoff that remembers flapping ----------------------------------------------------
 
 
