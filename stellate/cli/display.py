@@ -105,12 +105,18 @@ class Progress:
     total: int
     idle: int
     failed: int
+    #: Devices in a settled state (the table's SETTLED group): done, one way or the other.
+    settled: int
     elapsed: float
 
     @classmethod
     def of(cls, profiles: Iterable[AgentProfile], total: int, elapsed: float) -> Progress:
         counts = Counter(p.status for p in profiles)
-        return cls(total, counts[DeviceStatus.IDLE], counts[DeviceStatus.FAILED], elapsed)
+        settled = sum(counts[status] for status in SETTLED)
+        # Shown apart: how many are ready, and how many gave up.
+        idle = counts[DeviceStatus.IDLE]
+        failed = counts[DeviceStatus.FAILED]
+        return cls(total, idle, failed, settled, elapsed)
 
     @property
     def rate(self) -> float:
@@ -120,7 +126,7 @@ class Progress:
     @property
     def eta(self) -> float | None:
         """Seconds until every device has settled at the current rate (None: no rate yet)."""
-        left = self.total - self.idle - self.failed
+        left = self.total - self.settled
         if left <= 0:
             return 0.0
         return left / self.rate if self.rate > 0 else None
@@ -132,7 +138,7 @@ class Progress:
         if self.idle and self.elapsed > 0:
             line += f" · {self.rate:.1f}/s"
         eta = self.eta
-        if eta is not None and self.idle + self.failed < self.total:
+        if eta is not None and self.settled < self.total:
             line += f" · ETA {_duration(eta)}"
         return line
 
@@ -331,7 +337,7 @@ class RichDisplay:
         progress = Progress.of(profiles.values(), self._total, self._clock() - self._started)
         parts: list[Any] = [
             Text(f"stellate: {self._total} devices · {progress.text()}", style="bold"),
-            ProgressBar(total=max(1, self._total), completed=progress.idle + progress.failed),
+            ProgressBar(total=max(1, self._total), completed=progress.settled),
             Text(status_counts(profiles.values())),
         ]
         slowest = sorted(

@@ -185,11 +185,14 @@ def test_a_fleet_larger_than_the_terminal_gets_a_progress_view() -> None:
 
 
 def test_progress_rate_and_eta() -> None:
-    progress = Progress(total=500, idle=100, failed=0, elapsed=20.0)
+    progress = Progress(total=500, idle=100, failed=0, settled=100, elapsed=20.0)
     assert progress.rate == 5.0 and progress.eta == 80.0
     assert progress.text() == "100/500 idle · 5.0/s · ETA 1 min 20 s"
-    assert Progress(total=3, idle=0, failed=0, elapsed=0.0).text() == "0/3 idle"
-    assert Progress(total=3, idle=2, failed=1, elapsed=4.0).text() == "2/3 idle, 1 failed · 0.5/s"
+    assert Progress(total=3, idle=0, failed=0, settled=0, elapsed=0.0).text() == "0/3 idle"
+    assert (
+        Progress(total=3, idle=2, failed=1, settled=3, elapsed=4.0).text()
+        == "2/3 idle, 1 failed · 0.5/s"
+    )
 
 
 def test_plain_progress_for_big_fleets_is_rate_limited() -> None:
