@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
+from seed_example import SEED_DEVICE
 
 from stellate.fsm import (
     SYSTEM_INFO_KEYS,
@@ -35,17 +36,8 @@ T0 = datetime(2025, 11, 6, 10, 30, tzinfo=UTC)
 
 #: The example's windowsagent, as Phase 1 creates it.
 WINDOWSAGENT = AgentProfile(
-    device_id="windowsagent",
     server_url="ws://localhost:5005/ws",
-    os="windows",
-    capabilities=["web_browsing", "office_applications", "file_management"],
-    metadata={
-        "location": "office_desktop",
-        "performance": "high",
-        "description": "Primary Windows workstation",
-        "operation_engineer_email": "admin@example.com",
-    },
-    max_retries=5,
+    **{key: value for key, value in SEED_DEVICE.items() if key != "auto_connect"},
 )
 
 

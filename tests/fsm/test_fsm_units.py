@@ -20,7 +20,7 @@ from fsm_support import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from seed_example import SEED_CAPABILITIES, SEED_SYSTEM_INFO
+from seed_example import SEED_CAPABILITIES, SEED_FINAL_SYSTEM_INFO, SEED_SYSTEM_INFO
 
 from stellate.fsm import (
     SYSTEM_INFO_KEYS,
@@ -295,16 +295,7 @@ def test_merge_seed_windowsagent_example() -> None:
     assert merged.os == "windows"
     assert merged.metadata == {
         **WINDOWSAGENT.metadata,
-        "system_info": {
-            "platform": "windows",
-            "os_version": "10.0.22631",
-            "cpu_count": 16,
-            "memory_total_gb": 32.0,
-            "hostname": "DESKTOP-DEV01",
-            "ip_address": "192.168.1.100",
-            "platform_type": "computer",
-            "schema_version": "1.0",
-        },
+        "system_info": SEED_FINAL_SYSTEM_INFO,
     }
     assert "custom_metadata" not in merged.metadata and "tags" not in merged.metadata
     assert WINDOWSAGENT.metadata.keys() == {

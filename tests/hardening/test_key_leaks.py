@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import trio.testing
 from hardening_support import FIGURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from log_records import Records
 from profiles import examples
 
 from stellate.adapters.memory import MemoryNetwork
@@ -214,29 +214,6 @@ def test_a_config_error_about_a_url_with_a_key_shows_it_redacted() -> None:
 # -- the running system -----------------------------------------------------------------------
 
 SERVER = "ws://agents.test:5005"
-
-
-class Records(logging.Handler):
-    """Every record logged anywhere while installed (the root logger, at DEBUG)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def __enter__(self) -> Records:
-        root = logging.getLogger()
-        self._level = root.level
-        root.addHandler(self)
-        root.setLevel(logging.DEBUG)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        root = logging.getLogger()
-        root.removeHandler(self)
-        root.setLevel(self._level)
 
 
 async def _manager_outputs(template: str, key: str) -> list[str]:

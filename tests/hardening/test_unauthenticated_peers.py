@@ -23,8 +23,8 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -35,6 +35,7 @@ import trio.testing
 from hardening_support import FIGURES
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from log_records import Records
 from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.listener import ACCEPT_RETRY, LOG_INTERVAL, QuietLog, serve_listeners
@@ -128,36 +129,6 @@ def peers(draw: st.DrawFn) -> Peer:
 # -- running peers against a server ---------------------------------------------------------------
 
 
-class Records(logging.Handler):
-    """Every record logged anywhere while it is installed (on the root logger, at DEBUG)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def tracebacks(self) -> list[logging.LogRecord]:
-        return [r for r in self.records if r.exc_info or r.stack_info]
-
-    def ours(self) -> list[logging.LogRecord]:
-        return [r for r in self.records if r.name.startswith("stellate")]
-
-
-@contextmanager
-def recording() -> Iterator[Records]:
-    root = logging.getLogger()
-    handler, level = Records(), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
 async def act(port: int, peer: Peer) -> None:
     """Connect, send, maybe read the answer, then end the way ``peer`` says."""
     sock = trio.socket.socket()
@@ -202,7 +173,7 @@ async def peers_at(peers_: list[Peer], **kwargs: Any) -> AsyncIterator[tuple[Age
 
 
 async def run_peers(peers_: list[Peer]) -> Records:
-    with recording() as log, trio.fail_after(GUARD):
+    with Records() as log, trio.fail_after(GUARD):
         async with peers_at(peers_) as (_server, port):
             # Still serving: a proper API request is answered.
             probe = trio.socket.socket()
@@ -261,7 +232,7 @@ def test_tls_failures_and_plain_text_on_a_tls_port_are_quiet() -> None:
     ]
 
     async def main() -> Records:
-        with recording() as log, trio.fail_after(GUARD):
+        with Records() as log, trio.fail_after(GUARD):
             async with peers_at(peers_, ssl_context=context) as (server, _port):
                 assert server.listener_stats.failures["tls"] >= 1
         return log
@@ -275,7 +246,7 @@ async def test_a_flood_of_resets_is_summed_up(mock_clock: trio.testing.MockClock
     peers_ = [
         Peer(upgrade(KEY if i % 2 else "wrong")[: i % 90], "reset", False) for i in range(200)
     ]
-    with recording() as log, trio.fail_after(GUARD) as guard:
+    with Records() as log, trio.fail_after(GUARD) as guard:
         async with peers_at(peers_) as (server, _port):
             lines = [r for r in log.ours() if r.name == "stellate.adapters.ws_server"]
             assert len(lines) <= 1 + 3 * 3  # "serving", then three per kind at most

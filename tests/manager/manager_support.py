@@ -24,31 +24,6 @@ from stellate.server import AgentServer
 
 URL = "ws://agents.test:5005/ws"
 
-SEED_DEVICE: dict[str, Any] = {
-    "device_id": "windowsagent",
-    "os": "windows",
-    "capabilities": ["web_browsing", "office_applications", "file_management"],
-    "metadata": {
-        "location": "office_desktop",
-        "performance": "high",
-        "description": "Primary Windows workstation",
-        "operation_engineer_email": "admin@example.com",
-    },
-    "max_retries": 5,
-    "auto_connect": True,
-}
-
-SEED_FINAL_SYSTEM_INFO = {
-    "platform": "windows",
-    "os_version": "10.0.22631",
-    "cpu_count": 16,
-    "memory_total_gb": 32.0,
-    "hostname": "DESKTOP-DEV01",
-    "ip_address": "192.168.1.100",
-    "platform_type": "computer",
-    "schema_version": "1.0",
-}
-
 #: Agents in tests reconnect quickly (the default waits up to 30 s).
 FAST_AGENT_RETRY = RetryPolicy(reconnect_delay=0.05, backoff_cap=0.2)
 

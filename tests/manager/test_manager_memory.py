@@ -16,8 +16,6 @@ import pytest
 import trio
 from manager_support import (
     PATIENT_SERVER,
-    SEED_DEVICE,
-    SEED_FINAL_SYSTEM_INFO,
     URL,
     Recorder,
     Silenceable,
@@ -27,7 +25,12 @@ from manager_support import (
     silenceable_handler,
     start_agent,
 )
-from seed_example import SEED_CAPABILITIES, SEED_SYSTEM_INFO
+from seed_example import (
+    SEED_CAPABILITIES,
+    SEED_DEVICE,
+    SEED_FINAL_SYSTEM_INFO,
+    SEED_SYSTEM_INFO,
+)
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger

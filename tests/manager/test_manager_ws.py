@@ -17,8 +17,6 @@ import trio.testing
 from fd_budget import require_descriptors
 from manager_support import (
     PATIENT_SERVER,
-    SEED_DEVICE,
-    SEED_FINAL_SYSTEM_INFO,
     Recorder,
     Silenceable,
     manager_on,
@@ -26,7 +24,12 @@ from manager_support import (
     start_agent,
 )
 from real_time import HANG_GUARD
-from seed_example import SEED_CAPABILITIES, SEED_SYSTEM_INFO
+from seed_example import (
+    SEED_CAPABILITIES,
+    SEED_DEVICE,
+    SEED_FINAL_SYSTEM_INFO,
+    SEED_SYSTEM_INFO,
+)
 
 from stellate.adapters.websocket import WebSocketConnector, serve_websocket
 from stellate.fsm import AgentProfile, DeviceStatus
