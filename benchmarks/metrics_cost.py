@@ -107,7 +107,7 @@ _MANAGER = """
 import json, sys, time, trio
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
-from stellate.manager_metrics import serve_fleet
+from stellate.manager.metrics import serve_fleet
 url, n, window, mode = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 async def main():
     manager = ConstellationDeviceManager(heartbeat_interval=1.0)
@@ -249,10 +249,10 @@ def micro(rounds: int = 12) -> None:
     """The code metrics add on each path, alone (medians over alternating rounds)."""
     import trio
 
-    from stellate.fleet_stats import FleetObserver
     from stellate.fsm import AgentProfile, TransitionRecord, Trigger
     from stellate.fsm import DeviceStatus as S
     from stellate.manager import EventKind, ManagerEvent
+    from stellate.manager.stats import FleetObserver
     from stellate.protocol.registry import ClientRegistry
     from stellate.protocol.server_counts import ServerCounts
     from stellate.protocol.session_server import ServerSession

@@ -15,6 +15,7 @@ as soon as descriptors are free.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import math
 import os
@@ -24,7 +25,13 @@ from typing import Any
 
 import trio
 
-__all__ = ["ACCEPT_RETRY", "CAPACITY_ERRNOS", "QuietLog", "serve_listeners"]
+__all__ = [
+    "ACCEPT_RETRY",
+    "CAPACITY_ERRNOS",
+    "QuietLog",
+    "is_loopback_host",
+    "serve_listeners",
+]
 
 #: accept() failures that mean "no room right now", not "this listener is broken".
 CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -32,6 +39,22 @@ CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 ACCEPT_RETRY = 0.1
 #: Seconds over which lines of one kind are limited, and after which a summary is written.
 LOG_INTERVAL = 60.0
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True when binding ``host`` only exposes the server to this machine.
+
+    ``None`` and ``""`` mean every interface; names other than ``localhost`` are not resolved
+    and count as exposed (a name can point anywhere).
+    """
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class QuietLog:

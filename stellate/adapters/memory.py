@@ -29,7 +29,7 @@ from typing import Self
 import trio
 
 from ..protocol.transport import ConnectError, ConnectionClosed
-from ..urls import InvalidUrl, parse_ws_url, redact_url, token_of
+from ..text.urls import InvalidUrl, parse_ws_url, redact_url, token_of
 from .websocket import AcceptedRequest, ServerHandler
 
 __all__ = ["MemoryConnection", "MemoryNetwork", "memory_connection_pair"]

@@ -18,7 +18,7 @@ It opens the TCP stream and does the TLS handshake itself before handing the str
   the stream is read through an :class:`~.ws_handshake.UpgradeCheck` (``_GuardedStream``),
   so every way an upgrade can fail is one :class:`ConnectError` with its reason, at once.
 
-URLs are read by :func:`stellate.urls.parse_ws_url`; messages only ever show redacted URLs
+URLs are read by :func:`stellate.text.urls.parse_ws_url`; messages only ever show redacted URLs
 and escaped server text.
 """
 
@@ -38,9 +38,9 @@ import trio
 import trio_websocket
 import wsproto.utilities
 
-from ..escape import escape_text
 from ..protocol.transport import ConnectError
-from ..urls import InvalidUrl, WsUrl, parse_ws_url
+from ..text.escape import escape_text
+from ..text.urls import InvalidUrl, WsUrl, parse_ws_url
 from .ws_connection import WebSocketConnection
 from .ws_handshake import UpgradeCheck, UpgradeFailed
 from .ws_limits import DEFAULT_MAX_MESSAGE_SIZE

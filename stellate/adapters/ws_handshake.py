@@ -12,7 +12,7 @@ and a reason: which rule was broken, or the server's refusal with its status, it
 and ``Retry-After``. trio-websocket then only ever sees a valid ``101``.
 
 Everything the server wrote that ends up in a reason is escaped and cut
-(:func:`stellate.escape.escape_text`).
+(:func:`stellate.text.escape.escape_text`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 
 import h11
 
-from ..escape import escape_text
+from ..text.escape import escape_text
 
 __all__ = [
     "MAX_ANSWER_HEADER_BYTES",

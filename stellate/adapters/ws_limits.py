@@ -1,7 +1,7 @@
 """Limits shared by the WebSocket client and server, and the log filter on trio-websocket.
 
 trio-websocket logs every handshake event at DEBUG, the request target (``/ws?token=KEY``)
-included, so :data:`~stellate.redact.LOG_FILTER` sits on its logger (``trio-websocket``) from
+included, so :data:`~stellate.text.redact.LOG_FILTER` sits on its logger (``trio-websocket``) from
 import on; a server adds its key to that filter. A filter on a logger sees the records logged
 *on that logger*, which is where trio-websocket logs (it has no child loggers), so every handler
 anywhere only gets the redacted text.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from ..redact import LOG_FILTER
+from ..text.redact import LOG_FILTER
 
 #: Larger incoming messages close the connection with 1009 (trio-websocket's default too).
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20

@@ -39,7 +39,7 @@ import trio
 import trio_websocket
 
 from ..protocol.transport import Connection, ConnectionClosed
-from ..redact import add_log_secret
+from ..text.redact import add_log_secret
 from .http_front import (
     DEFAULT_MAX_HEAD_SIZE,
     BadRequest,

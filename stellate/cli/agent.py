@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from ..agent import DEFAULT_HEARTBEAT_INTERVAL, AgentRefused, DeviceAgent, run_fleet
-from ..redact import add_log_secret, install_log_redaction, redact_url
-from ..urls import url_problems
+from ..agent.device_agent import DEFAULT_HEARTBEAT_INTERVAL, AgentRefused, DeviceAgent, run_fleet
+from ..text.redact import add_log_secret, install_log_redaction, redact_url
+from ..text.urls import url_problems
 from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
 

@@ -10,7 +10,8 @@ lines, one per transition for small fleets, a periodic progress line for big one
 Nothing here is parsed as markup: every cell is a ``rich.text.Text``, so a device id or a
 server's error text shows as written and cannot restyle the screen; and everything a peer or a
 file chose (ids, reasons, OS, capabilities, host names) goes through ``shown``
-(:func:`~stellate.escape.escape_text`): it cannot add a line, move the cursor or fail to encode.
+(:func:`~stellate.text.escape.escape_text`): it cannot add a line, move the cursor or fail to
+encode.
 
 Waiting lines say why and when: ``dev-a: connecting -> backoff: connection refused
 (127.0.0.1:5055); attempt 2/5 in 1.8 s``.
@@ -29,11 +30,11 @@ from typing import Any, Protocol, TextIO
 
 import attrs
 
-from ..escape import escape_text as shown
 from ..fsm import SETTLED, AgentProfile, DeviceStatus, Trigger
 from ..manager import EventKind, ManagerEvent
-from ..manager_metrics import profile_json
-from ..redact import redact_url
+from ..manager.metrics import profile_json
+from ..text.escape import escape_text as shown
+from ..text.redact import redact_url
 
 #: Above this many devices, plain output summarises instead of listing every transition.
 DETAIL_LIMIT = 40

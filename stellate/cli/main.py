@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose + getattr(args, "verbose_after", 0))
-    from ..redact import install_log_redaction
+    from ..text.redact import install_log_redaction
 
     install_log_redaction()  # every command's records pass the key/token filter
     try:

@@ -10,17 +10,17 @@ from typing import Any
 
 import trio
 
+from ..adapters.listener import is_loopback_host
 from ..protocol.session_server import ServerPolicy
-from ..redact import add_log_secret, install_log_redaction
-from ..server import (
+from ..server.agent_server import (
     API_KEY_ENV,
     DEFAULT_MAX_MESSAGE_SIZE,
     FD_HEADROOM,
     AgentServer,
     InsecureBindError,
-    is_loopback_host,
     server_ssl_context,
 )
+from ..text.redact import add_log_secret, install_log_redaction
 from .keys import read_api_key
 from .limits import raise_open_file_limit
 

@@ -46,7 +46,7 @@ from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_conf
 from ..fsm import SETTLED, DeviceStatus
 from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
-from ..manager_metrics import serve_fleet
+from ..manager.metrics import serve_fleet
 from .configs import announce, choose_config, plain_text
 from .display import (
     DeviceReport,
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
-    from ..redact import add_log_secret, install_log_redaction
+    from ..text.redact import add_log_secret, install_log_redaction
 
     install_log_redaction()
     add_log_secret(config.manager.api_key)

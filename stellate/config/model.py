@@ -16,11 +16,11 @@ from typing import Any
 
 import attrs
 
-from ..escape import escape_text
 from ..fsm import DEFAULT_MAX_RETRIES, AgentProfile
 from ..protocol.ids import device_id_problem, task_name_problem
+from ..text.escape import escape_text
+from ..text.urls import redact_url, url_problems
 from ..timing import Timing
-from ..urls import redact_url, url_problems
 from .problems import describe
 
 #: A field's position inside the document: keys and list indices, outermost first.

@@ -11,22 +11,20 @@ from ..timing import RandomSource, RetryPolicy, Timing
 from .lifecycle import IllegalTransition, TransitionRecord
 from .paths import Path, Step, paths
 from .profile import DEFAULT_MAX_RETRIES, SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
-from .status import DeviceStatus
-from .table import (
+from .states import (
     ACTIVE,
     AT_REST,
     ATTEMPTING,
     AWAITING_SERVER,
     HOLDS_SOCKET,
     SETTLED,
-    TRANSITIONS,
-    TRIGGERS,
     Deadline,
+    DeviceStatus,
     StateSpec,
     Tag,
-    rows,
     tagged,
 )
+from .table import TRANSITIONS, TRIGGERS, rows
 from .trigger import Trigger
 
 __all__ = [

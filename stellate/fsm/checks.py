@@ -27,7 +27,8 @@ from typing import Any
 import attrs
 
 from ..timing import Timing
-from .table import INITIAL, StateSpec, expand
+from .states import INITIAL, StateSpec
+from .table import expand
 from .trigger import Trigger
 
 __all__ = ["TableError", "check_table", "table_problems"]

@@ -25,8 +25,8 @@ import textwrap
 from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
-from .status import DeviceStatus
-from .table import INITIAL, STATES, Tag, rows, tagged
+from .states import INITIAL, STATES, DeviceStatus, Tag, tagged
+from .table import rows
 
 Format = Literal["mermaid", "dot", "table"]
 FORMATS: tuple[Format, ...] = ("mermaid", "dot", "table")

@@ -48,8 +48,8 @@ from .effects import (
     StartHeartbeat,
 )
 from .profile import AgentProfile, merge_system_info
-from .status import DeviceStatus
-from .table import INITIAL, SPECS, STATE_SPECS, TRANSITIONS, TRIGGERS, Deadline, machine_states
+from .states import INITIAL, SPECS, STATE_SPECS, Deadline, DeviceStatus, machine_states
+from .table import TRANSITIONS, TRIGGERS
 from .trigger import Trigger
 
 logger = logging.getLogger(__name__)

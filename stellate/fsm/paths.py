@@ -25,8 +25,8 @@ from ..protocol.rejections import RejectionKind
 from ..timing import Timing
 from .lifecycle import LifecycleEngine
 from .profile import AgentProfile
-from .status import DeviceStatus
-from .table import INITIAL, SETTLED, rows
+from .states import INITIAL, SETTLED, DeviceStatus
+from .table import rows
 from .trigger import Trigger
 
 #: Triggers that are not part of the registration flow.

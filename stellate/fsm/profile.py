@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
-from ..urls import redact_url
-from .status import DeviceStatus
+from ..text.urls import redact_url
+from .states import DeviceStatus
 
 #: Connection attempts a device makes before it is FAILED, unless configured otherwise.
 DEFAULT_MAX_RETRIES = 5

@@ -57,149 +57,16 @@ runner feeds ``timed_out`` when it passes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any, Final
 
-import attrs
-
-from .status import DeviceStatus as S
+from .states import (
+    ACTIVE,
+    ATTEMPTING,
+    AWAITING_SERVER,
+    STATE_SPECS,
+)
+from .states import DeviceStatus as S
 from .trigger import Trigger as T
-
-
-class Tag(StrEnum):
-    """Groups of states. Code that needs a group uses the sets below, never its own list."""
-
-    #: The device has an open socket.
-    HOLDS_SOCKET = "holds_socket"
-    #: A connection attempt is under way: its failure is a failed attempt.
-    ATTEMPTING = "attempting"
-    #: Waiting for the server: the deadline passing is a failed attempt.
-    AWAITING_SERVER = "awaiting_server"
-    #: Activated (task-ready or working): a loss here starts a recovery.
-    ACTIVE = "active"
-    #: The bring-up is over, one way or the other: what "wait until settled" waits for.
-    SETTLED = "settled"
-    #: Nothing happens until the owner acts (connect, retry, disconnect).
-    AT_REST = "at_rest"
-
-
-@attrs.frozen
-class Deadline:
-    """How long a state may last before ``timed_out`` fires, and which settings say so.
-
-    ``settings`` name ``Timing`` fields. A fixed deadline is the value of its one setting; a
-    drawn one (``drawn=True``) is computed by the backoff rule from all of them (jittered
-    exponential backoff, the rejoin schedule, a Retry-After floor, never past the recovery
-    window).
-    """
-
-    settings: tuple[str, ...]
-    drawn: bool = False
-
-    @property
-    def label(self) -> str:
-        """The deadline as a diagram names it."""
-        if not self.drawn:
-            return self.settings[0]
-        return "backoff drawn from " + ", ".join(self.settings)
-
-
-CONNECT_DEADLINE: Final = Deadline(("connect_timeout",))
-REGISTRATION_DEADLINE: Final = Deadline(("registration_timeout",))
-TELEMETRY_DEADLINE: Final = Deadline(("telemetry_timeout",))
-BACKOFF_DEADLINE: Final = Deadline(
-    ("reconnect_delay", "backoff_cap", "jitter_floor", "rejoin_delay", "recovery_window"),
-    drawn=True,
-)
-
-
-@attrs.frozen
-class StateSpec:
-    """One state: its phase of the registration flow, its groups, its deadline, its entry."""
-
-    status: S
-    tags: frozenset[Tag] = frozenset()
-    #: The registration flow's phase (1–5); None outside the five phases.
-    phase: int | None = None
-    deadline: Deadline | None = None
-    #: The lifecycle method run on entering the state (its effects).
-    on_enter: str | None = None
-    #: The lifecycle method run on leaving the state.
-    on_exit: str | None = None
-
-
-def _tags(*tags: Tag) -> frozenset[Tag]:
-    return frozenset(tags)
-
-
-#: The states, in the order of the registration flow.
-STATE_SPECS: Final[tuple[StateSpec, ...]] = (
-    StateSpec(S.DISCONNECTED, _tags(Tag.AT_REST), 1, None, "_enter_disconnected"),
-    StateSpec(
-        S.CONNECTING,
-        _tags(Tag.ATTEMPTING, Tag.AWAITING_SERVER),
-        2,
-        CONNECT_DEADLINE,
-        "_enter_connecting",
-    ),
-    StateSpec(S.CONNECTED, _tags(Tag.ATTEMPTING, Tag.HOLDS_SOCKET), 2, None, "_enter_connected"),
-    StateSpec(
-        S.REGISTERING,
-        _tags(Tag.ATTEMPTING, Tag.AWAITING_SERVER, Tag.HOLDS_SOCKET),
-        3,
-        REGISTRATION_DEADLINE,
-    ),
-    StateSpec(
-        S.TELEMETRY,
-        _tags(Tag.ATTEMPTING, Tag.HOLDS_SOCKET),
-        4,
-        TELEMETRY_DEADLINE,
-        "_enter_telemetry",
-    ),
-    StateSpec(S.IDLE, _tags(Tag.ACTIVE, Tag.HOLDS_SOCKET, Tag.SETTLED), 5),
-    StateSpec(S.BUSY, _tags(Tag.ACTIVE, Tag.HOLDS_SOCKET), on_exit="_leave_busy"),
-    StateSpec(S.BACKOFF, _tags(), None, BACKOFF_DEADLINE, "_enter_backoff"),
-    StateSpec(S.FAILED, _tags(Tag.SETTLED, Tag.AT_REST), None, None, "_enter_failed"),
-)
-
-INITIAL: Final = S.DISCONNECTED.value
-
-SPECS: Final[Mapping[S, StateSpec]] = {spec.status: spec for spec in STATE_SPECS}
-
-
-def tagged(tag: Tag) -> frozenset[S]:
-    """The states carrying ``tag``."""
-    return frozenset(spec.status for spec in STATE_SPECS if tag in spec.tags)
-
-
-HOLDS_SOCKET: Final = tagged(Tag.HOLDS_SOCKET)
-ATTEMPTING: Final = tagged(Tag.ATTEMPTING)
-AWAITING_SERVER: Final = tagged(Tag.AWAITING_SERVER)
-ACTIVE: Final = tagged(Tag.ACTIVE)
-SETTLED: Final = tagged(Tag.SETTLED)
-AT_REST: Final = tagged(Tag.AT_REST)
-
-
-#: States as ``transitions`` declares them.
-def machine_states(specs: tuple[StateSpec, ...]) -> list[dict[str, Any]]:
-    """States as ``transitions`` takes them: name and entry/exit callbacks."""
-    declared = []
-    for spec in specs:
-        state: dict[str, Any] = {"name": spec.status.value}
-        if spec.on_enter:
-            state["on_enter"] = spec.on_enter
-        if spec.on_exit:
-            state["on_exit"] = spec.on_exit
-        declared.append(state)
-    return declared
-
-
-#: The states with what a diagram shows of them: name, and the deadline's label if any.
-STATES: Final[list[dict[str, Any]]] = [
-    {"name": spec.status.value, **({"deadline": spec.deadline.label} if spec.deadline else {})}
-    for spec in STATE_SPECS
-]
 
 
 def _v(states: frozenset[S] | S, *more: S) -> list[str]:

@@ -6,7 +6,7 @@ a person can read and compare. An id is refused (never registered, never loaded)
 * it is 1 to :data:`MAX_ID_LENGTH` characters long;
 * every character is visible: no whitespace, no control, format (zero-width, bidi override),
   surrogate, private-use or unassigned code point, no invisible "default ignorable" letter
-  (:func:`stellate.escape.is_hidden` is that test), so ``good1``, ``good1\\u200b``, ``good1 ``
+  (:func:`stellate.text.escape.is_hidden` is that test), so ``good1``, ``good1\\u200b``, ``good1 ``
   and ``good1\\x00`` cannot be four different devices;
 * it is in Unicode normal form C, so ``é`` written as one code point or as ``e`` plus a
   combining accent is not two ids;
@@ -18,14 +18,14 @@ a person can read and compare. An id is refused (never registered, never loaded)
   last one).
 
 Functions return the problem as a message (``None`` when the id is fine); the message never
-repeats the id, so callers show it escaped (:func:`stellate.escape.escape_text`).
+repeats the id, so callers show it escaped (:func:`stellate.text.escape.escape_text`).
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-from ..escape import is_hidden
+from ..text.escape import is_hidden
 from .messages import ClientType
 
 __all__ = [

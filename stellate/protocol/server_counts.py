@@ -3,7 +3,7 @@
 A ``ServerSession`` given a :class:`ServerCounts` adds to it as it decides (a registration
 accepted or refused, a heartbeat answered, a frame refused, a client gone): one integer
 addition each, no I/O, no lock, nothing per frame beyond that. Whoever reports the figures
-(``stellate.server_metrics`` for Prometheus) reads them when asked.
+(``stellate.server.metrics`` for Prometheus) reads them when asked.
 """
 
 from __future__ import annotations

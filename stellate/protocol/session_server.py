@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ..escape import escape_text
+from ..text.escape import escape_text
 from ..timing import DEFAULT_TIMING
 from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
 from .ids import client_id_problem

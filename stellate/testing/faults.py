@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 
 from ..fsm.paths import Path, Step
-from ..fsm.status import DeviceStatus
+from ..fsm.states import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..protocol import rejections
 from ..timing import RetryPolicy

@@ -37,8 +37,7 @@ import trio.testing
 from ..adapters.memory import MemoryNetwork
 from ..fsm.paths import Path, Step
 from ..fsm.profile import AgentProfile
-from ..fsm.status import DeviceStatus
-from ..fsm.table import ACTIVE, SETTLED
+from ..fsm.states import ACTIVE, SETTLED, DeviceStatus
 from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
 from ..protocol.rejections import RejectionKind, classify_text

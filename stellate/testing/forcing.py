@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..fsm.paths import Path, Step
-from ..fsm.status import DeviceStatus
+from ..fsm.states import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..timing import RetryPolicy
 from .faults import (

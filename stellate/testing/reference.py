@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from ..fsm.table import ACTIVE
+from ..fsm.states import ACTIVE
 
 __all__ = [
     "JITTER_FLOOR",

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ..fsm.lifecycle import LifecycleEngine
 from ..fsm.paths import EVENT_VARIANTS, Path, Step, flow_triggers
 from ..fsm.profile import AgentProfile
-from ..fsm.status import DeviceStatus
+from ..fsm.states import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..timing import RetryPolicy
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from stellate.redact import RedactingFilter, redact_text, redact_url
+from stellate.text.redact import RedactingFilter, redact_text, redact_url
 
 
 @pytest.mark.parametrize(

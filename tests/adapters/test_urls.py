@@ -1,4 +1,4 @@
-"""stellate.urls: the one reading of a WebSocket URL (parse, rules, token, redaction)."""
+"""stellate.text.urls: the one reading of a WebSocket URL (parse, rules, token, redaction)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stellate.urls import InvalidUrl, WsUrl, parse_ws_url, redact_url, token_of, url_problems
+from stellate.text.urls import InvalidUrl, WsUrl, parse_ws_url, redact_url, token_of, url_problems
 
 
 @pytest.mark.parametrize(

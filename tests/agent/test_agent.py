@@ -34,7 +34,7 @@ from stellate.protocol import (
 from stellate.protocol.rejections import ALREADY_REGISTERED, RejectionKind
 from stellate.protocol.transport import Connection, ConnectionClosed
 from stellate.server import AgentServer
-from stellate.urls import with_token
+from stellate.text.urls import with_token
 
 URL = "ws://memory-server:5005/ws"
 RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=30.0, jitter_floor=0.1)

@@ -74,7 +74,9 @@ def test_agent_with_a_wrong_key_stops_with_status_2(server_url: str) -> None:
     assert "reconnecting" not in result.stderr and "cannot connect" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last == "stellate agent: dev-a: server rejected the API key (HTTP 403); stopped"
-    assert "WARNING stellate.agent: dev-a: server rejected the API key" in result.stderr
+    assert (
+        "WARNING stellate.agent.device_agent: dev-a: server rejected the API key" in result.stderr
+    )
     assert "wrong-key-123" not in result.stderr  # the key is never shown
 
 
@@ -110,8 +112,9 @@ def test_agent_whose_id_is_taken_stops_with_status_2(server_url: str) -> None:
         first.terminate()
         first.communicate(timeout=TIMEOUT)
     assert second.returncode == 2
-    assert "WARNING stellate.agent: twin: registration rejected: client_id 'twin' is already " in (
-        second.stderr
+    assert (
+        "WARNING stellate.agent.device_agent: twin: registration rejected: "
+        "client_id 'twin' is already " in second.stderr
     )
     assert second.stderr.strip().endswith("; stopped")
 

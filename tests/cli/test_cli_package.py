@@ -48,7 +48,8 @@ def cli_habits(path: Path) -> list[str]:
 
 def test_library_modules_do_not_parse_print_or_trap_signals() -> None:
     modules = library_modules()
-    assert PACKAGE / "server.py" in modules and PACKAGE / "agent.py" in modules
+    assert PACKAGE / "server" / "agent_server.py" in modules
+    assert PACKAGE / "agent" / "device_agent.py" in modules
     assert [habit for path in modules for habit in cli_habits(path)] == []
 
 

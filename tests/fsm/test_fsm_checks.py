@@ -15,7 +15,8 @@ import pytest
 import stellate
 from stellate.fsm.checks import TableError, check_table, table_problems
 from stellate.fsm.lifecycle import DeviceLifecycle
-from stellate.fsm.table import STATE_SPECS, TRANSITIONS, Deadline, StateSpec
+from stellate.fsm.states import STATE_SPECS, Deadline, StateSpec
+from stellate.fsm.table import TRANSITIONS
 from stellate.fsm.trigger import Trigger
 
 CALLBACKS = ("_leave_state", "_notify")

@@ -26,7 +26,8 @@ from stellate.fsm.diagram import (
     span_clusters,
     table,
 )
-from stellate.fsm.table import INITIAL, STATES, rows
+from stellate.fsm.states import INITIAL, STATES
+from stellate.fsm.table import rows
 
 DOT_EDGE = re.compile(
     r'^\s*"(?P<src>[^"]+)" -> "(?P<dst>[^"]+)" \[label="(?P<label>[^"]*)"(?P<rest>.*)\];$'

@@ -7,7 +7,7 @@ import math
 import attrs
 import pytest
 
-from stellate.agent import DEFAULT_HEARTBEAT_INTERVAL
+from stellate.agent.device_agent import DEFAULT_HEARTBEAT_INTERVAL
 from stellate.config import ManagerSettings, loads_config
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import ServerPolicy

@@ -28,7 +28,6 @@ from profiles import examples
 from stellate.agent import DeviceAgent
 from stellate.cli.display import DeviceReport, event_line, print_profiles
 from stellate.config import ConfigError, loads_config
-from stellate.escape import escape_text, is_hidden
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.fsm.lifecycle import TransitionRecord
 from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
@@ -41,7 +40,8 @@ from stellate.protocol.ids import (
 )
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import ServerPhase
-from stellate.redact import RedactingFilter
+from stellate.text.escape import escape_text, is_hidden
+from stellate.text.redact import RedactingFilter
 
 STELLATE = Path(sys.executable).parent / "stellate"
 

@@ -42,11 +42,11 @@ from stellate.adapters.ws_handshake import (
     parse_retry_after,
 )
 from stellate.agent import DeviceAgent
-from stellate.escape import escape_text
 from stellate.fsm import DeviceStatus, RetryPolicy
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import ConnectError
 from stellate.server import AgentServer
+from stellate.text.escape import escape_text
 
 KEY = "upgrade-KEY-5d1e"
 STELLATE = Path(sys.executable).parent / "stellate"

@@ -39,12 +39,12 @@ from stellate.cli.display import (
     profiles_json,
 )
 from stellate.config import ConfigError, loads_config
-from stellate.escape import escape_text
 from stellate.fsm import AgentProfile
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import ConnectError
-from stellate.redact import LOG_FILTER
-from stellate.urls import redact_url, url_problems, with_token
+from stellate.text.escape import escape_text
+from stellate.text.redact import LOG_FILTER
+from stellate.text.urls import redact_url, url_problems, with_token
 
 K = "\x00K\x00"  # where the key goes in a drawn URL
 

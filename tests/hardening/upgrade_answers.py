@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_handshake import accept_token
-from stellate.urls import WsUrl
+from stellate.text.urls import WsUrl
 
 ACCEPT = b"@@ACCEPT@@"
 Ending = Literal["close", "reset", "hang"]

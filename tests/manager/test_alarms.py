@@ -1,4 +1,4 @@
-"""The fleet's timer (``stellate.alarms``): each alarm delivered once, at its time, in time
+"""The fleet's timer (``stellate.manager.alarms``): each alarm delivered once, at its time, in time
 order; an earlier alarm set while the timer sleeps wakes it earlier; one target's failure does
 not stop the others' alarms. Under MockClock (virtual time)."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from stellate.alarms import Alarms
+from stellate.manager.alarms import Alarms
 
 
 class Target:
@@ -76,7 +76,7 @@ async def test_a_failing_target_is_logged_and_the_others_still_come(
         alarms.set(start + 1, Target("bad", log, fail=True))
         alarms.set(start + 1, Target("good", log))
         alarms.set(start + 2, Target("later", log))
-        with caplog.at_level(logging.ERROR, logger="stellate.alarms"):
+        with caplog.at_level(logging.ERROR, logger="stellate.manager.alarms"):
             await trio.sleep(5)
         nursery.cancel_scope.cancel()
     assert [name for name, _, _ in log] == ["bad", "good", "later"]

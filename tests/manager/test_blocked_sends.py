@@ -18,8 +18,8 @@ from manager_support import PATIENT_SERVER, URL, Recorder, manager_on, start_age
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import DeviceStatus
 from stellate.manager import EventKind
+from stellate.manager.runner import CLOSE_GRACE
 from stellate.protocol.transport import Connection, ConnectionClosed
-from stellate.runner import CLOSE_GRACE
 from stellate.server import AgentServer
 
 S = DeviceStatus

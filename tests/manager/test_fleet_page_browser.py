@@ -20,7 +20,7 @@ from real_time import HANG_GUARD
 from stellate.agent import DeviceAgent
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
-from stellate.manager_metrics import serve_fleet
+from stellate.manager.metrics import serve_fleet
 from stellate.server import AgentServer
 
 N = 5

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
-from stellate.manager_metrics import ManagerCollector, fleet_json, serve_fleet
+from stellate.manager.metrics import ManagerCollector, fleet_json, serve_fleet
 from stellate.testing import DropAfterIdle, FakeAgentServer, Healthy, Refuse, Reject
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

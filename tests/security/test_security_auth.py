@@ -27,8 +27,8 @@ from stellate.manager import ConstellationDeviceManager
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import Close, Evict, ServerPhase, ServerPolicy, ServerSession
 from stellate.protocol.transport import ConnectError, ConnectionClosed
-from stellate.redact import LOG_FILTER, install_log_redaction
 from stellate.server import AgentServer, InsecureBindError, is_loopback_host
+from stellate.text.redact import LOG_FILTER, install_log_redaction
 
 FAST_RETRY = RetryPolicy(reconnect_delay=0.01, backoff_cap=0.05)
 
@@ -242,7 +242,7 @@ def test_a_stale_id_is_replaced_only_by_its_own_kind() -> None:
 
 
 def test_redacting_a_redacted_message_keeps_its_punctuation() -> None:
-    from stellate.redact import redact_text
+    from stellate.text.redact import redact_text
 
     message = "TLS handshake failed (wss://h:1/ws?token=***): certificate verify failed"
     assert redact_text(message, [KEY]) == message

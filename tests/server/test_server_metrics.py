@@ -22,7 +22,7 @@ from real_time import HANG_GUARD, PATIENCE
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.protocol.transport import ConnectError, ConnectionClosed
 from stellate.server import AgentServer
-from stellate.server_metrics import ServerCollector
+from stellate.server.metrics import ServerCollector
 
 KEY = "metrics-key-77"
 AUTH = {"X-API-Key": KEY}

@@ -27,17 +27,13 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 import trio
 
-from .alarms import Alarms
-from .escape import escape_text
-from .fsm import (
-    ACTIVE,
+from ..fsm import (
     AT_REST,
     DEFAULT_MAX_RETRIES,
     SETTLED,
@@ -48,146 +44,26 @@ from .fsm import (
     TransitionRecord,
     Trigger,
 )
-from .fsm.lifecycle import DeviceLifecycle, LifecycleEngine
-from .protocol import Connector
-from .protocol.ids import device_id_problem
-from .redact import add_log_secret, redact_url
+from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
+from ..protocol import Connector
+from ..protocol.ids import device_id_problem
+from ..text.escape import escape_text
+from ..text.redact import add_log_secret, redact_url
+from ..text.urls import with_token
+from .alarms import Alarms
+from .events import EventKind, ManagerEvent, _kinds
+from .registry import DeviceRegistry, UnknownDevice
 from .runner import Command, CommandName, DeviceRunner, RunnerSettings
-from .urls import with_token
+from .stats import FleetObserver, FleetStats
 
 if TYPE_CHECKING:
-    from .config import StellateConfig
-    from .fleet_stats import FleetStats
+    from ..config import StellateConfig
 
 logger = logging.getLogger(__name__)
 
 #: Set in the environment (the test suite does), a bug in a device's task is re-raised after
 #: it has been contained and logged: it fails the run instead of one device.
 STRICT_ENV = "STELLATE_STRICT"
-
-
-class EventKind(StrEnum):
-    """What a transition means to someone watching the fleet."""
-
-    PHASE = "phase"  # any other phase change
-    TELEMETRY_MERGED = "telemetry_merged"  # system info merged into the profile
-    READY = "ready"  # reached IDLE (activated)
-    TASK_STARTED = "task_started"  # the app marked the device busy (event.task_id)
-    TASK_FINISHED = "task_finished"  # the app marked it idle again (event.task_id)
-    CONNECTION_LOST = "connection_lost"  # an activated device lost its server (while busy:
-    # event.task_id is the interrupted task)
-    FAILED = "failed"  # gave up (retries exhausted, window passed, rejected, or our bug)
-
-
-@attrs.frozen
-class ManagerEvent:
-    """One thing that happened to one device.
-
-    Every transition yields exactly one event whose kind is its meaning (``PHASE`` if none
-    more specific applies). The one exception: activation with telemetry yields
-    ``TELEMETRY_MERGED`` then ``READY`` for the same record, so a watcher of either kind sees
-    every device that gets there.
-    """
-
-    kind: EventKind
-    device_id: str
-    record: TransitionRecord
-    profile: AgentProfile
-    reason: str | None = None
-    #: Entering ``backoff``: seconds until the next attempt (what a display says while waiting).
-    retry_in: float | None = None
-    #: The task this transition started, finished or interrupted (see ``EventKind``).
-    task_id: str | None = None
-
-
-def _kinds(record: TransitionRecord, merged: bool) -> tuple[EventKind, ...]:
-    if record.dest is DeviceStatus.FAILED:
-        return (EventKind.FAILED,)
-    if record.trigger is Trigger.TASK_ASSIGNED:
-        return (EventKind.TASK_STARTED,)
-    if record.trigger is Trigger.TASK_FINISHED:
-        return (EventKind.TASK_FINISHED,)
-    if record.source in ACTIVE and record.dest is DeviceStatus.BACKOFF:
-        return (EventKind.CONNECTION_LOST,)
-    if record.dest is DeviceStatus.IDLE:
-        return (EventKind.TELEMETRY_MERGED, EventKind.READY) if merged else (EventKind.READY,)
-    return (EventKind.PHASE,)
-
-
-class UnknownDevice(KeyError):
-    """No device with that id is registered."""
-
-
-class DeviceRegistry:
-    """Galaxy's DeviceRegistry: device_id → lifecycle (which holds the AgentProfile)."""
-
-    def __init__(self, engine: LifecycleEngine) -> None:
-        self._engine = engine
-        self._devices: dict[str, DeviceLifecycle] = {}
-
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._devices
-
-    def __len__(self) -> int:
-        return len(self._devices)
-
-    def lifecycle(self, device_id: str) -> DeviceLifecycle:
-        try:
-            return self._devices[device_id]
-        except KeyError:
-            raise UnknownDevice(device_id) from None
-
-    def add(self, lifecycle: DeviceLifecycle) -> None:
-        if lifecycle.device_id in self._devices:
-            raise ValueError(f"device {lifecycle.device_id!r} is already registered")
-        self._devices[lifecycle.device_id] = lifecycle
-
-    def remove(self, device_id: str) -> None:
-        lifecycle = self._devices.pop(device_id, None)
-        if lifecycle is not None:
-            self._engine.release(lifecycle)
-
-    def get_device(self, device_id: str) -> AgentProfile | None:
-        lifecycle = self._devices.get(device_id)
-        return lifecycle.profile if lifecycle is not None else None
-
-    # -- tasks: Galaxy's names, through the machine ---------------------------------------------
-    def set_device_busy(self, device_id: str, task_id: str) -> None:
-        """The device is working on ``task_id`` (IDLE → BUSY).
-
-        A loss while busy ends the task: the ``CONNECTION_LOST`` event names it.
-
-        Raises:
-            UnknownDevice: no such device.
-            IllegalTransition: the device is not IDLE (not ready, or already busy).
-        """
-        self.lifecycle(device_id).fire(Trigger.TASK_ASSIGNED, task_id=task_id)
-
-    def set_device_idle(self, device_id: str) -> None:
-        """The device's task is over (BUSY → IDLE).
-
-        Raises:
-            UnknownDevice: no such device.
-            IllegalTransition: the device is not BUSY (e.g. its connection was lost meanwhile,
-                which already ended the task).
-        """
-        self.lifecycle(device_id).fire(Trigger.TASK_FINISHED)
-
-    def is_device_busy(self, device_id: str) -> bool:
-        """True while the device is BUSY (False for an unknown id)."""
-        lifecycle = self._devices.get(device_id)
-        return lifecycle is not None and lifecycle.state is DeviceStatus.BUSY
-
-    def get_current_task(self, device_id: str) -> str | None:
-        """The task the device is busy with (None: idle, not ready, or unknown)."""
-        lifecycle = self._devices.get(device_id)
-        return lifecycle.profile.current_task_id if lifecycle is not None else None
-
-    def get_all_devices(self) -> dict[str, AgentProfile]:
-        return {device_id: lc.profile for device_id, lc in self._devices.items()}
-
-    def lifecycles(self) -> Iterable[DeviceLifecycle]:
-        return self._devices.values()
 
 
 @attrs.define
@@ -270,7 +146,7 @@ class ConstellationDeviceManager:
             alarms=self._alarms,
         )
         if connector is None:
-            from .adapters.websocket import WebSocketConnector
+            from ..adapters.websocket import WebSocketConnector
 
             # No deadline of its own: the connect timeout is the CONNECTING state's deadline
             # (``timing.connect_timeout``), armed by the runner once a connect slot is held.
@@ -285,7 +161,6 @@ class ConstellationDeviceManager:
         self._waiters: dict[str, trio.Event] = {}
         self._subscribers: list[trio.MemorySendChannel[ManagerEvent]] = []
         self._observers: list[Callable[[ManagerEvent], None]] = []
-        from .fleet_stats import FleetObserver  # here: it reads this module's EventKind
 
         #: Counts and times every event: read it with ``stats()`` (and the metrics module).
         self.fleet = FleetObserver()

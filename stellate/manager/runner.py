@@ -11,8 +11,8 @@ parked on it):
 
 * frames decoded by the connection's single reader task,
 * the owner's commands (connect, retry, disconnect), fired if the machine accepts them now,
-* alarms from the fleet's timer (``stellate.alarms``): the state's deadline, a heartbeat due,
-  the heartbeat lease's verdict.
+* alarms from the fleet's timer (``stellate.manager.alarms``): the state's deadline, a heartbeat
+  due, the heartbeat lease's verdict.
 
 The message path is kept short because it runs for every device at every heartbeat (see
 docs/performance.md): the device task sends its own heartbeats when the fleet's timer says one
@@ -50,10 +50,8 @@ import attrs
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from .alarms import Alarms
-from .escape import escape_text
-from .fsm import Trigger
-from .fsm.effects import (
+from ..fsm import Trigger
+from ..fsm.effects import (
     CloseConnection,
     Effect,
     OpenConnection,
@@ -61,8 +59,8 @@ from .fsm.effects import (
     SendRegister,
     StartHeartbeat,
 )
-from .fsm.lifecycle import DeviceLifecycle
-from .protocol import (
+from ..fsm.lifecycle import DeviceLifecycle
+from ..protocol import (
     ConnectError,
     Connection,
     ConnectionClosed,
@@ -78,9 +76,11 @@ from .protocol import (
     classify_close,
     classify_handshake,
 )
-from .protocol.lease import HeartbeatLease
-from .protocol.session_client import ClientEvent
-from .redact import redact_url
+from ..protocol.lease import HeartbeatLease
+from ..protocol.session_client import ClientEvent
+from ..text.escape import escape_text
+from ..text.redact import redact_url
+from .alarms import Alarms
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class DeviceRunner:
             self._interrupt(command)
 
     def on_alarm(self, when: float) -> None:
-        """The fleet's timer: ``when`` has come (see ``stellate.alarms``)."""
+        """The fleet's timer: ``when`` has come (see ``stellate.manager.alarms``)."""
         if when != self._alarm_at:
             return  # superseded by an earlier alarm
         self._alarm_at = None

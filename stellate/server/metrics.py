@@ -16,19 +16,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .adapters.http_front import HandshakeFailure
-from .adapters.ws_server import HttpRequest, HttpResponse, HttpRoute
-from .protocol.messages import ClientType
-from .protocol.rejections import RejectionKind
-from .protocol.server_counts import FrameRefusal
+from ..adapters.http_front import HandshakeFailure
+from ..adapters.ws_server import HttpRequest, HttpResponse, HttpRoute, ListenerStats
+from ..protocol.messages import ClientType
+from ..protocol.registry import ClientRegistry
+from ..protocol.rejections import RejectionKind
+from ..protocol.server_counts import FrameRefusal, ServerCounts
 
-if TYPE_CHECKING:
-    from .server import AgentServer
+
+class ServerView(Protocol):
+    """What the collector reads of an agent server (``AgentServer`` is one): its plain counts
+    and live state, so the metrics depend on the server's figures, not on the server."""
+
+    @property
+    def connections(self) -> int: ...
+    @property
+    def unregistered(self) -> int: ...
+
+    registry: ClientRegistry
+    listener_stats: ListenerStats
+    counts: ServerCounts | None
+
 
 __all__ = ["PREFIX", "ServerCollector", "metrics_route"]
 
@@ -43,7 +56,7 @@ class ServerCollector:
     dashboard's series exist before the first event of their kind.
     """
 
-    def __init__(self, server: AgentServer, prefix: str = PREFIX) -> None:
+    def __init__(self, server: ServerView, prefix: str = PREFIX) -> None:
         self._server = server
         self._prefix = prefix
 
@@ -163,7 +176,7 @@ def _family(family: _Family, samples: Iterable[tuple[tuple[str, ...], float]]) -
     return family
 
 
-def metrics_route(server: AgentServer) -> HttpRoute:
+def metrics_route(server: ServerView) -> HttpRoute:
     """The ``/metrics`` route: the server's collector in a registry of its own."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServerCollector(server))

@@ -17,7 +17,6 @@ may stay silent or refuse to read.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import resource
 import ssl
@@ -25,7 +24,8 @@ import ssl
 import attrs
 import trio
 
-from .adapters.ws_server import (
+from ..adapters.listener import is_loopback_host
+from ..adapters.ws_server import (
     AcceptedRequest,
     HttpRequest,
     HttpResponse,
@@ -33,11 +33,11 @@ from .adapters.ws_server import (
     ListenerStats,
     serve_websocket,
 )
-from .protocol.registry import ClientRegistry
-from .protocol.rejections import RejectionKind
-from .protocol.server_counts import FrameRefusal, ServerCounts
-from .protocol.session_client import default_new_id, default_now
-from .protocol.session_server import (
+from ..protocol.registry import ClientRegistry
+from ..protocol.rejections import RejectionKind
+from ..protocol.server_counts import FrameRefusal, ServerCounts
+from ..protocol.session_client import default_new_id, default_now
+from ..protocol.session_server import (
     CLOSE_TOO_BIG,
     Close,
     Evict,
@@ -47,16 +47,15 @@ from .protocol.session_server import (
     ServerPolicy,
     ServerSession,
 )
-from .protocol.transport import Connection, ConnectionClosed
-from .redact import add_log_secret
-from .server_metrics import metrics_route
+from ..protocol.transport import Connection, ConnectionClosed
+from ..text.redact import add_log_secret
+from .metrics import metrics_route
 
 __all__ = [
     "API_KEY_ENV",
     "AgentServer",
     "InsecureBindError",
     "default_max_connections",
-    "is_loopback_host",
     "server_ssl_context",
 ]
 
@@ -73,22 +72,6 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 class InsecureBindError(ValueError):
     """Refused to serve off loopback without an API key (pass ``insecure_no_auth`` to insist)."""
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """True when binding ``host`` only exposes the server to this machine.
-
-    ``None`` and ``""`` mean every interface; names other than ``localhost`` are not resolved
-    and count as exposed (a name can point anywhere).
-    """
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def default_max_connections() -> int:
@@ -163,7 +146,7 @@ class AgentServer:
         close_timeout: seconds granted to a closing handshake.
         insecure_no_auth: allow serving without an API key on a non-loopback interface.
         metrics: count what the sessions decide and serve ``GET /metrics`` (Prometheus text,
-            same key rule as ``/api/*``); see :mod:`stellate.server_metrics`.
+            same key rule as ``/api/*``); see :mod:`stellate.server.metrics`.
     """
 
     def __init__(

@@ -33,13 +33,13 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .adapters.ws_server import HttpRequest, HttpResponse, HttpRoute, ListenerStats, serve_http
-from .fleet_stats import Durations
-from .fsm import AgentProfile, DeviceStatus, rows
-from .fsm.table import INITIAL
-from .manager import ConstellationDeviceManager
-from .redact import redact_url
-from .server import is_loopback_host
+from ..adapters.listener import is_loopback_host
+from ..adapters.ws_server import HttpRequest, HttpResponse, HttpRoute, ListenerStats, serve_http
+from ..fsm import AgentProfile, DeviceStatus, rows
+from ..fsm.states import INITIAL
+from ..text.redact import redact_url
+from .constellation import ConstellationDeviceManager
+from .stats import Durations
 
 __all__ = [
     "PREFIX",

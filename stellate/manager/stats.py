@@ -3,7 +3,7 @@
 :class:`FleetObserver` watches the manager's events synchronously (``manager.add_observer``),
 so it stamps each transition with the moment it fired. Per event it does a few dictionary
 updates and, on leaving a state, one bucket search: nothing per heartbeat, nothing per frame.
-``manager.stats()`` reads it into a :class:`FleetStats`; ``stellate.manager_metrics`` turns
+``manager.stats()`` reads it into a :class:`FleetStats`; ``stellate.manager.metrics`` turns
 it into Prometheus metrics and the fleet page's JSON.
 
 What counts as what comes from elsewhere, never from a list here: the states are
@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 import trio
 
-from .fsm import DeviceStatus
-from .fsm.lifecycle import DeviceLifecycle
-from .manager import EventKind, ManagerEvent
+from ..fsm import DeviceStatus
+from ..fsm.lifecycle import DeviceLifecycle
+from .events import EventKind, ManagerEvent
 
 __all__ = ["DURATION_BUCKETS", "Durations", "FleetObserver", "FleetStats"]
 

@@ -2,14 +2,14 @@
 
 AIP authenticates with ``?token=KEY`` on the WebSocket URL, so a URL is a secret until redacted.
 The reference server leaks the key into its access log; stellate formats every URL it shows
-through :func:`redact_url` (from :mod:`stellate.urls`), and the CLI installs :data:`LOG_FILTER`
+through :func:`redact_url` (from :mod:`stellate.text.urls`), and the CLI installs :data:`LOG_FILTER`
 on its log handlers (:func:`install_log_redaction`) as a second line of defence for anything
 that slips through: it masks secret-looking URL parameters anywhere in a record, and every key
 handed to :func:`add_log_secret` literally (the server, the agent and the CLI hand theirs over).
 
 The same filter escapes what a record's message would otherwise write raw: a newline, an
 escape sequence or a zero-width character in a peer's id or error text cannot start a forged
-log line or repaint a terminal (:func:`stellate.escape.escape_text`; call sites escape peer
+log line or repaint a terminal (:func:`stellate.text.escape.escape_text`; call sites escape peer
 text too, for handlers this filter is not on).
 """
 

@@ -24,16 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .escape import escape_text
-from .protocol.ids import device_id_problem
-from .protocol.lease import HeartbeatLease
-from .protocol.rejections import (
+from ..protocol.ids import device_id_problem
+from ..protocol.lease import HeartbeatLease
+from ..protocol.rejections import (
     AUTH_REJECTED,
     RejectionKind,
     classify_close,
     classify_handshake,
 )
-from .protocol.session_client import (
+from ..protocol.session_client import (
     DeviceSession,
     HeartbeatAck,
     Ignored,
@@ -43,13 +42,14 @@ from .protocol.session_client import (
     Rejected,
     Reply,
 )
-from .protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
-from .redact import add_log_secret, redact_url
-from .timing import DEFAULT_TIMING, RandomSource, Timing
-from .urls import InvalidUrl, parse_ws_url, with_token
+from ..protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
+from ..text.escape import escape_text
+from ..text.redact import add_log_secret, redact_url
+from ..text.urls import InvalidUrl, parse_ws_url, with_token
+from ..timing import DEFAULT_TIMING, RandomSource, Timing
 
 if TYPE_CHECKING:
-    from .adapters.telemetry import Telemetry
+    from ..adapters.telemetry import Telemetry
 
 __all__ = ["AgentRefused", "DeviceAgent", "run_fleet"]
 
@@ -111,7 +111,7 @@ class DeviceAgent:
 
     Raises:
         ValueError: ``device_id`` breaks the id rule (``stellate.protocol.ids``) or
-            ``server_url`` is not a WebSocket URL (``stellate.urls``): retrying cannot help.
+            ``server_url`` is not a WebSocket URL (``stellate.text.urls``): retrying cannot help.
     """
 
     def __init__(
@@ -236,7 +236,7 @@ class DeviceAgent:
         if self.system_info is None:
             provider = self._info_provider
             if provider is None:
-                from .adapters.telemetry import DeviceInfoProvider
+                from ..adapters.telemetry import DeviceInfoProvider
 
                 provider = DeviceInfoProvider()
             self.system_info = provider.collect_system_info(self.device_id, self.custom_metadata)
@@ -294,7 +294,7 @@ class DeviceAgent:
 
 
 def _default_connector(cafile: str | None = None) -> Connector:
-    from .adapters.websocket import WebSocketConnector
+    from ..adapters.websocket import WebSocketConnector
 
     return WebSocketConnector(cafile=cafile)
 

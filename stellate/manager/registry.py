@@ -1,0 +1,84 @@
+"""Galaxy's DeviceRegistry: device_id → lifecycle (which holds the AgentProfile)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..fsm import AgentProfile, DeviceStatus, Trigger
+from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
+
+
+class UnknownDevice(KeyError):
+    """No device with that id is registered."""
+
+
+class DeviceRegistry:
+    """Galaxy's DeviceRegistry: device_id → lifecycle (which holds the AgentProfile)."""
+
+    def __init__(self, engine: LifecycleEngine) -> None:
+        self._engine = engine
+        self._devices: dict[str, DeviceLifecycle] = {}
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def lifecycle(self, device_id: str) -> DeviceLifecycle:
+        try:
+            return self._devices[device_id]
+        except KeyError:
+            raise UnknownDevice(device_id) from None
+
+    def add(self, lifecycle: DeviceLifecycle) -> None:
+        if lifecycle.device_id in self._devices:
+            raise ValueError(f"device {lifecycle.device_id!r} is already registered")
+        self._devices[lifecycle.device_id] = lifecycle
+
+    def remove(self, device_id: str) -> None:
+        lifecycle = self._devices.pop(device_id, None)
+        if lifecycle is not None:
+            self._engine.release(lifecycle)
+
+    def get_device(self, device_id: str) -> AgentProfile | None:
+        lifecycle = self._devices.get(device_id)
+        return lifecycle.profile if lifecycle is not None else None
+
+    # -- tasks: Galaxy's names, through the machine ---------------------------------------------
+    def set_device_busy(self, device_id: str, task_id: str) -> None:
+        """The device is working on ``task_id`` (IDLE → BUSY).
+
+        A loss while busy ends the task: the ``CONNECTION_LOST`` event names it.
+
+        Raises:
+            UnknownDevice: no such device.
+            IllegalTransition: the device is not IDLE (not ready, or already busy).
+        """
+        self.lifecycle(device_id).fire(Trigger.TASK_ASSIGNED, task_id=task_id)
+
+    def set_device_idle(self, device_id: str) -> None:
+        """The device's task is over (BUSY → IDLE).
+
+        Raises:
+            UnknownDevice: no such device.
+            IllegalTransition: the device is not BUSY (e.g. its connection was lost meanwhile,
+                which already ended the task).
+        """
+        self.lifecycle(device_id).fire(Trigger.TASK_FINISHED)
+
+    def is_device_busy(self, device_id: str) -> bool:
+        """True while the device is BUSY (False for an unknown id)."""
+        lifecycle = self._devices.get(device_id)
+        return lifecycle is not None and lifecycle.state is DeviceStatus.BUSY
+
+    def get_current_task(self, device_id: str) -> str | None:
+        """The task the device is busy with (None: idle, not ready, or unknown)."""
+        lifecycle = self._devices.get(device_id)
+        return lifecycle.profile.current_task_id if lifecycle is not None else None
+
+    def get_all_devices(self) -> dict[str, AgentProfile]:
+        return {device_id: lc.profile for device_id, lc in self._devices.items()}
+
+    def lifecycles(self) -> Iterable[DeviceLifecycle]:
+        return self._devices.values()
