@@ -10,6 +10,7 @@ that are internal and may change without notice.
 """
 
 from .config import StellateConfig, load_config
+from .errors import LocalError, RemoteError, StellateError
 from .fsm import AgentProfile, DeviceStatus, IllegalTransition, RetryPolicy
 from .manager import ConstellationDeviceManager, EventKind, ManagerEvent, open_constellation
 from .timing import Timing
@@ -20,9 +21,12 @@ __all__ = [
     "DeviceStatus",
     "EventKind",
     "IllegalTransition",
+    "LocalError",
     "ManagerEvent",
+    "RemoteError",
     "RetryPolicy",
     "StellateConfig",
+    "StellateError",
     "Timing",
     "__version__",
     "load_config",

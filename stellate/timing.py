@@ -33,6 +33,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from .errors import InvalidFields
+
 __all__ = [
     "DEFAULT_TIMING",
     "RandomSource",
@@ -81,7 +83,8 @@ class Timing:
     """How long a device waits for what, in seconds. Every field has a documented default.
 
     Raises:
-        ValueError: a field breaks its rule (every broken rule is named at once).
+        InvalidFields: a field breaks its rule (every broken rule is named at once; a
+            ``ValueError``).
     """
 
     #: TCP connect + TLS + WebSocket handshake, counted from the moment a connect slot is held.
@@ -115,7 +118,7 @@ class Timing:
     def __attrs_post_init__(self) -> None:
         problems = Timing.timing_violations(attrs.asdict(self, recurse=False))
         if problems:
-            raise ValueError("; ".join(f"{name}: {message}" for name, message in problems))
+            raise InvalidFields([((name,), message) for name, message in problems])
 
     @classmethod
     def timing_violations(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -33,6 +33,8 @@ import attrs
 import h11
 import trio
 
+from ..errors import RemoteError
+
 __all__ = [
     "BadRequest",
     "HandshakeFailure",
@@ -120,7 +122,7 @@ class RequestHead:
         return None
 
 
-class PeerGone(Exception):
+class PeerGone(RemoteError):
     """The peer closed or reset the connection (or failed TLS) before a whole request head."""
 
     def __init__(self, reason: HandshakeFailure) -> None:
@@ -129,7 +131,7 @@ class PeerGone(Exception):
         self.reason = reason
 
 
-class BadRequest(Exception):
+class BadRequest(RemoteError):
     """The bytes are not an acceptable HTTP request; answer ``status`` and close."""
 
     def __init__(self, status: int, detail: str) -> None:

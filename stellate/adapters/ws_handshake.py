@@ -26,6 +26,7 @@ import time
 
 import h11
 
+from ..errors import RemoteError
 from ..text.escape import escape_text
 
 __all__ = [
@@ -51,7 +52,7 @@ _KEY_HEADER = re.compile(rb"\r\nsec-websocket-key:[ \t]*([^\r\n]*?)[ \t]*\r\n", 
 _END_OF_HEAD = re.compile(rb"\n\r?\n")  # where h11 sees the blank line
 
 
-class UpgradeFailed(Exception):
+class UpgradeFailed(RemoteError):
     """The upgrade did not succeed; ``reason`` says why in words (no URL: the caller adds it).
 
     ``status`` is the HTTP status of a refusal (``None`` when the answer was not a valid HTTP

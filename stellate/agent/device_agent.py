@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..errors import RemoteError
 from ..protocol.ids import device_id_problem
 from ..protocol.lease import HeartbeatLease
 from ..protocol.rejections import (
@@ -63,11 +64,11 @@ GOODBYE_TIMEOUT = 0.1
 DEFAULT_RETRY = Timing(reconnect_delay=1.0, backoff_cap=30.0)
 
 
-class _SessionEnded(Exception):
+class _SessionEnded(RemoteError):
     """The current socket is done for (rejected, timed out, server silent); reconnect."""
 
 
-class AgentRefused(Exception):
+class AgentRefused(RemoteError):
     """The server refused this agent in a way retrying cannot fix; the agent has stopped.
 
     ``kind`` says how (``RejectionKind.AUTH``: the API key; ``ID_STILL_HELD``: another live

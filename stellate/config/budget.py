@@ -43,7 +43,7 @@ except ImportError:  # PyYAML built without libyaml: the pure loader does it all
     CParser = object  # type: ignore[misc,assignment]
     _WITH_LIBYAML = False
 
-from .model import FieldPath, format_path
+from ..errors import FieldPath, LocalError, format_path
 
 __all__ = [
     "MAX_BYTES_ENV",
@@ -86,7 +86,7 @@ class LoadLimits:
         return cls(max_bytes=int(value))
 
 
-class OverBudget(Exception):
+class OverBudget(LocalError):
     """A file breaks its budget at ``line`` (1-based; 0: the file as a whole), ``path``."""
 
     def __init__(self, line: int, path: FieldPath, message: str) -> None:

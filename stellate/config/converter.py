@@ -22,13 +22,13 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn
 
-from .model import InvalidFields
+from ..errors import InvalidFields, LocalError
 from .problems import describe
 
 _NONE_TYPE = type(None)
 
 
-class TypeMismatch(TypeError):
+class TypeMismatch(LocalError, TypeError):
     """A value of the wrong YAML type. Keeps the value apart so a secret can be left out."""
 
     def __init__(self, expected: str, value: Any) -> None:

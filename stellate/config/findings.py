@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import attrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from ..errors import FieldPath, InvalidFields
 from .converter import TypeMismatch
-from .model import SECRET_FIELDS, FieldPath, InvalidFields
+from .model import SECRET_FIELDS
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from cattrs.errors import CattrsError
 
+from ..errors import InvalidFields, format_path
 from .budget import (
     BudgetLoader,
     FastBudgetLoader,
@@ -29,7 +30,7 @@ from .budget import (
 from .converter import CONVERTER
 from .findings import Finding, findings
 from .locate import DuplicateKey, duplicate_keys, locate
-from .model import ConfigDocument, InvalidFields, StellateConfig, format_path
+from .model import ConfigDocument, StellateConfig
 from .problems import ConfigError, Problem, describe
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import attrs
 import yaml
 
-from .model import FieldPath
+from ..errors import FieldPath
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 

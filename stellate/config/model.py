@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from ..errors import FieldPath, InvalidFields
 from ..fsm import DEFAULT_MAX_RETRIES, AgentProfile
 from ..protocol.ids import device_id_problem, task_name_problem
 from ..text.escape import escape_text
@@ -23,40 +24,11 @@ from ..text.urls import redact_url, url_problems
 from ..timing import Timing
 from .problems import describe
 
-#: A field's position inside the document: keys and list indices, outermost first.
-FieldPath = tuple[str | int, ...]
-
 #: Fields whose values must never appear in a repr, a log line or an error message.
 SECRET_FIELDS = frozenset({"api_key"})
 
 #: Beyond this, a retry count is a typo or an attack, not a setting (``null`` retries forever).
 MAX_RETRIES = 1_000_000
-
-
-class InvalidFields(ValueError):
-    """One or more fields broke their rules; ``violations`` lists them all.
-
-    Each violation is ``(path, message)``, the path relative to the object that raised.
-    """
-
-    def __init__(self, violations: list[tuple[FieldPath, str]]) -> None:
-        self.violations = tuple(violations)
-        super().__init__(
-            "; ".join(f"{format_path(path)}: {message}" for path, message in self.violations)
-        )
-
-
-def format_path(path: FieldPath) -> str:
-    """``("devices", 0, "max_retries")`` → ``devices[0].max_retries``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.isidentifier():
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
 
 
 # --- value rules: each yields what is wrong, nothing when all is well ---

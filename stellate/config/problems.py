@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from ..errors import LocalError
+
 
 @attrs.frozen
 class Problem:
@@ -29,7 +31,7 @@ class Problem:
         return f"{self.file}:{self.line}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(LocalError):
     """A config could not be loaded. ``problems`` holds every problem found, in file order."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:

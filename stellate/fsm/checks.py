@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from ..errors import LocalError
 from ..timing import Timing
 from .states import INITIAL, StateSpec
 from .table import expand
@@ -41,7 +42,7 @@ ROW_KEYS = frozenset(
 _CALLBACK_KEYS = ("conditions", "unless", "before", "after", "prepare")
 
 
-class TableError(Exception):
+class TableError(LocalError):
     """The transition table breaks a definition-time rule (every problem is listed)."""
 
     def __init__(self, problems: Sequence[str]) -> None:

@@ -35,6 +35,7 @@ import attrs
 from transitions import Machine, MachineError
 from transitions.core import Event, State, listify
 
+from ..errors import LocalError
 from ..protocol.rejections import AUTH_REJECTED, RejectionKind
 from ..timing import RandomSource, Timing, default_random
 from . import coverage as _coverage
@@ -61,7 +62,7 @@ Monotonic = Callable[[], float]
 TRANSIENT_KINDS = frozenset({RejectionKind.TARGET_NOT_YET_KNOWN, RejectionKind.ID_STILL_HELD})
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(LocalError):
     """An event the current state does not accept. Nothing was changed."""
 
     def __init__(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..errors import LocalError
 from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 
 
-class UnknownDevice(KeyError):
+class UnknownDevice(LocalError, KeyError):
     """No device with that id is registered."""
 
 

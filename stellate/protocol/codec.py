@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import cattrs
 
+from ..errors import RemoteError
 from .messages import (
     ClientMessage,
     ClientMessageType,
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 
-class ProtocolError(ValueError):
+class ProtocolError(RemoteError, ValueError):
     """A frame is not a valid AIP message; the text says what is wrong and where."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from ..errors import LocalError
 from .codec import FrameTemplate, ProtocolError, decode_server, encode_client, share_strings
 from .ids import constellation_id
 from .messages import (
@@ -75,7 +76,7 @@ class SessionPhase(enum.Enum):
     REJECTED = "rejected"
 
 
-class SessionStateError(RuntimeError):
+class SessionStateError(LocalError, RuntimeError):
     """The caller asked for a frame the session's phase does not allow (a programming error)."""
 
 

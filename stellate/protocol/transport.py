@@ -17,8 +17,10 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from ..errors import RemoteError
 
-class TransportError(Exception):
+
+class TransportError(RemoteError):
     """Base class of transport failures."""
 
 

@@ -33,6 +33,7 @@ from ..adapters.ws_server import (
     ListenerStats,
     serve_websocket,
 )
+from ..errors import LocalError
 from ..protocol.registry import ClientRegistry
 from ..protocol.rejections import RejectionKind
 from ..protocol.server_counts import FrameRefusal, ServerCounts
@@ -70,7 +71,7 @@ FD_HEADROOM = 64
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
-class InsecureBindError(ValueError):
+class InsecureBindError(LocalError, ValueError):
     """Refused to serve off loopback without an API key (pass ``insecure_no_auth`` to insist)."""
 
 

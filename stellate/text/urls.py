@@ -30,6 +30,8 @@ import urllib.parse
 
 import attrs
 
+from ..errors import LocalError
+
 __all__ = [
     "MASK",
     "SECRET_WORDS",
@@ -57,7 +59,7 @@ SECRET_WORDS = r"token|key|secret|passw(?:or)?d|pwd|auth|sig(?:nature)?"
 _SECRET_NAME = re.compile(SECRET_WORDS, re.IGNORECASE)
 
 
-class InvalidUrl(ValueError):
+class InvalidUrl(LocalError, ValueError):
     """A URL that cannot be used as a WebSocket URL. The message shows it redacted."""
 
 
