@@ -4,10 +4,11 @@ Why a front. Plain HTTP requests (``/api/health``, ``/metrics``) and WebSocket u
 share one port, but trio-websocket's ``wrap_server_stream`` reads the request itself and knows
 only upgrades. So every accepted stream meets this front first:
 
-1. :class:`RequestReader` reads the request head with h11 — at most ``max_head_size`` bytes;
-   the caller's handshake deadline bounds the time. A peer that leaves, resets or sends
-   something that is not HTTP ends here as :class:`PeerGone` or :class:`BadRequest`: data for
-   one log line, never an exception that escapes.
+1. :class:`RequestReader` reads the request head with h11 — at most ``max_head_size`` bytes,
+   counted from the request line to the blank line that ends the head, both included, however
+   the bytes were split into reads; the caller's handshake deadline bounds the time. A peer
+   that leaves, resets or sends something that is not HTTP ends here as :class:`PeerGone` or
+   :class:`BadRequest`: data for one log line, never an exception that escapes.
 2. A plain request is answered by the caller with :meth:`RequestReader.answer` (one request
    per connection, ``Connection: close``).
 3. An upgrade is first checked by :func:`upgrade_problem` against the rules trio-websocket's
@@ -47,7 +48,8 @@ __all__ = [
     "upgrade_problem",
 ]
 
-#: Largest request head accepted (request line and headers); more is refused with 431.
+#: Largest request head accepted, in bytes: the request line, the headers and the blank line
+#: that ends them. One byte more is refused with 431.
 DEFAULT_MAX_HEAD_SIZE = 16 * 1024
 _RECEIVE_SIZE = 4096
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
@@ -175,7 +177,9 @@ class RequestReader:
         self._stream = stream
         self._traffic = traffic
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._max_head_size = max_head_size
         self._chunks: list[bytes] = []
+        self._received = 0
         self._head: RequestHead | None = None
 
     @property
@@ -193,8 +197,15 @@ class RequestReader:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
+                if exc.error_status_hint == 431:
+                    raise self._too_big() from None
                 raise BadRequest(exc.error_status_hint, "malformed request") from None
             if isinstance(event, h11.Request):
+                # h11 limits only a head still incomplete: one that ends inside the read that
+                # crossed the limit would pass. Its size is what h11 consumed to parse it.
+                size = self._received - len(self._h11.trailing_data[0])
+                if size > self._max_head_size:
+                    raise self._too_big()
                 self._head = RequestHead(
                     method=event.method.decode("ascii", "replace"),
                     target=event.target.decode("ascii", "replace"),
@@ -209,8 +220,12 @@ class RequestReader:
             if not data:
                 raise PeerGone(HandshakeFailure.CLOSED)
             self._traffic.received += len(data)
+            self._received += len(data)
             self._chunks.append(data)
             self._h11.receive_data(data)
+
+    def _too_big(self) -> BadRequest:
+        return BadRequest(431, f"request head over the {self._max_head_size}-byte limit")
 
     async def answer(
         self,

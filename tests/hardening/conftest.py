@@ -22,6 +22,7 @@ _ORDER = (
     "key leak cases tried",
     "key leak checks",
     "keys leaked",
+    "limit boundaries tried",
     "crashes",
 )
 #: Printed whenever the suite ran their tests, zero included: these must stay at 0.

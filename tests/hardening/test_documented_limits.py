@@ -1,0 +1,122 @@
+"""Issue 21, class 9: every documented limit is the one enforced, tested at its boundary.
+
+The HTTP head limit was documented as 16 KiB while heads of 17,082 and 20,082 bytes were
+answered 200: h11 bounds only a head that is still incomplete, so a head that ended inside the
+read crossing the limit passed. Here each limit the README states is read from the code (one
+fact, one place) and checked twice: the README says that number, and the code accepts exactly
+that much and refuses one more.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from hardening_support import FIGURES
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from profiles import examples
+from real_time import HANG_GUARD
+
+from stellate.adapters.http_front import (
+    DEFAULT_MAX_HEAD_SIZE,
+    BadRequest,
+    RequestReader,
+    Traffic,
+)
+
+README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+def readme_says(phrase: str) -> None:
+    """The README's Security section states ``phrase`` (whitespace-insensitive)."""
+    security = README[README.index("## Security") :]
+    flat = re.sub(r"\s+", " ", security)
+    assert phrase in flat, f"README Security does not say {phrase!r}"
+
+
+def head_of(size: int, *, upgrade: bool = False) -> bytes:
+    """A GET request head of exactly ``size`` bytes (request line to the final blank line)."""
+    start = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if upgrade:
+        start += b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    end = b"\r\n"
+    filler = size - len(start) - len(end) - len(b"X-Pad: \r\n")
+    assert filler >= 0
+    return start + b"X-Pad: " + b"a" * filler + b"\r\n" + end
+
+
+async def read_head(raw: bytes, cuts: list[int], max_head_size: int) -> object:
+    """Feed ``raw`` to a reader in the pieces ``cuts`` makes, then whatever follows."""
+    stream = trio.testing.MemoryReceiveStream()
+    pieces, last = [], 0
+    for cut in sorted({c % (len(raw) + 1) for c in cuts}):
+        pieces.append(raw[last:cut])
+        last = cut
+    pieces.append(raw[last:])
+    for piece in pieces:
+        if piece:
+            stream.put_data(piece)
+    stream.put_eof()
+    return await RequestReader(stream, Traffic(), max_head_size=max_head_size).read()
+
+
+# -- the HTTP request head ----------------------------------------------------------------------
+
+
+def test_the_readme_states_the_head_limit_in_bytes() -> None:
+    readme_says(f"a request head of at most {DEFAULT_MAX_HEAD_SIZE:,} bytes")
+
+
+@settings(max_examples=examples(200))
+@given(
+    extra=st.integers(-300, 300),
+    cuts=st.lists(st.integers(0, 40_000), max_size=6),
+    body=st.binary(max_size=64),
+    upgrade=st.booleans(),
+)
+@example(extra=0, cuts=[], body=b"", upgrade=False)
+@example(extra=1, cuts=[], body=b"", upgrade=False)
+@example(extra=17_082 - DEFAULT_MAX_HEAD_SIZE, cuts=[], body=b"", upgrade=False)
+@example(extra=20_082 - DEFAULT_MAX_HEAD_SIZE, cuts=[], body=b"", upgrade=False)
+def test_a_head_is_accepted_up_to_the_limit_and_refused_one_byte_over(
+    extra: int, cuts: list[int], body: bytes, upgrade: bool
+) -> None:
+    """Whatever the reads' sizes and whatever follows the head in the same read."""
+    FIGURES["limit boundaries tried"] += 1
+    size = DEFAULT_MAX_HEAD_SIZE + extra
+    raw = head_of(size, upgrade=upgrade) + body
+    try:
+        trio.run(read_head, raw, cuts, DEFAULT_MAX_HEAD_SIZE)
+    except BadRequest as refused:
+        assert size > DEFAULT_MAX_HEAD_SIZE, f"a head of {size} bytes was refused: {refused}"
+        assert refused.status == 431
+    else:
+        assert size <= DEFAULT_MAX_HEAD_SIZE, f"a head of {size} bytes was accepted"
+
+
+@pytest.mark.parametrize("size", [DEFAULT_MAX_HEAD_SIZE, DEFAULT_MAX_HEAD_SIZE + 1, 17_082, 20_082])
+async def test_a_real_listener_answers_heads_by_the_documented_limit(size: int) -> None:
+    """On a socket: the whole head in one write, the way the outside run sent it."""
+    from stellate.server import AgentServer
+
+    FIGURES["limit boundaries tried"] += 1
+    server = AgentServer()
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve, "127.0.0.1", 0)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(head_of(size))
+                answer = b""
+                while b"\r\n" not in answer:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+            nursery.cancel_scope.cancel()
+    status = int(answer.split(b" ", 2)[1])
+    assert status == (200 if size <= DEFAULT_MAX_HEAD_SIZE else 431), (size, answer[:80])
