@@ -6,6 +6,11 @@ exactly — cattrs' default of converting ``"5"`` to ``5`` or ``"false"`` to ``T
 malformed peer through, so every scalar gets an exact-type hook. Output emits every key in the
 reference's order, nulls included, so captured frames and ours compare key by key.
 
+Bounds: a frame is JSON as RFC 8259 defines it, nested at most :data:`MAX_DEPTH` levels: no
+``NaN`` or ``Infinity``, and no number too large for a double (``1e400`` would decode as
+infinity, which no JSON text can carry back out). The output side refuses the same, so whatever
+a peer gave us can be sent on, and whatever we send decodes on the other side.
+
 Speed: every frame a fleet exchanges passes here, most of them heartbeats. A valid frame is
 checked field by field against a plan made once per message class (``_FastPath``), without
 cattrs' per-field dispatch; a frame that fails any check takes the cattrs path, which gives the
@@ -19,6 +24,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import math
 import uuid
 from collections.abc import Callable
 from json.encoder import encode_basestring
@@ -38,6 +44,7 @@ from .messages import (
 )
 
 __all__ = [
+    "MAX_DEPTH",
     "FrameTemplate",
     "ProtocolError",
     "decode_client",
@@ -50,6 +57,13 @@ __all__ = [
 
 class ProtocolError(RemoteError, ValueError):
     """A frame is not a valid AIP message; the text says what is wrong and where."""
+
+
+#: Deepest nesting of arrays and objects a frame may have, the frame's own object being level
+#: 1 (a device's ``system_info`` sits at level 3). Deeper frames are refused where they are
+#: decoded, so no peer-made value can exhaust the stack of whoever walks it next (the encoder,
+#: ``copy.deepcopy``, a JSON printer).
+MAX_DEPTH = 64
 
 
 _E = TypeVar("_E", bound=enum.Enum)
@@ -145,6 +159,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused when a double cannot hold it."""
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ValueError(f"number {shown} is out of range")
+    return value
+
+
+def depth_of(value: object) -> int:
+    """How many levels of arrays and objects ``value`` nests (0 for a scalar), without
+    recursion: a value too deep for the stack must still be measured."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            children: Any = item.values()  # type: ignore[attr-defined]
+        elif kind is list:
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if type(child) in (dict, list))
+    return deepest
+
+
+def _too_deep(text: str | bytes, data: dict[str, Any]) -> bool:
+    # Counting brackets is cheap and settles nearly every frame (a heartbeat has one object).
+    if isinstance(text, str):
+        opened = text.count("{") + text.count("[")
+    else:
+        opened = text.count(b"{") + text.count(b"[")
+    return opened > MAX_DEPTH and depth_of(data) > MAX_DEPTH
+
+
 class _FastPath(Generic[_M]):
     """Builds a message from a decoded JSON object when every field is exactly valid.
 
@@ -201,15 +252,20 @@ _FAST: dict[type[Any], _FastPath[Any]] = {
 }
 
 
+_TOO_DEEP = f"frame is nested more than {MAX_DEPTH} levels deep"
+
+
 def _decode(text: str | bytes, cls: type[_M]) -> _M:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     except RecursionError:
-        raise ProtocolError("frame is nested too deeply") from None
+        raise ProtocolError(_TOO_DEEP) from None
     if not isinstance(data, dict):
         raise ProtocolError(f"frame is not a JSON object: got {_json_type(data)}")
+    if _too_deep(text, data):
+        raise ProtocolError(_TOO_DEEP)
     message: _M | None = _FAST[cls].build(data)
     if message is not None:
         return message
@@ -226,11 +282,17 @@ def _structure_strictly(data: dict[str, Any], cls: type[_M]) -> _M:
 
 
 def _encode(message: ClientMessage | ServerMessage) -> str:
+    deepest = 1 + max(depth_of(value) for value in attrs.astuple(message, recurse=False))
+    if deepest > MAX_DEPTH:
+        raise ProtocolError(f"cannot encode the frame: {_TOO_DEEP} ({deepest})")
     return _dumps(_converter.unstructure(message))
 
 
 def _dumps(data: dict[str, Any]) -> str:
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))  # as the reference does
+    try:  # as the reference does, but never NaN or Infinity, which are not JSON
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise ProtocolError(f"cannot encode the frame as JSON: {exc}") from None
     if not text.isascii() and not _utf8_ok(text):
         # A string echoed from a peer may hold a lone surrogate, which UTF-8 (and so a
         # WebSocket text frame) cannot carry: send the same JSON value, escaped.

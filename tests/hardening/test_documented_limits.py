@@ -120,3 +120,12 @@ async def test_a_real_listener_answers_heads_by_the_documented_limit(size: int) 
             nursery.cancel_scope.cancel()
     status = int(answer.split(b" ", 2)[1])
     assert status == (200 if size <= DEFAULT_MAX_HEAD_SIZE else 431), (size, answer[:80])
+
+
+# -- peer JSON -----------------------------------------------------------------------------------
+
+
+def test_the_readme_states_the_frame_depth_limit() -> None:
+    from stellate.protocol.codec import MAX_DEPTH
+
+    readme_says(f"| `stellate.protocol.codec.MAX_DEPTH` | {MAX_DEPTH} levels |")
