@@ -10,17 +10,25 @@
   fire every row: it prints one line and the gate does not apply.
 * ``loopback_clock``: the ``MockClock`` for tests driving real loopback sockets under virtual
   time (``real_time.py`` says why ``autojump_clock`` races the kernel there).
+* ``hang_guard``: a trio test on real sockets asks for it (``pytestmark =
+  pytest.mark.usefixtures("hang_guard")``) and fails after ``HANG_GUARD`` instead of hanging.
+* ``ca``, ``server_context``, ``cafile``: a trustme CA, a server TLS context for 127.0.0.1 and
+  localhost issued by it, and the CA's certificate as a file, for tests of wss:// and https.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import profiles  # registers and loads the hypothesis profiles
 import pytest
+import trio
 import trio.testing
-from real_time import LOOPBACK_AUTOJUMP
+import trustme
+from real_time import HANG_GUARD, LOOPBACK_AUTOJUMP
 
 from stellate.fsm import coverage
 
@@ -103,3 +111,32 @@ def loopback_clock() -> trio.testing.MockClock:
     been blocked ``real_time.LOOPBACK_AUTOJUMP`` real seconds, never while bytes are in flight
     in the kernel (``autojump_clock`` would; ``real_time`` says why and what it costs)."""
     return trio.testing.MockClock(autojump_threshold=LOOPBACK_AUTOJUMP)
+
+
+@pytest.fixture
+async def hang_guard() -> AsyncIterator[None]:
+    """The test fails after ``HANG_GUARD`` seconds (real ones, or virtual under a MockClock)
+    instead of hanging: only a hang meets it."""
+    with trio.fail_after(HANG_GUARD):
+        yield
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 and localhost, issued by ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def cafile(ca: trustme.CA, tmp_path: Path) -> str:
+    """``ca``'s certificate in a PEM file, as ``--cafile`` takes it."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)

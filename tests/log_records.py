@@ -1,8 +1,10 @@
 """Every log record of the process while installed: for tests that check what a peer or an
-input can make stellate log (no traceback, no key, one short line), whoever logs it."""
+input can make stellate log (no traceback, no key, one short line), whoever logs it; and a
+logger of its own behind a filter, for tests of a filter."""
 
 from __future__ import annotations
 
+import io
 import logging
 
 
@@ -34,3 +36,16 @@ class Records(logging.Handler):
         root = logging.getLogger()
         root.removeHandler(self)
         root.setLevel(self._level)
+
+
+def filtered_logger(filt: logging.Filter) -> tuple[logging.Logger, io.StringIO]:
+    """A fresh logger at DEBUG whose one handler writes through ``filt`` into the returned
+    stream (nothing propagates to the root): what a filter lets out, and nothing else."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(filt)
+    logger = logging.getLogger(f"{__name__}.filtered.{id(stream)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return logger, stream

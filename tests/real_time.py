@@ -25,7 +25,7 @@ process can stand still for seconds.
     many real seconds, about a thousand times a loopback exchange on a loaded machine. Each
     virtual wait of such a test therefore costs this much real time: keep them few, and script
     bytes through memory streams where the test is about parsing them.
-    ``tests/hardening/test_real_time_rules.py`` fails on a test function that drives a real
+    ``tests/suite/test_real_time_rules.py`` fails on a test function that drives a real
     socket under an autojump of 0.
 """
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import logging
 
 import pytest
+from log_records import filtered_logger
 
 from stellate.text.redact import RedactingFilter, redact_text, redact_url
 
@@ -36,20 +36,9 @@ def test_redact_text_finds_urls_and_literal_secrets() -> None:
     assert "x=1" in out and "ws://h:1/ws?token=***" in out
 
 
-def make_logger(filt: RedactingFilter) -> tuple[logging.Logger, io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(filt)
-    logger = logging.getLogger(f"test_redact.{id(filt)}")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    return logger, stream
-
-
 def test_filter_redacts_messages_args_and_tracebacks() -> None:
     filt = RedactingFilter(["topsecret"])
-    logger, stream = make_logger(filt)
+    logger, stream = filtered_logger(filt)
     logger.info("connecting to %s", "ws://h/ws?token=topsecret")
     logger.info("key is %s", "topsecret")
     try:

@@ -7,7 +7,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,15 +290,8 @@ async def test_the_token_never_reaches_the_logs(
 # -- TLS --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
-async def tls_port(nursery: trio.Nursery, ca: trustme.CA) -> int:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+async def tls_port(nursery: trio.Nursery, server_context: ssl.SSLContext) -> int:
     return await start_server(nursery, ssl_context=server_context)
 
 
@@ -313,10 +305,8 @@ async def test_wss_with_trusted_ca(tls_port: int, ca: trustme.CA) -> None:
             assert await conn.receive() == "over tls"
 
 
-async def test_wss_with_cafile(tls_port: int, ca: trustme.CA, tmp_path: Path) -> None:
-    cafile = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(cafile))
-    trusting = WebSocketConnector(cafile=str(cafile), connect_timeout=PATIENCE)
+async def test_wss_with_cafile(tls_port: int, cafile: str) -> None:
+    trusting = WebSocketConnector(cafile=cafile, connect_timeout=PATIENCE)
     with trio.fail_after(LIMIT):
         async with trusting.open(url(tls_port, scheme="wss")) as conn:
             await conn.send("x")

@@ -8,57 +8,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from real_time import HANG_GUARD
+from cli_support import lines_until, running, stellate
 
 from stellate.cli import build_parser
 
-STELLATE = Path(sys.executable).parent / "stellate"
-TIMEOUT = HANG_GUARD  # real seconds: only catches a hang (real_time.py)
 KEY = "the-right-key"
-
-
-def stellate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STELLATE), *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture
 def server_url() -> Iterator[str]:
     """A ``stellate serve`` with an API key on a free port of 127.0.0.1."""
-    proc = subprocess.Popen(
-        [str(STELLATE), "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "STELLATE_API_KEY": KEY},
-    )
-    timer = threading.Timer(TIMEOUT, proc.kill)
-    timer.start()
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+    with running("serve", "--port", "0", env={"STELLATE_API_KEY": KEY}) as proc:
+        (line,) = lines_until(proc, lambda lines: True)
         match = re.search(r"on (ws://127\.0\.0\.1:\d+/ws)", line)
         assert match, line
         yield match.group(1)
-    finally:
-        timer.cancel()
-        proc.terminate()
-        proc.communicate(timeout=TIMEOUT)
 
 
 # -- 5. the agent stops on errors it cannot fix ---------------------------------------------------
@@ -97,20 +66,9 @@ def test_agent_with_a_malformed_server_url_stops_with_status_2(url: str, why: st
 
 def test_agent_whose_id_is_taken_stops_with_status_2(server_url: str) -> None:
     env = {"STELLATE_API_KEY": KEY}
-    first = subprocess.Popen(
-        [str(STELLATE), "agent", "--server", server_url, "--device-id", "twin"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
-    try:
-        assert first.stdout is not None
-        assert "1 agent(s) registered" in first.stdout.readline()
+    with running("agent", "--server", server_url, "--device-id", "twin", env=env) as first:
+        assert "1 agent(s) registered" in lines_until(first, lambda lines: True)[0]
         second = stellate("agent", "--server", server_url, "--device-id", "twin", env=env)
-    finally:
-        first.terminate()
-        first.communicate(timeout=TIMEOUT)
     assert second.returncode == 2
     assert (
         "WARNING stellate.agent.device_agent: twin: registration rejected: "

@@ -10,48 +10,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import tomllib
 from pathlib import Path
 
 import pytest
+from cli_support import REPO, STELLATE, interrupt, lines_until, running, stellate, unreachable_fleet
+from cli_support import write_config as write
 from real_time import HANG_GUARD
 
 from stellate.config import DEFAULT_CONFIG_PATH
 from stellate.local import example_config, example_config_path
 
-REPO = Path(__file__).resolve().parents[2]
-STELLATE = Path(sys.executable).parent / "stellate"
-TIMEOUT = HANG_GUARD  # real seconds: only catches a hang (real_time.py)
 EXAMPLE_IDS = ["windowsagent", "linuxagent", "macagent"]
-
-
-def stellate(*args: str, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STELLATE), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/ws"
-
-
-def write(tmp_path: Path, text: str, name: str = "devices.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
 
 
 # -- 1. the embedded default works from anywhere ------------------------------------------------
@@ -127,7 +98,7 @@ def test_up_says_up_front_when_a_fleet_cannot_fit_the_open_file_limit(tmp_path: 
         ["bash", "-c", f'ulimit -n 128 && exec "{STELLATE}" up "{config}" --embedded --once'],
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=HANG_GUARD,
         check=False,
     )
     assert result.returncode == 2, result.stderr
@@ -149,13 +120,8 @@ def test_up_says_up_front_when_a_fleet_cannot_fit_the_open_file_limit(tmp_path: 
 def test_backoff_lines_say_why_and_when_and_the_json_carries_both_reasons(
     tmp_path: Path,
 ) -> None:
-    config = write(
-        tmp_path,
-        f"""
-manager: {{reconnect_delay: 0.05, backoff_cap: 0.1}}
-devices:
-  - {{device_id: gone, server_url: "{refused_url()}", max_retries: 3}}
-""",
+    config = unreachable_fleet(
+        tmp_path, "reconnect_delay: 0.05, backoff_cap: 0.1", gone="max_retries: 3"
     )
     result = stellate("up", config, "--once", "--json", cwd=tmp_path)
     assert result.returncode == 1
@@ -170,13 +136,8 @@ devices:
 
 
 def test_the_text_summary_omits_what_is_unknown(tmp_path: Path) -> None:
-    config = write(
-        tmp_path,
-        f"""
-manager: {{reconnect_delay: 0.05, backoff_cap: 0.1}}
-devices:
-  - {{device_id: gone, server_url: "{refused_url()}", max_retries: 1}}
-""",
+    config = unreachable_fleet(
+        tmp_path, "reconnect_delay: 0.05, backoff_cap: 0.1", gone="max_retries: 1"
     )
     result = stellate("up", config, "--once", cwd=tmp_path)
     assert result.returncode == 1
@@ -190,13 +151,8 @@ devices:
 
 
 def test_timeout_exits_1_naming_the_devices_still_pending(tmp_path: Path) -> None:
-    config = write(
-        tmp_path,
-        f"""
-manager: {{reconnect_delay: 600, backoff_cap: 600}}
-devices:
-  - {{device_id: slow, server_url: "{refused_url()}", max_retries: 5}}
-""",
+    config = unreachable_fleet(
+        tmp_path, "reconnect_delay: 600, backoff_cap: 600", slow="max_retries: 5"
     )
     # The refused first attempt has 3 real seconds (a loaded machine can take more than 1);
     # its backoff (at least 60 s) then outlasts the --timeout for sure.
@@ -219,14 +175,8 @@ def test_timeout_needs_once(tmp_path: Path) -> None:
 
 
 def test_up_without_once_exits_1_when_every_device_failed(tmp_path: Path) -> None:
-    config = write(
-        tmp_path,
-        f"""
-manager: {{reconnect_delay: 0.05, backoff_cap: 0.1}}
-devices:
-  - {{device_id: a, server_url: "{refused_url()}", max_retries: 1}}
-  - {{device_id: b, server_url: "{refused_url()}", max_retries: 1}}
-""",
+    config = unreachable_fleet(
+        tmp_path, "reconnect_delay: 0.05, backoff_cap: 0.1", a="max_retries: 1", b="max_retries: 1"
     )
     result = stellate("up", config, cwd=tmp_path)
     assert result.returncode == 1
@@ -242,31 +192,13 @@ def test_up_json_without_once_streams_one_event_per_line(tmp_path: Path) -> None
         "  - {device_id: one, server_url: 'ws://h/ws'}\n"
         "  - {device_id: two, server_url: 'ws://h/ws'}\n",
     )
-    proc = subprocess.Popen(
-        [str(STELLATE), "up", config, "--embedded", "--json"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    events: list[dict[str, object]] = []
-    try:
-        assert proc.stdout is not None
-        timer = threading.Timer(TIMEOUT, proc.kill)  # the guard: never hang the suite
-        timer.start()
-        try:
-            for line in proc.stdout:  # each line arrives as it happens (flushed)
-                events.append(json.loads(line))
-                if sum(e["event"] == "ready" for e in events) == 2:
-                    break
-        finally:
-            timer.cancel()
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with running("up", config, "--embedded", "--json", cwd=tmp_path) as proc:
+        # each line arrives as it happens (flushed)
+        seen = lines_until(
+            proc, lambda lines: sum(json.loads(x)["event"] == "ready" for x in lines) == 2
+        )
+        events: list[dict[str, object]] = [json.loads(line) for line in seen]
+        rest, err = interrupt(proc)
     assert proc.returncode == 0, err
     for line in rest.splitlines():  # the disconnects, still one object per line
         events.append(json.loads(line))

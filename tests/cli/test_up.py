@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from cli_support import interrupt, lines_until, running, stellate, unreachable_fleet, write_config
 from real_time import HANG_GUARD
 
 from stellate.adapters.memory import MemoryNetwork
@@ -37,9 +35,6 @@ from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager, EventKind
 from stellate.server import AgentServer
 
-REPO = Path(__file__).resolve().parents[2]
-STELLATE = Path(sys.executable).parent / "stellate"
-TIMEOUT = HANG_GUARD  # real seconds: only catches a hang (real_time.py)
 #: Galaxy's AgentProfile keys, in order, then the two reasons `--json` adds.
 PROFILE_KEYS = [
     "device_id",
@@ -57,28 +52,8 @@ PROFILE_KEYS = [
 ]
 
 
-def run_up(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STELLATE), "up", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/ws"
-
-
-def write_config(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "devices.yaml"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
+def run_up(*args: str) -> subprocess.CompletedProcess[str]:
+    return stellate("up", *args)
 
 
 # -- end to end: the installed command ------------------------------------------------------
@@ -154,14 +129,11 @@ devices:
 
 
 def test_up_once_exits_1_when_a_device_fails(tmp_path: Path) -> None:
-    config = write_config(
+    config = unreachable_fleet(
         tmp_path,
-        f"""
-manager: {{reconnect_delay: 0.01, backoff_cap: 0.05}}
-devices:
-  - {{device_id: gone, server_url: "{refused_url()}", max_retries: 2}}
-  - {{device_id: later, server_url: "{refused_url()}", auto_connect: false}}
-""",
+        "reconnect_delay: 0.01, backoff_cap: 0.05",
+        gone="max_retries: 2",
+        later="auto_connect: false",
     )
     result = run_up(config, "--once", "--json")
     assert result.returncode == 1, result.stderr
@@ -182,33 +154,11 @@ def test_up_reports_config_problems_with_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery to a child process")
 def test_up_without_once_keeps_the_fleet_until_ctrl_c_then_disconnects() -> None:
-    proc = subprocess.Popen(
-        [str(STELLATE), "up"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        seen: list[str] = []
-        timer = threading.Timer(TIMEOUT, proc.kill)  # the guard: never hang the suite
-        timer.start()
-        try:
-            for line in proc.stdout:
-                seen.append(line)
-                if "fleet up" in line:
-                    break
-        finally:
-            timer.cancel()
+    with running("up") as proc:
+        seen = lines_until(proc, lambda lines: "fleet up" in lines[-1])
         assert any("fleet up" in line for line in seen), "".join(seen)
         assert "".join(seen).count("✅ Registration successful!") == 3
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _out, err = interrupt(proc)
     assert proc.returncode == 0, err
     assert "stopped; every connection closed" in err
     assert "Traceback" not in err and "Task was destroyed" not in err
@@ -230,7 +180,7 @@ devices:
         target=lambda: codes.append(main(["up", config, "--embedded", "--once", "--json"]))
     )
     worker.start()
-    worker.join(TIMEOUT)
+    worker.join(HANG_GUARD)
     assert not worker.is_alive()
     assert codes == [0]
     (profile,) = json.loads(capsys.readouterr().out)

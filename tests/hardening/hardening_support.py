@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import trio
+from passthrough import Passthrough
 
 from stellate.adapters.memory import MemoryConnection, MemoryNetwork
 from stellate.agent import DeviceAgent
@@ -279,11 +280,11 @@ class FaultConnector:
         return len(conns)
 
 
-class FaultConnection:
+class FaultConnection(Passthrough[MemoryConnection]):
     def __init__(self, owner: FaultConnector, device_id: str, inner: MemoryConnection) -> None:
+        super().__init__(inner)
         self._owner = owner
         self.device_id = device_id
-        self.inner = inner
 
     async def send(self, message: str | bytes) -> None:
         if self._owner._strike(self.device_id) is not None:
@@ -296,13 +297,6 @@ class FaultConnection:
             self.inner.abort()
             raise ConnectionClosed(1006, None)
         return frame
-
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        await self.inner.aclose(code, reason)
-
-    @property
-    def closed(self) -> bool:
-        return self.inner.closed
 
 
 # -- a fleet: agents on the server, a manager registering each device on it --------------------

@@ -37,6 +37,7 @@ from hardening_support import FIGURES, system_info_for
 from hostile_frames import DEEP_BEYOND, LONE_SURROGATE_FRAME, hostile_frames
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from passthrough import Passthrough
 from real_time import HANG_GUARD, PATIENCE
 
 from stellate.adapters.memory import MemoryNetwork
@@ -82,9 +83,9 @@ class Record:
     errors: list[str] = attrs.Factory(list)
 
 
-class RecordingConnection:
+class RecordingConnection(Passthrough[Connection]):
     def __init__(self, inner: Connection, record: Record) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._record = record
         self._pending: deque[float] = deque()
 
@@ -92,23 +93,16 @@ class RecordingConnection:
         if isinstance(message, str) and json.loads(message)["type"] == "heartbeat":
             self._record.heartbeats += 1
             self._pending.append(trio.current_time())
-        await self._inner.send(message)
+        await self.inner.send(message)
 
     async def receive(self) -> str | bytes:
-        frame = await self._inner.receive()
+        frame = await self.inner.receive()
         data = json.loads(frame)
         if data["type"] == "error":
             self._record.errors.append(str(frame))
         elif data["type"] == "heartbeat" and self._pending:
             self._record.latencies.append(trio.current_time() - self._pending.popleft())
         return frame
-
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        await self._inner.aclose(code, reason)
-
-    @property
-    def closed(self) -> bool:
-        return self._inner.closed
 
 
 class RecordingConnector:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 import sys
 import unicodedata
@@ -23,6 +22,7 @@ import trio.testing
 from hardening_support import FIGURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from log_records import filtered_logger
 from profiles import examples
 
 from stellate.agent import DeviceAgent
@@ -112,12 +112,7 @@ def test_escape_takes_objects_whose_str_fails() -> None:
 
 
 def logged(filt: RedactingFilter, message: str, *args: object) -> str:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(filt)
-    logger = logging.getLogger(f"test_hostile_text.{id(stream)}")
-    logger.propagate = False
-    logger.addHandler(handler)
+    logger, stream = filtered_logger(filt)
     logger.warning(message, *args)
     return stream.getvalue()
 

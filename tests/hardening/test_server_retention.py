@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+from aip_frames import device_info_request, device_register
 from hardening_support import FIGURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,31 +42,6 @@ from stellate.server import AgentServer
 LIMIT = DEFAULT_MAX_SYSTEM_INFO_BYTES
 #: Keys end up in the process-wide log filter: never one that is an ordinary word.
 SQUAT_KEY = "squat-KEY-0c4b1e"
-
-
-def register_frame(device_id: str, system_info: Any, platform: Any = "linux") -> str:
-    return json.dumps(
-        {
-            "type": "register",
-            "status": "ok",
-            "client_type": "device",
-            "client_id": device_id,
-            "metadata": {"system_info": system_info, "platform": platform},
-        }
-    )
-
-
-def info_request(target: str) -> str:
-    return json.dumps(
-        {
-            "type": "device_info_request",
-            "status": "ok",
-            "client_type": "constellation",
-            "client_id": f"t@{target}",
-            "target_id": target,
-            "request_id": "r1",
-        }
-    )
 
 
 def constellation_frame(client_id: str, target: str) -> str:
@@ -109,7 +85,7 @@ def test_the_server_keeps_at_most_its_limit_per_device(info: dict[str, Any], pla
     FIGURES["oversize registrations tried"] += 1
     registry = ClientRegistry()
     device = ServerSession(registry, 0.0)
-    actions = device.receive(register_frame("dev", info, platform), 0.0)
+    actions = device.receive(device_register("dev", info, platform), 0.0)
     frames = sent(actions)
     assert device.phase is ServerPhase.REGISTERED and frames[0]["type"] == "heartbeat"
     entry = registry.get("dev")
@@ -120,7 +96,7 @@ def test_the_server_keeps_at_most_its_limit_per_device(info: dict[str, Any], pla
     compact = json.dumps(info, separators=(",", ":"))
     asker = ServerSession(registry, 0.0)
     asker.receive(constellation_frame("t@dev", "dev"), 0.0)
-    (answer,) = sent(asker.receive(info_request("dev"), 1.0))
+    (answer,) = sent(asker.receive(device_info_request("t@dev", "dev"), 1.0))
     if len(compact) <= LIMIT:
         assert kept is not None and answer["result"] == json.loads(compact)
         assert len(frames) == 1
@@ -148,7 +124,7 @@ def test_a_fleet_of_big_devices_costs_the_server_its_limit_not_the_frames(
     values take several times that in Python objects: the server keeps the text instead.
     """
     devices = 50
-    frames = [register_frame(f"dev{i}", info) for i in range(devices)]
+    frames = [device_register(f"dev{i}", info) for i in range(devices)]
     registry = ClientRegistry()
     sessions = []
     gc.collect()
@@ -177,7 +153,7 @@ def test_a_bigger_limit_can_be_set() -> None:
     registry = ClientRegistry()
     session = ServerSession(registry, 0.0, policy=ServerPolicy(max_system_info_bytes=1 << 20))
     info = {"pad": "x" * (200 * 1024)}
-    session.receive(register_frame("dev", info), 0.0)
+    session.receive(device_register("dev", info), 0.0)
     entry = registry.get("dev")
     assert entry is not None and entry.system_info == info
 
@@ -191,7 +167,7 @@ async def test_over_the_limit_on_real_sockets_the_device_is_told_and_stays(
         url = f"ws://127.0.0.1:{port}/ws"
         connector = WebSocketConnector()
         async with connector.open(url) as conn:
-            await conn.send(register_frame("big", {"pad": "x" * (900 * 1024)}))
+            await conn.send(device_register("big", {"pad": "x" * (900 * 1024)}))
             confirmation = json.loads(await conn.receive())
             notice = json.loads(await conn.receive())
             assert confirmation["type"] == "heartbeat" and notice["type"] == "error"
@@ -208,13 +184,13 @@ async def test_over_the_limit_on_real_sockets_the_device_is_told_and_stays(
 def test_a_device_cannot_take_a_constellation_id_nor_the_other_way_round() -> None:
     registry = ClientRegistry()
     squatter = ServerSession(registry, 0.0)
-    actions = squatter.receive(register_frame("task@dev", {}), 0.0)
+    actions = squatter.receive(device_register("task@dev", {}), 0.0)
     assert registry.get("task@dev") is None and isinstance(actions[-1], Close)
     assert actions[-1].code == 1008
     (refusal,) = sent(actions)
     assert refusal["error"].startswith("invalid device id 'task@dev': must not contain '@'")
     owner = ServerSession(registry, 0.0)
-    owner.receive(register_frame("dev", {}), 0.0)
+    owner.receive(device_register("dev", {}), 0.0)
     impostor = ServerSession(registry, 0.0)
     impostor.receive(constellation_frame("dev", "dev"), 0.0)
     entry = registry.get("dev")
@@ -234,7 +210,7 @@ async def test_a_squatter_named_task_at_dev_cannot_fail_the_managers_device(
         port = await nursery.start(partial(server.serve, "127.0.0.1", 0))
         url = f"ws://127.0.0.1:{port}/ws"
         async with WebSocketConnector().open(f"{url}?token={SQUAT_KEY}") as squatter:
-            await squatter.send(register_frame("stellate@dev", {}))
+            await squatter.send(device_register("stellate@dev", {}))
             refusal = json.loads(await squatter.receive())
             assert "must not contain '@'" in refusal["error"]
         await nursery.start(DeviceAgent(url, "dev", api_key=SQUAT_KEY, system_info={}).run)

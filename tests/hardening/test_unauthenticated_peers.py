@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -217,14 +218,10 @@ def test_peers_before_authentication_never_cost_a_traceback(peers_: list[Peer]) 
     check_quiet(trio.run(run_peers, peers_), len(peers_))
 
 
-def test_tls_failures_and_plain_text_on_a_tls_port_are_quiet() -> None:
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+def test_tls_failures_and_plain_text_on_a_tls_port_are_quiet(
+    server_context: ssl.SSLContext,
+) -> None:
+    context = server_context
     peers_ = [
         Peer(plain("/api/health", KEY), "half_close", False),  # plain HTTP to a TLS port
         Peer(TLS_CLIENT_HELLO, "reset", False),  # a truncated hello

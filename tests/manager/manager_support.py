@@ -9,9 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
+from passthrough import Passthrough
 from seed_example import SEED_SYSTEM_INFO
 
 from stellate.adapters.memory import MemoryNetwork
@@ -137,30 +138,23 @@ class Recorder:
         ]
 
 
-class Silenceable:
+class Silenceable(Passthrough[Connection]):
     """A server-side connection that can be struck dumb: it then reads and drops every frame
     and answers nothing, while the socket stays open (a hung server, not a dead one)."""
 
     def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+        super().__init__(conn)
         self.silent = False
 
     async def send(self, message: str | bytes) -> None:
         if not self.silent:
-            await self._conn.send(message)
+            await self.inner.send(message)
 
     async def receive(self) -> str | bytes:
         while True:
-            frame = await self._conn.receive()
+            frame = await self.inner.receive()
             if not self.silent:
                 return frame
-
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        await self._conn.aclose(code, reason)
-
-    @property
-    def closed(self) -> bool:
-        return self._conn.closed
 
 
 def silenceable_handler(
@@ -185,3 +179,43 @@ PATIENT_SERVER = ServerPolicy(registration_timeout=10.0, heartbeat_interval=10_0
 async def memory_network() -> AsyncIterator[MemoryNetwork]:
     async with MemoryNetwork(raise_handler_errors=True) as net:
         yield net
+
+
+class Site(NamedTuple):
+    """What ``site`` yields: ``async with site("dev") as (net, nursery, server):``."""
+
+    net: MemoryNetwork
+    nursery: trio.Nursery
+    server: AgentServer
+
+
+@asynccontextmanager
+async def site(
+    *device_ids: str,
+    server: AgentServer | None = None,
+    sockets: list[Silenceable] | None = None,
+) -> AsyncIterator[Site]:
+    """The scene most manager tests play in: a memory network, ``server`` (a default
+    ``AgentServer``) answering at ``URL``, and a registered device agent for each id, run in a
+    nursery the test may use too; on the way out everything in it is cancelled. With
+    ``sockets``, the server's connections are recorded there and can be silenced."""
+    server = server if server is not None else AgentServer()
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        if sockets is None:
+            serve_on(net, server)
+        else:
+            net.listen(URL, silenceable_handler(server, sockets))
+        for device_id in device_ids:
+            await start_agent(nursery, URL, device_id, connector=net)
+        yield Site(net, nursery, server)
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def recording(manager: ConstellationDeviceManager) -> AsyncIterator[Recorder]:
+    """A ``Recorder`` of ``manager``'s events, subscribed before the body runs."""
+    recorder = Recorder()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(recorder.run, manager)
+        yield recorder
+        nursery.cancel_scope.cancel()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -17,12 +18,14 @@ import trio
 from manager_support import (
     PATIENT_SERVER,
     URL,
+    Agent,
     Recorder,
     Silenceable,
     manager_on,
     memory_network,
+    recording,
     serve_on,
-    silenceable_handler,
+    site,
     start_agent,
 )
 from seed_example import (
@@ -59,8 +62,7 @@ def profile(device_id: str = "dev", url: str = URL, **kwargs: Any) -> AgentProfi
 
 
 async def test_seed_scenario_ends_with_the_seeds_final_profile(autojump_clock: Any) -> None:
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
+    async with site() as (net, nursery, _):
         await start_agent(nursery, URL, "windowsagent", connector=net, system_info=SEED_SYSTEM_INFO)
         async with manager_on(net) as manager:
             assert await manager.register_device(server_url=URL, **SEED_DEVICE) is True
@@ -78,19 +80,14 @@ async def test_seed_scenario_ends_with_the_seeds_final_profile(autojump_clock: A
             assert p.current_task_id is None
             assert p.last_heartbeat is not None
             assert manager.get_all_devices() == {"windowsagent": p}
-        nursery.cancel_scope.cancel()
 
 
 async def test_phases_in_order_and_event_kinds(autojump_clock: Any) -> None:
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        await start_agent(nursery, URL, "dev", connector=net)
-        async with manager_on(net) as manager:
-            await nursery.start(recorder.run, manager)
-            manager.add_device(profile())
-            await manager.wait_for("dev", S.IDLE)
-        nursery.cancel_scope.cancel()
+    async with site("dev") as (net, nursery, _), manager_on(net) as manager:
+        await nursery.start(recorder.run, manager)
+        manager.add_device(profile())
+        await manager.wait_for("dev", S.IDLE)
     assert recorder.steps("dev")[:5] == [
         (Trigger.CONNECT, "disconnected", "connecting"),
         (Trigger.CONNECTION_OPENED, "connecting", "connected"),
@@ -167,13 +164,10 @@ async def test_max_retries_none_retries_until_the_server_appears(autojump_clock:
 
 
 async def test_connect_timeout_is_30_seconds(autojump_clock: Any) -> None:
-    recorder = Recorder()
     async with memory_network() as net:
         net.hang(URL)  # a black-holed address: the handshake never answers
-        async with manager_on(net) as manager, trio.open_nursery() as nursery:
-            await nursery.start(recorder.run, manager)
+        async with manager_on(net) as manager, recording(manager) as recorder:
             assert await manager.register_device("dev", URL, max_retries=1) is False
-            nursery.cancel_scope.cancel()
     (connecting,) = recorder.entered("dev", "connecting")
     (failed,) = recorder.entered("dev", "failed")
     assert failed - connecting == pytest.approx(30.0)
@@ -199,29 +193,26 @@ async def test_target_not_connected_fails_after_one_attempt_no_retry(autojump_cl
 
 
 async def test_duplicate_client_id_is_rejected_without_retry(autojump_clock: Any) -> None:
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        await start_agent(nursery, URL, "dev", connector=net)
-        async with manager_on(net) as first, manager_on(net) as second:  # same task_name
-            assert await first.register_device("dev", URL) is True
-            assert await second.register_device("dev", URL) is False
-            reason = second.failure_reason("dev")
-            assert reason is not None and "already registered" in reason
-            assert second.get_device_info("dev").connection_attempts == 1  # type: ignore[union-attr]
-            assert first.get_device_info("dev").status is S.IDLE  # type: ignore[union-attr]
-        nursery.cancel_scope.cancel()
+    async with (
+        site("dev") as (net, _nursery, _),
+        manager_on(net) as first,
+        manager_on(net) as second,  # same task_name
+    ):
+        assert await first.register_device("dev", URL) is True
+        assert await second.register_device("dev", URL) is False
+        reason = second.failure_reason("dev")
+        assert reason is not None and "already registered" in reason
+        assert second.get_device_info("dev").connection_attempts == 1  # type: ignore[union-attr]
+        assert first.get_device_info("dev").status is S.IDLE  # type: ignore[union-attr]
 
 
 async def test_failed_device_can_be_retried_explicitly(autojump_clock: Any) -> None:
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        async with manager_on(net) as manager:
-            assert await manager.register_device("dev", URL) is False  # agent not there yet
-            await start_agent(nursery, URL, "dev", connector=net)
-            assert await manager.retry_device("dev") is True
-            p = manager.get_device_info("dev")
-            assert p is not None and p.status is S.IDLE and p.connection_attempts == 0
-        nursery.cancel_scope.cancel()
+    async with site() as (net, nursery, _), manager_on(net) as manager:
+        assert await manager.register_device("dev", URL) is False  # agent not there yet
+        await start_agent(nursery, URL, "dev", connector=net)
+        assert await manager.retry_device("dev") is True
+        p = manager.get_device_info("dev")
+        assert p is not None and p.status is S.IDLE and p.connection_attempts == 0
 
 
 async def test_retry_that_fails_again_at_once_returns_false(autojump_clock: Any) -> None:
@@ -290,14 +281,11 @@ async def test_telemetry_not_found_degrades_gracefully(autojump_clock: Any) -> N
 
 
 async def test_telemetry_timeout_activates_after_10_seconds(autojump_clock: Any) -> None:
-    recorder = Recorder()
     frames: list[dict[str, Any]] = []
     async with memory_network() as net:
         serve_fake(net, frames, result=None, answer_info=False)
-        async with manager_on(net) as manager, trio.open_nursery() as nursery:
-            await nursery.start(recorder.run, manager)
+        async with manager_on(net) as manager, recording(manager) as recorder:
             assert await manager.register_device("dev", URL) is True
-            nursery.cancel_scope.cancel()
     (telemetry,) = recorder.entered("dev", "telemetry")
     (idle,) = recorder.entered("dev", "idle")
     assert idle - telemetry == pytest.approx(10.0)
@@ -327,26 +315,40 @@ async def test_every_frame_names_the_constellation(autojump_clock: Any) -> None:
 # -- after activation: loss, lease, recovery --------------------------------------------------
 
 
-async def test_silent_server_is_lost_within_the_lease_then_reconnects(autojump_clock: Any) -> None:
-    recorder = Recorder()
+@asynccontextmanager
+async def registered_behind_silenceable_sockets(
+    **manager_options: Any,
+) -> AsyncIterator[tuple[ConstellationDeviceManager, list[Silenceable], Recorder]]:
+    """ "dev" registered by a manager whose sockets the test can silence (the server's own
+    lease is far away, so only the manager's can act), its events recorded from the start."""
     sockets: list[Silenceable] = []
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        server = AgentServer(policy=PATIENT_SERVER)
-        net.listen(URL, silenceable_handler(server, sockets))
-        await start_agent(nursery, URL, "dev", connector=net)
-        async with manager_on(net, heartbeat_interval=30.0, miss_limit=3) as manager:
-            await nursery.start(recorder.run, manager)
-            assert await manager.register_device("dev", URL) is True
-            await trio.sleep(100)  # three heartbeats answered
-            silenced_at = trio.current_time()
-            constellation = sockets[-1]
-            constellation.silent = True
-            await manager.wait_for("dev", S.BACKOFF)
-            lost_at = trio.current_time()
-            assert constellation.closed  # our side closed the dead socket
-            final = await manager.wait_for("dev", S.IDLE)
-            assert final.connection_attempts == 0
-        nursery.cancel_scope.cancel()
+    recorder = Recorder()
+    async with (
+        site("dev", server=AgentServer(policy=PATIENT_SERVER), sockets=sockets) as (net, tasks, _),
+        manager_on(net, **manager_options) as manager,
+    ):
+        # In the scene's nursery, not the manager's block: the recorder reads on until the
+        # manager has closed its stream, so no event is lost to the end of the block.
+        await tasks.start(recorder.run, manager)
+        assert await manager.register_device("dev", URL) is True
+        yield manager, sockets, recorder
+
+
+async def test_silent_server_is_lost_within_the_lease_then_reconnects(autojump_clock: Any) -> None:
+    async with registered_behind_silenceable_sockets(heartbeat_interval=30.0, miss_limit=3) as (
+        manager,
+        sockets,
+        recorder,
+    ):
+        await trio.sleep(100)  # three heartbeats answered
+        silenced_at = trio.current_time()
+        constellation = sockets[-1]
+        constellation.silent = True
+        await manager.wait_for("dev", S.BACKOFF)
+        lost_at = trio.current_time()
+        assert constellation.closed  # our side closed the dead socket
+        final = await manager.wait_for("dev", S.IDLE)
+        assert final.connection_attempts == 0
     # The first unanswered heartbeat leaves within one interval of the silence; the device is
     # lost miss_limit intervals after it: between 3 and 4 intervals after the silence began.
     assert silenced_at + 90.0 <= lost_at <= silenced_at + 120.0
@@ -361,18 +363,13 @@ async def test_lease_counts_unanswered_heartbeats(autojump_clock: Any) -> None:
     # Silent from the moment of activation: the first heartbeat goes out one interval later,
     # and the device is lost once miss_limit heartbeats in a row went unanswered, i.e.
     # interval × miss_limit after that first one: 10 + 10 × 4 = 50 s after activation.
-    recorder = Recorder()
-    sockets: list[Silenceable] = []
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        server = AgentServer(policy=PATIENT_SERVER)
-        net.listen(URL, silenceable_handler(server, sockets))
-        await start_agent(nursery, URL, "dev", connector=net)
-        async with manager_on(net, heartbeat_interval=10.0, miss_limit=4) as manager:
-            await nursery.start(recorder.run, manager)
-            assert await manager.register_device("dev", URL) is True
-            sockets[-1].silent = True
-            await manager.wait_for("dev", S.BACKOFF)
-        nursery.cancel_scope.cancel()
+    async with registered_behind_silenceable_sockets(heartbeat_interval=10.0, miss_limit=4) as (
+        manager,
+        sockets,
+        recorder,
+    ):
+        sockets[-1].silent = True
+        await manager.wait_for("dev", S.BACKOFF)
     (ready, *_) = recorder.times("dev", EventKind.READY)
     (lost,) = recorder.times("dev", EventKind.CONNECTION_LOST)
     assert lost - ready == pytest.approx(50.0)
@@ -383,21 +380,13 @@ async def test_recovery_treats_absent_target_as_transient(autojump_clock: Any) -
     # "target not connected". That is part of the loss being recovered from, not a final
     # rejection: back off (on the short rejoin schedule) and retry until the agent is back.
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        agent_scope = trio.CancelScope()
-
-        async def agent_until_cancelled(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with agent_scope:
-                async with trio.open_nursery() as inner:
-                    await start_agent(inner, URL, "dev", connector=net)
-                    task_status.started()
-
-        await nursery.start(agent_until_cancelled)
+    async with site() as (net, nursery, _):
+        agent = Agent(nursery, net, "dev")
+        await agent.start()
         async with manager_on(net, reconnect_delay=1.0, backoff_cap=4.0) as manager:
             await nursery.start(recorder.run, manager)
             assert await manager.register_device("dev", URL, max_retries=100) is True
-            agent_scope.cancel()  # the device goes away
+            agent.stop()  # the device goes away
             await manager.wait_for("dev", S.BACKOFF)
             await trio.sleep(20)  # several refused re-registrations
             p = manager.get_device_info("dev")
@@ -405,7 +394,6 @@ async def test_recovery_treats_absent_target_as_transient(autojump_clock: Any) -
             await start_agent(nursery, URL, "dev", connector=net, seed=2)
             final = await manager.wait_for("dev", S.IDLE, S.FAILED)
             assert final.status is S.IDLE
-        nursery.cancel_scope.cancel()
     lost = [e for _, e in recorder.events if e.kind is EventKind.CONNECTION_LOST]
     assert len(lost) == 1
     absent = [
@@ -464,22 +452,14 @@ async def test_without_a_recovery_window_recovery_is_bounded_by_max_retries(
     autojump_clock: Any,
 ) -> None:
     """recovery_window=0 is the reference's rule: reconnects after a loss spend max_retries."""
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        agent_scope = trio.CancelScope()
-
-        async def agent(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with agent_scope:
-                async with trio.open_nursery() as inner:
-                    await start_agent(inner, URL, "dev", connector=net)
-                    task_status.started()
-
-        await nursery.start(agent)
+    async with site() as (net, nursery, _):
+        agent = Agent(nursery, net, "dev")
+        await agent.start()
         async with manager_on(
             net, reconnect_delay=1.0, backoff_cap=2.0, recovery_window=0.0
         ) as manager:
             assert await manager.register_device("dev", URL, max_retries=3) is True
-            agent_scope.cancel()
+            agent.stop()
             final = await manager.wait_for("dev", S.FAILED)
             assert final.connection_attempts == 3
             # After the owner's explicit retry, recovery is over: the rejection is final again.
@@ -488,15 +468,12 @@ async def test_without_a_recovery_window_recovery_is_bounded_by_max_retries(
             assert p is not None and p.connection_attempts == 1
             reason = manager.failure_reason("dev")
             assert reason is not None and reason.startswith("registration rejected")
-        nursery.cancel_scope.cancel()
 
 
 async def test_server_restart_brings_every_device_back(autojump_clock: Any) -> None:
     recorder = Recorder()
     ids = [f"dev{i}" for i in range(5)]
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        server = AgentServer()
-        serve_on(net, server)
+    async with site() as (net, nursery, server):
         for i, device_id in enumerate(ids):
             await start_agent(nursery, URL, device_id, connector=net, seed=i)
         async with manager_on(net, reconnect_delay=0.5, backoff_cap=2.0) as manager:
@@ -519,7 +496,6 @@ async def test_server_restart_brings_every_device_back(autojump_clock: Any) -> N
                         if back == set(ids):
                             break
             assert all(p.status is S.IDLE for p in manager.get_all_devices().values())
-        nursery.cancel_scope.cancel()
     for device_id in ids:
         assert EventKind.CONNECTION_LOST in recorder.kinds(device_id)
         assert EventKind.FAILED not in recorder.kinds(device_id)
@@ -530,7 +506,6 @@ async def test_an_uninterpretable_frame_fails_one_attempt_not_the_manager(
 ) -> None:
     # One server answers a REGISTER with JSON nested beyond the recursion limit: that is a
     # bad frame on one socket (a failed attempt, retried), not a crash of every device task.
-    recorder = Recorder()
     frames: list[dict[str, Any]] = []
     async with memory_network() as net:
         normal = serve_fake(net, frames, result=dict(SEED_SYSTEM_INFO))
@@ -545,12 +520,10 @@ async def test_an_uninterpretable_frame_fails_one_attempt_not_the_manager(
             await trio.sleep_forever()
 
         net.listen(URL, poison_first)
-        async with manager_on(net, reconnect_delay=1.0) as manager, trio.open_nursery() as n:
-            await n.start(recorder.run, manager)
+        async with manager_on(net, reconnect_delay=1.0) as manager, recording(manager) as recorder:
             manager.add_device(profile("other"))
             assert await manager.register_device("dev", URL) is True
             assert (await manager.wait_for("other")).status is S.IDLE
-            n.cancel_scope.cancel()
     failures = [e for _, e in recorder.events if e.record.trigger == Trigger.CONNECTION_FAILED]
     assert len(failures) == 1
     assert failures[0].reason is not None and "nested more than" in failures[0].reason
@@ -574,19 +547,15 @@ async def test_disconnect_while_connecting_does_not_wait_for_the_handshake(
 
 
 async def test_connect_and_disconnect_device(autojump_clock: Any) -> None:
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        await start_agent(nursery, URL, "dev", connector=net)
-        async with manager_on(net) as manager:
-            manager.add_device(profile(), auto_connect=False)
-            await trio.sleep(100)
-            assert manager.get_device_info("dev").status is S.DISCONNECTED  # type: ignore[union-attr]
-            assert await manager.connect_device("dev") is True
-            assert await manager.connect_device("dev") is True  # already IDLE: just reports
-            await manager.disconnect_device("dev")
-            assert net.connections == 2  # the agent's and ours
-            assert await manager.connect_device("dev") is True
-        nursery.cancel_scope.cancel()
+    async with site("dev") as (net, _nursery, _), manager_on(net) as manager:
+        manager.add_device(profile(), auto_connect=False)
+        await trio.sleep(100)
+        assert manager.get_device_info("dev").status is S.DISCONNECTED  # type: ignore[union-attr]
+        assert await manager.connect_device("dev") is True
+        assert await manager.connect_device("dev") is True  # already IDLE: just reports
+        await manager.disconnect_device("dev")
+        assert net.connections == 2  # the agent's and ours
+        assert await manager.connect_device("dev") is True
 
 
 async def test_register_device_without_auto_connect_only_registers(autojump_clock: Any) -> None:
@@ -600,30 +569,25 @@ async def test_register_device_without_auto_connect_only_registers(autojump_cloc
 
 
 async def test_remove_device_wakes_waiters_and_closes_the_socket(autojump_clock: Any) -> None:
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        server = AgentServer()
-        serve_on(net, server)
-        await start_agent(nursery, URL, "dev", connector=net)
-        async with manager_on(net) as manager:
-            assert await manager.register_device("dev", URL) is True
-            woken: list[BaseException] = []
+    async with site("dev") as (net, nursery, server), manager_on(net) as manager:
+        assert await manager.register_device("dev", URL) is True
+        woken: list[BaseException] = []
 
-            async def waiter() -> None:
-                try:
-                    await manager.wait_for("dev", S.FAILED)
-                except UnknownDevice as exc:
-                    woken.append(exc)
+        async def waiter() -> None:
+            try:
+                await manager.wait_for("dev", S.FAILED)
+            except UnknownDevice as exc:
+                woken.append(exc)
 
-            nursery.start_soon(waiter)
-            await trio.sleep(1)
-            await manager.remove_device("dev")
-            await trio.sleep(1)
-            assert len(woken) == 1
-            assert manager.get_device_info("dev") is None
-            assert [e.client_type for e in server.registry] == [ClientType.DEVICE]
-            with pytest.raises(UnknownDevice):
-                await manager.connect_device("dev")
-        nursery.cancel_scope.cancel()
+        nursery.start_soon(waiter)
+        await trio.sleep(1)
+        await manager.remove_device("dev")
+        await trio.sleep(1)
+        assert len(woken) == 1
+        assert manager.get_device_info("dev") is None
+        assert [e.client_type for e in server.registry] == [ClientType.DEVICE]
+        with pytest.raises(UnknownDevice):
+            await manager.connect_device("dev")
 
 
 async def test_started_in_a_nursery_and_closed_gracefully(autojump_clock: Any) -> None:
@@ -662,9 +626,7 @@ async def test_started_in_a_nursery_and_closed_gracefully(autojump_clock: Any) -
 
 
 async def test_cancelling_the_manager_leaves_no_task_and_no_socket(autojump_clock: Any) -> None:
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        server = AgentServer()
-        serve_on(net, server)
+    async with site() as (net, nursery, server):
         for i in range(3):
             await start_agent(nursery, URL, f"dev{i}", connector=net, seed=i)
         with trio.CancelScope() as scope:
@@ -677,7 +639,6 @@ async def test_cancelling_the_manager_leaves_no_task_and_no_socket(autojump_cloc
         assert not manager.running
         await trio.sleep(1)
         assert [e for e in server.registry if e.client_type is ClientType.CONSTELLATION] == []
-        nursery.cancel_scope.cancel()
 
 
 async def test_open_constellation_adds_the_config(autojump_clock: Any) -> None:
@@ -692,14 +653,13 @@ devices:
   - {{device_id: b, server_url: "{URL}", auto_connect: false}}
 """
     )
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        await start_agent(nursery, URL, "a", connector=net)
-        async with open_constellation(config, connector=net) as manager:
-            assert manager.task_name == "tn"
-            assert (await manager.wait_for("a")).status is S.IDLE
-            assert manager.get_device_info("b").status is S.DISCONNECTED  # type: ignore[union-attr]
-        nursery.cancel_scope.cancel()
+    async with (
+        site("a") as (net, _nursery, _),
+        open_constellation(config, connector=net) as manager,
+    ):
+        assert manager.task_name == "tn"
+        assert (await manager.wait_for("a")).status is S.IDLE
+        assert manager.get_device_info("b").status is S.DISCONNECTED  # type: ignore[union-attr]
 
 
 def test_manager_rejects_bad_settings() -> None:

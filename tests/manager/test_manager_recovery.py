@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from manager_support import URL, Agent, Recorder, manager_on, memory_network, serve_on, start_agent
+from manager_support import URL, Agent, Recorder, manager_on, memory_network, serve_on, site
 
 from stellate.adapters.memory import MemoryConnection, MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus, Timing, Trigger
@@ -55,9 +55,7 @@ async def test_server_restart_with_max_retries_2(
     naming the window; without one (the reference's rule) reconnects spend max_retries and
     all three are FAILED before the agents are back."""
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        server = AgentServer()
-        serve_on(net, server)
+    async with site() as (net, nursery, server):
         agents = [Agent(nursery, net, f"dev{i}") for i in range(3)]
         for i, agent in enumerate(agents):
             await agent.start(seed=i)
@@ -78,7 +76,6 @@ async def test_server_restart_with_max_retries_2(
             assert {d: p.status for d, p in later.items()} == {
                 d: p.status for d, p in final.items()
             }
-        nursery.cancel_scope.cancel()
     statuses = {d: p.status for d, p in final.items()}
     if back:
         assert statuses == {"dev0": S.IDLE, "dev1": S.IDLE, "dev2": S.FAILED}
@@ -102,8 +99,7 @@ async def test_both_sides_of_the_recovery_window(
 ) -> None:
     """The agent leaves with the device IDLE and comes back 55 s / 65 s later: inside a 60 s
     window the device is IDLE again, past it the device has already FAILED (and stays so)."""
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
+    async with site() as (net, nursery, _):
         agent = Agent(nursery, net, "dev")
         await agent.start()
         async with manager_on(net, recovery_window=60.0, reconnect_delay=1.0) as manager:
@@ -114,15 +110,13 @@ async def test_both_sides_of_the_recovery_window(
             await agent.start(seed=2)
             await trio.sleep(30.0)
             assert manager.get_device_info("dev").status is status  # type: ignore[union-attr]
-        nursery.cancel_scope.cancel()
 
 
 async def test_absent_target_is_retried_on_a_short_flat_schedule(autojump_clock: Any) -> None:
     """While the server answers but does not know the target yet, waits stay short (at most
     rejoin_delay) and do not climb, so the device is IDLE within seconds of its agent."""
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
+    async with site() as (net, nursery, _):
         agent = Agent(nursery, net, "dev")
         await agent.start()
         timing = Timing(reconnect_delay=5.0, backoff_cap=60.0, recovery_window=300.0)
@@ -135,7 +129,6 @@ async def test_absent_target_is_retried_on_a_short_flat_schedule(autojump_clock:
             agent_back = trio.current_time()
             await manager.wait_for("dev", S.IDLE)
             assert trio.current_time() - agent_back <= timing.rejoin_delay
-        nursery.cancel_scope.cancel()
     connects = recorder.entered("dev", "connecting")
     waits = [b - a for a, b in itertools.pairwise(connects)]
     assert len(waits) > 30
@@ -168,9 +161,7 @@ async def test_a_server_restart_is_retried_on_the_short_schedule(
         stability_window=0.0,
     )
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        server = AgentServer()
-        serve_on(net, server)
+    async with site() as (net, nursery, server):
         agent = Agent(nursery, net, "dev")
         await agent.start()
         async with manager_on(net, timing=timing) as manager:
@@ -318,14 +309,11 @@ class RetryAfterOnce:
 
 async def test_retry_after_is_a_lower_bound_on_the_next_wait(autojump_clock: Any) -> None:
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        await start_agent(nursery, URL, "dev", connector=net)
+    async with site("dev") as (net, nursery, _):
         connector = RetryAfterOnce(net, retry_after=30.0)
         async with manager_on(connector, reconnect_delay=1.0) as manager:
             await nursery.start(recorder.run, manager)
             assert await manager.register_device("dev", URL) is True
-        nursery.cancel_scope.cancel()
     first, second = recorder.entered("dev", "connecting")[:2]
     assert second - first >= 30.0
     (backoff,) = [e for _, e in recorder.events if e.record.dest is S.BACKOFF]

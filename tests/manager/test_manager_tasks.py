@@ -7,47 +7,34 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
-from manager_support import (
-    URL,
-    Agent,
-    Recorder,
-    manager_on,
-    memory_network,
-    serve_on,
-    start_agent,
-)
+from manager_support import URL, Agent, Recorder, manager_on, memory_network, site
 
 from stellate.fsm import AgentProfile, DeviceStatus, IllegalTransition, Trigger
 from stellate.manager import EventKind, UnknownDevice
-from stellate.server import AgentServer
 
 S = DeviceStatus
 
 
 async def test_busy_and_idle_through_the_machine(autojump_clock: Any) -> None:
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
-        await start_agent(nursery, URL, "dev", connector=net)
-        async with manager_on(net) as manager:
-            await nursery.start(recorder.run, manager)
-            registry = manager.device_registry
-            assert await manager.register_device("dev", URL)
-            assert not registry.is_device_busy("dev") and registry.get_current_task("dev") is None
-            registry.set_device_busy("dev", "task-42")
-            assert registry.is_device_busy("dev")
-            assert registry.get_current_task("dev") == "task-42"
-            assert manager.get_device_info("dev").status is S.BUSY  # type: ignore[union-attr]
-            with pytest.raises(IllegalTransition):  # one task at a time
-                registry.set_device_busy("dev", "task-43")
-            await trio.sleep(100)  # heartbeats go on while busy
-            assert registry.is_device_busy("dev")
+    async with site("dev") as (net, nursery, _), manager_on(net) as manager:
+        await nursery.start(recorder.run, manager)
+        registry = manager.device_registry
+        assert await manager.register_device("dev", URL)
+        assert not registry.is_device_busy("dev") and registry.get_current_task("dev") is None
+        registry.set_device_busy("dev", "task-42")
+        assert registry.is_device_busy("dev")
+        assert registry.get_current_task("dev") == "task-42"
+        assert manager.get_device_info("dev").status is S.BUSY  # type: ignore[union-attr]
+        with pytest.raises(IllegalTransition):  # one task at a time
+            registry.set_device_busy("dev", "task-43")
+        await trio.sleep(100)  # heartbeats go on while busy
+        assert registry.is_device_busy("dev")
+        registry.set_device_idle("dev")
+        assert not registry.is_device_busy("dev") and registry.get_current_task("dev") is None
+        with pytest.raises(IllegalTransition):  # not busy any more
             registry.set_device_idle("dev")
-            assert not registry.is_device_busy("dev") and registry.get_current_task("dev") is None
-            with pytest.raises(IllegalTransition):  # not busy any more
-                registry.set_device_idle("dev")
-            await trio.lowlevel.checkpoint()
-        nursery.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
     started = [e for _, e in recorder.events if e.kind is EventKind.TASK_STARTED]
     finished = [e for _, e in recorder.events if e.kind is EventKind.TASK_FINISHED]
     assert [(e.task_id, e.record.step) for e in started] == [
@@ -81,8 +68,7 @@ async def test_illegal_outside_idle_and_busy(autojump_clock: Any) -> None:
 
 async def test_a_loss_while_busy_names_the_interrupted_task(autojump_clock: Any) -> None:
     recorder = Recorder()
-    async with memory_network() as net, trio.open_nursery() as nursery:
-        serve_on(net, AgentServer())
+    async with site() as (net, nursery, _):
         agent = Agent(nursery, net, "dev")
         await agent.start()
         async with manager_on(net) as manager:
@@ -94,7 +80,6 @@ async def test_a_loss_while_busy_names_the_interrupted_task(autojump_clock: Any)
             assert manager.device_registry.get_current_task("dev") is None
             with pytest.raises(IllegalTransition):  # the task already ended with the loss
                 manager.device_registry.set_device_idle("dev")
-        nursery.cancel_scope.cancel()
     (lost,) = [e for _, e in recorder.events if e.kind is EventKind.CONNECTION_LOST]
     assert lost.task_id == "render-7"
     assert lost.record.source is S.BUSY and lost.profile.current_task_id is None

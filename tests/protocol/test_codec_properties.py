@@ -40,34 +40,44 @@ client_messages = st.builds(
     type=st.sampled_from(ClientMessageType),
     status=st.sampled_from(TaskStatus),
     client_type=st.sampled_from(ClientType),
-    session_id=texts,
-    task_name=texts,
-    client_id=texts,
-    target_id=texts,
-    request=texts,
     action_results=arrays,
-    timestamp=texts,
-    request_id=texts,
-    prev_response_id=texts,
-    error=texts,
     metadata=objects,
+    **dict.fromkeys(
+        [
+            "session_id",
+            "task_name",
+            "client_id",
+            "target_id",
+            "request",
+            "timestamp",
+            "request_id",
+            "prev_response_id",
+            "error",
+        ],
+        texts,
+    ),
 )
 server_messages = st.builds(
     ServerMessage,
     type=st.sampled_from(ServerMessageType),
     status=st.sampled_from(TaskStatus),
-    user_request=texts,
-    agent_name=texts,
-    process_name=texts,
-    root_name=texts,
     actions=arrays,
     messages=arrays,
-    error=texts,
-    session_id=texts,
-    task_name=texts,
-    timestamp=texts,
-    response_id=texts,
     result=json_values,
+    **dict.fromkeys(
+        [
+            "user_request",
+            "agent_name",
+            "process_name",
+            "root_name",
+            "error",
+            "session_id",
+            "task_name",
+            "timestamp",
+            "response_id",
+        ],
+        texts,
+    ),
 )
 
 
@@ -105,76 +115,79 @@ _CODECS = [
 ]
 
 
-@pytest.mark.parametrize(("decode", "encode", "messages"), _CODECS)
-def test_a_damaged_frame_decodes_to_what_it_says_or_raises_protocol_error(
-    decode: Any, encode: Any, messages: st.SearchStrategy[Any]
-) -> None:
-    """Either a ProtocolError, or a message that keeps every untouched field and round-trips.
-
-    Both outcomes must occur (a property whose one branch never runs proves nothing).
-    """
+def assert_both_outcomes(values: st.SearchStrategy[Any], attempt: Any) -> None:
+    """Runs ``attempt`` on drawn values: it checks one value and returns the outcomes it saw
+    ("decoded" or "rejected", one per decoder tried). Both outcomes must occur: a property
+    whose one branch never runs proves nothing."""
     outcomes: Counter[str] = Counter()
 
-    @given(_damaged_frames(messages, encode))
-    def check(frame: tuple[dict[str, Any], dict[str, Any], list[str]]) -> None:
-        original, damaged, untouched = frame
-        try:
-            message = decode(json.dumps(damaged))
-        except ProtocolError:
-            outcomes["rejected"] += 1
-            assert damaged != original, "an undamaged frame was rejected"
-            return
-        outcomes["decoded"] += 1
-        again = json.loads(encode(message))
-        assert {k: again[k] for k in untouched} == {k: original[k] for k in untouched}
-        assert decode(encode(message)) == message
+    @given(values)
+    def check(value: Any) -> None:
+        outcomes.update(attempt(value))
 
     check()
     assert outcomes["decoded"] and outcomes["rejected"], outcomes
 
 
+@pytest.mark.parametrize(("decode", "encode", "messages"), _CODECS)
+def test_a_damaged_frame_decodes_to_what_it_says_or_raises_protocol_error(
+    decode: Any, encode: Any, messages: st.SearchStrategy[Any]
+) -> None:
+    """Either a ProtocolError, or a message that keeps every untouched field and round-trips;
+    both occur."""
+
+    def attempt(frame: tuple[dict[str, Any], dict[str, Any], list[str]]) -> list[str]:
+        original, damaged, untouched = frame
+        try:
+            message = decode(json.dumps(damaged))
+        except ProtocolError:
+            assert damaged != original, "an undamaged frame was rejected"
+            return ["rejected"]
+        again = json.loads(encode(message))
+        assert {k: again[k] for k in untouched} == {k: original[k] for k in untouched}
+        assert decode(encode(message)) == message
+        return ["decoded"]
+
+    assert_both_outcomes(_damaged_frames(messages, encode), attempt)
+
+
 def test_any_json_value_decodes_or_raises_protocol_error() -> None:
     """Any JSON at all: a ProtocolError, or a message of the type the object names."""
-    outcomes: Counter[str] = Counter()
     frames = st.one_of(
         json_values,
         _damaged_frames(client_messages, encode_client).map(lambda frame: frame[1]),
     )
 
-    @given(frames)
-    def check(value: Any) -> None:
+    def attempt(value: Any) -> list[str]:
+        seen = []
         for decode, encode, _messages in _CODECS:
             try:
                 message = decode(json.dumps(value))
             except ProtocolError:
-                outcomes["rejected"] += 1
+                seen.append("rejected")
                 continue
-            outcomes["decoded"] += 1
+            seen.append("decoded")
             assert isinstance(value, dict) and message.type.value == value["type"]
             assert decode(encode(message)) == message
+        return seen
 
-    check()
-    assert outcomes["decoded"] and outcomes["rejected"], outcomes
+    assert_both_outcomes(frames, attempt)
 
 
 def test_any_bytes_decode_as_their_text_or_raise_protocol_error() -> None:
     """Bytes decode exactly as the UTF-8 text they hold would, or raise ProtocolError."""
-    outcomes: Counter[str] = Counter()
     frames = st.one_of(
         st.binary(max_size=50),
         client_messages.map(encode_client).map(str.encode),
         st.text(max_size=20).map(lambda t: t.encode("utf-16")),
     )
 
-    @given(frames)
-    def check(data: bytes) -> None:
+    def attempt(data: bytes) -> list[str]:
         try:
             message = decode_client(data)
         except ProtocolError:
-            outcomes["rejected"] += 1
-            return
-        outcomes["decoded"] += 1
+            return ["rejected"]
         assert message == decode_client(data.decode())
+        return ["decoded"]
 
-    check()
-    assert outcomes["decoded"] and outcomes["rejected"], outcomes
+    assert_both_outcomes(frames, attempt)

@@ -7,8 +7,7 @@ import urllib.parse
 
 import pytest
 import trio
-from conftest import KEY, LIMIT, StartServer
-from frames import (
+from aip_frames import (
     constellation_register,
     device_info_request,
     device_register,
@@ -16,7 +15,8 @@ from frames import (
     receive_json,
     register,
 )
-from real_time import PATIENCE
+from real_time import HANG_GUARD, PATIENCE
+from security_support import KEY, StartServer
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_server import _token_ok
@@ -42,7 +42,7 @@ async def test_a_full_run_never_logs_the_key(
 ) -> None:
     """Server with a key, two agents, a manager, and failures: all loggers at DEBUG."""
     caplog.set_level(logging.DEBUG)  # the root logger: trio-websocket's records propagate to it
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(api_key=KEY)
         url = f"ws://127.0.0.1:{port}/ws"
         for device_id in ("dev-a", "dev-b"):
@@ -183,7 +183,7 @@ async def test_identity_is_pinned_and_a_constellation_acts_only_for_its_target(
     start_server: StartServer,
 ) -> None:
     connector = WebSocketConnector(connect_timeout=PATIENCE)
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(api_key=KEY)
         url = f"ws://127.0.0.1:{port}/ws?token={KEY}"
         async with (

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import KEY, LIMIT, StartServer
-from frames import (
+from aip_frames import (
     constellation_register,
     device_info_request,
     device_register,
@@ -23,6 +22,7 @@ from frames import (
     register,
 )
 from real_time import HANG_GUARD, PATIENCE
+from security_support import KEY, StartServer
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
@@ -55,7 +55,7 @@ async def refused(target: str) -> ConnectError:
 
 
 async def test_excess_connections_are_refused_with_503(start_server: StartServer) -> None:
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         server, port = await start_server(api_key=KEY, max_connections=2)
         async with connector.open(url(port)) as first, connector.open(url(port)) as second:
             await register(first, device_register("d1"))
@@ -73,7 +73,7 @@ async def test_excess_connections_are_refused_with_503(start_server: StartServer
 async def test_unregistered_sockets_are_limited_but_registered_ones_are_not(
     start_server: StartServer,
 ) -> None:
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         server, port = await start_server(api_key=KEY, max_connections=10, max_unregistered=2)
         async with connector.open(url(port)) as a, connector.open(url(port)) as b:
             await eventually(lambda: server.unregistered == 2)
@@ -91,7 +91,7 @@ async def test_limits_hold_on_transports_without_a_handshake() -> None:
     server = AgentServer(max_connections=1)
     async with MemoryNetwork(raise_handler_errors=True) as network:
         network.listen("ws://mem/ws", lambda conn, _info: server.handle_connection(conn))
-        with trio.fail_after(LIMIT):
+        with trio.fail_after(HANG_GUARD):
             async with network.open("ws://mem/ws") as first:
                 await register(first, device_register("d1"))
                 async with network.open("ws://mem/ws") as second:
@@ -132,7 +132,7 @@ def test_serve_flags_reach_the_server() -> None:
 
 
 async def test_max_message_size_is_configurable(start_server: StartServer) -> None:
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(max_message_size=4096)
         big = WebSocketConnector(connect_timeout=PATIENCE, close_timeout=0.5)
         async with big.open(url(port, token=None)) as conn:
@@ -160,7 +160,7 @@ async def test_silent_sockets_are_released_at_the_registration_deadline(
     the deadline, which is far longer than the test itself takes.
     """
     mock_clock.rate = 1.0
-    with trio.fail_after(LIMIT) as guard:
+    with trio.fail_after(HANG_GUARD) as guard:
         server, port = await start_server(api_key=KEY, registration_timeout=60.0)
         raw = trio.socket.socket()
         await raw.connect(("127.0.0.1", port))  # slowloris: connected, then nothing
@@ -184,7 +184,7 @@ async def test_silent_registered_clients_are_dropped_at_their_lease(
     start_server: StartServer, mock_clock: trio.testing.MockClock
 ) -> None:
     mock_clock.rate = 1.0
-    with trio.fail_after(LIMIT) as guard:
+    with trio.fail_after(HANG_GUARD) as guard:
         server, port = await start_server(api_key=KEY)
         lease = server.policy.lease
         idle = server.policy.constellation_lease
@@ -222,7 +222,7 @@ async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
     """
     mock_clock.rate = 1.0
     send_timeout = PATIENCE
-    with trio.fail_after(LIMIT) as guard:
+    with trio.fail_after(HANG_GUARD) as guard:
         server, port = await start_server(
             api_key=KEY,
             send_timeout=send_timeout,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
-from conftest import KEY, LIMIT, StartServer
+from real_time import HANG_GUARD
+from security_support import KEY, StartServer
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import DeviceAgent
@@ -29,7 +30,7 @@ def wss(port: int) -> str:
 async def test_agent_and_manager_register_over_wss_with_cafile(
     start_server: StartServer, server_context: ssl.SSLContext, cafile: str, nursery: trio.Nursery
 ) -> None:
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         server, port = await start_server(api_key=KEY, ssl_context=server_context)
         agent = DeviceAgent(wss(port), "tls-dev", api_key=KEY, cafile=cafile, system_info={})
         await nursery.start(agent.run)
@@ -48,7 +49,7 @@ async def test_server_context_from_cert_and_key_files(
 ) -> None:
     """What ``stellate serve --certfile F --keyfile F`` builds serves wss:// that verifies."""
     certfile, keyfile = cert_files
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(ssl_context=server_ssl_context(certfile, keyfile))
         async with WebSocketConnector(cafile=cafile).open(wss(port)) as conn:
             await conn.send('{"type": "heartbeat", "status": "ok"}')  # not a register: refused
@@ -58,12 +59,12 @@ async def test_server_context_from_cert_and_key_files(
 async def test_untrusted_certificate_is_a_clear_connect_error(
     start_server: StartServer, server_context: ssl.SSLContext
 ) -> None:
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(api_key=KEY, ssl_context=server_context)
         with pytest.raises(ConnectError) as failed:
             # The system store does not know trustme's CA. At once, not at the connect
             # timeout: that lies far beyond the hang guard, which only catches a hang.
-            async with WebSocketConnector(connect_timeout=LIMIT * 20).open(
+            async with WebSocketConnector(connect_timeout=HANG_GUARD * 20).open(
                 f"{wss(port)}?token={KEY}"
             ):
                 pass
@@ -77,7 +78,7 @@ async def test_wrong_hostname_is_refused(
 ) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("not-this-host.example").configure_cert(context)
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(ssl_context=context)
         with pytest.raises(ConnectError, match="certificate verify failed"):
             async with WebSocketConnector(cafile=cafile).open(wss(port)):
@@ -85,7 +86,7 @@ async def test_wrong_hostname_is_refused(
 
 
 async def test_wss_to_a_plain_server_says_so(start_server: StartServer, cafile: str) -> None:
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server()
         with pytest.raises(ConnectError, match="TLS") as failed:
             async with WebSocketConnector(cafile=cafile).open(wss(port)):
@@ -96,7 +97,7 @@ async def test_wss_to_a_plain_server_says_so(start_server: StartServer, cafile: 
 async def test_manager_device_fails_after_max_retries_with_the_tls_reason(
     start_server: StartServer, server_context: ssl.SSLContext
 ) -> None:
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(api_key=KEY, ssl_context=server_context)
         manager = ConstellationDeviceManager(
             connector=WebSocketConnector(), api_key=KEY, reconnect_delay=0.01, backoff_cap=0.05
@@ -116,7 +117,7 @@ async def test_agent_reports_a_bad_certificate_at_warning_level(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    with trio.fail_after(LIMIT):
+    with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(api_key=KEY, ssl_context=server_context)
         agent = DeviceAgent(wss(port), "tls-dev", api_key=KEY, retry=FAST_RETRY, system_info={})
         async with trio.open_nursery() as nursery:

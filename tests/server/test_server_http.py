@@ -8,13 +8,14 @@ Real HTTP requests (``http.client``) and real WebSocket clients on 127.0.0.1. Th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import ssl
 from functools import partial
 
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+import trustme
 from golden_frames import client_frame
 from http_get import http_get
 from real_time import HANG_GUARD, PATIENCE
@@ -27,13 +28,8 @@ from stellate.server import AgentServer
 KEY = "http-key-5e1f"
 AUTH = {"X-API-Key": KEY}
 DEVICE = "linux_dev_2"  # the golden frames' device and constellation
+pytestmark = pytest.mark.usefixtures("hang_guard")
 connector = WebSocketConnector(connect_timeout=PATIENCE, close_timeout=0.5)
-
-
-@pytest.fixture(autouse=True)
-async def guard() -> AsyncIterator[None]:
-    with trio.fail_after(HANG_GUARD):  # real seconds, or virtual under mock_clock
-        yield
 
 
 async def start(nursery: trio.Nursery, **kwargs: object) -> tuple[AgentServer, int]:
@@ -177,14 +173,9 @@ async def test_a_slow_http_client_is_dropped_at_the_handshake_deadline(
     assert server.listener_stats.failures["timeout"] == 1
 
 
-async def test_the_api_is_served_over_tls_with_the_websocket(nursery: trio.Nursery) -> None:
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+async def test_the_api_is_served_over_tls_with_the_websocket(
+    nursery: trio.Nursery, ca: trustme.CA, server_context: ssl.SSLContext
+) -> None:
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     _server, port = await start(nursery, api_key=KEY, ssl_context=server_context)

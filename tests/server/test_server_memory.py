@@ -6,17 +6,17 @@ lease takes microseconds and the assertions can name exact instants.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trio
 from golden_frames import assert_like, client_frame
+from server_support import closed_with, error_of
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.protocol.session_server import ServerPolicy
-from stellate.protocol.transport import Connection, ConnectionClosed
+from stellate.protocol.transport import Connection
 from stellate.server import AgentServer
 
 URL = "ws://memory-server:5005/ws"
@@ -42,14 +42,6 @@ def server(network: MemoryNetwork) -> AgentServer:
     return agent_server
 
 
-async def closed_with(conn: Connection) -> ConnectionClosed:
-    """Read until the connection closes; frames in between are an error."""
-    with pytest.raises(ConnectionClosed) as info:
-        frame = await conn.receive()
-        pytest.fail(f"unexpected frame {frame!r}")
-    return info.value
-
-
 async def register_device(conn: Connection, device_id: str = DEVICE) -> None:
     await conn.send(client_frame("device_register", client_id=device_id))
     assert_like(str(await conn.receive()), "registration_confirmation")
@@ -58,13 +50,6 @@ async def register_device(conn: Connection, device_id: str = DEVICE) -> None:
 async def register_constellation(conn: Connection) -> None:
     await conn.send(client_frame("constellation_register"))
     assert_like(str(await conn.receive()), "registration_confirmation")
-
-
-def error_of(frame: str | bytes) -> str:
-    data = json.loads(frame)
-    assert data["type"] == "error"
-    text: str = data["error"]
-    return text
 
 
 async def test_silent_socket_is_closed_at_the_registration_deadline(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -17,7 +16,7 @@ from golden_frames import client_frame
 from http_get import http_get
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from real_time import HANG_GUARD, PATIENCE
+from real_time import PATIENCE
 
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.protocol.transport import ConnectError, ConnectionClosed
@@ -27,14 +26,9 @@ from stellate.server.metrics import ServerCollector
 KEY = "metrics-key-77"
 AUTH = {"X-API-Key": KEY}
 DEVICE = "linux_dev_2"
+pytestmark = pytest.mark.usefixtures("hang_guard")
 connector = WebSocketConnector(connect_timeout=PATIENCE, close_timeout=0.5)
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture(autouse=True)
-async def guard() -> AsyncIterator[None]:
-    with trio.fail_after(HANG_GUARD):  # only catches a hang (real_time.py)
-        yield
 
 
 def parse(text: str) -> Samples:

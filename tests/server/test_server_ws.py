@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 from golden_frames import assert_like, client_frame, frame
-from real_time import HANG_GUARD, PATIENCE
+from real_time import PATIENCE
+from server_support import closed_with, error_of
 
 from stellate.adapters.websocket import WebSocketConnector
-from stellate.protocol.transport import ConnectError, Connection, ConnectionClosed
+from stellate.protocol.transport import ConnectError, Connection
 from stellate.server import AgentServer
 
 DEVICE = "linux_dev_2"
 KEY = "test-key-123"
-GUARD = HANG_GUARD  # real seconds; only catches a hang (real_time.py)
+pytestmark = pytest.mark.usefixtures("hang_guard")
 
 
 @pytest.fixture
@@ -36,30 +36,10 @@ def connector() -> WebSocketConnector:
     return WebSocketConnector(connect_timeout=PATIENCE)
 
 
-@pytest.fixture(autouse=True)
-async def guard() -> AsyncIterator[None]:
-    with trio.fail_after(GUARD):
-        yield
-
-
 async def receive_text(conn: Connection) -> str:
     frame_ = await conn.receive()
     assert isinstance(frame_, str)
     return frame_
-
-
-async def closed_with(conn: Connection) -> ConnectionClosed:
-    with pytest.raises(ConnectionClosed) as info:
-        unexpected = await conn.receive()
-        pytest.fail(f"unexpected frame {unexpected!r}")
-    return info.value
-
-
-def error_of(text: str) -> str:
-    data = json.loads(text)
-    assert data["type"] == "error" and data["status"] == "error"
-    error: str = data["error"]
-    return error
 
 
 # --- the reference's conversation, replayed -----------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from golden_frames import assert_like, client_frame, frame
+from server_support import error_of
 
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import (
@@ -72,13 +73,6 @@ def evictions(actions: list[ServerAction]) -> list[Evict]:
     return [a for a in actions if isinstance(a, Evict)]
 
 
-def error_text(text: str) -> str:
-    data = json.loads(text)
-    assert data["type"] == "error" and data["status"] == "error"
-    error: str = data["error"]
-    return error
-
-
 # --- copied from the reference --------------------------------------------------------------
 
 
@@ -139,7 +133,7 @@ def test_constellation_for_a_constellation_is_refused() -> None:
     server.constellation()
     session = server.session()
     register = client_frame("constellation_register", client_id="x@y", target_id=CONSTELLATION)
-    assert "is not connected" in error_text(sent(session.receive(register, 0.0))[0])
+    assert "is not connected" in error_of(sent(session.receive(register, 0.0))[0])
 
 
 def test_live_duplicate_is_refused_and_the_first_is_untouched() -> None:
@@ -148,10 +142,10 @@ def test_live_duplicate_is_refused_and_the_first_is_untouched() -> None:
     second = server.session()
     actions = second.receive(client_frame("device_register", client_id=DEVICE), 1.0)
     (error,) = sent(actions)
-    assert error_text(error) == (
+    assert error_of(error) == (
         f"client_id '{DEVICE}' is already registered; duplicate registrations are not allowed"
     )
-    assert_like(error, "error_duplicate_client_id", error=error_text(error))
+    assert_like(error, "error_duplicate_client_id", error=error_of(error))
     assert closes(actions) and not evictions(actions)
     entry = server.registry.get(DEVICE)
     assert entry is not None and entry.owner is first
@@ -167,7 +161,7 @@ def test_identity_is_pinned_to_the_socket() -> None:
     (error,) = sent(constellation.receive(spoof, 1.0))
     assert_like(error, "error_client_type_mismatch")
     other_id = client_frame("device_info_request", client_id="someone@else")
-    assert error_text(sent(constellation.receive(other_id, 1.0))[0]) == (
+    assert error_of(sent(constellation.receive(other_id, 1.0))[0]) == (
         "client_id does not match the registered connection"
     )
     assert constellation.phase is ServerPhase.REGISTERED  # an error, not a disconnection
@@ -199,7 +193,7 @@ def test_fix2_bad_first_frame_gets_an_error_and_a_1008_close(first: str, why: st
     server = Server()
     session = server.session()
     actions = session.receive(first, 0.0)
-    assert why in error_text(sent(actions)[0])
+    assert why in error_of(sent(actions)[0])
     (close,) = closes(actions)
     assert close.code == CLOSE_POLICY_VIOLATION
     assert len(close.reason.encode()) <= 123
@@ -211,7 +205,7 @@ def test_fix2_silent_socket_hits_the_registration_deadline() -> None:
     assert session.deadline == 110.0
     assert session.deadline_passed(109.9) == []  # not due yet
     actions = session.deadline_passed(110.0)
-    assert error_text(sent(actions)[0]) == "no register frame within 10 s"
+    assert error_of(sent(actions)[0]) == "no register frame within 10 s"
     assert closes(actions)[0].code == CLOSE_POLICY_VIOLATION
     assert session.deadline == float("inf")
 
@@ -242,7 +236,7 @@ def test_fix4_constellations_are_told_when_their_device_leaves() -> None:
     assert unrelated not in {e.session for e in told}
     for eviction in told:
         assert eviction.frame is not None
-        assert error_text(eviction.frame) == f"Target device '{DEVICE}' disconnected"
+        assert error_of(eviction.frame) == f"Target device '{DEVICE}' disconnected"
         assert eviction.code == CLOSE_NORMAL
     assert server.registry.get(DEVICE) is None
 
@@ -291,7 +285,7 @@ def test_fix6_device_info_only_for_the_registered_target() -> None:
     constellation = server.constellation()
     other = client_frame("device_info_request", target_id="secret_box")
     (error,) = sent(constellation.receive(other, 1.0))
-    assert "only available for this connection's target" in error_text(error)
+    assert "only available for this connection's target" in error_of(error)
 
 
 def test_fix6_constellation_without_target_reads_nothing() -> None:
@@ -304,7 +298,7 @@ def test_fix6_constellation_without_target_reads_nothing() -> None:
     session.receive(register, 0.0)
     assert session.phase is ServerPhase.REGISTERED  # the reference accepts it; so do we
     request = client_frame("device_info_request", client_id="t@nt")
-    assert "only available" in error_text(sent(session.receive(request, 1.0))[0])
+    assert "only available" in error_of(sent(session.receive(request, 1.0))[0])
 
 
 def test_fix6_devices_cannot_ask_for_device_info() -> None:
@@ -312,7 +306,7 @@ def test_fix6_devices_cannot_ask_for_device_info() -> None:
     device = server.device()
     request = client_frame("device_info_request", client_id=DEVICE, client_type="device")
     (error,) = sent(device.receive(request, 1.0))
-    assert error_text(error) == "only constellation clients may request device info"
+    assert error_of(error) == "only constellation clients may request device info"
 
 
 def test_fix7_heartbeats_renew_the_device_lease_until_it_runs_out() -> None:
@@ -325,7 +319,7 @@ def test_fix7_heartbeats_renew_the_device_lease_until_it_runs_out() -> None:
     assert entry is not None and entry.lease_expires == 150.0
     assert device.deadline_passed(90.0) == []  # the old deadline no longer counts
     actions = device.deadline_passed(150.0)
-    assert "no heartbeat for 90 s" in error_text(sent(actions)[0])
+    assert "no heartbeat for 90 s" in error_of(sent(actions)[0])
     assert closes(actions)[0].code == CLOSE_POLICY_VIOLATION
     assert server.registry.get(DEVICE) is None
 
@@ -335,7 +329,7 @@ def test_fix7_an_expired_device_is_not_connected_for_constellations() -> None:
     server.device(at=0.0)
     late = server.session(at=100.0)
     actions = late.receive(client_frame("constellation_register"), 100.0)
-    assert "is not connected" in error_text(sent(actions)[0])
+    assert "is not connected" in error_of(sent(actions)[0])
 
 
 def test_constellations_have_an_idle_limit_renewed_by_any_frame() -> None:
@@ -353,20 +347,20 @@ def test_constellations_have_an_idle_limit_renewed_by_any_frame() -> None:
 def test_garbage_after_registration_is_answered_not_fatal() -> None:
     session = Server().device()
     (error,) = sent(session.receive("{oops", 1.0))
-    assert error_text(error).startswith("invalid message: frame is not JSON")
+    assert error_of(error).startswith("invalid message: frame is not JSON")
     assert session.phase is ServerPhase.REGISTERED
 
 
 def test_second_register_on_a_registered_socket_is_an_error() -> None:
     session = Server().device()
     (error,) = sent(session.receive(client_frame("device_register"), 1.0))
-    assert error_text(error) == "this connection is already registered"
+    assert error_of(error) == "this connection is already registered"
 
 
 def test_unsupported_and_quiet_frame_types() -> None:
     session = Server().device()
     task = json.dumps({"type": "task", "status": "continue", "client_id": DEVICE})
-    assert "not supported" in error_text(sent(session.receive(task, 1.0))[0])
+    assert "not supported" in error_of(sent(session.receive(task, 1.0))[0])
     error = json.dumps({"type": "error", "status": "error", "client_id": DEVICE})
     assert session.receive(error, 1.0) == []
 

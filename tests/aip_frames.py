@@ -1,4 +1,4 @@
-"""Minimal AIP frames for the security suite (self-contained: no other suite's helpers)."""
+"""Minimal AIP frames written by hand, for tests that speak to a server frame by frame."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from stellate.protocol.transport import Connection
 
 
-def device_register(device_id: str, system_info: dict[str, Any] | None = None) -> str:
+def device_register(device_id: str, system_info: Any = None, platform: Any = "linux") -> str:
+    """A device's register frame; ``system_info`` defaults to a small valid one."""
     info = system_info if system_info is not None else {"device_id": device_id, "platform": "linux"}
     return json.dumps(
         {
@@ -16,7 +17,7 @@ def device_register(device_id: str, system_info: dict[str, Any] | None = None) -
             "status": "ok",
             "client_type": "device",
             "client_id": device_id,
-            "metadata": {"system_info": info, "platform": "linux"},
+            "metadata": {"system_info": info, "platform": platform},
         }
     )
 
