@@ -411,3 +411,5 @@ def test_lone_surrogate_from_the_server_is_a_protocol_violation() -> None:
     outcome = run_face([Send(LONE_SURROGATE_FRAME)], max_retries=2)
     assert outcome.profiles["d0"].status is S.FAILED
     assert outcome.profiles["d0"].connection_attempts == 2
+    reason = outcome.manager.failure_reason("d0") or ""
+    assert "protocol violation: invalid ServerMessage: unknown value" in reason, reason

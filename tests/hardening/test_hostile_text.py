@@ -218,7 +218,8 @@ def test_the_server_refuses_what_the_rule_refuses_and_registers_nothing(device_i
     frame = json.dumps({"type": "register", "status": "ok", "client_id": device_id})
     actions = squatter.receive(frame, 0.0)
     assert squatter.phase is ServerPhase.CLOSED
-    assert any(isinstance(a, Close) and a.code == 1008 for a in actions)
+    (close,) = [a for a in actions if isinstance(a, Close)]
+    assert close.code == 1008 and (close.reason or "").startswith("invalid device id "), close
     assert [entry.client_id for entry in registry] == ["good1"]
 
 

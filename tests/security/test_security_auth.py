@@ -24,6 +24,7 @@ from stellate.agent import DeviceAgent
 from stellate.cli import main as cli_main
 from stellate.fsm import RetryPolicy
 from stellate.manager import ConstellationDeviceManager
+from stellate.protocol import session_server
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import Close, Evict, ServerPhase, ServerPolicy, ServerSession
 from stellate.protocol.transport import ConnectError, ConnectionClosed
@@ -64,9 +65,10 @@ async def test_a_full_run_never_logs_the_key(
             async with WebSocketConnector().open(f"{url}?token=wrong-{KEY}"):
                 pass
         assert refused.value.status == 403 and not leaks(str(refused.value))
-        with pytest.raises(ConnectError):
+        with pytest.raises(ConnectError) as doubled:
             async with WebSocketConnector().open(f"{url}?token={KEY}&token={KEY}"):
                 pass
+        assert doubled.value.status == 403  # refused for the key, not for anything else
     names = {record.name for record in caplog.records}
     assert "trio-websocket" in names, "the DEBUG capture must include trio-websocket"
     assert any("token=***" in record.getMessage() for record in caplog.records)
@@ -223,22 +225,68 @@ async def test_identity_is_pinned_and_a_constellation_acts_only_for_its_target(
             assert (await receive_json(dev_a))["type"] == "heartbeat"
 
 
-def test_a_stale_id_is_replaced_only_by_its_own_kind() -> None:
-    """Fix 5 replaces a stale device by a device; a constellation may not squat the id."""
+#: How the server refuses an id held by another client (docs/aip.md: the reference's text).
+DUPLICATE = "client_id '{}' is already registered; duplicate registrations are not allowed"
+
+
+@pytest.mark.parametrize("shape_rule", ["kept", "lifted"])
+@pytest.mark.parametrize(
+    ("owner_frame", "squat_frame", "heir_frame", "shape_refusal"),
+    [
+        # A constellation may not squat a stale device's id ...
+        (
+            device_register("D"),
+            constellation_register("x", client_id="D"),
+            device_register("D"),
+            "invalid constellation id 'D': a constellation's client_id must be TASK@DEVICE",
+        ),
+        # ... nor a device a stale constellation's.
+        (
+            constellation_register("x", client_id="t@x"),
+            device_register("t@x"),
+            constellation_register("x", client_id="t@x"),
+            "invalid device id 't@x': must not contain '@'",
+        ),
+    ],
+)
+def test_a_stale_id_is_replaced_only_by_its_own_kind(
+    monkeypatch: pytest.MonkeyPatch,
+    shape_rule: str,
+    owner_frame: str,
+    squat_frame: str,
+    heir_frame: str,
+    shape_refusal: str,
+) -> None:
+    """Fix 5 replaces a stale registration by a client of its own kind only. Two rules refuse
+    the other kind: the shape of ids (a constellation's is TASK@DEVICE, a device's has no @)
+    and, behind it, the kind of the stale entry. With the shape rule lifted the kind rule must
+    still refuse, and say why: the squatter's target is connected, so no other reason exists."""
+    if shape_rule == "lifted":
+        monkeypatch.setattr(session_server, "client_id_problem", lambda *_: None)
     policy = ServerPolicy(heartbeat_interval=1.0, miss_limit=3)
     registry = ClientRegistry()
+    ServerSession(registry, 0.0, policy=policy).receive(device_register("x"), 0.0)
     owner = ServerSession(registry, 0.0, policy=policy)
-    owner.receive(device_register("D"), 0.0)
+    owner.receive(owner_frame, 0.0)
     assert owner.phase is ServerPhase.REGISTERED
-    later = policy.lease + 1.0  # the owner's lease ran out
+    owner_id = owner.client_id
+    assert owner_id is not None
+    later = policy.constellation_lease + policy.lease + 1.0  # the owner's lease ran out
+    ServerSession(registry, later, policy=policy).receive(device_register("x"), later)  # live
     squatter = ServerSession(registry, later, policy=policy)
-    actions = squatter.receive(constellation_register("x", client_id="D"), later)
-    assert any(isinstance(a, Close) for a in actions)
-    assert registry.get("D") is not None and registry.get("D").owner is owner  # type: ignore[union-attr]
+    actions = squatter.receive(squat_frame, later)
+    (close,) = [a for a in actions if isinstance(a, Close)]
+    if shape_rule == "kept":
+        assert close.code == 1008 and close.reason is not None
+        assert close.reason.startswith(shape_refusal)
+    else:
+        assert (close.code, close.reason) == (1000, DUPLICATE.format(owner_id))
+    assert not any(isinstance(a, Evict) for a in actions)
+    assert registry.get(owner_id).owner is owner  # type: ignore[union-attr]
     heir = ServerSession(registry, later, policy=policy)
-    actions = heir.receive(device_register("D"), later)
+    actions = heir.receive(heir_frame, later)
     assert any(isinstance(a, Evict) and a.session is owner for a in actions)
-    assert registry.get("D").owner is heir  # type: ignore[union-attr]
+    assert registry.get(owner_id).owner is heir  # type: ignore[union-attr]
 
 
 def test_redacting_a_redacted_message_keeps_its_punctuation() -> None:

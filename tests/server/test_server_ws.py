@@ -82,7 +82,7 @@ async def test_two_devices_with_one_id(url: str, connector: WebSocketConnector) 
         assert_like(await receive_text(first), "registration_confirmation")
         await second.send(client_frame("device_register", client_id="probe_dev"))
         assert_like(await receive_text(second), "error_duplicate_client_id")
-        await closed_with(second)
+        assert (await closed_with(second)).code == 1000  # the reference closes it normally
         # The first connection is untouched.
         await first.send(client_frame("device_heartbeat", client_id="probe_dev"))
         assert_like(await receive_text(first), "heartbeat_ack")

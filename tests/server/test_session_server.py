@@ -142,11 +142,10 @@ def test_live_duplicate_is_refused_and_the_first_is_untouched() -> None:
     second = server.session()
     actions = second.receive(client_frame("device_register", client_id=DEVICE), 1.0)
     (error,) = sent(actions)
-    assert error_of(error) == (
-        f"client_id '{DEVICE}' is already registered; duplicate registrations are not allowed"
-    )
+    refusal = f"client_id '{DEVICE}' is already registered; duplicate registrations are not allowed"
+    assert error_of(error) == refusal
     assert_like(error, "error_duplicate_client_id", error=error_of(error))
-    assert closes(actions) and not evictions(actions)
+    assert closes(actions) == [Close(CLOSE_NORMAL, refusal)] and not evictions(actions)
     entry = server.registry.get(DEVICE)
     assert entry is not None and entry.owner is first
     assert second.connection_lost(2.0) == []
