@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from byte_streams import receive_until
 from hardening_support import FIGURES
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -111,12 +112,7 @@ async def test_a_real_listener_answers_heads_by_the_documented_limit(size: int) 
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             async with stream:
                 await stream.send_all(head_of(size))
-                answer = b""
-                while b"\r\n" not in answer:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        break
-                    answer += chunk
+                answer = await receive_until(stream, b"\r\n")
             nursery.cancel_scope.cancel()
     status = int(answer.split(b" ", 2)[1])
     assert status == (200 if size <= DEFAULT_MAX_HEAD_SIZE else 431), (size, answer[:80])

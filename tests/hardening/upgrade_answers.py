@@ -26,6 +26,7 @@ from typing import Any, Literal
 import attrs
 import trio
 import trio.testing
+from byte_streams import receive_until
 from hypothesis import strategies as st
 
 from stellate.adapters.websocket import WebSocketConnector
@@ -241,12 +242,9 @@ async def play(
 
     ``reset`` ends the connection with a reset instead of a close (default: ``SO_LINGER`` 0 on
     the socket ``stream``)."""
-    request = b""
-    while b"\r\n\r\n" not in request:
-        data = await stream.receive_some(65536)
-        if not data:
-            return
-        request += data
+    request = await receive_until(stream, b"\r\n\r\n")
+    if b"\r\n\r\n" not in request:
+        return
     key = b""
     for line in request.split(b"\r\n"):
         if line.lower().startswith(b"sec-websocket-key:"):

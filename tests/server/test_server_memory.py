@@ -7,6 +7,7 @@ lease takes microseconds and the assertions can name exact instants.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -47,9 +48,24 @@ async def register_device(conn: Connection, device_id: str = DEVICE) -> None:
     assert_like(str(await conn.receive()), "registration_confirmation")
 
 
+@asynccontextmanager
+async def registered(network: MemoryNetwork) -> AsyncIterator[Connection]:
+    """A connection on which the device ``DEVICE`` registered."""
+    async with network.open(URL) as conn:
+        await register_device(conn)
+        yield conn
+
+
 async def register_constellation(conn: Connection) -> None:
     await conn.send(client_frame("constellation_register"))
     assert_like(str(await conn.receive()), "registration_confirmation")
+
+
+async def told_its_device_left(constellation: Connection) -> None:
+    """The constellation hears that its device is gone (the reference's error frame), then is
+    closed normally."""
+    assert error_of(await constellation.receive()) == f"Target device '{DEVICE}' disconnected"
+    assert (await closed_with(constellation)).code == 1000
 
 
 async def test_silent_socket_is_closed_at_the_registration_deadline(
@@ -69,9 +85,8 @@ async def test_device_lease_expires_without_heartbeats_and_constellations_are_to
         await register_device(device)
         start = trio.current_time()
         await register_constellation(constellation)
-        assert error_of(await constellation.receive()) == f"Target device '{DEVICE}' disconnected"
+        await told_its_device_left(constellation)
         assert trio.current_time() - start == pytest.approx(90.0)
-        assert (await closed_with(constellation)).code == 1000
         assert "no heartbeat for 90 s" in error_of(await device.receive())
         assert (await closed_with(device)).code == 1008
     assert len(server.registry) == 0
@@ -80,8 +95,7 @@ async def test_device_lease_expires_without_heartbeats_and_constellations_are_to
 async def test_heartbeats_keep_the_lease(
     network: MemoryNetwork, server: AgentServer, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with network.open(URL) as device:
-        await register_device(device)
+    async with registered(network) as device:
         for _ in range(10):  # 10 × 60 s > 90 s lease, but every beat renews it
             await trio.sleep(60.0)
             await device.send(client_frame("device_heartbeat"))
@@ -93,13 +107,11 @@ async def test_device_leaving_ends_its_constellations_at_once(
     network: MemoryNetwork, server: AgentServer, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with network.open(URL) as constellation:
-        async with network.open(URL) as device:
-            await register_device(device)
+        async with registered(network):
             await register_constellation(constellation)
             start = trio.current_time()
         # The device's block closed its socket.
-        assert error_of(await constellation.receive()) == f"Target device '{DEVICE}' disconnected"
-        assert (await closed_with(constellation)).code == 1000
+        await told_its_device_left(constellation)
         assert trio.current_time() == start  # no timeout involved
     await trio.testing.wait_all_tasks_blocked()
     assert len(server.registry) == 0
@@ -108,8 +120,7 @@ async def test_device_leaving_ends_its_constellations_at_once(
 async def test_a_dropped_device_can_register_again_at_once(
     network: MemoryNetwork, server: AgentServer, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with network.open(URL) as first:
-        await register_device(first)
+    async with registered(network) as first:
         async with network.open(URL) as twin:
             await twin.send(client_frame("device_register"))
             assert "already registered" in error_of(await twin.receive())
@@ -139,8 +150,7 @@ async def test_replacing_a_stale_registration_evicts_the_old_socket(
 async def test_binary_frame_after_registration_closes_1003(
     network: MemoryNetwork, server: AgentServer, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with network.open(URL) as device:
-        await register_device(device)
+    async with registered(network) as device:
         await device.send(b"\x00\x01")
         assert error_of(await device.receive()) == "binary frames are not supported"
         assert (await closed_with(device)).code == 1003
