@@ -105,12 +105,13 @@ trio.run(lambda: run_fleet(agents, on_all_registered=lambda: print("ready", flus
 
 _MANAGER = """
 import json, sys, time, trio
+from stellate import Timing
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
 from stellate.manager.metrics import serve_fleet
 url, n, window, mode = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 async def main():
-    manager = ConstellationDeviceManager(heartbeat_interval=1.0)
+    manager = ConstellationDeviceManager(timing=Timing(heartbeat_interval=1.0))
     if mode == "off":
         manager._observers.clear()  # no FleetObserver: the manager without its figures
     async with trio.open_nursery() as nursery:

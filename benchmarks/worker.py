@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import trio
 
+from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.fsm import AgentProfile, DeviceStatus, TransitionRecord
 from stellate.fsm.lifecycle import DeviceLifecycle
@@ -84,15 +85,15 @@ def _manager(job: dict[str, Any]) -> ConstellationDeviceManager:
     connector: Connector = WebSocketConnector()
     if job.get("connect_limit"):
         connector = LimitedConnector(connector, job["connect_limit"])
-    return ConstellationDeviceManager(
-        "bench",
+    timing = Timing(
         heartbeat_interval=job.get("heartbeat_interval", 30.0),
         reconnect_delay=job.get("reconnect_delay", 5.0),
-        connector=connector,
+    ).evolve(
         # Seconds for connect_timeout, registration_timeout, telemetry_timeout (default: the
         # manager's): a worker slowed down by callgrind must not time its devices out.
         **{k: float(v) for k, v in job.get("timeouts", {}).items()},
     )
+    return ConstellationDeviceManager("bench", timing=timing, connector=connector)
 
 
 Sink = Callable[[TransitionRecord, DeviceLifecycle, float], None]

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import trio
 
-from stellate import AgentProfile, DeviceStatus
+from stellate import AgentProfile, DeviceStatus, Timing
 from stellate.agent import DeviceAgent
 from stellate.fsm import SETTLED
 from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
@@ -59,7 +59,7 @@ async def main(print_: Callable[..., Any] = print) -> Outcome:
         # -- 2. the manager, as a service of this nursery --
         manager: ConstellationDeviceManager = await nursery.start(
             ConstellationDeviceManager(
-                task_name="embedded_app", heartbeat_interval=5.0, reconnect_delay=0.5
+                task_name="embedded_app", timing=Timing(heartbeat_interval=5.0, reconnect_delay=0.5)
             ).run
         )
 

@@ -25,14 +25,14 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stellate import AgentProfile, DeviceStatus
+from stellate import AgentProfile, DeviceStatus, Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.manager import ConstellationDeviceManager, EventKind
 from stellate.testing import (
+    HARNESS_TIMING,
     DropAfterIdle,
     FakeAgentServer,
     FleetDevice,
-    FleetTiming,
     Healthy,
     Refuse,
     Reject,
@@ -124,12 +124,12 @@ class ReadyBoard:
 HORIZON = 3600.0  # virtual seconds: long enough for every drawn schedule to play out
 
 
-async def scenario(devices: list[FleetDevice], timing: FleetTiming, seed: int) -> ReadyBoard:
+async def scenario(devices: list[FleetDevice], timing: Timing, seed: int) -> ReadyBoard:
     async with MemoryNetwork() as network:
         fake = FakeAgentServer(network)
         profiles = [d.profile(fake.script(d.device_id, d.schedule, then=d.then)) for d in devices]
         manager = ConstellationDeviceManager(
-            **timing.manager_kwargs(), connector=fake.connector, rng=random.Random(seed)
+            timing=timing, connector=fake.connector, rng=random.Random(seed)
         )
         board = ReadyBoard(manager)
         baseline = trio.lowlevel.current_statistics().tasks_living
@@ -164,13 +164,13 @@ async def scenario(devices: list[FleetDevice], timing: FleetTiming, seed: int) -
     return board
 
 
-TIMING = FleetTiming(heartbeat_interval=60.0, reconnect_delay=2.0, backoff_cap=30.0)
+TIMING = HARNESS_TIMING.evolve(heartbeat_interval=60.0, reconnect_delay=2.0, backoff_cap=30.0)
 
 
 @st.composite
 def small_fleets(draw: st.DrawFn) -> list[FleetDevice]:
     size = draw(st.integers(min_value=1, max_value=8))
-    return [draw(fleet_devices(f"dev{i}", TIMING.policy, max_schedule=4)) for i in range(size)]
+    return [draw(fleet_devices(f"dev{i}", TIMING, max_schedule=4)) for i in range(size)]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

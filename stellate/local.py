@@ -23,6 +23,7 @@ import trio
 
 from .agent import DeviceAgent
 from .config import StellateConfig, load_config
+from .protocol import ServerPolicy
 from .server import AgentServer
 
 __all__ = [
@@ -65,8 +66,11 @@ async def start_local_agents(
     """
     from .adapters.telemetry import DeviceInfoProvider
 
-    api_key = config.manager.api_key
-    server = AgentServer(api_key=api_key)
+    api_key, timing = config.manager.api_key, config.manager.timing
+    # One timing for the whole local constellation: the server's device lease and its
+    # patience with a silent constellation follow the heartbeat the config asks for, and the
+    # agents heartbeat as often as that lease expects.
+    server = AgentServer(api_key=api_key, policy=ServerPolicy(timing=timing))
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     url = f"ws://127.0.0.1:{port}/ws"
     base = DeviceInfoProvider.collect_system_info(config.devices[0].device_id, {})
@@ -75,6 +79,7 @@ async def start_local_agents(
             url,
             device.device_id,
             api_key=api_key,
+            timing=timing,
             system_info={**base, "device_id": device.device_id},
         )
         for device in config.devices

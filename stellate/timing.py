@@ -1,8 +1,11 @@
 """Timing: every timing setting of a device's lifecycle, with its default, stated once.
 
-The config file's ``manager:`` block (``ManagerSettings`` extends ``Timing``), the manager
-(``ConstellationDeviceManager(timing=...)``), the agent server's and device agent's defaults and
-the test harness all read their numbers from here. The state machine's deadlines name fields of
+A ``Timing`` is the one door every timing setting comes in by, everywhere: the config file's
+``manager:`` block (``ManagerSettings.timing``), the manager
+(``ConstellationDeviceManager(timing=...)``), the agent server (``ServerPolicy(timing=...)``),
+the device agent (``DeviceAgent(timing=...)``), the heartbeat lease they share, the command's
+flags and the test harness: none of them takes a timing setting on its own or computes one
+from two others (``lease`` is said here). The state machine's deadlines name fields of
 this class (``stellate/fsm/table.py`` declares which state waits on which), and the backoff
 schedules below are the arithmetic those deadlines use.
 
@@ -33,7 +36,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .errors import InvalidFields
+from .errors import FieldPath, InvalidFields
 
 __all__ = [
     "DEFAULT_TIMING",
@@ -116,28 +119,28 @@ class Timing:
     stability_window: float = 60.0
 
     def __attrs_post_init__(self) -> None:
-        problems = Timing.timing_violations(attrs.asdict(self, recurse=False))
+        problems = Timing.rule_violations(attrs.asdict(self, recurse=False))
         if problems:
-            raise InvalidFields([((name,), message) for name, message in problems])
+            raise InvalidFields(problems)
 
     @classmethod
-    def timing_violations(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """``(field, message)`` for every rule these (already well-typed) values break.
+    def rule_violations(cls, values: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
+        """``((field,), message)`` for every rule these (already well-typed) values break.
 
         Fields missing from ``values`` are skipped, so a caller holding only some of them
         (the config converter, after a type error elsewhere) still hears about the rest.
         """
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[FieldPath, str]] = []
         for name in _POSITIVE:
             if name in values:
                 problems += [
-                    (name, m) for m in number_rule(values[name], minimum=0.0, inclusive=False)
+                    ((name,), m) for m in number_rule(values[name], minimum=0.0, inclusive=False)
                 ]
         bad: set[str] = set()
         for name in _NON_NEGATIVE:
             if name in values:
                 found = list(number_rule(values[name], minimum=0.0, inclusive=True))
-                problems += [(name, m) for m in found]
+                problems += [((name,), m) for m in found]
                 if found:
                     bad.add(name)
         delay, cap = values.get("reconnect_delay"), values.get("backoff_cap")
@@ -147,13 +150,15 @@ class Timing:
             and not bad & {"reconnect_delay", "backoff_cap"}
             and cap < delay
         ):
-            problems.append(("backoff_cap", f"must be >= reconnect_delay ({delay:g}), got {cap!r}"))
+            problems.append(
+                (("backoff_cap",), f"must be >= reconnect_delay ({delay:g}), got {cap!r}")
+            )
         floor = values.get("jitter_floor")
         if floor is not None and not (math.isfinite(floor) and 0.0 <= floor <= 1.0):
-            problems.append(("jitter_floor", f"must be between 0 and 1, got {floor!r}"))
+            problems.append((("jitter_floor",), f"must be between 0 and 1, got {floor!r}"))
         miss_limit = values.get("miss_limit")
         if miss_limit is not None and miss_limit < 1:
-            problems.append(("miss_limit", f"must be >= 1, got {miss_limit}"))
+            problems.append((("miss_limit",), f"must be >= 1, got {miss_limit}"))
         return problems
 
     def evolve(self, **changes: Any) -> Timing:

@@ -9,6 +9,6 @@ telemetry adapter.
 from __future__ import annotations
 
 from ..text.urls import with_token
-from .device_agent import AgentRefused, DeviceAgent, run_fleet
+from .device_agent import AGENT_TIMING, AgentRefused, DeviceAgent, run_fleet
 
-__all__ = ["AgentRefused", "DeviceAgent", "run_fleet", "with_token"]
+__all__ = ["AGENT_TIMING", "AgentRefused", "DeviceAgent", "run_fleet", "with_token"]

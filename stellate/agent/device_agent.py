@@ -47,21 +47,21 @@ from ..protocol.transport import ConnectError, Connection, ConnectionClosed, Con
 from ..text.escape import escape_text
 from ..text.redact import add_log_secret, redact_url
 from ..text.urls import InvalidUrl, parse_ws_url, with_token
-from ..timing import DEFAULT_TIMING, RandomSource, Timing
+from ..timing import RandomSource, Timing
 
 if TYPE_CHECKING:
     from ..adapters.telemetry import Telemetry
 
-__all__ = ["AgentRefused", "DeviceAgent", "run_fleet"]
+__all__ = ["AGENT_TIMING", "AgentRefused", "DeviceAgent", "run_fleet"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HEARTBEAT_INTERVAL = DEFAULT_TIMING.heartbeat_interval
 #: Stopping is a cancellation: the socket's reader is cancelled too, so the server's close reply
 #: can never be read. Send our close frame (1001, so the server deregisters at once) and go.
 GOODBYE_TIMEOUT = 0.1
-#: An agent comes back sooner than a constellation retries (its server may be restarting).
-DEFAULT_RETRY = Timing(reconnect_delay=1.0, backoff_cap=30.0)
+#: An agent's timing: ``Timing``'s defaults, except that it comes back sooner than a
+#: constellation retries (its server may be restarting), and gives a connection attempt 10 s.
+AGENT_TIMING = Timing(reconnect_delay=1.0, backoff_cap=30.0, connect_timeout=10.0)
 
 
 class _SessionEnded(RemoteError):
@@ -98,15 +98,17 @@ class DeviceAgent:
         device_id: the id the device registers under.
         api_key: the server's shared key, added as ``?token=`` if the URL has none.
         custom_metadata: sent in ``system_info.custom_metadata``.
-        heartbeat_interval: seconds between heartbeats.
-        miss_limit: unanswered heartbeats after which the server counts as gone.
+        timing: the agent's heartbeat (``heartbeat_interval``; the server counts as gone after
+            ``miss_limit`` unanswered), backoff between attempts (``reconnect_delay``,
+            ``backoff_cap``, ``jitter_floor``) and deadlines (``connect_timeout``, for the
+            default connector; ``registration_timeout``). Default: :data:`AGENT_TIMING`.
         connector: opens connections (default: the trio-websocket connector, which verifies
-            ``wss://`` servers against the system CA store plus ``cafile``).
+            ``wss://`` servers against the system CA store plus ``cafile`` and gives up after
+            ``timing.connect_timeout``; a connector given here keeps its own deadline).
         cafile: a PEM CA bundle to trust for ``wss://`` besides the system's (only used to build
             the default connector). There is deliberately no way to skip verification.
         info_provider: collects ``system_info`` (default: the psutil ``DeviceInfoProvider``).
         system_info: a ready ``system_info`` (skips collection; fleets share one).
-        retry: backoff and registration deadline.
         rng: jitter source (seed it in tests).
         on_registered: called after every successful registration.
 
@@ -122,13 +124,11 @@ class DeviceAgent:
         *,
         api_key: str | None = None,
         custom_metadata: dict[str, Any] | None = None,
-        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-        miss_limit: int = DEFAULT_TIMING.miss_limit,
+        timing: Timing = AGENT_TIMING,
         connector: Connector | None = None,
         cafile: str | None = None,
         info_provider: Telemetry | None = None,
         system_info: dict[str, Any] | None = None,
-        retry: Timing = DEFAULT_RETRY,
         rng: RandomSource | None = None,
         on_registered: Callable[[DeviceAgent], None] | None = None,
     ) -> None:
@@ -143,13 +143,11 @@ class DeviceAgent:
         self._url = with_token(server_url, api_key)
         self.device_id = device_id
         self.custom_metadata = dict(custom_metadata or {})
-        self.heartbeat_interval = heartbeat_interval
-        self.miss_limit = miss_limit
+        self.timing = timing
         self._connector = connector
         self._cafile = cafile
         self._info_provider = info_provider
         self.system_info = system_info
-        self.retry = retry
         self._rng: RandomSource = rng or random.Random()
         self.on_registered = on_registered
         self.registered = False
@@ -166,7 +164,7 @@ class DeviceAgent:
         ``nursery.start(agent.run)`` returns once the first registration is confirmed, so a
         caller can rely on the device being on the server (``stellate up`` does).
         """
-        connector = self._connector or _default_connector(self._cafile)
+        connector = self._connector or _default_connector(self._cafile, self.timing)
         system_info = self._system_info()
         platform = str(system_info.get("platform", "unknown"))
         started = False
@@ -211,7 +209,7 @@ class DeviceAgent:
             finally:
                 self.registered = False
             self.failures += 1
-            delay = max(self.retry.backoff_delay(self.failures, self._rng), retry_after)
+            delay = max(self.timing.backoff_delay(self.failures, self._rng), retry_after)
             if refusal is None:
                 logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
             else:
@@ -253,7 +251,7 @@ class DeviceAgent:
 
     async def _register(self, conn: Connection, session: DeviceSession) -> None:
         await conn.send(session.register())
-        with trio.move_on_after(self.retry.registration_timeout):
+        with trio.move_on_after(self.timing.registration_timeout):
             while True:
                 for event in session.receive(await conn.receive()):
                     if isinstance(event, Registered):
@@ -261,7 +259,7 @@ class DeviceAgent:
                     if isinstance(event, Rejected):
                         raise _Rejected(event)
                     logger.warning("%s: while registering: %s", self.device_id, escape_text(event))
-        raise _SessionEnded(f"no registration answer within {self.retry.registration_timeout:g} s")
+        raise _SessionEnded(f"no registration answer within {self.timing.registration_timeout:g} s")
 
     async def _stay_registered(self, conn: Connection, session: DeviceSession) -> None:
         """Heartbeat and read until the socket fails or the server stops answering.
@@ -270,7 +268,7 @@ class DeviceAgent:
         ``miss_limit`` heartbeats in a row unanswered. Reading with the lease's next wake-up
         as deadline keeps this task the socket's only reader and only writer.
         """
-        lease = HeartbeatLease(self.heartbeat_interval, self.miss_limit, trio.current_time())
+        lease = HeartbeatLease(self.timing, trio.current_time())
         while True:
             frame: str | bytes | None = None
             with trio.move_on_at(lease.wake_at):
@@ -286,18 +284,18 @@ class DeviceAgent:
                         logger.warning("%s: %s", self.device_id, escape_text(event))
             if lease.expired(now):
                 raise _SessionEnded(
-                    f"server left {self.miss_limit} heartbeat(s) unanswered "
-                    f"for {self.heartbeat_interval * self.miss_limit:g} s"
+                    f"server left {self.timing.miss_limit} heartbeat(s) unanswered "
+                    f"for {self.timing.lease:g} s"
                 )
             if lease.beat_due(now):
                 await conn.send(session.heartbeat())
                 lease.sent(now)
 
 
-def _default_connector(cafile: str | None = None) -> Connector:
+def _default_connector(cafile: str | None, timing: Timing) -> Connector:
     from ..adapters.websocket import WebSocketConnector
 
-    return WebSocketConnector(cafile=cafile)
+    return WebSocketConnector(cafile=cafile, connect_timeout=timing.connect_timeout)
 
 
 async def run_fleet(

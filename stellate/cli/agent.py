@@ -13,11 +13,15 @@ from typing import Any
 
 import trio
 
-from ..agent.device_agent import DEFAULT_HEARTBEAT_INTERVAL, AgentRefused, DeviceAgent, run_fleet
+from ..agent.device_agent import AGENT_TIMING, AgentRefused, DeviceAgent, run_fleet
 from ..text.redact import add_log_secret, install_log_redaction, redact_url
 from ..text.urls import url_problems
 from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
+from .timing_flags import add_timing_flags, timing_from_flags
+
+#: The agent's timing flags: the ``Timing`` fields it reads, with their help text.
+TIMING_FLAGS = {"heartbeat_interval": "seconds between heartbeats"}
 
 
 def parse_metadata(items: list[str]) -> dict[str, str]:
@@ -67,12 +71,7 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         metavar="KEY=VALUE",
         help="custom metadata sent with the telemetry",
     )
-    p.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=DEFAULT_HEARTBEAT_INTERVAL,
-        help="seconds between heartbeats (default: %(default)s)",
-    )
+    add_timing_flags(p, AGENT_TIMING, TIMING_FLAGS)
     p.add_argument("--count", type=int, default=None, help="simulate N agents in this process")
     p.add_argument(
         "--device-id-prefix", default=None, help="with --count: ids are PREFIX0..PREFIX{N-1}"
@@ -110,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         device_ids = _device_ids(args)
         metadata = parse_metadata(args.metadata)
+        timing = timing_from_flags(args, AGENT_TIMING, TIMING_FLAGS)
     except ValueError as exc:
         print(f"stellate agent: {exc}", file=sys.stderr)
         return 2
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from ..adapters.telemetry import DeviceInfoProvider
     from ..adapters.websocket import WebSocketConnector
 
-    connector = WebSocketConnector(cafile=args.cafile)
+    connector = WebSocketConnector(cafile=args.cafile, connect_timeout=timing.connect_timeout)
 
     # Collected once and shared: N simulated agents describe the same machine.
     base = DeviceInfoProvider.collect_system_info(device_ids[0], metadata)
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 api_key=api_key,
                 connector=connector,
                 custom_metadata=metadata,
-                heartbeat_interval=args.heartbeat_interval,
+                timing=timing,
                 system_info={**base, "device_id": device_id},
             )
             for device_id in device_ids

@@ -21,8 +21,18 @@ from ..server.agent_server import (
     server_ssl_context,
 )
 from ..text.redact import add_log_secret, install_log_redaction
+from ..timing import DEFAULT_TIMING
 from .keys import read_api_key
 from .limits import raise_open_file_limit
+from .timing_flags import add_timing_flags, timing_from_flags
+
+#: The server's timing flags: the ``Timing`` fields it reads, with their help text.
+TIMING_FLAGS = {
+    "registration_timeout": "seconds a new socket has for its handshake, and then for its "
+    "register frame",
+    "heartbeat_interval": "expected device heartbeat period in seconds",
+    "miss_limit": "missed heartbeats before a client is declared lost",
+}
 
 
 def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -57,26 +67,7 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--certfile", default=None, help="PEM certificate chain: serve wss://")
     p.add_argument("--keyfile", default=None, help="PEM private key (default: in --certfile)")
-    defaults = ServerPolicy()
-    p.add_argument(
-        "--registration-timeout",
-        type=float,
-        default=defaults.registration_timeout,
-        help="seconds a new socket has for its handshake, and then for its register frame "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=defaults.heartbeat_interval,
-        help="expected device heartbeat period in seconds (default: %(default)s)",
-    )
-    p.add_argument(
-        "--miss-limit",
-        type=int,
-        default=defaults.miss_limit,
-        help="missed heartbeats before a client is declared lost (default: %(default)s)",
-    )
+    add_timing_flags(p, DEFAULT_TIMING, TIMING_FLAGS)
     p.add_argument(
         "--max-message-size",
         type=_positive_int,
@@ -87,7 +78,7 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--max-system-info-bytes",
         type=_positive_int,
-        default=defaults.max_system_info_bytes,
+        default=ServerPolicy().max_system_info_bytes,
         help="most kept of one device's system_info (compact JSON); a bigger one is not "
         "stored and the device is told (default: %(default)s)",
     )
@@ -151,12 +142,11 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             return fail(f"cannot load the TLS certificate/key: {exc}")
     raise_open_file_limit()  # every client holds one descriptor: take what the system allows
-    policy = ServerPolicy(
-        registration_timeout=args.registration_timeout,
-        heartbeat_interval=args.heartbeat_interval,
-        miss_limit=args.miss_limit,
-        max_system_info_bytes=args.max_system_info_bytes,
-    )
+    try:
+        timing = timing_from_flags(args, DEFAULT_TIMING, TIMING_FLAGS)
+    except ValueError as exc:
+        return fail(str(exc))
+    policy = ServerPolicy(timing=timing, max_system_info_bytes=args.max_system_info_bytes)
     server = AgentServer(
         api_key=api_key,
         policy=policy,

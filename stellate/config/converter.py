@@ -17,12 +17,14 @@ import attrs
 from cattrs import Converter
 from cattrs.errors import (
     ClassValidationError,
+    ForbiddenExtraKeysError,
     IterableValidationError,
     IterableValidationNote,
 )
 from cattrs.gen import make_dict_structure_fn
 
 from ..errors import InvalidFields, LocalError
+from .model import INLINE
 from .problems import describe
 
 _NONE_TYPE = type(None)
@@ -134,22 +136,58 @@ def _dict_hook(value: Any, _type: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def inline_fields(cls: Any) -> dict[str, list[str]]:
+    """``{field: [its own field names]}`` for the fields of ``cls`` written inline (``INLINE``)."""
+    return {
+        field.name: [sub.name for sub in attrs.fields(field.type)]
+        for field in attrs.fields(attrs.resolve_types(cls))
+        if field.metadata.get(INLINE)
+    }
+
+
+def known_keys(cls: Any) -> list[str]:
+    """The keys a mapping for ``cls`` may hold: its fields, inline ones replaced by theirs."""
+    inline = inline_fields(cls)
+    keys: list[str] = []
+    for field in attrs.fields(cls):
+        keys += inline.get(field.name, [field.name])
+    return keys
+
+
+def _nest(value: dict[Any, Any], inline: dict[str, list[str]]) -> tuple[dict[Any, Any], list[str]]:
+    """The mapping as the class takes it: each inline field's keys gathered under its name.
+    Also returns the keys that spell an inline field's own name, which the file may not use."""
+    owner = {key: name for name, keys in inline.items() for key in keys}
+    nested: dict[Any, Any] = {}
+    for key, item in value.items():
+        if key in inline:
+            continue
+        if key in owner:
+            nested.setdefault(owner[key], {})[key] = item
+        else:
+            nested[key] = item
+    return nested, [key for key in value if key in inline]
+
+
 def _attrs_hook(converter: Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
     """cattrs' generated hook (all fields checked, unknown keys refused), fed only mappings.
 
     When some fields have the wrong type the instance is never built, so its rules never run;
     for a class with a ``rule_violations(values)`` classmethod the hook then runs the rules on
     the fields that were fine, and reports those problems alongside the type errors.
+
+    A field marked ``INLINE`` is an attrs class whose keys sit beside the others in the file:
+    they are gathered under the field's name before structuring (the findings leave that name
+    out of the paths again, so a problem points at the key as written).
     """
 
     def factory(cls: Any) -> Callable[[Any, Any], Any]:
         attrs.resolve_types(cls)
         inner = make_dict_structure_fn(cls, converter)
         rules = getattr(cls, "rule_violations", None)
+        inline = inline_fields(cls)
 
-        def hook(value: Any, _type: Any) -> Any:
-            if not isinstance(value, dict):
-                raise TypeMismatch("a mapping", value)
+        def structure(value: dict[Any, Any]) -> Any:
             try:
                 return inner(value, cls)
             except ClassValidationError as exc:
@@ -162,6 +200,23 @@ def _attrs_hook(converter: Converter) -> Callable[[Any], Callable[[Any, Any], An
                 raise ClassValidationError(
                     exc.message, [*exc.exceptions, InvalidFields(violations)], cls
                 ) from None
+
+        def hook(value: Any, _type: Any) -> Any:
+            if not isinstance(value, dict):
+                raise TypeMismatch("a mapping", value)
+            if not inline:
+                return structure(value)
+            nested, spelled = _nest(value, inline)
+            errors: list[Exception] = []
+            try:
+                result = structure(nested)
+            except ClassValidationError as exc:
+                errors += exc.exceptions
+            if spelled:
+                errors.append(ForbiddenExtraKeysError("", cls, set(spelled)))
+            if errors:
+                raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+            return result
 
         return hook
 

@@ -15,7 +15,7 @@ import attrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from ..errors import FieldPath, InvalidFields
-from .converter import TypeMismatch
+from .converter import TypeMismatch, inline_fields, known_keys
 from .model import SECRET_FIELDS
 
 
@@ -41,8 +41,9 @@ def findings(exc: BaseException, path: FieldPath = ()) -> Iterator[Finding]:
     """Every leaf problem under ``exc``, with its path from the document root."""
     if isinstance(exc, ClassValidationError):
         with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            yield from findings(sub, (*path, note.name))
+        inline = inline_fields(exc.cl)
+        for sub, note in with_notes:  # an inline field's keys are written beside its siblings
+            yield from findings(sub, path if note.name in inline else (*path, note.name))
         for sub in without:
             yield from findings(sub, path)
     elif isinstance(exc, IterableValidationError):
@@ -52,7 +53,7 @@ def findings(exc: BaseException, path: FieldPath = ()) -> Iterator[Finding]:
         for sub in rest:
             yield from findings(sub, path)
     elif isinstance(exc, ForbiddenExtraKeysError):
-        known = [field.name for field in attrs.fields(exc.cl)]
+        known = known_keys(exc.cl)
         for key in sorted(exc.extra_fields, key=str):
             yield Finding((*path, key), unknown_key_message(key, known), at_key=True)
     elif isinstance(exc, InvalidFields):

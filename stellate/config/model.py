@@ -30,6 +30,10 @@ SECRET_FIELDS = frozenset({"api_key"})
 #: Beyond this, a retry count is a typo or an attack, not a setting (``null`` retries forever).
 MAX_RETRIES = 1_000_000
 
+#: Field metadata: this attrs-class field's own fields are written inline in the file, beside
+#: its siblings (``manager:`` holds ``heartbeat_interval``, not ``timing: {heartbeat_interval}``).
+INLINE = "stellate.config.inline"
+
 
 # --- value rules: each yields what is wrong, nothing when all is well ---
 
@@ -181,36 +185,35 @@ class DeviceConfig:
 
 
 @attrs.frozen(kw_only=True)
-class ManagerSettings(Timing):
-    """The ``manager:`` block: Galaxy's ConstellationDeviceManager arguments and timings.
+class ManagerSettings:
+    """The ``manager:`` block: Galaxy's ConstellationDeviceManager arguments and the timings.
 
-    Every timing field (and its default and rules) is ``Timing``'s: this class adds only what
-    names and authenticates the constellation.
+    ``timing`` is a ``stellate.Timing``, handed to the manager as it is. In the file its fields
+    are written inline, straight under ``manager:`` (``heartbeat_interval: 30``): the loader
+    gathers them into it (see :data:`INLINE`).
     """
 
     task_name: str = "stellate"
     #: Sent to the server when set. Secret: kept out of reprs and error messages.
     api_key: str | None = attrs.field(default=None, repr=_secret_repr)
+    #: Every timing setting of the fleet, with ``Timing``'s defaults and rules.
+    timing: Timing = attrs.field(factory=Timing, metadata={INLINE: True})
 
     def __attrs_post_init__(self) -> None:
         _raise_if_any(self.rule_violations(_own_values(self)))
 
     @classmethod
     def rule_violations(cls, values: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
-        """What is wrong with these (already well-typed) field values."""
+        """What is wrong with these (already well-typed) field values (``Timing`` checks its
+        own)."""
         problems: list[tuple[FieldPath, str]] = []
         if "task_name" in values:
             task_name = values["task_name"]
             for message in _id_rule(task_name, task_name_problem(task_name)):
                 problems.append((("task_name",), message))
-        problems += [((name,), message) for name, message in Timing.timing_violations(values)]
         if values.get("api_key") == "":
             problems.append((("api_key",), "must not be empty (use null for no key)"))
         return problems
-
-    def timing(self) -> Timing:
-        """Just the timing settings, as the manager takes them."""
-        return Timing(**{field.name: getattr(self, field.name) for field in attrs.fields(Timing)})
 
 
 def fleet_violations(devices: tuple[DeviceConfig, ...]) -> list[tuple[FieldPath, str]]:

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import random
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -66,6 +67,29 @@ logger = logging.getLogger(__name__)
 STRICT_ENV = "STELLATE_STRICT"
 
 
+def _galaxy_timing(
+    heartbeat_interval: float | None, reconnect_delay: float | None, timing: Timing | None
+) -> Timing:
+    """Galaxy's two timing arguments, turned into the ``Timing`` once (deprecated door).
+
+    Raises:
+        TypeError: they were given together with ``timing`` (say each setting once).
+    """
+    galaxy = {"heartbeat_interval": heartbeat_interval, "reconnect_delay": reconnect_delay}
+    given = {name: value for name, value in galaxy.items() if value is not None}
+    if not given:
+        return timing or Timing()
+    if timing is not None:
+        raise TypeError(f"give {', '.join(given)} inside timing=Timing(...), not beside it")
+    warnings.warn(
+        f"ConstellationDeviceManager({', '.join(given)}=...) is Galaxy's constructor, kept "
+        "for compatibility: pass timing=stellate.Timing(...) instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return Timing().evolve(**given)
+
+
 @attrs.define
 class _DeviceHandle:
     runner: DeviceRunner
@@ -78,12 +102,12 @@ class ConstellationDeviceManager:
 
     Args:
         task_name: names this constellation; its client id on a server is ``task_name@device``.
-        timing: every device's deadlines, backoff, heartbeat and windows (``stellate.Timing``,
-            whose fields document their defaults).
-        heartbeat_interval, reconnect_delay, backoff_cap, connect_timeout,
-        registration_timeout, telemetry_timeout, miss_limit, recovery_window,
-        stability_window: shorthand for the ``Timing`` field of that name (applied over
-            ``timing``; None keeps its value).
+        heartbeat_interval, reconnect_delay: deprecated, Galaxy's constructor
+            (``ConstellationDeviceManager(task_name, heartbeat_interval, reconnect_delay)``),
+            kept so code written for Galaxy runs: turned into ``timing`` once, here, with a
+            ``DeprecationWarning``. Give ``timing=Timing(heartbeat_interval=...)`` instead.
+        timing: every device's deadlines, backoff, heartbeat and windows: the one place they
+            are given (``stellate.Timing``, whose fields document their defaults).
         connector: how to open connections (default: real WebSockets).
         api_key: the servers' shared key, added as ``?token=`` to URLs that carry none.
         rng: the jitter's random source (seed it for reproducible runs).
@@ -103,13 +127,6 @@ class ConstellationDeviceManager:
         reconnect_delay: float | None = None,
         *,
         timing: Timing | None = None,
-        backoff_cap: float | None = None,
-        connect_timeout: float | None = None,
-        registration_timeout: float | None = None,
-        telemetry_timeout: float | None = None,
-        miss_limit: int | None = None,
-        recovery_window: float | None = None,
-        stability_window: float | None = None,
         connector: Connector | None = None,
         api_key: str | None = None,
         rng: RandomSource | None = None,
@@ -120,21 +137,8 @@ class ConstellationDeviceManager:
         if max_connecting < 1:
             raise ValueError("max_connecting must be >= 1")
         self.task_name = task_name
-        sugar = {
-            "heartbeat_interval": heartbeat_interval,
-            "reconnect_delay": reconnect_delay,
-            "backoff_cap": backoff_cap,
-            "connect_timeout": connect_timeout,
-            "registration_timeout": registration_timeout,
-            "telemetry_timeout": telemetry_timeout,
-            "miss_limit": miss_limit,
-            "recovery_window": recovery_window,
-            "stability_window": stability_window,
-        }
-        #: Every device's timing: ``timing`` (default ``Timing()``) with the keywords applied.
-        self.timing = (timing or Timing()).evolve(
-            **{name: value for name, value in sugar.items() if value is not None}
-        )
+        #: Every device's timing, as given (default ``Timing()``).
+        self.timing = _galaxy_timing(heartbeat_interval, reconnect_delay, timing)
         if strict is None:
             strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
         # One timer for every device's deadlines and heartbeats (runs in ``run``'s nursery).
@@ -180,7 +184,7 @@ class ConstellationDeviceManager:
         settings = config.manager
         kwargs: dict[str, Any] = {
             "task_name": settings.task_name,
-            "timing": settings.timing(),
+            "timing": settings.timing,
             "api_key": settings.api_key,
         }
         kwargs.update(overrides)

@@ -486,10 +486,7 @@ class DeviceRunner:
                     failed = await self._send(conn, session, session.request_device_info(), scope)
                     queue += failed or []
                 elif isinstance(effect, StartHeartbeat):
-                    timing = self.lc.timing
-                    self._lease = HeartbeatLease(
-                        timing.heartbeat_interval, timing.miss_limit, trio.current_time()
-                    )
+                    self._lease = HeartbeatLease(self.lc.timing, trio.current_time())
                 else:
                     raise RuntimeError(f"{effect!r} while a socket is open")
             item = await self._next(self.lc.timeout)

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 
 from ..text.escape import escape_text
-from ..timing import DEFAULT_TIMING
+from ..timing import DEFAULT_TIMING, Timing
 from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
 from .ids import client_id_problem
 from .messages import (
@@ -81,32 +81,27 @@ MISMATCHED_CLIENT_TYPE = "client_type does not match the registered connection"
 MISMATCHED_CLIENT_ID = "client_id does not match the registered connection"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ServerPolicy:
-    """Server timing.
+    """What a server allows its clients.
 
-    A socket has ``registration_timeout`` seconds to register. After that, a device silent
-    (no heartbeat) for ``lease = heartbeat_interval × miss_limit`` is declared lost, and a
-    constellation that sends nothing at all for ``constellation_idle_timeout`` is dropped
-    (``None``: never, as the reference). Its default, twice the device lease, keeps a device's
-    loss reported to its constellations before their own limit could fire at the same moment.
+    ``timing`` (a ``stellate.Timing``, the one place timing settings are given): a socket has
+    ``registration_timeout`` seconds to register; after that, a device silent (no heartbeat)
+    for ``timing.lease`` (``heartbeat_interval × miss_limit``) is declared lost. A constellation
+    that sends nothing at all for ``constellation_idle_timeout`` is dropped (``None``: never, as
+    the reference); its default, twice the device lease, keeps a device's loss reported to its
+    constellations before their own limit could fire at the same moment.
 
     ``max_system_info_bytes`` bounds what the server keeps per device: a register frame may be
     as large as the frame limit (1 MiB), but a ``system_info`` longer than this (as compact
     JSON) is not stored; the device is registered and told so in an error frame.
     """
 
-    registration_timeout: float = DEFAULT_TIMING.registration_timeout
-    heartbeat_interval: float = DEFAULT_TIMING.heartbeat_interval
-    miss_limit: int = DEFAULT_TIMING.miss_limit
+    timing: Timing = DEFAULT_TIMING
     constellation_idle_timeout: float | None = attrs.field(
-        default=attrs.Factory(lambda self: 2 * self.lease, takes_self=True)
+        default=attrs.Factory(lambda self: 2 * self.timing.lease, takes_self=True)
     )
     max_system_info_bytes: int = DEFAULT_MAX_SYSTEM_INFO_BYTES
-
-    @property
-    def lease(self) -> float:
-        return self.heartbeat_interval * self.miss_limit
 
     @property
     def constellation_lease(self) -> float:
@@ -199,7 +194,7 @@ class ServerSession:
         self.client_id: str | None = None
         self.client_type: ClientType | None = None
         self.target_id: str | None = None
-        self._deadline = accepted_at + policy.registration_timeout
+        self._deadline = accepted_at + policy.timing.registration_timeout
 
     def __repr__(self) -> str:
         return f"<ServerSession {self.client_id or '?'} {self.phase.value}>"
@@ -234,7 +229,7 @@ class ServerSession:
         if self.phase is ServerPhase.CLOSED or at < self._deadline:
             return []
         if self.phase is ServerPhase.AWAITING_REGISTER:  # Fix 2: silent sockets
-            timeout = self._policy.registration_timeout
+            timeout = self._policy.timing.registration_timeout
             return self._shut_down(
                 CLOSE_POLICY_VIOLATION, f"no register frame within {timeout:g} s"
             )
@@ -247,7 +242,7 @@ class ServerSession:
             )
         return self._shut_down(
             CLOSE_POLICY_VIOLATION,
-            f"no heartbeat for {self._policy.lease:g} s; connection declared lost",
+            f"no heartbeat for {self._policy.timing.lease:g} s; connection declared lost",
         )
 
     def connection_lost(self, at: float) -> list[ServerAction]:
@@ -313,7 +308,7 @@ class ServerSession:
             platform = metadata.get("platform")
             if isinstance(platform, str) and len(platform) <= MAX_PLATFORM_LENGTH:
                 entry.platform = platform
-            entry.lease_expires = at + self._policy.lease
+            entry.lease_expires = at + self._policy.timing.lease
 
         self._registry.add(entry)
         if self._counts is not None:
@@ -383,7 +378,7 @@ class ServerSession:
 
     def _renew(self, at: float) -> None:
         if self.client_id is not None:
-            lease = self._policy.lease
+            lease = self._policy.timing.lease
             if self.client_type is ClientType.CONSTELLATION:
                 lease = self._policy.constellation_lease
             self._deadline = at + lease

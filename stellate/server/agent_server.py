@@ -130,7 +130,8 @@ class AgentServer:
         api_key: shared key clients must present as ``?token=`` (checked at the handshake,
             constant-time; never logged). ``None`` accepts everyone, and is only allowed on a
             loopback address unless ``insecure_no_auth``.
-        policy: registration deadline and heartbeat lease.
+        policy: what clients are allowed: its ``timing`` gives the registration deadline (for
+            the WebSocket handshake, and again for the register frame) and the heartbeat lease.
         ssl_context: serve ``wss://`` with this server context (see :func:`server_ssl_context`);
             ``None`` serves plain ``ws://``.
         max_message_size: a larger frame closes its connection with 1009 (default 1 MiB).
@@ -139,8 +140,6 @@ class AgentServer:
         max_unregistered: connections that have not registered yet; one more is refused with
             HTTP 503 (default: a quarter of ``max_connections``, at least 16). Keeps room for
             registered clients when many sockets arrive and say nothing.
-        registration_timeout: overrides ``policy.registration_timeout``: seconds a socket has
-            for its WebSocket handshake, and again for its register frame.
         send_timeout: a peer that does not take a frame within this many seconds is dropped
             (so a client that never reads holds its socket for at most this plus
             ``close_timeout``, and never slows anyone else: each socket has its own task).
@@ -159,15 +158,12 @@ class AgentServer:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_connections: int | None = None,
         max_unregistered: int | None = None,
-        registration_timeout: float | None = None,
         send_timeout: float = 10.0,
         close_timeout: float = 5.0,
         insecure_no_auth: bool = False,
         metrics: bool = True,
     ) -> None:
         policy = policy or ServerPolicy()
-        if registration_timeout is not None:
-            policy = attrs.evolve(policy, registration_timeout=registration_timeout)
         if max_connections is None:
             max_connections = default_max_connections()
         if max_unregistered is None:
@@ -249,7 +245,7 @@ class AgentServer:
             api_key=self._api_key,
             ssl_context=self.ssl_context,
             max_message_size=self.max_message_size,
-            handshake_timeout=self.policy.registration_timeout,
+            handshake_timeout=self.policy.timing.registration_timeout,
             close_timeout=self.close_timeout,
             admission=self._gate,
             http_routes=self.http_routes(),

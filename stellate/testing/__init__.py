@@ -47,6 +47,7 @@ from .faults import (
     fault_kinds,
 )
 from .fleet import (
+    HARNESS_TIMING,
     BackoffRecord,
     DeviceOutcome,
     FleetDevice,
@@ -111,6 +112,7 @@ __all__ = [
     "FAULT_KINDS",
     "FEATURES",
     "FLEET_FLOORS",
+    "HARNESS_TIMING",
     "PLATFORMS",
     "AfterIdle",
     "Answer",

@@ -31,7 +31,7 @@ from ..protocol.messages import (
     ServerMessageType,
     TaskStatus,
 )
-from ..timing import RetryPolicy
+from ..timing import RetryPolicy, Timing
 from .faults import (
     DUPLICATE_CLIENT_ID,
     TARGET_NOT_CONNECTED,
@@ -60,7 +60,7 @@ from .faults import (
     Telemetry,
     TelemetryNotFound,
 )
-from .fleet import FleetDevice, FleetTiming
+from .fleet import FleetDevice
 from .forcing import ALTERNATIVES, FINAL_REJECTION, attempt_kinds, build
 from .strategies import system_infos
 
@@ -303,8 +303,8 @@ def schedules(
 
 
 @st.composite
-def fleet_timings(draw: st.DrawFn) -> FleetTiming:
-    """Manager settings the configuration accepts, mixed: the defaults' neighbourhood and far
+def fleet_timings(draw: st.DrawFn) -> Timing:
+    """Manager timings the configuration accepts, mixed: the defaults' neighbourhood and far
     from it (heartbeats from 1 s to 2 min, a cap equal to the delay or minutes above it, short
     and long deadlines), ``miss_limit`` 1–4; no recovery window (the reference's rule) or one
     of seconds to minutes; no stability window (every loss starts the backoff over) or one
@@ -315,7 +315,7 @@ def fleet_timings(draw: st.DrawFn) -> FleetTiming:
     attempts in a run's virtual time.
     """
     reconnect_delay = draw(st.floats(min_value=0.5, max_value=30.0))
-    return FleetTiming(
+    return Timing(
         heartbeat_interval=draw(
             st.one_of(
                 st.sampled_from([30.0, 20.0, 45.5]), st.floats(min_value=1.0, max_value=120.0)

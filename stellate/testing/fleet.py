@@ -26,6 +26,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -41,7 +42,7 @@ from ..fsm.states import ACTIVE, SETTLED, DeviceStatus
 from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
 from ..protocol.rejections import RejectionKind, classify_text
-from ..timing import DEFAULT_TIMING, RetryPolicy
+from ..timing import RetryPolicy, Timing
 from . import reference
 from .fake_server import Attempt, FakeAgentServer
 from .faults import (
@@ -57,6 +58,7 @@ from .faults import (
 )
 
 __all__ = [
+    "HARNESS_TIMING",
     "BackoffRecord",
     "DeviceOutcome",
     "FleetDevice",
@@ -128,45 +130,45 @@ class FleetDevice:
         )
 
 
-@attrs.frozen
-class FleetTiming:
-    """The manager's settings (seconds), as ``ConstellationDeviceManager`` takes them.
+#: The harness's default timing: ``Timing``'s, without a recovery or stability window (the
+#: reference's rules: reconnects after a loss spend ``max_retries``, every loss starts the
+#: backoff over). ``fleet_timings()`` draws both windows, and the checks follow either way.
+HARNESS_TIMING = Timing(recovery_window=0.0, stability_window=0.0)
 
-    ``recovery_window`` and ``stability_window`` default to 0 here (the reference's rules:
-    reconnects after a loss spend ``max_retries``, every loss starts the backoff over);
-    ``fleet_timings()`` draws both, and the checks follow either way.
-    """
+
+@attrs.frozen(kw_only=True)
+class FleetTiming(Timing):
+    """Deprecated: pass a ``Timing`` (e.g. ``HARNESS_TIMING.evolve(...)``) and ``task_name``
+    to :func:`run_fleet` instead. Kept so code written against it runs: it is a ``Timing``
+    with the harness's windows and a task name."""
 
     task_name: str = "stellate"
-    heartbeat_interval: float = DEFAULT_TIMING.heartbeat_interval
-    miss_limit: int = DEFAULT_TIMING.miss_limit
-    reconnect_delay: float = DEFAULT_TIMING.reconnect_delay
-    backoff_cap: float = DEFAULT_TIMING.backoff_cap
-    connect_timeout: float = DEFAULT_TIMING.connect_timeout
-    registration_timeout: float = DEFAULT_TIMING.registration_timeout
-    telemetry_timeout: float = DEFAULT_TIMING.telemetry_timeout
-    rejoin_delay: float = DEFAULT_TIMING.rejoin_delay
     recovery_window: float = 0.0
     stability_window: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        warnings.warn(
+            "FleetTiming is deprecated: pass timing=HARNESS_TIMING.evolve(...) (a Timing) and "
+            "task_name= to run_fleet",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        super().__attrs_post_init__()
 
     def manager_kwargs(self) -> dict[str, Any]:
         return {"task_name": self.task_name, "timing": self.policy}
 
     @property
-    def policy(self) -> RetryPolicy:
-        """The ``Timing`` the manager runs with."""
-        return RetryPolicy(
-            recovery_window=self.recovery_window,
-            stability_window=self.stability_window,
-            rejoin_delay=self.rejoin_delay,
-            reconnect_delay=self.reconnect_delay,
-            backoff_cap=self.backoff_cap,
-            connect_timeout=self.connect_timeout,
-            registration_timeout=self.registration_timeout,
-            telemetry_timeout=self.telemetry_timeout,
-            heartbeat_interval=self.heartbeat_interval,
-            miss_limit=self.miss_limit,
-        )
+    def policy(self) -> Timing:
+        """The plain ``Timing`` the manager runs with."""
+        return Timing(**{field.name: getattr(self, field.name) for field in attrs.fields(Timing)})
+
+
+def _harness_settings(timing: Timing | None, task_name: str) -> tuple[Timing, str]:
+    """The timing and task name a run uses (a deprecated ``FleetTiming`` carries both)."""
+    if isinstance(timing, FleetTiming):
+        return timing.policy, timing.task_name
+    return timing or HARNESS_TIMING, task_name
 
 
 class RecordingRandom:
@@ -218,7 +220,7 @@ class FleetResult:
     """Everything :func:`run_fleet` observed; :meth:`problems` checks the invariants."""
 
     devices: dict[str, DeviceOutcome]
-    timing: FleetTiming
+    timing: Timing
     seed: int
     settled_at: float
     virtual_time: float
@@ -275,7 +277,8 @@ class FleetResult:
 def check_fleet(
     devices: Sequence[FleetDevice],
     *,
-    timing: FleetTiming | None = None,
+    timing: Timing | None = None,
+    task_name: str = "stellate",
     seed: int = 0,
     alone: int = 3,
 ) -> FleetResult:
@@ -291,14 +294,14 @@ def check_fleet(
     Raises:
         AssertionError: an invariant broke (every broken invariant listed).
     """
-    result = run_fleet(devices, timing=timing, seed=seed)
+    result = run_fleet(devices, timing=timing, task_name=task_name, seed=seed)
     problems = result.problems()
     if not problems:
         return result
     lines = list(problems)
     failing = [d for d in devices if d.device_id in result.device_problems()]
     for device in failing[:alone]:
-        again = run_fleet([device], timing=timing, seed=seed).problems()
+        again = run_fleet([device], timing=timing, task_name=task_name, seed=seed).problems()
         if again:
             lines.append(f"alone, {device!r} fails too ({len(again)} problem(s))")
         else:
@@ -384,7 +387,7 @@ def expected_profile(
     return attrs.evolve(device.profile(url), os=os, capabilities=capabilities, metadata=metadata)
 
 
-def _lease_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
+def _lease_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
     """A silent server is lost within its lease and not before; a dropped one at the drop."""
     out: list[str] = []
     name = f"{outcome.device!r}"
@@ -425,8 +428,7 @@ def _lease_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
     return out
 
 
-def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
-    policy = timing.policy
+def _device_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
     device = outcome.device
     name = f"{device!r}"
     out: list[str] = []
@@ -437,7 +439,7 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
         expected = expected_path(
             _applied_as_schedule(outcome.attempts),
             max_retries=device.max_retries,
-            policy=policy,
+            policy=timing,
             then=device.then,
             times=[at for at, _step in _timed_steps(outcome.events)],
         )
@@ -477,7 +479,7 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
     if limit is not None and most > limit:
         out.append(f"{name}: made {most} consecutive attempts, max_retries={limit}")
     # The final profile.
-    want = expected_profile(device, outcome.url, outcome.attempts, policy)
+    want = expected_profile(device, outcome.url, outcome.attempts, timing)
     got = outcome.profile
     for field in ("os", "capabilities", "metadata", "max_retries", "current_task_id"):
         if getattr(got, field) != getattr(want, field):
@@ -493,7 +495,7 @@ def _device_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
     return out
 
 
-def _reason_problems(name: str, expected: Path, reason: str, timing: FleetTiming) -> list[str]:
+def _reason_problems(name: str, expected: Path, reason: str, timing: Timing) -> list[str]:
     """A FAILED device's reason names what ended it: the rejection, the retries spent, or the
     recovery window that passed."""
     last = expected[-1].trigger
@@ -519,7 +521,7 @@ def _reason_problems(name: str, expected: Path, reason: str, timing: FleetTiming
     return [f"{name}: failure_reason {reason!r} does not say why it failed ({last})"]
 
 
-def _reference_waits(outcome: DeviceOutcome, timing: FleetTiming) -> list[reference.Wait]:
+def _reference_waits(outcome: DeviceOutcome, timing: Timing) -> list[reference.Wait]:
     """The wait each backoff of ``outcome`` must be, by the reference, along its timed path."""
     return reference.backoff_waits(
         [(at, s.trigger, s.source, s.dest) for at, s in _timed_steps(outcome.events)],
@@ -531,7 +533,7 @@ def _reference_waits(outcome: DeviceOutcome, timing: FleetTiming) -> list[refere
     )
 
 
-def _backoff_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
+def _backoff_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
     """Each wait drawn within the reference's bounds, and waited out exactly as drawn (or up
     to the recovery window's end, if that came first)."""
     name = f"{outcome.device!r}"
@@ -560,7 +562,7 @@ def _backoff_problems(outcome: DeviceOutcome, timing: FleetTiming) -> list[str]:
     return out
 
 
-def _jitter_problems(outcomes: Iterable[DeviceOutcome], timing: FleetTiming) -> list[str]:
+def _jitter_problems(outcomes: Iterable[DeviceOutcome], timing: Timing) -> list[str]:
     """Devices entering BACKOFF at the same instant, after as many failures, must not all
     draw the same delay."""
     groups: dict[tuple[float, int], list[BackoffRecord]] = defaultdict(list)
@@ -617,7 +619,8 @@ def run_under_mock_clock(async_fn: Callable[..., Awaitable[T]], *args: Any, seed
 def run_fleet(
     devices: Sequence[FleetDevice],
     *,
-    timing: FleetTiming | None = None,
+    timing: Timing | None = None,
+    task_name: str = "stellate",
     seed: int = 0,
     grace: float | None = None,
     max_virtual_time: float = 1e7,
@@ -627,7 +630,8 @@ def run_fleet(
 
     Args:
         devices: the fleet (unique ids).
-        timing: the manager's settings (default ``FleetTiming()``).
+        timing: the manager's timing (default :data:`HARNESS_TIMING`).
+        task_name: the manager's task name.
         seed: seeds trio's scheduler and the backoff's random source.
         grace: virtual seconds to keep running after everything settled, to see that it
             stays so (default: one heartbeat lease plus one interval).
@@ -643,7 +647,7 @@ def run_fleet(
         trio.TooSlowError: the fleet did not settle within ``max_virtual_time``.
         RuntimeError: a device made ``max_events`` transitions (the message names it).
     """
-    timing = timing or FleetTiming()
+    timing, task_name = _harness_settings(timing, task_name)
     ids = [d.device_id for d in devices]
     if len(set(ids)) != len(ids):
         raise ValueError("device ids must be unique")
@@ -651,7 +655,15 @@ def run_fleet(
         grace = timing.heartbeat_interval * (timing.miss_limit + 1)
     started = time.perf_counter()
     result = run_under_mock_clock(
-        _fleet, list(devices), timing, seed, grace, max_virtual_time, max_events, seed=seed
+        _fleet,
+        list(devices),
+        timing,
+        task_name,
+        seed,
+        grace,
+        max_virtual_time,
+        max_events,
+        seed=seed,
     )
     result.real_time = time.perf_counter() - started
     return result
@@ -659,7 +671,8 @@ def run_fleet(
 
 async def _fleet(
     devices: list[FleetDevice],
-    timing: FleetTiming,
+    timing: Timing,
+    task_name: str,
     seed: int,
     grace: float,
     max_virtual_time: float,
@@ -676,7 +689,7 @@ async def _fleet(
         fake = FakeAgentServer(network)
         urls = {d.device_id: fake.script(d.device_id, d.schedule, then=d.then) for d in devices}
         manager = ConstellationDeviceManager(
-            **timing.manager_kwargs(), connector=fake.connector, rng=rng
+            task_name, timing=timing, connector=fake.connector, rng=rng
         )
         baseline = trio.lowlevel.current_statistics().tasks_living
 

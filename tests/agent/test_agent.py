@@ -66,8 +66,7 @@ def agent_on(network: MemoryNetwork, **kwargs: Any) -> DeviceAgent:
     options: dict[str, Any] = {
         "connector": network,
         "info_provider": FakeProvider(),
-        "heartbeat_interval": 30.0,
-        "retry": RETRY,
+        "timing": RETRY.evolve(heartbeat_interval=30.0),
         "rng": random.Random(7),
     }
     options.update(kwargs)
@@ -169,7 +168,7 @@ async def test_heartbeats_are_sent_every_interval(
 ) -> None:
     script = ScriptedServer("ack")
     network.listen(URL, script)
-    await nursery.start(agent_on(network, heartbeat_interval=5.0).run)
+    await nursery.start(agent_on(network, timing=RETRY.evolve(heartbeat_interval=5.0)).run)
     await trio.sleep(26.0)
     assert gaps(script.heartbeats) == pytest.approx([5.0] * 4)
     assert len(script.connects) == 1
@@ -180,7 +179,9 @@ async def test_a_silent_server_is_left_after_miss_limit_heartbeats(
 ) -> None:
     script = ScriptedServer("silent")  # confirms, then never acks a heartbeat
     network.listen(URL, script)
-    await nursery.start(agent_on(network, heartbeat_interval=10.0, miss_limit=3).run)
+    await nursery.start(
+        agent_on(network, timing=RETRY.evolve(heartbeat_interval=10.0, miss_limit=3)).run
+    )
     # Heartbeats at 10, 20, 30 go unanswered; 3 × 10 s after the first one (t=40) the agent
     # gives up and reconnects after its backoff.
     await trio.sleep(42.0)

@@ -31,7 +31,7 @@ _ALLOWED_ABOVE: dict[str, frozenset[str]] = {
     "manager": frozenset({"adapters", "config", "fsm", "protocol", "text", "timing"}),
     "server": frozenset({"adapters", "protocol", "text", "timing"}),
     "agent": frozenset({"adapters", "protocol", "text", "timing"}),
-    "local": frozenset({"adapters", "agent", "config", "server", "text", "timing"}),
+    "local": frozenset({"adapters", "agent", "config", "protocol", "server", "text", "timing"}),
     "testing": frozenset({"adapters", "fsm", "manager", "protocol", "text", "timing"}),
     "cli": frozenset(
         {"adapters", "agent", "config", "fsm", "local", "manager", "protocol", "server"}

@@ -20,6 +20,7 @@ import trio
 from cli_support import interrupt, lines_until, running, stellate, unreachable_fleet, write_config
 from real_time import HANG_GUARD
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.agent import DeviceAgent
 from stellate.cli import main
@@ -224,7 +225,9 @@ async def test_watch_returns_when_the_last_device_settles_not_at_a_tick(
     failed_at: list[float] = []
     async with (
         MemoryNetwork() as net,
-        ConstellationDeviceManager(connector=net, reconnect_delay=1.0, backoff_cap=4.0) as manager,
+        ConstellationDeviceManager(
+            connector=net, timing=Timing(reconnect_delay=1.0, backoff_cap=4.0)
+        ) as manager,
     ):
 
         async def note_failure(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -16,7 +16,7 @@ from stellate.config import (
     load_config,
     loads_config,
 )
-from stellate.fsm import DeviceStatus, RetryPolicy
+from stellate.fsm import DeviceStatus, RetryPolicy, Timing
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / DEFAULT_CONFIG_PATH
@@ -52,20 +52,18 @@ def test_example_manager_settings_are_the_defaults() -> None:
     manager = load_config(EXAMPLE).manager
     assert manager == ManagerSettings()
     assert manager.task_name == "stellate"
-    assert manager.heartbeat_interval == 30.0
-    assert manager.miss_limit == 3
+    assert manager.timing.heartbeat_interval == 30.0
+    assert manager.timing.miss_limit == 3
     assert manager.api_key is None
 
 
 def test_timing_carries_the_timings() -> None:
-    settings = ManagerSettings(
-        reconnect_delay=1.5,
-        backoff_cap=20,
-        connect_timeout=3,
-        registration_timeout=4,
-        telemetry_timeout=5,
-    )
-    assert settings.timing() == RetryPolicy(
+    settings = loads_config(
+        "manager: {reconnect_delay: 1.5, backoff_cap: 20, connect_timeout: 3,"
+        " registration_timeout: 4, telemetry_timeout: 5}\n"
+        "devices: [{device_id: d, server_url: ws://h}]\n"
+    ).manager
+    assert settings.timing == RetryPolicy(
         reconnect_delay=1.5,
         backoff_cap=20,
         connect_timeout=3,
@@ -109,8 +107,8 @@ def test_integers_are_accepted_for_seconds() -> None:
         "manager: {heartbeat_interval: 12, backoff_cap: 90}\n"
         "devices: [{device_id: d, server_url: ws://h}]\n"
     )
-    assert config.manager.heartbeat_interval == 12.0
-    assert isinstance(config.manager.heartbeat_interval, float)
+    assert config.manager.timing.heartbeat_interval == 12.0
+    assert isinstance(config.manager.timing.heartbeat_interval, float)
 
 
 def test_yaml_anchors_and_merge_keys_share_defaults() -> None:
@@ -157,7 +155,7 @@ def test_building_in_code_obeys_the_same_rules() -> None:
     with pytest.raises(InvalidFields, match="no devices configured"):
         StellateConfig(devices=())
     with pytest.raises(InvalidFields, match="backoff_cap"):
-        ManagerSettings(reconnect_delay=10, backoff_cap=5)
+        ManagerSettings(timing=Timing(reconnect_delay=10, backoff_cap=5))
 
 
 def test_config_error_str_lists_every_problem() -> None:

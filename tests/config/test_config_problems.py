@@ -103,6 +103,19 @@ def test_unknown_manager_key() -> None:
     ]
 
 
+def test_timings_are_written_inline_not_under_a_timing_key() -> None:
+    # ManagerSettings holds a Timing; the file keeps its keys beside task_name, and a
+    # 'timing:' key is as unknown as any other, reported with the rest.
+    text = "manager:\n  timing: {heartbeat_interval: 5}\n  miss_limit: 0\ndevices:\n" + OK_DEVICE
+    assert problems_in(text) == [
+        "devices.yaml:2: manager.timing: unknown key 'timing' (expected one of: task_name, "
+        "api_key, connect_timeout, registration_timeout, telemetry_timeout, reconnect_delay, "
+        "backoff_cap, jitter_floor, rejoin_delay, heartbeat_interval, miss_limit, "
+        "recovery_window, stability_window)",
+        "devices.yaml:3: manager.miss_limit: must be >= 1, got 0",
+    ]
+
+
 def test_missing_required_keys() -> None:
     text = "devices:\n" + OK_DEVICE + "  - os: linux\n    max_retries: 2\n"
     assert problems_in(text) == [

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
+from stellate import Timing
 from stellate.config import DeviceConfig, ManagerSettings, StellateConfig, loads_config
 
 _WORD = st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=12)
@@ -105,7 +106,9 @@ def expected(document: dict[str, Any]) -> StellateConfig:
         if "capabilities" in fields:
             fields["capabilities"] = tuple(fields["capabilities"])
         devices.append(DeviceConfig(**fields))
-    manager = ManagerSettings(**document.get("manager", {}))
+    written = dict(document.get("manager", {}))
+    own = {key: written.pop(key) for key in ("task_name", "api_key") if key in written}
+    manager = ManagerSettings(**own, timing=Timing(**written))
     return StellateConfig(devices=tuple(devices), manager=manager, source="gen.yaml")
 
 

@@ -4,41 +4,46 @@ from __future__ import annotations
 
 import math
 
-import attrs
 import pytest
 
-from stellate.agent.device_agent import DEFAULT_HEARTBEAT_INTERVAL
+from stellate.agent.device_agent import AGENT_TIMING
 from stellate.config import ManagerSettings, loads_config
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import ServerPolicy
-from stellate.testing import FleetTiming
+from stellate.testing import HARNESS_TIMING
 from stellate.timing import DEFAULT_TIMING, RetryPolicy, Timing
 
 
-def _timing_fields(value: object) -> dict[str, object]:
-    return {f.name: getattr(value, f.name) for f in attrs.fields(Timing)}
-
-
 def test_every_holder_takes_its_defaults_from_timing() -> None:
-    assert _timing_fields(ManagerSettings()) == _timing_fields(Timing())
+    assert ManagerSettings().timing == Timing()
     assert ConstellationDeviceManager().timing == Timing()
     # the harness models the reference's rules: no recovery or stability window
-    assert FleetTiming().policy == Timing(recovery_window=0.0, stability_window=0.0)
-    server = ServerPolicy()
-    assert (server.registration_timeout, server.heartbeat_interval, server.miss_limit) == (
-        DEFAULT_TIMING.registration_timeout,
-        DEFAULT_TIMING.heartbeat_interval,
-        DEFAULT_TIMING.miss_limit,
-    )
-    assert DEFAULT_TIMING.heartbeat_interval == DEFAULT_HEARTBEAT_INTERVAL
+    assert Timing(recovery_window=0.0, stability_window=0.0) == HARNESS_TIMING
+    assert ServerPolicy().timing == DEFAULT_TIMING == Timing()
+    # an agent differs only in coming back sooner and connecting faster: its heartbeat is
+    # everyone's
+    agent = AGENT_TIMING.evolve(reconnect_delay=5.0, backoff_cap=60.0, connect_timeout=30.0)
+    assert agent == Timing()
     assert RetryPolicy is Timing
 
 
-def test_manager_keywords_are_sugar_over_timing() -> None:
-    base = Timing(connect_timeout=7.0, recovery_window=0.0)
-    manager = ConstellationDeviceManager(timing=base, reconnect_delay=1.0, miss_limit=5)
-    assert manager.timing == attrs.evolve(base, reconnect_delay=1.0, miss_limit=5)
-    assert ConstellationDeviceManager(stability_window=3.0).timing.stability_window == 3.0
+def test_the_manager_takes_its_timing_whole() -> None:
+    base = Timing(connect_timeout=7.0, recovery_window=0.0, reconnect_delay=1.0, miss_limit=5)
+    assert ConstellationDeviceManager(timing=base).timing is base
+    # no shorthand beside it: each setting has one door
+    for name in ("miss_limit", "backoff_cap", "connect_timeout", "stability_window"):
+        with pytest.raises(TypeError):
+            ConstellationDeviceManager(**{name: 3.0})  # type: ignore[arg-type]
+
+
+def test_galaxy_s_constructor_is_a_deprecated_door_into_the_timing() -> None:
+    with pytest.warns(DeprecationWarning, match="timing=stellate.Timing"):
+        manager = ConstellationDeviceManager("galaxy", 10.0, 2.0)
+    assert manager.timing == Timing(heartbeat_interval=10.0, reconnect_delay=2.0)
+    with pytest.warns(DeprecationWarning):
+        assert ConstellationDeviceManager(reconnect_delay=1.0).timing == Timing(reconnect_delay=1.0)
+    with pytest.raises(TypeError, match="inside timing="):  # said twice: which one wins?
+        ConstellationDeviceManager(heartbeat_interval=10.0, timing=Timing())
 
 
 def test_config_hands_the_manager_every_timing() -> None:
@@ -47,14 +52,14 @@ def test_config_hands_the_manager_every_timing() -> None:
         " connect_timeout: 60}\n"
         "devices: [{device_id: d, server_url: 'ws://h/ws'}]\n"
     )
-    timing = config.manager.timing()
+    timing = config.manager.timing
     assert isinstance(timing, Timing) and type(timing) is Timing
     assert (timing.reconnect_delay, timing.recovery_window, timing.stability_window) == (
         1.5,
         30.0,
         0.0,
     )
-    assert ConstellationDeviceManager.from_config(config).timing == timing
+    assert ConstellationDeviceManager.from_config(config).timing is timing
 
 
 @pytest.mark.parametrize(
@@ -82,10 +87,14 @@ def test_each_rule_names_its_field(changes: dict[str, float], field: str, messag
 
 
 def test_every_broken_rule_is_reported_at_once() -> None:
-    problems = Timing.timing_violations(
+    problems = Timing.rule_violations(
         {"connect_timeout": 0.0, "miss_limit": 0, "jitter_floor": -1.0, "other": "ignored"}
     )
-    assert [name for name, _ in problems] == ["connect_timeout", "jitter_floor", "miss_limit"]
+    assert [path for path, _ in problems] == [
+        ("connect_timeout",),
+        ("jitter_floor",),
+        ("miss_limit",),
+    ]
 
 
 def test_lease_is_interval_times_misses() -> None:

@@ -19,6 +19,7 @@ import attrs
 import trio
 from passthrough import Passthrough
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryConnection, MemoryNetwork
 from stellate.agent import DeviceAgent
 from stellate.fsm import AgentProfile, DeviceStatus, RetryPolicy
@@ -41,7 +42,9 @@ CONSTELLATION_PATH = "/ws"
 AGENT_URL = HOST + AGENT_PATH
 CONSTELLATION_URL = HOST + CONSTELLATION_PATH
 
-SERVER_POLICY = ServerPolicy(registration_timeout=10.0, heartbeat_interval=5.0, miss_limit=3)
+SERVER_POLICY = ServerPolicy(
+    timing=Timing(registration_timeout=10.0, heartbeat_interval=5.0, miss_limit=3)
+)
 AGENT_RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=4.0, registration_timeout=10.0)
 
 
@@ -328,25 +331,26 @@ class Fleet:
                 d,
                 connector=network,
                 system_info=system_info_for(d),
-                heartbeat_interval=heartbeat_interval,
-                retry=AGENT_RETRY,
                 rng=Herd() if herd else random.Random(seed + i),
                 on_registered=self._agent_registered,
+                timing=AGENT_RETRY.evolve(heartbeat_interval=heartbeat_interval),
             )
             for i, d in enumerate(self.ids)
         ]
         self.manager = ConstellationDeviceManager(
             task_name="hardening",
-            heartbeat_interval=heartbeat_interval,
-            reconnect_delay=1.0,
-            backoff_cap=8.0,
-            connect_timeout=5.0,
-            registration_timeout=5.0,
-            telemetry_timeout=5.0,
-            miss_limit=miss_limit,
-            # These scenarios count attempts against max_retries after a loss too: the
-            # reference's rule, which a recovery window of 0 keeps.
-            recovery_window=0.0,
+            timing=Timing(
+                heartbeat_interval=heartbeat_interval,
+                reconnect_delay=1.0,
+                backoff_cap=8.0,
+                connect_timeout=5.0,
+                registration_timeout=5.0,
+                telemetry_timeout=5.0,
+                miss_limit=miss_limit,
+                # These scenarios count attempts against max_retries after a loss too: the
+                # reference's rule, which a recovery window of 0 keeps.
+                recovery_window=0.0,
+            ),
             connector=self.connector,
             rng=Herd() if herd else random.Random(seed),
             # Every device in flight at once, as these scenarios intend (kill the server while

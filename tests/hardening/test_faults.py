@@ -23,7 +23,7 @@ from hardening_support import (
 )
 
 from stellate.adapters.memory import MemoryNetwork
-from stellate.fsm import AgentProfile, DeviceStatus, RetryPolicy
+from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ManagerEvent
 
 S = DeviceStatus
@@ -243,7 +243,8 @@ def test_server_restart_during_first_registration_with_agent_back_late() -> None
     async def main() -> None:
         async with MemoryNetwork() as network, trio.open_nursery() as nursery:
             fleet = Fleet(network, ["solo"], max_retries=lambda _d: 5)
-            fleet.agents[0].retry = RetryPolicy(reconnect_delay=8.0, backoff_cap=8.0)
+            agent = fleet.agents[0]
+            agent.timing = agent.timing.evolve(reconnect_delay=8.0, backoff_cap=8.0)
             fleet.connector.faults["solo"] = Fault(S.CONNECTED, kind="server")
             with trio.fail_after(VIRTUAL_LIMIT):
                 await fleet.start(nursery)

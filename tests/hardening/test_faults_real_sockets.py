@@ -20,6 +20,7 @@ from hardening_support import (
 )
 from real_time import HANG_GUARD, PATIENCE
 
+from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import DeviceAgent
 from stellate.fsm import AgentProfile, DeviceStatus, RetryPolicy
@@ -35,7 +36,9 @@ GUARD = (
 #: Leases (1 s heartbeats) and registration deadlines far longer than any stall of a loaded
 #: machine (``PATIENCE``): only the kills may break a socket.
 MISS_LIMIT = int(PATIENCE)
-POLICY = ServerPolicy(registration_timeout=PATIENCE, heartbeat_interval=1.0, miss_limit=MISS_LIMIT)
+POLICY = ServerPolicy(
+    timing=Timing(registration_timeout=PATIENCE, heartbeat_interval=1.0, miss_limit=MISS_LIMIT)
+)
 FAST = RetryPolicy(reconnect_delay=0.05, backoff_cap=0.2, registration_timeout=PATIENCE)
 
 
@@ -83,20 +86,20 @@ def test_real_server_killed_and_restarted_50_devices() -> None:
                             d,
                             connector=connector,
                             system_info=system_info_for(d),
-                            heartbeat_interval=1.0,
-                            miss_limit=MISS_LIMIT,
-                            retry=FAST,
                             rng=random.Random(i),
+                            timing=FAST.evolve(heartbeat_interval=1.0, miss_limit=MISS_LIMIT),
                         )
                         await nursery.start(agent.run)
                     manager = ConstellationDeviceManager(
                         task_name="real",
-                        heartbeat_interval=1.0,
-                        miss_limit=MISS_LIMIT,
-                        reconnect_delay=0.05,
-                        backoff_cap=0.2,
                         connector=connector,
                         rng=random.Random(0),
+                        timing=Timing(
+                            heartbeat_interval=1.0,
+                            miss_limit=MISS_LIMIT,
+                            reconnect_delay=0.05,
+                            backoff_cap=0.2,
+                        ),
                     )
                     await nursery.start(manager.run)
                     async with manager.events() as events:

@@ -40,10 +40,11 @@ from hypothesis import strategies as st
 from passthrough import Passthrough
 from real_time import HANG_GUARD, PATIENCE
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import DeviceAgent
-from stellate.fsm import AgentProfile, DeviceStatus, RetryPolicy
+from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import (
     ClientMessage,
@@ -61,7 +62,9 @@ GOOD_DEVICES = ["good0", "good1"]
 TASK = "hardening"
 GOOD_CONSTELLATIONS = [f"{TASK}@{d}" for d in GOOD_DEVICES]
 HEARTBEAT = 5.0
-POLICY = ServerPolicy(registration_timeout=10.0, heartbeat_interval=HEARTBEAT, miss_limit=3)
+POLICY = ServerPolicy(
+    timing=Timing(registration_timeout=10.0, heartbeat_interval=HEARTBEAT, miss_limit=3)
+)
 #: Virtual seconds within which every good heartbeat must be acked. The server answers in
 #: zero virtual time; anything that made a good client wait on a timer (a send timeout on a
 #: hostile peer, a close handshake, a deadline) would show up as ≥ 1 s here.
@@ -139,20 +142,23 @@ class GoodClients:
                 d,
                 connector=agent_link,
                 system_info=system_info_for(d),
-                heartbeat_interval=interval,
-                miss_limit=miss_limit,
-                retry=RetryPolicy(reconnect_delay=interval, backoff_cap=interval),
                 rng=random.Random(i),
+                timing=Timing(
+                    reconnect_delay=interval,
+                    backoff_cap=interval,
+                    heartbeat_interval=interval,
+                    miss_limit=miss_limit,
+                ),
             )
             for i, d in enumerate(GOOD_DEVICES)
         ]
         manager = ConstellationDeviceManager(
             task_name=TASK,
-            heartbeat_interval=interval,
-            reconnect_delay=interval,
-            miss_limit=miss_limit,
             connector=manager_link,
             rng=random.Random(0),
+            timing=Timing(
+                heartbeat_interval=interval, reconnect_delay=interval, miss_limit=miss_limit
+            ),
         )
         return cls(url, agents, manager, agent_link, manager_link)
 

@@ -30,6 +30,7 @@ from hostile_frames import DEEP_BEYOND, LONE_SURROGATE_FRAME, json_values
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
@@ -240,15 +241,17 @@ async def face(
             network.listen(url_of(d), server.handler)
         manager = ConstellationDeviceManager(
             task_name="victim",
-            heartbeat_interval=5.0,
-            reconnect_delay=1.0,
-            backoff_cap=8.0,
-            connect_timeout=5.0,
-            registration_timeout=5.0,
-            telemetry_timeout=5.0,
-            miss_limit=2,
             connector=network,
             rng=random.Random(3),
+            timing=Timing(
+                heartbeat_interval=5.0,
+                reconnect_delay=1.0,
+                backoff_cap=8.0,
+                connect_timeout=5.0,
+                registration_timeout=5.0,
+                telemetry_timeout=5.0,
+                miss_limit=2,
+            ),
         )
         await nursery.start(manager.run)
 

@@ -34,6 +34,7 @@ from profiles import examples
 from real_time import HANG_GUARD, LOOPBACK_AUTOJUMP
 from upgrade_answers import Answer, MemoryConnector, answers, play, raw_server
 
+from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_handshake import (
     MAX_RETRY_AFTER,
@@ -291,7 +292,7 @@ async def test_an_agent_facing_a_garbage_server_keeps_retrying_and_says_why(
                 "dev-1",
                 api_key=KEY,
                 system_info={},
-                retry=RetryPolicy(reconnect_delay=0.01, backoff_cap=0.02),
+                timing=RetryPolicy(reconnect_delay=0.01, backoff_cap=0.02),
             )
             nursery.start_soon(agent.run)
             await fifth.wait()
@@ -322,7 +323,9 @@ async def test_a_manager_fails_only_the_device_whose_server_answers_garbage(
     garbage = Answer(b"HTTP/1.1 101 Switching Protocols\r\nGARBAGE\r\n\r\n", (), (), "close", False)
     with trio.fail_after(HANG_GUARD):
         url, bad_url = await mixed_fleet(nursery, garbage)
-        manager = ConstellationDeviceManager(api_key=KEY, reconnect_delay=0.01, backoff_cap=0.02)
+        manager = ConstellationDeviceManager(
+            api_key=KEY, timing=Timing(reconnect_delay=0.01, backoff_cap=0.02)
+        )
         async with manager:
             assert await manager.register_device("good-1", url)
             assert not await manager.register_device("bad", bad_url, max_retries=2)
@@ -386,7 +389,7 @@ async def test_a_503_retry_after_is_the_managers_shortest_next_wait(
 
     with trio.fail_after(300):  # virtual seconds
         port = await raw_server(nursery, handler)
-        manager = ConstellationDeviceManager(reconnect_delay=0.1, backoff_cap=0.5)
+        manager = ConstellationDeviceManager(timing=Timing(reconnect_delay=0.1, backoff_cap=0.5))
         async with manager:
             assert not await manager.register_device(
                 "dev", f"ws://127.0.0.1:{port}/ws", max_retries=3
@@ -412,7 +415,7 @@ async def test_an_agent_honours_retry_after_too(
         f"ws://127.0.0.1:{port}/ws",
         "dev",
         system_info={},
-        retry=RetryPolicy(reconnect_delay=0.1, backoff_cap=0.5),
+        timing=RetryPolicy(reconnect_delay=0.1, backoff_cap=0.5),
     )
     nursery.start_soon(agent.run)
     await trio.sleep(70)  # virtual

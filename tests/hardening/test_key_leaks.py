@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from log_records import Records
 from profiles import examples
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.cli.display import (
@@ -227,7 +228,9 @@ async def _manager_outputs(template: str, key: str) -> list[str]:
     async with MemoryNetwork() as network:
         network.listen(f"{SERVER}/ws", hang_up, api_key=key)
         manager = ConstellationDeviceManager(
-            api_key=key, connector=network.connector, reconnect_delay=0.1, backoff_cap=0.2
+            api_key=key,
+            connector=network.connector,
+            timing=Timing(reconnect_delay=0.1, backoff_cap=0.2),
         )
         async with manager, manager.events() as events:
             await manager.register_device("dev", url, max_retries=2)

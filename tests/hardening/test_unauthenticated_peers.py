@@ -39,7 +39,9 @@ from hypothesis import strategies as st
 from log_records import Records
 from real_time import HANG_GUARD, PATIENCE
 
+from stellate import Timing
 from stellate.adapters.listener import ACCEPT_RETRY, LOG_INTERVAL, QuietLog, serve_listeners
+from stellate.protocol import ServerPolicy
 from stellate.server import AgentServer
 
 KEY = "peer-key-0b7e"
@@ -162,7 +164,8 @@ async def act(port: int, peer: Peer) -> None:
 async def peers_at(peers_: list[Peer], **kwargs: Any) -> AsyncIterator[tuple[AgentServer, int]]:
     """A server with a key on 127.0.0.1; ``peers_`` have come and gone when it is yielded."""
     async with trio.open_nursery() as nursery:
-        server = AgentServer(api_key=KEY, registration_timeout=PATIENCE, **kwargs)
+        policy = ServerPolicy(timing=Timing(registration_timeout=PATIENCE))
+        server = AgentServer(api_key=KEY, policy=policy, **kwargs)
         port = await nursery.start(server.serve, "127.0.0.1", 0)
         for peer in peers_:
             await act(port, peer)

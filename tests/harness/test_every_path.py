@@ -31,10 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples, random_profile
 
+from stellate import Timing
 from stellate.fsm.paths import Path, paths
 from stellate.testing.fault_strategies import fleet_timings, schedule_for_path
 from stellate.testing.faults import AttemptFault, expected_path
-from stellate.testing.fleet import FleetDevice, FleetTiming, run_fleet
+from stellate.testing.fleet import HARNESS_TIMING, FleetDevice, run_fleet
 from stellate.testing.forcing import (
     ALTERNATIVES,
     alternatives_used,
@@ -66,7 +67,7 @@ def _fmt(path: Iterable[object]) -> str:
     return " → ".join(f"{s.trigger}:{s.dest}" for s in path)  # type: ignore[attr-defined]
 
 
-def _jobs(timing: FleetTiming) -> list[tuple[int, FleetDevice, Path]]:
+def _jobs(timing: Timing) -> list[tuple[int, FleetDevice, Path]]:
     """``(max_retries, device, path)`` for each (path, variant) replayed."""
     flavours = itertools.count()
     jobs: list[tuple[int, FleetDevice, Path]] = []
@@ -79,7 +80,7 @@ def _jobs(timing: FleetTiming) -> list[tuple[int, FleetDevice, Path]]:
             if (max_retries, path) in seen:
                 continue
             seen.add((max_retries, path))
-            schedules = schedules_for_path(path, timing.policy, flavours=flavours)
+            schedules = schedules_for_path(path, timing, flavours=flavours)
             chosen = range(len(schedules)) if every else [number % len(schedules)]
             for variant in chosen:
                 os, capabilities, metadata = CONFIGS[len(jobs) % len(CONFIGS)]
@@ -96,8 +97,8 @@ def _jobs(timing: FleetTiming) -> list[tuple[int, FleetDevice, Path]]:
 
 
 def test_every_path_with_every_fault_alternative(capsys: pytest.CaptureFixture[str]) -> None:
-    timing = FleetTiming()
-    policy = timing.policy
+    timing = HARNESS_TIMING
+    policy = timing
     jobs = _jobs(timing)
     # The oracle (written from the documented rules) agrees with the enumeration first.
     disagree = [
@@ -138,20 +139,18 @@ def test_every_path_with_every_fault_alternative(capsys: pytest.CaptureFixture[s
 def test_every_alternative_forces_its_attempt_kind() -> None:
     """The catalogue itself: each alternative, alone in a one-attempt schedule (or after an
     attempt that makes the device recover), yields the attempt kind it is listed under."""
-    timing = FleetTiming()
+    timing = HARNESS_TIMING
     for path in paths(2, 1):
-        for schedule in schedules_for_path(path, timing.policy):
-            got = expected_path(schedule, max_retries=2, policy=timing.policy)
+        for schedule in schedules_for_path(path, timing):
+            got = expected_path(schedule, max_retries=2, policy=timing)
             assert attempt_kinds(got) == attempt_kinds(path), (schedule, _fmt(path))
 
 
-def _sampled_device(data: st.DataObject, timing: FleetTiming) -> tuple[FleetDevice, Path]:
+def _sampled_device(data: st.DataObject, timing: Timing) -> tuple[FleetDevice, Path]:
     max_retries: int | None = data.draw(st.sampled_from([4, 5, None]), label="max_retries")
     losses = data.draw(st.integers(min_value=0, max_value=2), label="losses")
     path = data.draw(legal_paths(max_retries, losses=losses), label="path")
-    schedule: list[AttemptFault] = data.draw(
-        schedule_for_path(path, timing.policy), label="schedule"
-    )
+    schedule: list[AttemptFault] = data.draw(schedule_for_path(path, timing), label="schedule")
     os, capabilities, metadata = data.draw(st.sampled_from(CONFIGS), label="config")
     device = FleetDevice(
         "dev",
@@ -172,7 +171,7 @@ def test_sampled_paths_for_larger_retry_limits(capsys: pytest.CaptureFixture[str
 
     @settings(max_examples=examples(40), suppress_health_check=[HealthCheck.too_slow])
     @given(data=st.data(), timing=fleet_timings())
-    def check(data: st.DataObject, timing: FleetTiming) -> None:
+    def check(data: st.DataObject, timing: Timing) -> None:
         # The enumerated paths are those without a recovery window (reconnects after a loss
         # spend max_retries); windows are the random fleets' to draw.
         timing = attrs.evolve(timing, recovery_window=0.0)
@@ -180,10 +179,7 @@ def test_sampled_paths_for_larger_retry_limits(capsys: pytest.CaptureFixture[str
         drawn[device.max_retries] += 1
         drawn["with a loss" if any(s.source == "idle" for s in path) else path[-1].dest] += 1
         # The oracle agrees with the machine's enumeration before anything runs...
-        assert (
-            expected_path(device.schedule, max_retries=device.max_retries, policy=timing.policy)
-            == path
-        )
+        assert expected_path(device.schedule, max_retries=device.max_retries, policy=timing) == path
         result = run_fleet([device], timing=timing, seed=0)
         # ... and the real manager takes exactly that path.
         assert _fmt(result.paths["dev"]) == _fmt(path)

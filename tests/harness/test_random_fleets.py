@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples, fleet_phases
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.manager import ConstellationDeviceManager
@@ -41,9 +42,9 @@ from stellate.testing.faults import (
     fault_kinds,
 )
 from stellate.testing.fleet import (
+    HARNESS_TIMING,
     FleetDevice,
     FleetResult,
-    FleetTiming,
     check_fleet,
     run_fleet,
     run_under_mock_clock,
@@ -62,14 +63,14 @@ class FleetsSeen:
         self.heartbeats: list[float] = []
         self.rows: Counter[str] = Counter()
 
-    def add(self, devices: list[FleetDevice], timing: FleetTiming) -> None:
+    def add(self, devices: list[FleetDevice], timing: Timing) -> None:
         self.sizes.append(len(devices))
         for device in devices:
             self.ids += 1
             self.unicode_ids += not device.device_id.isascii()
             self.forever += device.max_retries is None
             for fault in device.schedule:
-                self.kinds.update(fault_kinds(fault, timing.policy))
+                self.kinds.update(fault_kinds(fault, timing))
         self.heartbeats.append(timing.heartbeat_interval)
 
     def add_result(self, result: FleetResult) -> None:
@@ -125,7 +126,7 @@ def test_random_fleets_keep_every_invariant(capsys: pytest.CaptureFixture[str]) 
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(devices=fleets(max_size=50), timing=fleet_timings(), seed=st.integers(0, 2**32 - 1))
-    def check(devices: list[FleetDevice], timing: FleetTiming, seed: int) -> None:
+    def check(devices: list[FleetDevice], timing: Timing, seed: int) -> None:
         seen.add(devices, timing)
         seen.add_result(check_fleet(devices, timing=timing, seed=seed))
 
@@ -148,7 +149,7 @@ def test_devices_failing_together_do_not_retry_together() -> None:
     first = [o.backoffs[0] for o in result.devices.values()]
     assert len({b.at for b in first}) == 1  # they all failed at the same instant ...
     assert len({b.delay for b in first}) == 20  # ... and all wait differently
-    timing = FleetTiming()
+    timing = HARNESS_TIMING
     low, high = reference.backoff_bounds(
         1, reconnect_delay=timing.reconnect_delay, backoff_cap=timing.backoff_cap
     )
@@ -213,7 +214,7 @@ def test_a_thousand_devices_with_faults_keep_every_fleet_invariant(
     """Every invariant of ``FleetResult.problems()`` holds for a fleet of 1,000 with every kind
     of fault, and the faults really bite: some devices end IDLE, some FAILED. The real time
     it took is printed, never asserted (``make bench`` measures speed)."""
-    timing = FleetTiming(heartbeat_interval=60.0, miss_limit=2)
+    timing = HARNESS_TIMING.evolve(heartbeat_interval=60.0, miss_limit=2)
     started = time.perf_counter()
     result = run_fleet(_mixed_fleet(1000), timing=timing, seed=2025, grace=60.0)
     elapsed = time.perf_counter() - started

@@ -15,6 +15,7 @@ import trio
 from passthrough import Passthrough
 from seed_example import SEED_SYSTEM_INFO
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.agent import DeviceAgent
 from stellate.fsm import RetryPolicy
@@ -57,8 +58,8 @@ async def start_agent(
         device_id,
         connector=connector,
         system_info=system_info if system_info is not None else info_for(device_id),
-        retry=FAST_AGENT_RETRY,
         rng=random.Random(seed),
+        timing=FAST_AGENT_RETRY,
     )
     await nursery.start(agent.run)
     return agent
@@ -172,7 +173,9 @@ def silenceable_handler(
 
 
 #: A server whose own constellation lease is far away, so only the manager's lease can act.
-PATIENT_SERVER = ServerPolicy(registration_timeout=10.0, heartbeat_interval=10_000.0, miss_limit=3)
+PATIENT_SERVER = ServerPolicy(
+    timing=Timing(registration_timeout=10.0, heartbeat_interval=10_000.0, miss_limit=3)
+)
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ import trio
 from golden_frames import frame_text
 from manager_support import PATIENT_SERVER, URL, Recorder, manager_on, start_agent
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import DeviceStatus
 from stellate.manager import EventKind
@@ -93,7 +94,7 @@ async def test_disconnect_does_not_wait_for_a_send_blocked_on_a_peer_that_stoppe
         trio.open_nursery() as nursery,
     ):
         _, sockets = await _fleet_of_one(nursery, net, chatty=True)
-        async with manager_on(net, heartbeat_interval=30.0, miss_limit=3) as manager:
+        async with manager_on(net, timing=Timing(heartbeat_interval=30.0, miss_limit=3)) as manager:
             assert await manager.register_device("dev", URL) is True
             # The server stays alive (a frame every 10 s keeps the lease) but reads
             # nothing: two heartbeats fill the buffer, the third blocks its send.
@@ -113,7 +114,7 @@ async def test_the_lease_runs_out_on_time_while_a_send_is_blocked(autojump_clock
         trio.open_nursery() as nursery,
     ):
         _, sockets = await _fleet_of_one(nursery, net, chatty=False)
-        async with manager_on(net, heartbeat_interval=10.0, miss_limit=3) as manager:
+        async with manager_on(net, timing=Timing(heartbeat_interval=10.0, miss_limit=3)) as manager:
             await nursery.start(recorder.run, manager)
             assert await manager.register_device("dev", URL) is True
             idle_at = trio.current_time()

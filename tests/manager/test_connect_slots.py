@@ -10,7 +10,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from stellate import AgentProfile, DeviceStatus
+from stellate import AgentProfile, DeviceStatus, Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import Connection
@@ -48,11 +48,10 @@ async def test_handshakes_in_flight_never_exceed_the_slots(autojump_clock: Any) 
         connector = CountingConnector(network)
         async with ConstellationDeviceManager(
             "slots",
-            connect_timeout=10.0,
-            reconnect_delay=1.0,
             connector=connector,
             rng=random.Random(0),
             max_connecting=2,
+            timing=Timing(connect_timeout=10.0, reconnect_delay=1.0),
         ) as manager:
             for i in range(5):
                 manager.add_device(AgentProfile(f"d{i}", URL, max_retries=1))

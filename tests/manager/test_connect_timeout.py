@@ -17,6 +17,7 @@ import trio
 import trio.testing
 from manager_support import Recorder
 
+from stellate import Timing
 from stellate.fsm import DeviceStatus, Trigger
 from stellate.manager import ConstellationDeviceManager
 
@@ -42,7 +43,9 @@ async def test_the_configured_connect_timeout_holds(
     accepted: list[trio.SocketStream] = []
     async with trio.open_nursery() as nursery:
         port = await nursery.start(silent_listener, accepted)
-        manager = ConstellationDeviceManager(connect_timeout=connect_timeout)  # real connector
+        manager = ConstellationDeviceManager(
+            timing=Timing(connect_timeout=connect_timeout)
+        )  # real connector
         async with manager:
             await nursery.start(recorder.run, manager)
             ok = await manager.register_device("dev", f"ws://127.0.0.1:{port}/ws", max_retries=1)

@@ -12,6 +12,7 @@ import pytest
 import trio
 from manager_support import URL, manager_on, memory_network, serve_on, start_agent
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus, IllegalTransition, Trigger
 from stellate.fsm.lifecycle import DeviceLifecycle
@@ -97,7 +98,7 @@ async def test_an_illegal_event_is_contained_too(
     monkeypatch.setattr(DeviceLifecycle, "heartbeat_seen", broken)
     async with memory_network() as net, trio.open_nursery() as nursery:
         await fleet(net, nursery)
-        async with manager_on(net, strict=False, heartbeat_interval=10.0) as manager:
+        async with manager_on(net, strict=False, timing=Timing(heartbeat_interval=10.0)) as manager:
             for device_id in IDS:
                 manager.add_device(AgentProfile(device_id, url_of(device_id)))
             await manager.wait_for("dev2", S.FAILED)  # at its first heartbeat ack

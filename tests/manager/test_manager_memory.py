@@ -35,6 +35,7 @@ from seed_example import (
     SEED_SYSTEM_INFO,
 )
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.manager import ConstellationDeviceManager, EventKind, UnknownDevice
@@ -107,7 +108,10 @@ async def test_phases_in_order_and_event_kinds(autojump_clock: Any) -> None:
 async def test_unreachable_server_exactly_max_retries_then_failed(autojump_clock: Any) -> None:
     recorder = Recorder()
     # Nothing listens on the memory network: every connect is refused.
-    async with memory_network() as net, manager_on(net, reconnect_delay=1.0, backoff_cap=8.0) as m:
+    async with (
+        memory_network() as net,
+        manager_on(net, timing=Timing(reconnect_delay=1.0, backoff_cap=8.0)) as m,
+    ):
         async with trio.open_nursery() as nursery:
             await nursery.start(recorder.run, m)
             ok = await m.register_device("dev", URL, max_retries=4)
@@ -135,7 +139,7 @@ async def test_backoff_is_capped(autojump_clock: Any) -> None:
     recorder = Recorder()
     async with (
         memory_network() as net,
-        manager_on(net, reconnect_delay=1.0, backoff_cap=3.0) as manager,
+        manager_on(net, timing=Timing(reconnect_delay=1.0, backoff_cap=3.0)) as manager,
         trio.open_nursery() as nursery,
     ):
         await nursery.start(recorder.run, manager)
@@ -150,7 +154,7 @@ async def test_backoff_is_capped(autojump_clock: Any) -> None:
 
 async def test_max_retries_none_retries_until_the_server_appears(autojump_clock: Any) -> None:
     async with memory_network() as net, trio.open_nursery() as nursery:
-        async with manager_on(net, reconnect_delay=1.0, backoff_cap=2.0) as manager:
+        async with manager_on(net, timing=Timing(reconnect_delay=1.0, backoff_cap=2.0)) as manager:
             manager.add_device(profile(max_retries=None))
             await trio.sleep(500)  # ~250+ refused attempts, never FAILED
             p = manager.get_device_info("dev")
@@ -296,7 +300,9 @@ async def test_every_frame_names_the_constellation(autojump_clock: Any) -> None:
     frames: list[dict[str, Any]] = []
     async with memory_network() as net:
         serve_fake(net, frames, result=dict(SEED_SYSTEM_INFO))
-        async with manager_on(net, task_name="office", heartbeat_interval=30.0) as manager:
+        async with manager_on(
+            net, task_name="office", timing=Timing(heartbeat_interval=30.0)
+        ) as manager:
             assert await manager.register_device("dev", URL) is True
             await trio.sleep(95)
     types = [f["type"] for f in frames]
@@ -335,7 +341,9 @@ async def registered_behind_silenceable_sockets(
 
 
 async def test_silent_server_is_lost_within_the_lease_then_reconnects(autojump_clock: Any) -> None:
-    async with registered_behind_silenceable_sockets(heartbeat_interval=30.0, miss_limit=3) as (
+    async with registered_behind_silenceable_sockets(
+        timing=Timing(heartbeat_interval=30.0, miss_limit=3)
+    ) as (
         manager,
         sockets,
         recorder,
@@ -363,7 +371,9 @@ async def test_lease_counts_unanswered_heartbeats(autojump_clock: Any) -> None:
     # Silent from the moment of activation: the first heartbeat goes out one interval later,
     # and the device is lost once miss_limit heartbeats in a row went unanswered, i.e.
     # interval × miss_limit after that first one: 10 + 10 × 4 = 50 s after activation.
-    async with registered_behind_silenceable_sockets(heartbeat_interval=10.0, miss_limit=4) as (
+    async with registered_behind_silenceable_sockets(
+        timing=Timing(heartbeat_interval=10.0, miss_limit=4)
+    ) as (
         manager,
         sockets,
         recorder,
@@ -383,7 +393,7 @@ async def test_recovery_treats_absent_target_as_transient(autojump_clock: Any) -
     async with site() as (net, nursery, _):
         agent = Agent(nursery, net, "dev")
         await agent.start()
-        async with manager_on(net, reconnect_delay=1.0, backoff_cap=4.0) as manager:
+        async with manager_on(net, timing=Timing(reconnect_delay=1.0, backoff_cap=4.0)) as manager:
             await nursery.start(recorder.run, manager)
             assert await manager.register_device("dev", URL, max_retries=100) is True
             agent.stop()  # the device goes away
@@ -416,7 +426,7 @@ async def test_rejection_after_a_failed_connection_is_transient(autojump_clock: 
     # agent has not re-joined yet. That "not connected" follows trouble, so it is retried.
     recorder = Recorder()
     async with memory_network() as net, trio.open_nursery() as nursery:
-        async with manager_on(net, reconnect_delay=1.0, backoff_cap=2.0) as manager:
+        async with manager_on(net, timing=Timing(reconnect_delay=1.0, backoff_cap=2.0)) as manager:
             await nursery.start(recorder.run, manager)
             manager.add_device(profile(max_retries=10))
             await manager.wait_for("dev", S.BACKOFF)  # refused
@@ -456,7 +466,7 @@ async def test_without_a_recovery_window_recovery_is_bounded_by_max_retries(
         agent = Agent(nursery, net, "dev")
         await agent.start()
         async with manager_on(
-            net, reconnect_delay=1.0, backoff_cap=2.0, recovery_window=0.0
+            net, timing=Timing(reconnect_delay=1.0, backoff_cap=2.0, recovery_window=0.0)
         ) as manager:
             assert await manager.register_device("dev", URL, max_retries=3) is True
             agent.stop()
@@ -476,7 +486,7 @@ async def test_server_restart_brings_every_device_back(autojump_clock: Any) -> N
     async with site() as (net, nursery, server):
         for i, device_id in enumerate(ids):
             await start_agent(nursery, URL, device_id, connector=net, seed=i)
-        async with manager_on(net, reconnect_delay=0.5, backoff_cap=2.0) as manager:
+        async with manager_on(net, timing=Timing(reconnect_delay=0.5, backoff_cap=2.0)) as manager:
             await nursery.start(recorder.run, manager)
             for device_id in ids:
                 manager.add_device(profile(device_id, max_retries=20))
@@ -520,7 +530,10 @@ async def test_an_uninterpretable_frame_fails_one_attempt_not_the_manager(
             await trio.sleep_forever()
 
         net.listen(URL, poison_first)
-        async with manager_on(net, reconnect_delay=1.0) as manager, recording(manager) as recorder:
+        async with (
+            manager_on(net, timing=Timing(reconnect_delay=1.0)) as manager,
+            recording(manager) as recorder,
+        ):
             manager.add_device(profile("other"))
             assert await manager.register_device("dev", URL) is True
             assert (await manager.wait_for("other")).status is S.IDLE
@@ -664,9 +677,9 @@ devices:
 
 def test_manager_rejects_bad_settings() -> None:
     with pytest.raises(ValueError):
-        ConstellationDeviceManager(heartbeat_interval=0)
+        ConstellationDeviceManager(timing=Timing(heartbeat_interval=0))
     with pytest.raises(ValueError):
-        ConstellationDeviceManager(miss_limit=0)
+        ConstellationDeviceManager(timing=Timing(miss_limit=0))
 
 
 async def test_wait_for_unknown_device_raises() -> None:

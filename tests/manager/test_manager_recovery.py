@@ -59,7 +59,7 @@ async def test_server_restart_with_max_retries_2(
         agents = [Agent(nursery, net, f"dev{i}") for i in range(3)]
         for i, agent in enumerate(agents):
             await agent.start(seed=i)
-        async with manager_on(net, recovery_window=window) as manager:
+        async with manager_on(net, timing=Timing(recovery_window=window)) as manager:
             await nursery.start(recorder.run, manager)
             for agent in agents:
                 assert await manager.register_device(agent.device_id, URL, max_retries=2)
@@ -102,7 +102,9 @@ async def test_both_sides_of_the_recovery_window(
     async with site() as (net, nursery, _):
         agent = Agent(nursery, net, "dev")
         await agent.start()
-        async with manager_on(net, recovery_window=60.0, reconnect_delay=1.0) as manager:
+        async with manager_on(
+            net, timing=Timing(recovery_window=60.0, reconnect_delay=1.0)
+        ) as manager:
             assert await manager.register_device("dev", URL, max_retries=1)
             agent.stop()
             await manager.wait_for("dev", S.BACKOFF)
@@ -311,7 +313,7 @@ async def test_retry_after_is_a_lower_bound_on_the_next_wait(autojump_clock: Any
     recorder = Recorder()
     async with site("dev") as (net, nursery, _):
         connector = RetryAfterOnce(net, retry_after=30.0)
-        async with manager_on(connector, reconnect_delay=1.0) as manager:
+        async with manager_on(connector, timing=Timing(reconnect_delay=1.0)) as manager:
             await nursery.start(recorder.run, manager)
             assert await manager.register_device("dev", URL) is True
     first, second = recorder.entered("dev", "connecting")[:2]

@@ -17,6 +17,7 @@ from http_get import http_get
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
@@ -42,7 +43,9 @@ async def scripted_fleet(
     network = await nursery.start(_network)
     fake = FakeAgentServer(network)
     manager = ConstellationDeviceManager(
-        connector=fake.connector, rng=random.Random(7), reconnect_delay=2.0, backoff_cap=2.0
+        connector=fake.connector,
+        rng=random.Random(7),
+        timing=Timing(reconnect_delay=2.0, backoff_cap=2.0),
     )
     await nursery.start(manager.run)
     schedules = {

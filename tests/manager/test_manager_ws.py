@@ -31,6 +31,7 @@ from seed_example import (
     SEED_SYSTEM_INFO,
 )
 
+from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector, serve_websocket
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import EventKind
@@ -98,10 +99,12 @@ async def running_server(
         nursery.cancel_scope.cancel()
 
 
-def fast_manager(**kwargs: Any) -> Any:
-    options: dict[str, Any] = {"reconnect_delay": 0.02, "backoff_cap": 0.2}
-    options.update(kwargs)
-    return manager_on(WebSocketConnector(), **options)
+#: Managers on real sockets retry quickly.
+FAST = Timing(reconnect_delay=0.02, backoff_cap=0.2)
+
+
+def fast_manager(timing: Timing = FAST, **kwargs: Any) -> Any:
+    return manager_on(WebSocketConnector(), timing=timing, **kwargs)
 
 
 async def test_seed_scenario_on_real_sockets() -> None:
@@ -204,7 +207,9 @@ async def test_silent_server_is_lost_within_the_lease_then_reconnected(
             )
             url = ws_url(port)
             await start_agent(nursery, url, "dev")
-            async with fast_manager(heartbeat_interval=interval, miss_limit=miss_limit) as manager:
+            async with fast_manager(
+                timing=FAST.evolve(heartbeat_interval=interval, miss_limit=miss_limit)
+            ) as manager:
                 await nursery.start(recorder.run, manager)
                 assert await manager.register_device("dev", url) is True
                 ours = [s for s in sockets if not s.closed][-1]

@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stellate.protocol.lease import HeartbeatLease
+from stellate.timing import Timing
 
 
 def test_nothing_outstanding_never_expires() -> None:
-    lease = HeartbeatLease(10.0, 3, now=0.0)
+    lease = HeartbeatLease(Timing(heartbeat_interval=10.0, miss_limit=3), now=0.0)
     assert lease.next_beat == 10.0 and lease.expires_at == math.inf and lease.wake_at == 10.0
     assert not lease.expired(1e9) and lease.beat_due(10.0) and not lease.beat_due(9.99)
 
@@ -20,14 +21,14 @@ def test_nothing_outstanding_never_expires() -> None:
 def test_miss_limit_one_does_not_expire_at_the_first_beat() -> None:
     """The off-by-one once fixed in both the runner and the agent: silence before asking is
     not a miss, so miss_limit=1 gives the first heartbeat a whole interval to be answered."""
-    lease = HeartbeatLease(30.0, 1, now=0.0)
+    lease = HeartbeatLease(Timing(heartbeat_interval=30.0, miss_limit=1), now=0.0)
     assert not lease.expired(30.0)
     lease.sent(30.0)
     assert lease.expires_at == 60.0 and not lease.expired(59.9) and lease.expired(60.0)
 
 
 def test_lost_after_miss_limit_unanswered_beats() -> None:
-    lease = HeartbeatLease(10.0, 4, now=0.0)
+    lease = HeartbeatLease(Timing(heartbeat_interval=10.0, miss_limit=4), now=0.0)
     for beat in (10.0, 20.0, 30.0, 40.0):
         assert lease.beat_due(beat) and not lease.expired(beat)
         lease.sent(beat)
@@ -36,7 +37,7 @@ def test_lost_after_miss_limit_unanswered_beats() -> None:
 
 
 def test_an_answer_clears_what_is_outstanding() -> None:
-    lease = HeartbeatLease(10.0, 2, now=0.0)
+    lease = HeartbeatLease(Timing(heartbeat_interval=10.0, miss_limit=2), now=0.0)
     lease.sent(10.0)
     lease.heard()
     assert lease.expires_at == math.inf
@@ -46,9 +47,9 @@ def test_an_answer_clears_what_is_outstanding() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        HeartbeatLease(0.0, 3, now=0.0)
+        HeartbeatLease(Timing(heartbeat_interval=0.0, miss_limit=3), now=0.0)
     with pytest.raises(ValueError):
-        HeartbeatLease(1.0, 0, now=0.0)
+        HeartbeatLease(Timing(heartbeat_interval=1.0, miss_limit=0), now=0.0)
 
 
 @given(
@@ -59,7 +60,7 @@ def test_bad_arguments() -> None:
 def test_expiry_follows_the_rule(interval: float, miss_limit: int, answered: list[bool]) -> None:
     """Sending on schedule, the lease expires exactly when miss_limit beats in a row went
     unanswered (a model written from the rule, not from the class)."""
-    lease = HeartbeatLease(interval, miss_limit, now=0.0)
+    lease = HeartbeatLease(Timing(heartbeat_interval=interval, miss_limit=miss_limit), now=0.0)
     first_unanswered: float | None = None
     for was_answered in answered:
         now = lease.next_beat

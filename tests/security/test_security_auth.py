@@ -18,6 +18,7 @@ from aip_frames import (
 from real_time import HANG_GUARD, PATIENCE
 from security_support import KEY, StartServer
 
+from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_server import _token_ok
 from stellate.agent import DeviceAgent
@@ -47,10 +48,12 @@ async def test_a_full_run_never_logs_the_key(
         _server, port = await start_server(api_key=KEY)
         url = f"ws://127.0.0.1:{port}/ws"
         for device_id in ("dev-a", "dev-b"):
-            agent = DeviceAgent(url, device_id, api_key=KEY, retry=FAST_RETRY, system_info={})
+            agent = DeviceAgent(url, device_id, api_key=KEY, system_info={}, timing=FAST_RETRY)
             await nursery.start(agent.run)
             assert "***" in repr(agent) and not leaks(repr(agent))
-        manager = ConstellationDeviceManager(api_key=KEY, reconnect_delay=0.01, backoff_cap=0.05)
+        manager = ConstellationDeviceManager(
+            api_key=KEY, timing=Timing(reconnect_delay=0.01, backoff_cap=0.05)
+        )
         async with manager:
             for device_id in ("dev-a", "dev-b"):
                 assert await manager.register_device(device_id, url, max_retries=2)
@@ -263,7 +266,7 @@ def test_a_stale_id_is_replaced_only_by_its_own_kind(
     still refuse, and say why: the squatter's target is connected, so no other reason exists."""
     if shape_rule == "lifted":
         monkeypatch.setattr(session_server, "client_id_problem", lambda *_: None)
-    policy = ServerPolicy(heartbeat_interval=1.0, miss_limit=3)
+    policy = ServerPolicy(timing=Timing(heartbeat_interval=1.0, miss_limit=3))
     registry = ClientRegistry()
     ServerSession(registry, 0.0, policy=policy).receive(device_register("x"), 0.0)
     owner = ServerSession(registry, 0.0, policy=policy)
@@ -271,7 +274,7 @@ def test_a_stale_id_is_replaced_only_by_its_own_kind(
     assert owner.phase is ServerPhase.REGISTERED
     owner_id = owner.client_id
     assert owner_id is not None
-    later = policy.constellation_lease + policy.lease + 1.0  # the owner's lease ran out
+    later = policy.constellation_lease + policy.timing.lease + 1.0  # the owner's lease ran out
     ServerSession(registry, later, policy=policy).receive(device_register("x"), later)  # live
     squatter = ServerSession(registry, later, policy=policy)
     actions = squatter.receive(squat_frame, later)

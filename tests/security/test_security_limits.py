@@ -24,6 +24,7 @@ from aip_frames import (
 from real_time import HANG_GUARD, PATIENCE
 from security_support import KEY, StartServer
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.cli import build_parser
@@ -105,8 +106,11 @@ def test_defaults() -> None:
     assert server.max_message_size == 1 << 20
     assert server.max_connections == default_max_connections() > 0
     assert server.max_unregistered == max(16, server.max_connections // 4)
-    assert server.policy.registration_timeout == 10.0
-    assert AgentServer(registration_timeout=3.0).policy.registration_timeout == 3.0
+    assert server.policy.timing.registration_timeout == 10.0
+    patient = ServerPolicy(timing=Timing(registration_timeout=3.0))
+    assert AgentServer(policy=patient).policy.timing.registration_timeout == 3.0
+    with pytest.raises(TypeError):  # one door: the policy's Timing, no keyword beside it
+        AgentServer(registration_timeout=3.0)  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         AgentServer(max_connections=0)
 
@@ -161,7 +165,8 @@ async def test_silent_sockets_are_released_at_the_registration_deadline(
     """
     mock_clock.rate = 1.0
     with trio.fail_after(HANG_GUARD) as guard:
-        server, port = await start_server(api_key=KEY, registration_timeout=60.0)
+        patient = ServerPolicy(timing=Timing(registration_timeout=60.0))
+        server, port = await start_server(api_key=KEY, policy=patient)
         raw = trio.socket.socket()
         await raw.connect(("127.0.0.1", port))  # slowloris: connected, then nothing
         async with connector.open(url(port)) as silent, connector.open(url(port)) as device:
@@ -186,7 +191,7 @@ async def test_silent_registered_clients_are_dropped_at_their_lease(
     mock_clock.rate = 1.0
     with trio.fail_after(HANG_GUARD) as guard:
         server, port = await start_server(api_key=KEY)
-        lease = server.policy.lease
+        lease = server.policy.timing.lease
         idle = server.policy.constellation_lease
         async with connector.open(url(port)) as device, connector.open(url(port)) as watcher:
             await register(device, device_register("d1"))

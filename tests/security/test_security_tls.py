@@ -12,6 +12,7 @@ import trustme
 from real_time import HANG_GUARD
 from security_support import KEY, StartServer
 
+from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import DeviceAgent
 from stellate.cli import main as cli_main
@@ -36,7 +37,9 @@ async def test_agent_and_manager_register_over_wss_with_cafile(
         await nursery.start(agent.run)
         assert agent.registered
         manager = ConstellationDeviceManager(
-            connector=WebSocketConnector(cafile=cafile), api_key=KEY, reconnect_delay=0.01
+            connector=WebSocketConnector(cafile=cafile),
+            api_key=KEY,
+            timing=Timing(reconnect_delay=0.01),
         )
         async with manager:
             assert await manager.register_device("tls-dev", wss(port), max_retries=2)
@@ -100,7 +103,9 @@ async def test_manager_device_fails_after_max_retries_with_the_tls_reason(
     with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(api_key=KEY, ssl_context=server_context)
         manager = ConstellationDeviceManager(
-            connector=WebSocketConnector(), api_key=KEY, reconnect_delay=0.01, backoff_cap=0.05
+            connector=WebSocketConnector(),
+            api_key=KEY,
+            timing=Timing(reconnect_delay=0.01, backoff_cap=0.05),
         )
         async with manager:
             assert not await manager.register_device("tls-dev", wss(port), max_retries=2)
@@ -119,7 +124,7 @@ async def test_agent_reports_a_bad_certificate_at_warning_level(
     caplog.set_level(logging.DEBUG)
     with trio.fail_after(HANG_GUARD):
         _server, port = await start_server(api_key=KEY, ssl_context=server_context)
-        agent = DeviceAgent(wss(port), "tls-dev", api_key=KEY, retry=FAST_RETRY, system_info={})
+        agent = DeviceAgent(wss(port), "tls-dev", api_key=KEY, system_info={}, timing=FAST_RETRY)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(agent.run)
             # Until two attempts failed (not for a fixed real time: a loaded machine may

@@ -20,8 +20,10 @@ from golden_frames import client_frame
 from http_get import http_get
 from real_time import HANG_GUARD, PATIENCE
 
+from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.adapters.ws_server import HttpResponse, serve_websocket
+from stellate.protocol import ServerPolicy
 from stellate.protocol.transport import ConnectError
 from stellate.server import AgentServer
 
@@ -155,7 +157,8 @@ async def test_a_slow_http_client_is_dropped_at_the_handshake_deadline(
     nursery: trio.Nursery, mock_clock: trio.testing.MockClock
 ) -> None:
     """Half a request head, then nothing: the socket is closed once the deadline passes."""
-    server, port = await start(nursery, api_key=KEY, registration_timeout=3.0)
+    policy = ServerPolicy(timing=Timing(registration_timeout=3.0))
+    server, port = await start(nursery, api_key=KEY, policy=policy)
     slow = trio.socket.socket()
     await slow.connect(("127.0.0.1", port))
     await slow.send(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-API-")

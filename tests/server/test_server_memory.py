@@ -15,6 +15,7 @@ import trio
 from golden_frames import assert_like, client_frame
 from server_support import closed_with, error_of
 
+from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.protocol.session_server import ServerPolicy
 from stellate.protocol.transport import Connection
@@ -33,7 +34,9 @@ async def network() -> AsyncIterator[MemoryNetwork]:
 @pytest.fixture
 def server(network: MemoryNetwork) -> AgentServer:
     agent_server = AgentServer(
-        policy=ServerPolicy(registration_timeout=10.0, heartbeat_interval=30.0, miss_limit=3)
+        policy=ServerPolicy(
+            timing=Timing(registration_timeout=10.0, heartbeat_interval=30.0, miss_limit=3)
+        )
     )
 
     async def handler(conn: Any, _info: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 from golden_frames import assert_like, client_frame, frame
 from server_support import error_of
 
+from stellate import Timing
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import (
     CLOSE_NORMAL,
@@ -26,7 +27,9 @@ from stellate.protocol.session_server import (
 
 DEVICE = "linux_dev_2"
 CONSTELLATION = "probe_galaxy@linux_dev_2"
-POLICY = ServerPolicy(registration_timeout=10.0, heartbeat_interval=30.0, miss_limit=3)
+POLICY = ServerPolicy(
+    timing=Timing(registration_timeout=10.0, heartbeat_interval=30.0, miss_limit=3)
+)
 
 
 class Server:
@@ -335,7 +338,7 @@ def test_constellations_have_an_idle_limit_renewed_by_any_frame() -> None:
     server = Server()
     server.device()
     constellation = server.constellation()
-    assert constellation.deadline == POLICY.constellation_lease == 2 * POLICY.lease
+    assert constellation.deadline == POLICY.constellation_lease == 2 * POLICY.timing.lease
     constellation.receive(client_frame("device_info_request"), 5.0)
     assert constellation.deadline == 5.0 + POLICY.constellation_lease
 
