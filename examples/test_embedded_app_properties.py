@@ -129,7 +129,7 @@ async def scenario(devices: list[FleetDevice], timing: Timing, seed: int) -> Rea
         fake = FakeAgentServer(network)
         profiles = [d.profile(fake.script(d.device_id, d.schedule, then=d.then)) for d in devices]
         manager = ConstellationDeviceManager(
-            timing=timing, connector=fake.connector, rng=random.Random(seed)
+            timing=timing, connector=fake.connector, rng=random.Random(seed), strict=True
         )
         board = ReadyBoard(manager)
         baseline = trio.lowlevel.current_statistics().tasks_living

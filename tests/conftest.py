@@ -35,7 +35,10 @@ from stellate.fsm import coverage
 COVERAGE_STRICT_ENV = "STELLATE_COVERAGE_STRICT"
 
 # A bug in a device's task is contained in production (that device fails, the fleet runs on);
-# in the test suite it must fail the test instead (stellate.manager.STRICT_ENV).
+# in the test suite it must fail the test instead. Managers built here are given strict=True
+# (the helpers do it; tests/api/test_contracts.py checks every construction); the command,
+# which the suite also runs, reads it from the environment where it starts
+# (stellate.cli.up.STRICT_ENV).
 os.environ.setdefault("STELLATE_STRICT", "1")
 
 _deselected = 0

@@ -39,7 +39,6 @@ import trio
 import trio_websocket
 
 from ..protocol.transport import Connection, ConnectionClosed
-from ..text.redact import add_log_secret
 from .http_front import (
     DEFAULT_MAX_HEAD_SIZE,
     BadRequest,
@@ -473,7 +472,6 @@ async def serve_websocket(
         max_head_size: largest request head in bytes (larger: HTTP 431).
         stats: where to count traffic and refusals (a fresh one if ``None``).
     """
-    add_log_secret(api_key)
     stats = stats if stats is not None else ListenerStats()
     listeners: list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]
     if ssl_context is None:

@@ -45,7 +45,7 @@ from ..protocol.session_client import (
 )
 from ..protocol.transport import ConnectError, Connection, ConnectionClosed, Connector
 from ..text.escape import escape_text
-from ..text.redact import add_log_secret, redact_url
+from ..text.redact import redact_url
 from ..text.urls import InvalidUrl, parse_ws_url, with_token
 from ..timing import RandomSource, Timing
 
@@ -139,7 +139,6 @@ class DeviceAgent:
             parse_ws_url(server_url)
         except InvalidUrl as exc:
             raise ValueError(f"invalid server URL: {exc}") from None
-        add_log_secret(api_key)
         self._url = with_token(server_url, api_key)
         self.device_id = device_id
         self.custom_metadata = dict(custom_metadata or {})

@@ -8,12 +8,21 @@ registry and binds no per-model convenience methods (``connect()``, ``may_connec
 adding a model is a dict insert and ``set_state``, flat up to 10,000 devices (see
 docs/performance.md).
 
-Why transitions is pinned exactly (``transitions==0.9.3`` in pyproject.toml): this module uses
-two things that are not transitions' public API — ``Machine._can_trigger`` (``accepts`` asks
-whether an event would fire without firing it, guards included) and the ``Machine.models``
-attribute, which ``_SharedMachine`` replaces with an identity-keyed registry. A release may
-rename or retype either without notice; tests/fsm/test_fsm_pin.py fails on any other version,
-so an upgrade is a decision made with these two in view, not an accident of ``pip install``.
+Why transitions is pinned exactly (``transitions==0.9.3`` in pyproject.toml) — the one place
+this is written: this module uses three things that are not transitions' public API.
+
+1. ``Machine._can_trigger``: ``accepts`` asks whether an event would fire without firing it,
+   guards included (the public ``may_<trigger>`` is the same call, bound per model, which
+   ``_SharedMachine`` does not do).
+2. The ``Machine.models`` attribute, which ``_SharedMachine`` replaces with an identity-keyed
+   registry (a fleet registers in linear time).
+3. ``Condition.func`` and ``Condition.target`` on the fired transition's ``conditions``:
+   ``_notify`` reads them to record which row fired for the coverage gate (two rows between
+   the same states differ only by their guards).
+
+A release may rename or retype any of them without notice. tests/fsm/test_fsm_pin.py fails on
+any other version and holds each use to the behaviour relied on here, so an upgrade is a
+decision made with these three in view, not an accident of ``pip install``.
 
 The lifecycle is that machine's model; its ``status`` is stored in the frozen profile, so the
 only way a profile's status changes is a trigger fired here. Everything is synchronous and free
@@ -32,8 +41,7 @@ from enum import Enum
 from typing import Any
 
 import attrs
-from transitions import Machine, MachineError
-from transitions.core import Event, State, listify
+from transitions import Event, Machine, MachineError, State
 
 from ..errors import LocalError
 from ..protocol.rejections import AUTH_REJECTED, RejectionKind
@@ -474,7 +482,7 @@ class _SharedMachine(Machine):
         start = self.initial if initial is None else initial
         if start is None:
             raise ValueError("no initial state: pass one to add_model")
-        for mod in listify(model):
+        for mod in model if isinstance(model, list | tuple) else [model]:
             if mod not in self.models:
                 self.set_state(start, model=mod)
                 self.models.append(mod)

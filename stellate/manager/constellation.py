@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -49,7 +48,7 @@ from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from ..protocol import Connector
 from ..protocol.ids import device_id_problem
 from ..text.escape import escape_text
-from ..text.redact import add_log_secret, redact_url
+from ..text.redact import redact_url
 from ..text.urls import with_token
 from .alarms import Alarms
 from .events import EventKind, ManagerEvent, _kinds
@@ -61,10 +60,6 @@ if TYPE_CHECKING:
     from ..config import StellateConfig
 
 logger = logging.getLogger(__name__)
-
-#: Set in the environment (the test suite does), a bug in a device's task is re-raised after
-#: it has been contained and logged: it fails the run instead of one device.
-STRICT_ENV = "STELLATE_STRICT"
 
 
 def _galaxy_timing(
@@ -118,6 +113,13 @@ class ConstellationDeviceManager:
             together; starved, they time out and retry, and the load feeds itself. A device
             waiting for a slot is still CONNECTING, and its connect timeout starts only once
             it holds one.
+        strict: re-raise a bug in a device's task once it is logged, failing the whole run,
+            instead of failing only that device while the fleet runs on. For tests: the
+            ``stellate.testing`` harness and stellate's own suite pass True.
+
+    The constructor changes nothing outside the object: no environment read, no logging
+    filter. An app that wants its key masked in every log line says so where it starts, as the
+    ``stellate`` command does (``stellate.text.redact.install_log_redaction``, ``add_log_secret``).
     """
 
     def __init__(
@@ -132,15 +134,13 @@ class ConstellationDeviceManager:
         rng: RandomSource | None = None,
         shutdown_timeout: float = 5.0,
         max_connecting: int = 100,
-        strict: bool | None = None,
+        strict: bool = False,
     ) -> None:
         if max_connecting < 1:
             raise ValueError("max_connecting must be >= 1")
         self.task_name = task_name
         #: Every device's timing, as given (default ``Timing()``).
         self.timing = _galaxy_timing(heartbeat_interval, reconnect_delay, timing)
-        if strict is None:
-            strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
         # One timer for every device's deadlines and heartbeats (runs in ``run``'s nursery).
         self._alarms = Alarms()
         self._runner_settings = RunnerSettings(
@@ -157,7 +157,6 @@ class ConstellationDeviceManager:
             connector = WebSocketConnector(connect_timeout=None)
         self._connector = connector
         self._api_key = api_key
-        add_log_secret(api_key)  # masked verbatim by the CLI's log filter, wherever it appears
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._engine = LifecycleEngine()
         self.device_registry = DeviceRegistry(self._engine)

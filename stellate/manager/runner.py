@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Final, Literal
 
 import attrs
@@ -612,7 +611,7 @@ class DeviceRunner:
                     if lease is not None:
                         lease.heard()
                     if isinstance(event, HeartbeatAck):
-                        self.lc.heartbeat_seen(datetime.now(UTC))
+                        self.lc.heartbeat_seen()  # stamped by the lifecycle's own clock
                     else:
                         await self._deliver(_FromPeer(generation, event, registering))
         except ConnectionClosed as exc:

@@ -49,7 +49,6 @@ from ..protocol.session_server import (
     ServerSession,
 )
 from ..protocol.transport import Connection, ConnectionClosed
-from ..text.redact import add_log_secret
 from .metrics import metrics_route
 
 __all__ = [
@@ -171,7 +170,6 @@ class AgentServer:
         if max_message_size < 1 or max_connections < 1 or max_unregistered < 1:
             raise ValueError("max_message_size, max_connections and max_unregistered must be >= 1")
         self._api_key = api_key or None
-        add_log_secret(self._api_key)
         self.policy = policy
         self.ssl_context = ssl_context
         self.max_message_size = max_message_size

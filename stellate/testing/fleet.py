@@ -689,7 +689,12 @@ async def _fleet(
         fake = FakeAgentServer(network)
         urls = {d.device_id: fake.script(d.device_id, d.schedule, then=d.then) for d in devices}
         manager = ConstellationDeviceManager(
-            task_name, timing=timing, connector=fake.connector, rng=rng
+            # strict: a bug in a device's task fails the run instead of that device only
+            task_name,
+            timing=timing,
+            connector=fake.connector,
+            rng=rng,
+            strict=True,
         )
         baseline = trio.lowlevel.current_statistics().tasks_living
 

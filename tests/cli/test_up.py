@@ -205,7 +205,10 @@ async def test_watch_shows_every_device_up_to_idle(autojump_clock: Any) -> None:
             agent = DeviceAgent(URL, device_id, connector=net, system_info={"platform": "linux"})
             await nursery.start(agent.run)
         out = io.StringIO()
-        async with ConstellationDeviceManager(connector=net) as manager, manager.events() as events:
+        async with (
+            ConstellationDeviceManager(connector=net, strict=True) as manager,
+            manager.events() as events,
+        ):
             for device_id in ids:
                 manager.add_device(AgentProfile(device_id, URL))
             assert await _watch(manager, events, PlainDisplay(out, 3), ids, until=_Until.SETTLED)
@@ -226,7 +229,7 @@ async def test_watch_returns_when_the_last_device_settles_not_at_a_tick(
     async with (
         MemoryNetwork() as net,
         ConstellationDeviceManager(
-            connector=net, timing=Timing(reconnect_delay=1.0, backoff_cap=4.0)
+            connector=net, timing=Timing(reconnect_delay=1.0, backoff_cap=4.0), strict=True
         ) as manager,
     ):
 
@@ -250,7 +253,7 @@ async def test_watch_returns_when_the_last_device_settles_not_at_a_tick(
 
 async def test_watch_without_once_ends_with_the_event_stream(autojump_clock: Any) -> None:
     async with MemoryNetwork() as net:
-        manager = ConstellationDeviceManager(connector=net)
+        manager = ConstellationDeviceManager(connector=net, strict=True)
         async with manager, manager.events() as events:
             manager.add_device(AgentProfile("x", URL, max_retries=1))
             manager.stop()  # the stream closes when the manager stops

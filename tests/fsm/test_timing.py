@@ -16,7 +16,7 @@ from stellate.timing import DEFAULT_TIMING, RetryPolicy, Timing
 
 def test_every_holder_takes_its_defaults_from_timing() -> None:
     assert ManagerSettings().timing == Timing()
-    assert ConstellationDeviceManager().timing == Timing()
+    assert ConstellationDeviceManager(strict=True).timing == Timing()
     # the harness models the reference's rules: no recovery or stability window
     assert Timing(recovery_window=0.0, stability_window=0.0) == HARNESS_TIMING
     assert ServerPolicy().timing == DEFAULT_TIMING == Timing()
@@ -29,7 +29,7 @@ def test_every_holder_takes_its_defaults_from_timing() -> None:
 
 def test_the_manager_takes_its_timing_whole() -> None:
     base = Timing(connect_timeout=7.0, recovery_window=0.0, reconnect_delay=1.0, miss_limit=5)
-    assert ConstellationDeviceManager(timing=base).timing is base
+    assert ConstellationDeviceManager(timing=base, strict=True).timing is base
     # no shorthand beside it: each setting has one door
     for name in ("miss_limit", "backoff_cap", "connect_timeout", "stability_window"):
         with pytest.raises(TypeError):
@@ -38,12 +38,14 @@ def test_the_manager_takes_its_timing_whole() -> None:
 
 def test_galaxy_s_constructor_is_a_deprecated_door_into_the_timing() -> None:
     with pytest.warns(DeprecationWarning, match="timing=stellate.Timing"):
-        manager = ConstellationDeviceManager("galaxy", 10.0, 2.0)
+        manager = ConstellationDeviceManager("galaxy", 10.0, 2.0, strict=True)
     assert manager.timing == Timing(heartbeat_interval=10.0, reconnect_delay=2.0)
     with pytest.warns(DeprecationWarning):
-        assert ConstellationDeviceManager(reconnect_delay=1.0).timing == Timing(reconnect_delay=1.0)
+        assert ConstellationDeviceManager(reconnect_delay=1.0, strict=True).timing == Timing(
+            reconnect_delay=1.0
+        )
     with pytest.raises(TypeError, match="inside timing="):  # said twice: which one wins?
-        ConstellationDeviceManager(heartbeat_interval=10.0, timing=Timing())
+        ConstellationDeviceManager(heartbeat_interval=10.0, timing=Timing(), strict=True)
 
 
 def test_config_hands_the_manager_every_timing() -> None:
@@ -59,7 +61,7 @@ def test_config_hands_the_manager_every_timing() -> None:
         30.0,
         0.0,
     )
-    assert ConstellationDeviceManager.from_config(config).timing is timing
+    assert ConstellationDeviceManager.from_config(config, strict=True).timing is timing
 
 
 @pytest.mark.parametrize(

@@ -356,6 +356,7 @@ class Fleet:
             # Every device in flight at once, as these scenarios intend (kill the server while
             # the whole fleet is mid-phase); the default slot limit would queue most of them.
             max_connecting=len(self.ids),
+            strict=True,
         )
         self.connector.status_of = lambda d: self.manager.device_registry.lifecycle(d).state
         self.connector.kill_server = self.kill_server

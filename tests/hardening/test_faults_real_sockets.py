@@ -100,6 +100,7 @@ def test_real_server_killed_and_restarted_50_devices() -> None:
                             reconnect_delay=0.05,
                             backoff_cap=0.2,
                         ),
+                        strict=True,
                     )
                     await nursery.start(manager.run)
                     async with manager.events() as events:

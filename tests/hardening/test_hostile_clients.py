@@ -159,6 +159,7 @@ class GoodClients:
             timing=Timing(
                 heartbeat_interval=interval, reconnect_delay=interval, miss_limit=miss_limit
             ),
+            strict=True,
         )
         return cls(url, agents, manager, agent_link, manager_link)
 

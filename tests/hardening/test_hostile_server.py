@@ -252,6 +252,7 @@ async def face(
                 telemetry_timeout=5.0,
                 miss_limit=2,
             ),
+            strict=True,
         )
         await nursery.start(manager.run)
 

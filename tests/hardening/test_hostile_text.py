@@ -286,7 +286,7 @@ def test_printed_profiles_escape_everything_a_peer_chose() -> None:
 async def test_the_manager_refuses_what_the_rule_refuses(
     device_id: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with ConstellationDeviceManager() as manager:
+    async with ConstellationDeviceManager(strict=True) as manager:
         with pytest.raises(ValueError, match="invalid device id"):
             await manager.register_device(device_id, "ws://h/ws")
         assert manager.get_all_devices() == {}

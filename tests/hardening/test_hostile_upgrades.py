@@ -324,7 +324,7 @@ async def test_a_manager_fails_only_the_device_whose_server_answers_garbage(
     with trio.fail_after(HANG_GUARD):
         url, bad_url = await mixed_fleet(nursery, garbage)
         manager = ConstellationDeviceManager(
-            api_key=KEY, timing=Timing(reconnect_delay=0.01, backoff_cap=0.02)
+            api_key=KEY, timing=Timing(reconnect_delay=0.01, backoff_cap=0.02), strict=True
         )
         async with manager:
             assert await manager.register_device("good-1", url)
@@ -389,7 +389,9 @@ async def test_a_503_retry_after_is_the_managers_shortest_next_wait(
 
     with trio.fail_after(300):  # virtual seconds
         port = await raw_server(nursery, handler)
-        manager = ConstellationDeviceManager(timing=Timing(reconnect_delay=0.1, backoff_cap=0.5))
+        manager = ConstellationDeviceManager(
+            timing=Timing(reconnect_delay=0.1, backoff_cap=0.5), strict=True
+        )
         async with manager:
             assert not await manager.register_device(
                 "dev", f"ws://127.0.0.1:{port}/ws", max_retries=3

@@ -231,6 +231,7 @@ async def _manager_outputs(template: str, key: str) -> list[str]:
             api_key=key,
             connector=network.connector,
             timing=Timing(reconnect_delay=0.1, backoff_cap=0.2),
+            strict=True,
         )
         async with manager, manager.events() as events:
             await manager.register_device("dev", url, max_retries=2)
@@ -315,6 +316,8 @@ async def test_the_manager_adds_its_key_by_parameter_name(
     """Issue 10, 2(c): the manager looked for the substring ``token=``."""
     connector = Recording()
     with own_log_secrets():
-        async with ConstellationDeviceManager(api_key="K&Y", connector=connector) as manager:  # type: ignore[arg-type]
+        async with ConstellationDeviceManager(
+            api_key="K&Y", connector=connector, strict=True
+        ) as manager:  # type: ignore[arg-type]
             assert not await manager.register_device("dev", url, max_retries=1)
     assert connector.urls[0] == opened

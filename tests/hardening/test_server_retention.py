@@ -214,5 +214,7 @@ async def test_a_squatter_named_task_at_dev_cannot_fail_the_managers_device(
             refusal = json.loads(await squatter.receive())
             assert "must not contain '@'" in refusal["error"]
         await nursery.start(DeviceAgent(url, "dev", api_key=SQUAT_KEY, system_info={}).run)
-        async with ConstellationDeviceManager(task_name="stellate", api_key=SQUAT_KEY) as manager:
+        async with ConstellationDeviceManager(
+            task_name="stellate", api_key=SQUAT_KEY, strict=True
+        ) as manager:
             assert await manager.register_device("dev", url, max_retries=1)

@@ -237,7 +237,7 @@ def test_graceful_stop_leaves_nothing_behind() -> None:
         async with MemoryNetwork() as network:
             fake = FakeAgentServer(network)
             baseline = trio.lowlevel.current_statistics().tasks_living
-            async with ConstellationDeviceManager(connector=fake.connector) as manager:
+            async with ConstellationDeviceManager(connector=fake.connector, strict=True) as manager:
                 for i, schedule in enumerate([[], [Refuse()], [HangConnect()], [Reject()]]):
                     url = fake.script(f"d{i}", schedule)
                     manager.add_device(AgentProfile(f"d{i}", url, max_retries=None))

@@ -52,6 +52,7 @@ async def test_handshakes_in_flight_never_exceed_the_slots(autojump_clock: Any) 
             rng=random.Random(0),
             max_connecting=2,
             timing=Timing(connect_timeout=10.0, reconnect_delay=1.0),
+            strict=True,
         ) as manager:
             for i in range(5):
                 manager.add_device(AgentProfile(f"d{i}", URL, max_retries=1))

@@ -44,7 +44,7 @@ async def test_the_configured_connect_timeout_holds(
     async with trio.open_nursery() as nursery:
         port = await nursery.start(silent_listener, accepted)
         manager = ConstellationDeviceManager(
-            timing=Timing(connect_timeout=connect_timeout)
+            timing=Timing(connect_timeout=connect_timeout), strict=True
         )  # real connector
         async with manager:
             await nursery.start(recorder.run, manager)

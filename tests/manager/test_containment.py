@@ -111,7 +111,8 @@ async def test_an_illegal_event_is_contained_too(
 
 
 async def test_strict_mode_fails_loudly(autojump_clock: Any) -> None:
-    """The test suite runs strict (STELLATE_STRICT=1): the same bug is re-raised."""
+    """The test suite runs its managers strict (``manager_on`` passes strict=True): the same
+    bug is re-raised."""
     with pytest.raises(BaseExceptionGroup) as info:
         async with memory_network() as net, trio.open_nursery() as nursery:
             await fleet(net, nursery)

@@ -86,7 +86,7 @@ async def test_the_fleet_page_shows_a_fleet_coming_up(nursery: trio.Nursery) -> 
         ids = [f"browser-dev-{i}" for i in range(N)]
         for device_id in ids:
             await nursery.start(DeviceAgent(url, device_id, system_info={}).run)
-        manager = ConstellationDeviceManager(task_name="browser")
+        manager = ConstellationDeviceManager(task_name="browser", strict=True)
         await nursery.start(manager.run)
         for device_id in ids:
             manager.add_device(AgentProfile(device_id, url), auto_connect=False)

@@ -668,7 +668,7 @@ devices:
     )
     async with (
         site("a") as (net, _nursery, _),
-        open_constellation(config, connector=net) as manager,
+        open_constellation(config, connector=net, strict=True) as manager,
     ):
         assert manager.task_name == "tn"
         assert (await manager.wait_for("a")).status is S.IDLE
@@ -677,13 +677,13 @@ devices:
 
 def test_manager_rejects_bad_settings() -> None:
     with pytest.raises(ValueError):
-        ConstellationDeviceManager(timing=Timing(heartbeat_interval=0))
+        ConstellationDeviceManager(timing=Timing(heartbeat_interval=0), strict=True)
     with pytest.raises(ValueError):
-        ConstellationDeviceManager(timing=Timing(miss_limit=0))
+        ConstellationDeviceManager(timing=Timing(miss_limit=0), strict=True)
 
 
 async def test_wait_for_unknown_device_raises() -> None:
-    manager = ConstellationDeviceManager()
+    manager = ConstellationDeviceManager(strict=True)
     with pytest.raises(UnknownDevice):
         await manager.wait_for("nope")
     assert math.isfinite(manager.shutdown_timeout)

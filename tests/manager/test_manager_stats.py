@@ -46,6 +46,7 @@ async def scripted_fleet(
         connector=fake.connector,
         rng=random.Random(7),
         timing=Timing(reconnect_delay=2.0, backoff_cap=2.0),
+        strict=True,
     )
     await nursery.start(manager.run)
     schedules = {
@@ -147,7 +148,7 @@ async def test_prometheus_metrics_and_fleet_json(
 
 async def test_the_fleet_port_serves_json_metrics_and_the_page(nursery: trio.Nursery) -> None:
     """Real HTTP on 127.0.0.1; secrets in a device's URL never reach /api/fleet."""
-    manager = ConstellationDeviceManager(api_key=KEY)
+    manager = ConstellationDeviceManager(api_key=KEY, strict=True)
     await nursery.start(manager.run)
     manager.add_device(
         AgentProfile("quiet", "ws://127.0.0.1:9/ws?token=hunter2"), auto_connect=False

@@ -30,7 +30,7 @@ from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import Close, Evict, ServerPhase, ServerPolicy, ServerSession
 from stellate.protocol.transport import ConnectError, ConnectionClosed
 from stellate.server import AgentServer, InsecureBindError, is_loopback_host
-from stellate.text.redact import LOG_FILTER, install_log_redaction
+from stellate.text.redact import LOG_FILTER, add_log_secret, install_log_redaction
 
 FAST_RETRY = RetryPolicy(reconnect_delay=0.01, backoff_cap=0.05)
 
@@ -52,7 +52,7 @@ async def test_a_full_run_never_logs_the_key(
             await nursery.start(agent.run)
             assert "***" in repr(agent) and not leaks(repr(agent))
         manager = ConstellationDeviceManager(
-            api_key=KEY, timing=Timing(reconnect_delay=0.01, backoff_cap=0.05)
+            api_key=KEY, timing=Timing(reconnect_delay=0.01, backoff_cap=0.05), strict=True
         )
         async with manager:
             for device_id in ("dev-a", "dev-b"):
@@ -94,11 +94,11 @@ def test_trio_websocket_records_are_redacted_at_the_source(
 ) -> None:
     """trio-websocket's open_websocket_url logs 'Connecting to ws://host:port/ws?token=KEY'."""
     caplog.set_level(logging.DEBUG)
+    add_log_secret(KEY)  # where the app starts, as the command does (no constructor does it)
     logging.getLogger("trio-websocket").debug(
         "Connecting to ws%s://%s:%d%s", "", "127.0.0.1", 5005, "/ws?token=anything-at-all"
     )
     logging.getLogger("trio-websocket").debug("%s", KEY)
-    AgentServer(api_key=KEY)
     logging.getLogger("trio-websocket").debug("bare %s", KEY)
     messages = [r.getMessage() for r in caplog.records if r.name == "trio-websocket"]
     assert messages[0] == "Connecting to ws://127.0.0.1:5005/ws?token=***"
@@ -113,7 +113,7 @@ def test_cli_handlers_mask_the_key_literally() -> None:
     handler.emit = lambda record: seen.append(handler.format(record))  # type: ignore[method-assign]
     logger.addHandler(handler)
     try:
-        AgentServer(api_key=KEY)  # registers its key with LOG_FILTER
+        add_log_secret(KEY)  # what the command does with its key when it starts
         install_log_redaction(logger)
         install_log_redaction(logger)  # idempotent
         assert handler.filters.count(LOG_FILTER) == 1

@@ -40,6 +40,7 @@ async def test_agent_and_manager_register_over_wss_with_cafile(
             connector=WebSocketConnector(cafile=cafile),
             api_key=KEY,
             timing=Timing(reconnect_delay=0.01),
+            strict=True,
         )
         async with manager:
             assert await manager.register_device("tls-dev", wss(port), max_retries=2)
@@ -106,6 +107,7 @@ async def test_manager_device_fails_after_max_retries_with_the_tls_reason(
             connector=WebSocketConnector(),
             api_key=KEY,
             timing=Timing(reconnect_delay=0.01, backoff_cap=0.05),
+            strict=True,
         )
         async with manager:
             assert not await manager.register_device("tls-dev", wss(port), max_retries=2)
