@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..errors import RemoteError
-from ..protocol.ids import device_id_problem
+from ..protocol.ids import id_refusal
 from ..protocol.lease import HeartbeatLease
+from ..protocol.messages import ClientType
 from ..protocol.rejections import (
     AUTH_REJECTED,
     RejectionKind,
@@ -132,9 +133,9 @@ class DeviceAgent:
         rng: RandomSource | None = None,
         on_registered: Callable[[DeviceAgent], None] | None = None,
     ) -> None:
-        problem = device_id_problem(device_id)
-        if problem is not None:
-            raise ValueError(f"invalid device id {escape_text(repr(device_id))}: {problem}")
+        refusal = id_refusal(device_id, ClientType.DEVICE)
+        if refusal is not None:
+            raise ValueError(refusal)
         try:
             parse_ws_url(server_url)
         except InvalidUrl as exc:

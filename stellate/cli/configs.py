@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ..config import DEFAULT_CONFIG_PATH
+from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_config
 from ..local import example_config_path
 
 
@@ -40,6 +40,22 @@ def choose_config(given: str | None) -> ConfigChoice:
         f"no {DEFAULT_CONFIG_PATH} in this directory: using the example fleet shipped with "
         f"stellate ({example}); `stellate init` writes a copy to edit",
     )
+
+
+def load_chosen(given: str | None, command: str) -> StellateConfig | None:
+    """The config ``command`` runs on: chosen and announced as above, then loaded.
+
+    ``None`` when the file has problems: each is printed to stderr as ``FILE:LINE: field:
+    message`` (every one, in file order), and the command exits 2.
+    """
+    choice = choose_config(given)
+    announce(choice, command)
+    try:
+        return load_config(choice.path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
 
 
 def plain_text(doc: str) -> str:

@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_config
+from ..config import DEFAULT_CONFIG_PATH, StellateConfig
 from ..fsm import SETTLED, DeviceStatus
 from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from ..manager.metrics import serve_fleet
-from .configs import announce, choose_config, plain_text
+from .configs import load_chosen, plain_text
 from .display import (
     DeviceReport,
     Display,
@@ -172,8 +172,9 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.once:
         return _fail("--timeout applies to --once (without it the fleet runs until Ctrl-C)")
-    choice = choose_config(args.config)
-    announce(choice, "up")
+    config = load_chosen(args.config, "up")
+    if config is None:
+        return 2
     options = _Options(
         embedded=args.embedded or args.config is None,
         once=args.once,
@@ -185,12 +186,6 @@ def run(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         strict=os.environ.get(STRICT_ENV, "") not in ("", "0"),
     )
-    try:
-        config = load_config(choice.path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
     from ..text.redact import add_log_secret, install_log_redaction
 
     install_log_redaction()
@@ -341,10 +336,6 @@ async def _run_fleet(
         )
         return 1
     return 0
-
-
-def _statuses(reports: Iterable[DeviceReport], expected: set[str]) -> list[DeviceStatus]:
-    return [r.profile.status for r in reports if r.profile.device_id in expected]
 
 
 def _reports(manager: ConstellationDeviceManager) -> list[DeviceReport]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from ..config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from .configs import announce, choose_config
+from ..config import DEFAULT_CONFIG_PATH
+from .configs import load_chosen
 
 
 def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -23,13 +22,8 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    choice = choose_config(args.file)
-    announce(choice, "validate")
-    try:
-        config = load_config(choice.path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = load_chosen(args.file, "validate")
+    if config is None:
         return 2
     print(f"OK: {len(config.devices)} devices")
     return 0

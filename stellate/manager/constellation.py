@@ -45,9 +45,8 @@ from ..fsm import (
     Trigger,
 )
 from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
-from ..protocol import Connector
-from ..protocol.ids import device_id_problem
-from ..text.escape import escape_text
+from ..protocol import ClientType, Connector
+from ..protocol.ids import id_refusal
 from ..text.redact import redact_url
 from ..text.urls import with_token
 from .alarms import Alarms
@@ -283,9 +282,9 @@ class ConstellationDeviceManager:
         """
         if self._nursery is None or self._stop_requested.is_set():
             raise RuntimeError("the manager is not running (async with / nursery.start(run))")
-        problem = device_id_problem(profile.device_id)
-        if problem is not None:
-            raise ValueError(f"invalid device id {escape_text(repr(profile.device_id))}: {problem}")
+        refusal = id_refusal(profile.device_id, ClientType.DEVICE)
+        if refusal is not None:
+            raise ValueError(refusal)
         profile = attrs.evolve(profile, server_url=with_token(profile.server_url, self._api_key))
         lifecycle = self._engine.create(
             profile,

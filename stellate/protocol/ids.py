@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import unicodedata
 
-from ..text.escape import is_hidden
+from ..text.escape import escape_text, is_hidden
 from .messages import ClientType
+from .rejections import INVALID_ID
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -81,6 +82,17 @@ def task_name_problem(value: object) -> str | None:
 def constellation_id(task_name: str, device_id: str) -> str:
     """The client id a constellation registers with for ``device_id``: ``TASK@DEVICE``."""
     return f"{task_name}{SEPARATOR}{device_id}"
+
+
+def id_refusal(client_id: object, client_type: ClientType) -> str | None:
+    """The sentence a refused id gets (``invalid device id 'a b': must not contain
+    whitespace ...``; ``None``: the id is fine), the same from the server, the manager and the
+    agent. The id is shown escaped and cut: it may be anything a peer or a config sent."""
+    problem = client_id_problem(client_id, client_type)
+    if problem is None:
+        return None
+    shown = escape_text(repr(client_id), limit=80)
+    return INVALID_ID.format(role=client_type.value, client_id=shown, problem=problem)
 
 
 def client_id_problem(client_id: object, client_type: ClientType) -> str | None:

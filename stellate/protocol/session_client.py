@@ -220,18 +220,17 @@ class _ClientSessionBase:
         self.phase = SessionPhase.REGISTERING
         return frame
 
-    def _decode(self, frame: str | bytes) -> ServerMessage | ProtocolViolation:
+    def _interpret(
+        self, frame: str | bytes
+    ) -> ServerMessage | Registered | Rejected | HeartbeatAck | PeerError | ProtocolViolation:
+        """What a frame means to both kinds: the event it is, or (when its meaning depends on
+        the kind) the decoded message, for the subclass's ``receive``."""
         if isinstance(frame, bytes):
             return ProtocolViolation("binary frame (AIP frames are text)")
         try:
-            return decode_server(frame)
+            message = decode_server(frame)
         except ProtocolError as exc:
             return ProtocolViolation(str(exc))
-
-    def _receive_common(
-        self, message: ServerMessage
-    ) -> Registered | Rejected | HeartbeatAck | PeerError | ProtocolViolation | None:
-        """Handle what means the same for both kinds; ``None`` leaves it to the subclass."""
         if self.phase is SessionPhase.NEW:
             return ProtocolViolation(f"{message.type.value} frame before register was sent")
         if self.phase is SessionPhase.REJECTED:
@@ -248,7 +247,7 @@ class _ClientSessionBase:
             return HeartbeatAck()
         if message.type is ServerMessageType.ERROR:
             return PeerError(message.error or "error frame without a reason")
-        return None
+        return message
 
 
 # --- constellation ------------------------------------------------------------------------
@@ -309,12 +308,9 @@ class ConstellationSession(_ClientSessionBase):
 
     def receive(self, frame: str | bytes) -> list[ClientEvent]:
         """Interpret one received frame in the current phase."""
-        message = self._decode(frame)
-        if isinstance(message, ProtocolViolation):
+        message = self._interpret(frame)
+        if not isinstance(message, ServerMessage):
             return [message]
-        common = self._receive_common(message)
-        if common is not None:
-            return [common]
         if message.type is ServerMessageType.DEVICE_INFO_RESPONSE:
             return [self._device_info(message)]
         return [ProtocolViolation(f"unexpected {message.type.value} frame")]
@@ -382,12 +378,9 @@ class DeviceSession(_ClientSessionBase):
 
     def receive(self, frame: str | bytes) -> list[DeviceEvent]:
         """Interpret one received frame in the current phase."""
-        message = self._decode(frame)
-        if isinstance(message, ProtocolViolation):
+        message = self._interpret(frame)
+        if not isinstance(message, ServerMessage):
             return [message]
-        common = self._receive_common(message)
-        if common is not None:
-            return [common]
         if message.type is ServerMessageType.DEVICE_INFO_REQUEST:
             # The server asks the device directly: answer with the announced telemetry.
             return [

@@ -25,7 +25,7 @@ import attrs
 from ..text.escape import escape_text
 from ..timing import DEFAULT_TIMING, Timing
 from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
-from .ids import client_id_problem
+from .ids import id_refusal
 from .messages import (
     ClientMessage,
     ClientMessageType,
@@ -38,7 +38,6 @@ from .registry import ClientEntry, ClientRegistry
 from .rejections import (
     ALREADY_REGISTERED,
     CLOSE_POLICY_VIOLATION,
-    INVALID_ID,
     REPLACED,
     TARGET_DISCONNECTED,
     TARGET_NOT_CONNECTED,
@@ -264,15 +263,11 @@ class ServerSession:
         client_id = message.client_id
         if not client_id:
             return self._shut_down(CLOSE_POLICY_VIOLATION, "register frame without client_id")
-        problem = client_id_problem(client_id, message.client_type)
-        if problem is not None:
+        refusal = id_refusal(client_id, message.client_type)
+        if refusal is not None:
             # Look-alikes ("dev\u200b", "dev ") and the other role's shape ("task@dev" as a
             # device) are refused, never registered as new ids: see protocol/ids.py.
-            shown = escape_text(repr(client_id), limit=80)
-            text = INVALID_ID.format(
-                role=message.client_type.value, client_id=shown, problem=problem
-            )
-            return self._shut_down(CLOSE_POLICY_VIOLATION, text)
+            return self._shut_down(CLOSE_POLICY_VIOLATION, refusal)
 
         evictions: list[ServerAction] = []
         existing = self._registry.get(client_id)

@@ -28,6 +28,7 @@ from ..adapters.memory import MemoryConnection, MemoryNetwork
 from ..adapters.websocket import AcceptedRequest
 from ..protocol.codec import ProtocolError, decode_client, encode_server
 from ..protocol.messages import (
+    ClientMessage,
     ClientMessageType,
     ClientType,
     ServerMessage,
@@ -407,27 +408,26 @@ class _Connection:
         else:  # pragma: no cover - only memory connections reach the fake
             self.nursery.start_soon(self.conn.aclose, 1011, "dropped")
 
-    def _decode(self, frame: str | bytes) -> Any:
+    def _decoded(self, frame: str | bytes, which: str) -> ClientMessage | None:
+        """The message ``frame`` holds, or None once it is noted as a violation."""
         if isinstance(frame, bytes):
-            self.server._violation(self.device, "binary frame")
+            self.server._violation(self.device, f"binary {which}")
             return None
         try:
-            message = decode_client(frame)
+            return decode_client(frame)
         except ProtocolError as exc:
-            self.server._violation(self.device, f"undecodable frame: {exc}")
+            self.server._violation(self.device, f"undecodable {which}: {exc}")
             return None
-        if message.client_id != self.client_id:
+
+    def _decode(self, frame: str | bytes) -> ClientMessage | None:
+        message = self._decoded(frame, "frame")
+        if message is not None and message.client_id != self.client_id:
             self.server._violation(self.device, f"client_id {message.client_id!r} changed")
         return message
 
     def _check_register(self, frame: str | bytes) -> bool:
-        if isinstance(frame, bytes):
-            self.server._violation(self.device, "binary first frame")
-            return False
-        try:
-            message = decode_client(frame)
-        except ProtocolError as exc:
-            self.server._violation(self.device, f"undecodable first frame: {exc}")
+        message = self._decoded(frame, "first frame")
+        if message is None:
             return False
         device_id = self.device.device_id
         problems = []
