@@ -8,14 +8,17 @@ copies of the table to show that each one fires.
 
 What is checked:
 
-* every row names a known trigger, declared states and only keys ``transitions`` understands;
+* every row names a known trigger, declared states and only keys ``transitions`` understands
+  (and ``meaning``);
 * every state is reachable from the initial one (guards ignored);
 * every state has a way out (a row to another state), unless tagged final;
 * every guard and callback named by a row or a state exists on the model;
 * no two rows for one (trigger, source) could both fire: each pair must be told apart by a
   guard one requires and the other excludes (``conditions`` vs ``unless``);
 * every deadline names ``Timing`` settings (one, unless the deadline is drawn);
-* every trigger is used by some row.
+* every trigger is used by some row;
+* every declared meaning is a ``Meaning``, and rows that differ only by their guards mean the
+  same (so a fired step's meaning does not depend on which guard held).
 """
 
 from __future__ import annotations
@@ -28,16 +31,15 @@ import attrs
 
 from ..errors import LocalError
 from ..timing import Timing
+from .meaning import Meaning
 from .states import INITIAL, StateSpec
-from .table import expand
+from .table import MACHINE_KEYS, expand, guard_label, names
 from .trigger import Trigger
 
 __all__ = ["TableError", "check_table", "table_problems"]
 
-#: Keys a row may carry (``transitions``' own).
-ROW_KEYS = frozenset(
-    {"trigger", "source", "dest", "conditions", "unless", "before", "after", "prepare"}
-)
+#: Keys a row may carry: ``transitions``' own, and what the row means.
+ROW_KEYS = frozenset({*MACHINE_KEYS, "meaning"})
 #: Callback keys of a row whose values name model methods.
 _CALLBACK_KEYS = ("conditions", "unless", "before", "after", "prepare")
 
@@ -51,20 +53,14 @@ class TableError(LocalError):
         super().__init__(f"the transition table is broken ({len(problems)} problems):\n  {lines}")
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
 def _guards(conditions: Iterable[str], unless: Iterable[str]) -> str:
-    parts = [*conditions, *(f"!{name}" for name in unless)]
-    return f"[{' & '.join(parts)}]" if parts else "no guard"
+    label = guard_label(conditions, unless)
+    return f"[{label}]" if label else "no guard"
 
 
 def _row_name(row: Mapping[str, Any]) -> str:
-    guards = _guards(_names(row.get("conditions")), _names(row.get("unless")))
-    sources = list(_names(row.get("source")))
+    guards = _guards(names(row.get("conditions")), names(row.get("unless")))
+    sources = list(names(row.get("source")))
     return f"{row.get('trigger')}: {sources} -> {row.get('dest')} {guards}"
 
 
@@ -88,9 +84,9 @@ def table_problems(
         final: states allowed to have no way out.
     """
     problems: list[str] = []
-    names = [spec.status.value for spec in states]
-    known = set(names)
-    if len(known) != len(names):
+    state_names = [spec.status.value for spec in states]
+    known = set(state_names)
+    if len(known) != len(state_names):
         problems.append("a state is declared twice")
     if initial not in known:
         problems.append(f"initial state {initial!r} is not declared")
@@ -127,36 +123,55 @@ def table_problems(
             problems.append(f"row {where}: unknown keys {sorted(extra)}")
         if row.get("trigger") not in triggers:
             problems.append(f"row {where}: {row.get('trigger')!r} is not a Trigger")
-        for state in (*_names(row.get("source")), row.get("dest")):
+        dest = row.get("dest")  # None: an internal row (no state change)
+        for state in (*names(row.get("source")), *(() if dest is None else (dest,))):
             if state not in known:
                 problems.append(f"row {where}: state {state!r} is not declared")
         for key in _CALLBACK_KEYS:
-            for name in _names(row.get(key)):
+            for name in names(row.get(key)):
                 missing(f"row {where} ({key})", name)
+        meanings = {m.value for m in Meaning}
+        for meaning in names(row.get("meaning")):
+            if meaning not in meanings:
+                problems.append(f"row {where}: meaning {meaning!r} is not a Meaning")
     if problems:
         return problems  # the graph checks below assume well-formed rows
 
     expanded = expand(list(transitions))  # type: ignore[arg-type]
-    used = {trigger.value for trigger, *_ in expanded}
+    used = {r.trigger.value for r in expanded}
     problems += [f"trigger {t!r} is used by no row" for t in sorted(triggers - used)]
 
-    successors: dict[str, set[str]] = {name: set() for name in names}
-    for _trigger, source, dest, _c, _u in expanded:
-        successors[source].add(dest)
+    successors: dict[str, set[str]] = {name: set() for name in state_names}
+    for r in expanded:
+        successors[r.source.value].add(r.dest.value)
     seen, todo = {initial}, [initial]
     while todo:
         for nxt in successors[todo.pop()] - seen:
             seen.add(nxt)
             todo.append(nxt)
-    problems += [f"state {n!r} is unreachable from {initial!r}" for n in names if n not in seen]
+    problems += [
+        f"state {n!r} is unreachable from {initial!r}" for n in state_names if n not in seen
+    ]
     finals = set(final)
     problems += [
-        f"state {n!r} has no way out" for n in names if n not in finals and not successors[n] - {n}
+        f"state {n!r} has no way out"
+        for n in state_names
+        if n not in finals and not successors[n] - {n}
     ]
 
+    meant: dict[tuple[str, str, str], frozenset[Meaning]] = {}
+    for r in expanded:
+        first = meant.setdefault(r.step, r.meanings)
+        if first != r.meanings:
+            problems.append(
+                f"{r.trigger.value!r} from {r.source.value!r} to {r.dest.value!r}: rows "
+                f"that differ only by guards mean different things ({sorted(first)} and "
+                f"{sorted(r.meanings)})"
+            )
+
     by_key: dict[tuple[str, str], list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
-    for row_trigger, source, _dest, conditions, unless in expanded:
-        by_key.setdefault((row_trigger.value, source), []).append((conditions, unless))
+    for r in expanded:
+        by_key.setdefault((r.trigger.value, r.source.value), []).append((r.conditions, r.unless))
     for (name, source), guards in by_key.items():
         for (c1, u1), (c2, u2) in combinations(guards, 2):
             if not (set(c1) & set(u2) or set(u1) & set(c2)):

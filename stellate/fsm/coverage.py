@@ -1,8 +1,8 @@
 """Transition coverage: which rows of the table have fired.
 
-A row is ``(trigger, source, dest, conditions, unless)`` as in ``table.rows()``: two rows
-between the same states that differ only by their guards (the stable and the flapping loss) are
-counted apart. Recording is off by default and
+A row is a ``table.Row`` as ``table.rows()`` lists it: two rows between the same states that
+differ only by their guards (the stable and the flapping loss) are counted apart, and an
+internal row (no state change) counts like any other. Recording is off by default and
 costs one module-attribute test per transition while off (``DeviceLifecycle._notify`` checks
 ``enabled`` before calling ``record``). The test session turns it on (``tests/conftest.py``) and
 reports ``transition coverage: N/M rows`` at the end.
@@ -61,10 +61,5 @@ def summary() -> list[str]:
     """The report as lines: ``transition coverage: N/M rows``, then one line per missing row."""
     covered, total, missing = report()
     lines = [f"transition coverage: {covered}/{total} rows"]
-    lines.extend(f"  missing: {t} {s} -> {d}{_guards(c, u)}" for t, s, d, c, u in missing)
+    lines.extend(f"  missing: {row}" for row in missing)
     return lines
-
-
-def _guards(conditions: tuple[str, ...], unless: tuple[str, ...]) -> str:
-    parts = [*conditions, *(f"!{name}" for name in unless)]
-    return f" [{' & '.join(parts)}]" if parts else ""

@@ -25,7 +25,9 @@ import textwrap
 from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
+from .meaning import Meaning
 from .states import INITIAL, STATES, DeviceStatus, Tag, tagged
+from .table import guard_label as _guards
 from .table import rows
 
 Format = Literal["mermaid", "dot", "table"]
@@ -73,8 +75,8 @@ class Cluster(NamedTuple):
 
 def guard_label(conditions: Iterable[str], unless: Iterable[str]) -> str:
     """`` [a & !b]`` for guards ``a`` and ``unless b``; empty without guards."""
-    parts = [*conditions, *(f"!{name}" for name in unless)]
-    return f" [{' & '.join(parts)}]" if parts else ""
+    label = _guards(conditions, unless)
+    return f" [{label}]" if label else ""
 
 
 def state_names() -> list[str]:
@@ -99,8 +101,9 @@ def edge_groups() -> list[EdgeGroup]:
     """The table's rows grouped by (trigger, dest, guard), in table order."""
     everything = set(state_names())
     grouped: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
-    for trigger, source, dest, conditions, unless in rows():
-        grouped.setdefault((str(trigger), dest, conditions, unless), []).append(source)
+    for row in rows():
+        key = (row.trigger.value, row.dest.value, row.conditions, row.unless)
+        grouped.setdefault(key, []).append(row.source.value)
     groups = []
     for (name, dest, conditions, unless), sources in grouped.items():
         any_state = len(sources) > 2 and set(sources) == everything - {dest}
@@ -313,12 +316,12 @@ def _happy_path() -> set[tuple[str, str]]:
     state = INITIAL
     while state != DeviceStatus.IDLE.value:
         forward = [
-            dest
-            for _t, source, dest, _c, unless in rows()
-            if source == state
-            and not unless
-            and dest not in visited
-            and (phase_of(dest) or 0) >= (phase_of(source) or 0) > 0
+            row.dest.value
+            for row in rows()
+            if row.source == state
+            and not row.unless
+            and row.dest not in visited
+            and (phase_of(row.dest) or 0) >= (phase_of(row.source) or 0) > 0
         ]
         if not forward:
             break
@@ -402,14 +405,18 @@ def mermaid() -> str:
 
 
 def table() -> str:
-    """One markdown line per row of the transition table, then each state's deadline."""
+    """One markdown line per row of the transition table (with what it means), then each
+    state's deadline."""
     lines = [
-        "| # | trigger | source | dest | guard |",
-        "|---|---|---|---|---|",
+        "| # | trigger | source | dest | guard | meaning |",
+        "|---|---|---|---|---|---|",
     ]
-    for number, (trigger, source, dest, conditions, unless) in enumerate(rows(), start=1):
-        guard = guard_label(conditions, unless).strip(" []") or "—"
-        lines.append(f"| {number} | `{trigger}` | {source} | {dest} | {guard} |")
+    for number, row in enumerate(rows(), start=1):
+        meaning = ", ".join(m.value for m in Meaning if m in row.meanings) or "—"
+        lines.append(
+            f"| {number} | `{row.trigger}` | {row.source} | {row.dest} | {row.guard or '—'} "
+            f"| {meaning} |"
+        )
     deadlines = [(state, deadline_of(state)) for state in state_names()]
     if any(deadline for _state, deadline in deadlines):
         lines += ["", "| state | deadline (setting) |", "|---|---|"]

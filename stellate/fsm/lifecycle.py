@@ -9,20 +9,22 @@ adding a model is a dict insert and ``set_state``, flat up to 10,000 devices (se
 docs/performance.md).
 
 Why transitions is pinned exactly (``transitions==0.9.3`` in pyproject.toml) — the one place
-this is written: this module uses three things that are not transitions' public API.
+this is written: this module uses two things that are not transitions' public API.
 
 1. ``Machine._can_trigger``: ``accepts`` asks whether an event would fire without firing it,
    guards included (the public ``may_<trigger>`` is the same call, bound per model, which
    ``_SharedMachine`` does not do).
 2. The ``Machine.models`` attribute, which ``_SharedMachine`` replaces with an identity-keyed
    registry (a fleet registers in linear time).
-3. ``Condition.func`` and ``Condition.target`` on the fired transition's ``conditions``:
-   ``_notify`` reads them to record which row fired for the coverage gate (two rows between
-   the same states differ only by their guards).
 
-A release may rename or retype any of them without notice. tests/fsm/test_fsm_pin.py fails on
-any other version and holds each use to the behaviour relied on here, so an upgrade is a
-decision made with these three in view, not an accident of ``pip install``.
+Which row fired (for the coverage gate, and for what it means) is not read from transitions'
+internals: each transition is built as a ``_TableTransition`` carrying its ``Row``, through the
+extension point ``Machine.add_transition`` documents (extra keyword arguments of a declaration
+go to the machine's ``transition_cls``).
+
+A release may rename or retype either of them without notice. tests/fsm/test_fsm_pin.py fails
+on any other version and holds each use to the behaviour relied on here, so an upgrade is a
+decision made with these in view, not an accident of ``pip install``.
 
 The lifecycle is that machine's model; its ``status`` is stored in the frozen profile, so the
 only way a profile's status changes is a trigger fired here. Everything is synchronous and free
@@ -41,7 +43,7 @@ from enum import Enum
 from typing import Any
 
 import attrs
-from transitions import Event, Machine, MachineError, State
+from transitions import Event, Machine, MachineError, State, Transition
 
 from ..errors import LocalError
 from ..protocol.rejections import AUTH_REJECTED, RejectionKind
@@ -56,9 +58,10 @@ from .effects import (
     SendRegister,
     StartHeartbeat,
 )
+from .meaning import Meaning
 from .profile import AgentProfile, merge_system_info
 from .states import INITIAL, SPECS, STATE_SPECS, Deadline, DeviceStatus, machine_states
-from .table import TRANSITIONS, TRIGGERS
+from .table import MACHINE_KEYS, TRANSITIONS, TRIGGERS, Row, expand, row_of
 from .trigger import Trigger
 
 logger = logging.getLogger(__name__)
@@ -96,6 +99,18 @@ class TransitionRecord:
     #: The task this transition started (``task_assigned``) or ended (finished, or
     #: interrupted by a loss, a failure or a disconnect while busy).
     task_id: str | None = None
+    #: The row that fired (the lifecycle passes it; found from trigger, source and dest
+    #: otherwise). Raises KeyError if the table has no such row.
+    row: Row = attrs.field(kw_only=True, eq=False, repr=False)
+
+    @row.default
+    def _row(self) -> Row:
+        return row_of(self.trigger, self.source, self.dest)
+
+    @property
+    def meanings(self) -> frozenset[Meaning]:
+        """What this transition means (declared with the table: ready, lost, gave up...)."""
+        return self.row.meanings
 
     @property
     def step(self) -> tuple[Trigger, str, str]:
@@ -259,32 +274,28 @@ class DeviceLifecycle:
 
     # -- callbacks named by the table -------------------------------------------------------
     def _leave_state(self, event: Any) -> None:
-        self.timeout = None
+        if not event.transition.row.internal:  # an internal row keeps the state's deadline
+            self.timeout = None
 
     def _notify(self, event: Any) -> None:
-        dest = DeviceStatus(event.transition.dest)
-        self.timeout = self._deadline(SPECS[dest].deadline)
+        row: Row = event.transition.row
         if _coverage.enabled:
-            conditions = event.transition.conditions
-            _coverage.record(
-                (
-                    Trigger(event.event.name),
-                    event.transition.source,
-                    event.transition.dest,
-                    tuple(c.func for c in conditions if c.target),
-                    tuple(c.func for c in conditions if not c.target),
-                )
-            )
+            _coverage.record(row)
+        if row.internal:  # nothing changed: nobody is told
+            return
+        dest = row.dest
+        self.timeout = self._deadline(SPECS[dest].deadline)
         merged, self._merged = self._merged, False
         task, self._task_ended = self._task_ended, None
         if self._observer is not None:
             record = TransitionRecord(
                 self.device_id,
-                Trigger(event.event.name),
-                DeviceStatus(event.transition.source),
+                row.trigger,
+                row.source,
                 dest,
                 telemetry_merged=merged,
                 task_id=task,
+                row=row,
             )
             self._observer(record, self)
 
@@ -463,6 +474,43 @@ class _ModelRegistry:
         return list(self._by_id.values())[index]
 
 
+class _TableTransition(Transition):
+    """A ``transitions`` transition that knows which row of the table it is.
+
+    ``Machine.add_transition`` hands extra keyword arguments of a declaration to the machine's
+    ``transition_cls`` (transitions' documented way to extend a transition): here ``rows``,
+    the declaration's rows by source. The lifecycle reads ``row`` when it fires: meanings are
+    looked up once per row, when the machine is built, never computed per event.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        dest: str | None,
+        conditions: Any = None,
+        unless: Any = None,
+        before: Any = None,
+        after: Any = None,
+        prepare: Any = None,
+        *,
+        rows: Mapping[str, Row],
+    ) -> None:
+        # transitions' stub says str; None is its documented internal transition.
+        super().__init__(source, dest, conditions, unless, before, after, prepare)  # type: ignore[arg-type]
+        self.row = rows[source]
+
+
+def machine_transitions() -> list[dict[str, Any]]:
+    """The table's declarations as the engine's machine takes them: ``transitions``' keys, and
+    each declaration's rows (``_TableTransition``)."""
+    declared = []
+    for declaration in TRANSITIONS:
+        item: dict[str, Any] = {k: declaration[k] for k in MACHINE_KEYS if k in declaration}
+        item["rows"] = {row.source.value: row for row in expand([declaration])}
+        declared.append(item)
+    return declared
+
+
 class _SharedMachine(Machine):
     """A ``Machine`` for many models that binds nothing onto them.
 
@@ -472,6 +520,8 @@ class _SharedMachine(Machine):
     none of that (it fires through ``machine.events``, and the table names every callback), so
     ``DeviceLifecycle`` must not rely on ``on_enter_<state>`` naming.
     """
+
+    transition_cls = _TableTransition
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(model=None, **kwargs)
@@ -506,7 +556,7 @@ class LifecycleEngine:
     def __init__(self) -> None:
         self._machine = _SharedMachine(
             states=machine_states(STATE_SPECS),
-            transitions=TRANSITIONS,
+            transitions=machine_transitions(),
             initial=INITIAL,
             auto_transitions=False,
             send_event=True,

@@ -74,12 +74,12 @@ _TERMINAL = frozenset(s.value for s in SETTLED)
 def flow_triggers(state: str) -> list[Trigger]:
     """The registration flow's triggers with a row from ``state``, in table order."""
     seen: dict[Trigger, None] = {}
-    for trigger, source, _dest, _c, _u in rows():
-        if source != state or trigger in OUTSIDE_FLOW:
+    for row in rows():
+        if row.source != state or row.internal or row.trigger in OUTSIDE_FLOW:
+            continue  # an internal row is no step: it changes nothing
+        if row.trigger in FROM_START_ONLY and state != INITIAL:
             continue
-        if trigger in FROM_START_ONLY and state != INITIAL:
-            continue
-        seen[trigger] = None
+        seen[row.trigger] = None
     return list(seen)
 
 

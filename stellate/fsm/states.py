@@ -4,8 +4,9 @@
 profiles serialise the way Galaxy users expect; ``telemetry`` and ``backoff`` are stellate's
 additions, because every phase of the registration flow, and the wait between retries, must be
 a state one can see and test). ``STATE_SPECS`` declares each state's phase, tags (the groups
-below) and deadline; the rows that move between them are in ``table.py``. Code that needs a
-group of states uses the sets here, never a list of its own.
+below), deadline, and what entering or leaving it means (``Meaning``: entering ``failed`` is
+giving up, leaving ``busy`` interrupts the task); the rows that move between them are in
+``table.py``. Code that needs a group of states uses the sets here, never a list of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 import attrs
+
+from .meaning import Meaning
 
 
 class DeviceStatus(StrEnum):
@@ -53,6 +56,18 @@ class Tag(StrEnum):
     SETTLED = "settled"
     #: Nothing happens until the owner acts (connect, retry, disconnect).
     AT_REST = "at_rest"
+    #: Where a connect ends: task-ready, gave up, or stopped by the owner meanwhile.
+    OUTCOME = "outcome"
+
+
+class DeadlineKind(StrEnum):
+    """What a state's deadline is for."""
+
+    #: How long the state may last: the server is too slow when it passes (the table's
+    #: ``timed_out`` rows decide what follows).
+    LIMIT = "limit"
+    #: A wait the device sits out before its next attempt (``ManagerEvent.retry_in``).
+    WAIT = "wait"
 
 
 @attrs.frozen
@@ -67,6 +82,7 @@ class Deadline:
 
     settings: tuple[str, ...]
     drawn: bool = False
+    kind: DeadlineKind = DeadlineKind.LIMIT
 
     @property
     def label(self) -> str:
@@ -82,12 +98,14 @@ TELEMETRY_DEADLINE: Final = Deadline(("telemetry_timeout",))
 BACKOFF_DEADLINE: Final = Deadline(
     ("reconnect_delay", "backoff_cap", "jitter_floor", "rejoin_delay", "recovery_window"),
     drawn=True,
+    kind=DeadlineKind.WAIT,
 )
 
 
 @attrs.frozen
 class StateSpec:
-    """One state: its phase of the registration flow, its groups, its deadline, its entry."""
+    """One state: its phase of the registration flow, its groups, its deadline, its entry,
+    and what a row into or out of it means."""
 
     status: S
     tags: frozenset[Tag] = frozenset()
@@ -98,6 +116,11 @@ class StateSpec:
     on_enter: str | None = None
     #: The lifecycle method run on leaving the state.
     on_exit: str | None = None
+    #: What every row into this state means (entering ``failed`` is giving up).
+    entering: Meaning | None = None
+    #: What a row out of this state means unless the row itself says how (leaving ``busy``
+    #: interrupts the task, except by ``task_finished``, which declares it finished).
+    leaving: Meaning | None = None
 
 
 def _tags(*tags: Tag) -> frozenset[Tag]:
@@ -106,13 +129,20 @@ def _tags(*tags: Tag) -> frozenset[Tag]:
 
 #: The states, in the order of the registration flow.
 STATE_SPECS: Final[tuple[StateSpec, ...]] = (
-    StateSpec(S.DISCONNECTED, _tags(Tag.AT_REST), 1, None, "_enter_disconnected"),
+    StateSpec(
+        S.DISCONNECTED,
+        _tags(Tag.AT_REST, Tag.OUTCOME),
+        1,
+        on_enter="_enter_disconnected",
+        entering=Meaning.STOPPED,
+    ),
     StateSpec(
         S.CONNECTING,
         _tags(Tag.ATTEMPTING, Tag.AWAITING_SERVER),
         2,
         CONNECT_DEADLINE,
         "_enter_connecting",
+        entering=Meaning.ATTEMPT,
     ),
     StateSpec(S.CONNECTED, _tags(Tag.ATTEMPTING, Tag.HOLDS_SOCKET), 2, None, "_enter_connected"),
     StateSpec(
@@ -128,10 +158,22 @@ STATE_SPECS: Final[tuple[StateSpec, ...]] = (
         TELEMETRY_DEADLINE,
         "_enter_telemetry",
     ),
-    StateSpec(S.IDLE, _tags(Tag.ACTIVE, Tag.HOLDS_SOCKET, Tag.SETTLED), 5),
-    StateSpec(S.BUSY, _tags(Tag.ACTIVE, Tag.HOLDS_SOCKET), on_exit="_leave_busy"),
+    StateSpec(S.IDLE, _tags(Tag.ACTIVE, Tag.HOLDS_SOCKET, Tag.SETTLED, Tag.OUTCOME), 5),
+    StateSpec(
+        S.BUSY,
+        _tags(Tag.ACTIVE, Tag.HOLDS_SOCKET),
+        on_exit="_leave_busy",
+        leaving=Meaning.TASK_INTERRUPTED,
+    ),
     StateSpec(S.BACKOFF, _tags(), None, BACKOFF_DEADLINE, "_enter_backoff"),
-    StateSpec(S.FAILED, _tags(Tag.SETTLED, Tag.AT_REST), None, None, "_enter_failed"),
+    StateSpec(
+        S.FAILED,
+        _tags(Tag.SETTLED, Tag.AT_REST, Tag.OUTCOME),
+        None,
+        None,
+        "_enter_failed",
+        entering=Meaning.GAVE_UP,
+    ),
 )
 
 INITIAL: Final = S.DISCONNECTED.value
@@ -150,6 +192,7 @@ AWAITING_SERVER: Final = tagged(Tag.AWAITING_SERVER)
 ACTIVE: Final = tagged(Tag.ACTIVE)
 SETTLED: Final = tagged(Tag.SETTLED)
 AT_REST: Final = tagged(Tag.AT_REST)
+OUTCOMES: Final = tagged(Tag.OUTCOME)
 
 
 #: States as ``transitions`` declares them.

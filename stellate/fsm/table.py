@@ -1,11 +1,12 @@
 """THE transition table of a device's registration lifecycle — the only one.
 
 Everything that decides a device's status is declared in this module: the states (with their
-phase, their tags and their deadline), the rows, and the names of the guards that choose
-between rows. ``DeviceLifecycle`` (``lifecycle.py``) implements the guards and callbacks the
-rows name; ``checks.py`` verifies the table when the machine is built; the runner, ``paths()``,
-the diagrams and the coverage report all read what is declared here. Nothing else decides a
-status, lists a group of states, or knows a deadline.
+phase, their tags and their deadline), the rows, the names of the guards that choose between
+rows, and what each row means (``Meaning``). ``DeviceLifecycle`` (``lifecycle.py``) implements
+the guards and callbacks the rows name; ``checks.py`` verifies the table when the machine is
+built; the runner, ``paths()``, the diagrams, the coverage report and every watcher (events,
+display, stats, the fleet page, the test harness) read what is declared here. Nothing else
+decides a status, lists a group of states, knows a deadline or decodes what a row means.
 
 Rules, read top to bottom (h11 style):
 
@@ -53,17 +54,31 @@ Rules, read top to bottom (h11 style):
 Deadlines are events (gen_statem's ``state_timeout``): a state declares which ``Timing``
 setting bounds it, the lifecycle arms ``DeviceLifecycle.timeout`` on entering it, and the
 runner feeds ``timed_out`` when it passes.
+
+Meanings. A row means what it declares (``"meaning"``: ready, lost, wait over...), plus what its
+states declare: entering ``failed`` is giving up, entering ``connecting`` an attempt, entering
+``disconnected`` the owner's stop, entering a state whose deadline is a wait (``backoff``)
+backing off; leaving ``busy`` interrupts the task unless the row declares how it ended
+(``task_finished``). ``rows()`` carries the result, computed once per row; rows that differ
+only by their guards mean the same (``checks.py`` verifies it), so a fired step's meaning is
+known from its trigger, source and destination.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+import attrs
+
+from .meaning import Meaning as M
 from .states import (
     ACTIVE,
     ATTEMPTING,
     AWAITING_SERVER,
+    SPECS,
     STATE_SPECS,
+    DeadlineKind,
 )
 from .states import DeviceStatus as S
 from .trigger import Trigger as T
@@ -135,6 +150,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "source": _v(S.DISCONNECTED),
         "dest": S.CONNECTING.value,
         "before": "_start_run",
+        "meaning": [M.RUN_STARTED],
     },
     {"trigger": T.CONNECT.value, "source": _v(S.BACKOFF), "dest": S.CONNECTING.value},
     {"trigger": T.CONNECTION_OPENED.value, "source": _v(S.CONNECTING), "dest": S.CONNECTED.value},
@@ -154,6 +170,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "source": _v(S.BACKOFF),
         "dest": S.CONNECTING.value,
         "conditions": [RECOVERING, WINDOW_OPEN],
+        "meaning": [M.WAIT_OVER],
     },
     {
         "trigger": T.TIMED_OUT.value,
@@ -168,6 +185,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "source": _v(S.BACKOFF),
         "dest": S.CONNECTING.value,
         "unless": [RECOVERING],
+        "meaning": [M.WAIT_OVER],
     },
     # Phase 3: AIP registration. A refusal is final unless it is transient (see the rules).
     {"trigger": T.REGISTER_SENT.value, "source": _v(S.CONNECTED), "dest": S.REGISTERING.value},
@@ -198,12 +216,14 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "dest": S.IDLE.value,
         "before": "_merge_telemetry",
         "after": "_activate",
+        "meaning": [M.READY],
     },
     {
         "trigger": T.TIMED_OUT.value,
         "source": _v(S.TELEMETRY),
         "dest": S.IDLE.value,
         "after": "_activate",
+        "meaning": [M.READY, M.NO_TELEMETRY],
     },
     # Loss after activation: a recovery begins. A connection that stayed up for the stability
     # window starts the backoff over; a shorter one is a flap and the backoff keeps climbing.
@@ -213,6 +233,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "dest": S.BACKOFF.value,
         "conditions": STABLE,
         "before": "_lose_stable",
+        "meaning": [M.LOST],
     },
     {
         "trigger": T.CONNECTION_FAILED.value,
@@ -220,6 +241,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "dest": S.BACKOFF.value,
         "unless": STABLE,
         "before": "_lose_flapping",
+        "meaning": [M.LOST],
     },
     # Tasks: the app marks an activated device busy, and idle again.
     {
@@ -227,14 +249,21 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "source": _v(S.IDLE),
         "dest": S.BUSY.value,
         "before": "_take_task",
+        "meaning": [M.TASK_STARTED],
     },
-    {"trigger": T.TASK_FINISHED.value, "source": _v(S.BUSY), "dest": S.IDLE.value},
+    {
+        "trigger": T.TASK_FINISHED.value,
+        "source": _v(S.BUSY),
+        "dest": S.IDLE.value,
+        "meaning": [M.TASK_FINISHED],
+    },
     # The owner: retry a failed device (a fresh run), or stop any device.
     {
         "trigger": T.RETRY.value,
         "source": _v(S.FAILED),
         "dest": S.CONNECTING.value,
         "before": "_start_run",
+        "meaning": [M.RUN_STARTED],
     },
     {
         "trigger": T.DISCONNECT.value,
@@ -253,35 +282,121 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
 #: The triggers, in table order, without repeats.
 TRIGGERS: Final[tuple[T, ...]] = tuple(dict.fromkeys(T(t["trigger"]) for t in TRANSITIONS))
 
-Row = tuple[T, str, str, tuple[str, ...], tuple[str, ...]]
+#: The keys of a declaration that ``transitions`` reads; the others are stellate's (meanings).
+MACHINE_KEYS: Final = (
+    "trigger",
+    "source",
+    "dest",
+    "conditions",
+    "unless",
+    "before",
+    "after",
+    "prepare",
+)
 
 
-def _names(value: Any) -> tuple[str, ...]:
+def names(value: Any) -> tuple[str, ...]:
+    """A declaration's value (None, one name, or several) as a tuple of names."""
     if value is None:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+def guard_label(conditions: Iterable[str], unless: Iterable[str]) -> str:
+    """``a & !b`` for guards ``a`` and ``unless b``; empty without guards."""
+    return " & ".join([*conditions, *(f"!{name}" for name in unless)])
+
+
+@attrs.frozen(cache_hash=True)
+class Row:
+    """One row of the table: a trigger from one state, under its guards, and what it means.
+
+    ``internal`` rows (declared with ``dest: None``) change nothing: ``dest`` is their source,
+    no state is left or entered, and no watcher is told (``Meaning.IGNORED``).
+    """
+
+    trigger: T
+    source: S
+    dest: S
+    conditions: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    meanings: frozenset[M] = frozenset()
+    internal: bool = False
+
+    @property
+    def guard(self) -> str:
+        """The guards as diagrams write them (``retries_left & !recovering``; empty: none)."""
+        return guard_label(self.conditions, self.unless)
+
+    @property
+    def step(self) -> tuple[T, S, S]:
+        """``(trigger, source, dest)``: what a fired row is seen as, its guards aside."""
+        return (self.trigger, self.source, self.dest)
+
+    def __str__(self) -> str:
+        guard = self.guard
+        return f"{self.trigger} {self.source} -> {self.dest}" + (f" [{guard}]" if guard else "")
+
+
+def _meanings(declared: Iterable[M], source: S, dest: S | None) -> frozenset[M]:
+    """What a row means: what it declares, and what its states declare (module docstring)."""
+    out = set(declared)
+    if dest is None:
+        out.add(M.IGNORED)
+        return frozenset(out)
+    entering, leaving = SPECS[dest], SPECS[source]
+    if entering.entering is not None:
+        out.add(entering.entering)
+    if entering.deadline is not None and entering.deadline.kind is DeadlineKind.WAIT:
+        out.add(M.BACKS_OFF)
+    if leaving.leaving is not None and source is not dest and not out & _TASK_ENDINGS:
+        out.add(leaving.leaving)
+    return frozenset(out)
+
+
+#: Meanings that say how a task ended (a row declaring one replaces busy's "interrupted").
+_TASK_ENDINGS: Final = frozenset({M.TASK_FINISHED, M.TASK_INTERRUPTED})
+
+
 def expand(transitions: list[dict[str, Any]]) -> list[Row]:
-    """Declarations expanded to one row per (trigger, source, dest, guards)."""
+    """Declarations expanded to one row per (trigger, source, dest, guards), with meanings."""
     out: list[Row] = []
     for t in transitions:
-        for source in _names(t["source"]):
+        declared = [M(m) for m in names(t.get("meaning"))]
+        for source in names(t["source"]):
+            dest = t["dest"]
+            src = S(source)
             out.append(
-                (
+                Row(
                     T(t["trigger"]),
-                    source,
-                    t["dest"],
-                    _names(t.get("conditions")),
-                    _names(t.get("unless")),
+                    src,
+                    src if dest is None else S(dest),
+                    names(t.get("conditions")),
+                    names(t.get("unless")),
+                    _meanings(declared, src, None if dest is None else S(dest)),
+                    internal=dest is None,
                 )
             )
     return out
 
 
-def rows() -> list[Row]:
-    """The table expanded to one row per (trigger, source, dest, guards): what coverage counts.
+_ROWS: Final[tuple[Row, ...]] = tuple(expand(TRANSITIONS))
 
-    Each row is ``(trigger, source, dest, conditions, unless)``.
+
+def rows() -> list[Row]:
+    """The table expanded to one row per (trigger, source, dest, guards), in table order:
+    what coverage counts, the diagrams draw and watchers read meanings from."""
+    return list(_ROWS)
+
+
+_BY_STEP: Final[Mapping[tuple[T, S, S], Row]] = {row.step: row for row in _ROWS}
+
+
+def row_of(trigger: T, source: S, dest: S) -> Row:
+    """A row fired from ``source`` to ``dest`` by ``trigger`` (its guards aside: rows that
+    differ only by guards mean the same).
+
+    Raises:
+        KeyError: no row of the table does that.
     """
-    return expand(TRANSITIONS)
+    return _BY_STEP[(trigger, source, dest)]

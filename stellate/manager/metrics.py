@@ -35,7 +35,7 @@ from prometheus_client.core import (
 
 from ..adapters.listener import is_loopback_host
 from ..adapters.ws_server import HttpRequest, HttpResponse, HttpRoute, ListenerStats, serve_http
-from ..fsm import AgentProfile, DeviceStatus, rows
+from ..fsm import AgentProfile, DeviceStatus, Meaning, rows
 from ..fsm.states import INITIAL
 from ..text.redact import redact_url
 from .constellation import ConstellationDeviceManager
@@ -107,8 +107,8 @@ class ManagerCollector:
 
 
 def _failing_triggers() -> set[str]:
-    """Every trigger with a row into FAILED: the label values of the failures counter."""
-    return {str(trigger) for trigger, _source, dest, *_ in rows() if dest == DeviceStatus.FAILED}
+    """Every trigger with a row that gives up: the label values of the failures counter."""
+    return {row.trigger.value for row in rows() if Meaning.GAVE_UP in row.meanings}
 
 
 def _histogram(
@@ -166,16 +166,17 @@ def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
 
 
 @functools.cache
-def _table_rows() -> list[dict[str, str]]:
+def _table_rows() -> list[dict[str, object]]:
     """The transition table as the page draws it (built once: the table never changes)."""
     return [
         {
-            "trigger": str(trigger),
-            "source": source,
-            "dest": dest,
-            "guard": " and ".join([*conditions, *(f"not {u}" for u in unless)]),
+            "trigger": row.trigger.value,
+            "source": row.source.value,
+            "dest": row.dest.value,
+            "guard": row.guard,
+            "meaning": sorted(m.value for m in row.meanings),
         }
-        for trigger, source, dest, conditions, unless in rows()
+        for row in rows()
     ]
 
 

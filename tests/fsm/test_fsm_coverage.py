@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stellate.fsm import AgentProfile, Trigger, coverage, rows
+from stellate.fsm import AgentProfile, Row, Trigger, coverage, rows
+from stellate.fsm import DeviceStatus as S
 from stellate.fsm.lifecycle import LifecycleEngine
 
 
@@ -22,7 +23,7 @@ def test_report_counts_rows(scratch: None) -> None:
     coverage.record(missing[0])
     assert coverage.report() == (1, total, missing[1:])
     assert coverage.summary()[0] == f"transition coverage: 1/{total} rows"
-    assert coverage.summary()[1] == "  missing: {} {} -> {}".format(*missing[1][:3])
+    assert coverage.summary()[1] == "  missing: {} {} -> {}".format(*missing[1].step)
 
 
 def test_lifecycle_records_only_while_enabled(scratch: None) -> None:
@@ -33,7 +34,9 @@ def test_lifecycle_records_only_while_enabled(scratch: None) -> None:
     assert coverage.fired() == set()
     coverage.enable()
     lc.fire(Trigger.CONNECTION_OPENED)
-    assert coverage.fired() == {(Trigger.CONNECTION_OPENED, "connecting", "connected", (), ())}
+    (opened,) = coverage.fired()
+    assert opened.step == (Trigger.CONNECTION_OPENED, "connecting", "connected")
+    assert (opened.conditions, opened.unless) == ((), ())
     engine.release(lc)
 
 
@@ -45,14 +48,14 @@ def test_scratch_leaves_the_session_record(monkeypatch: pytest.MonkeyPatch) -> N
     session = coverage._fired
     with monkeypatch.context() as m:
         m.setattr(coverage, "_fired", set())
-        coverage.record((Trigger.RETRY, "y", "z", (), ()))
-    assert coverage._fired is session and (Trigger.RETRY, "y", "z", (), ()) not in session
+        coverage.record(Row(Trigger.RETRY, S.BUSY, S.IDLE))
+    assert coverage._fired is session and Row(Trigger.RETRY, S.BUSY, S.IDLE) not in session
 
 
 def test_rows_differing_only_by_guards_are_counted_apart(scratch: None) -> None:
     """The stable and the flapping loss go idle -> backoff: two rows, two coverage entries."""
     coverage.reset()
-    losses = [r for r in rows() if r[:3] == (Trigger.CONNECTION_FAILED, "idle", "backoff")]
+    losses = [r for r in rows() if r.step == (Trigger.CONNECTION_FAILED, "idle", "backoff")]
     assert len(losses) == 2
     coverage.record(losses[0])
     assert losses[1] in coverage.report()[2]

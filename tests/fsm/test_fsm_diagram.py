@@ -52,7 +52,10 @@ def expand_dot_edges(text: str) -> Counter[tuple[str, str, str]]:
 
 
 def table_rows() -> Counter[tuple[str, str, str]]:
-    return Counter((t + guard_label(c, u), s, d) for t, s, d, c, u in rows())
+    return Counter(
+        (r.trigger + guard_label(r.conditions, r.unless), r.source.value, r.dest.value)
+        for r in rows()
+    )
 
 
 def any_state_rows() -> Counter[tuple[str, str, str]]:
@@ -176,7 +179,7 @@ def test_table_has_one_line_per_row() -> None:
     lines = [line for line in table().splitlines() if re.match(r"\| \d+ \|", line)]
     assert len(lines) == len(rows())
     for number, (line, row) in enumerate(zip(lines, rows(), strict=True), start=1):
-        trigger, source, dest, _c, _u = row
+        trigger, source, dest = row.step
         assert line.startswith(f"| {number} | `{trigger}` | {source} | {dest} |")
 
 

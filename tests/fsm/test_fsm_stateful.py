@@ -20,7 +20,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from profiles import examples
 
-from stellate.fsm import ACTIVE, TRIGGERS, DeviceStatus, IllegalTransition, Timing, Trigger, rows
+from stellate.fsm import (
+    ACTIVE,
+    TRIGGERS,
+    DeviceStatus,
+    IllegalTransition,
+    Row,
+    Timing,
+    Trigger,
+    rows,
+)
 from stellate.fsm.lifecycle import LifecycleEngine
 from stellate.protocol import RejectionKind
 from stellate.testing import retry_policies, system_infos
@@ -120,14 +129,13 @@ class LifecycleWalk(RuleBasedStateMachine):
             and now - self.activated_at >= timing.stability_window,
         }
 
-    def table_row(self, trigger: str, data: dict[str, Any]) -> tuple[Any, ...] | None:
+    def table_row(self, trigger: str, data: dict[str, Any]) -> Row | None:
         """The row the table says fires (None: the event is illegal here)."""
         guards = self.guards(data)
         for row in rows():
-            row_trigger, source, _dest, conditions, unless = row
-            if row_trigger != trigger or source != self.lc.status:
+            if row.trigger != trigger or row.source != self.lc.status:
                 continue
-            if all(guards[g] for g in conditions) and not any(guards[g] for g in unless):
+            if all(guards[g] for g in row.conditions) and not any(guards[g] for g in row.unless):
                 return row
         return None
 
@@ -164,7 +172,8 @@ class LifecycleWalk(RuleBasedStateMachine):
         self.mono.now += seconds
 
     def _triggers_here(self) -> list[str]:
-        return [t for t in TRIGGERS if any(r[0] == t and r[1] == self.lc.status for r in rows())]
+        here = self.lc.status
+        return [t for t in TRIGGERS if any(r.trigger == t and r.source == here for r in rows())]
 
     @precondition(lambda self: self.lc.state in (S.REGISTERING, S.IDLE))
     @rule(bad=st.sampled_from(["no_accepted", "accepted_str", "no_task_id"]))
@@ -203,14 +212,14 @@ class LifecycleWalk(RuleBasedStateMachine):
 
         lc.fire(trigger, **data)
         dest = lc.state
-        assert dest == row[2]
+        assert dest == row.dest
         assert self.recorder.records[-1].step == (trigger, source.value, dest.value)
         if source == S.FAILED:
             assert trigger in (Trigger.RETRY, Trigger.DISCONNECT)
         self._update_model(trigger, data, source, dest, row)
 
     def _update_model(
-        self, trigger: str, data: dict[str, Any], source: S, dest: S, row: tuple[Any, ...]
+        self, trigger: str, data: dict[str, Any], source: S, dest: S, row: Row
     ) -> None:
         now = self.mono.now
         if trigger in (Trigger.RETRY, Trigger.CONNECT) and source != S.BACKOFF:
@@ -224,15 +233,15 @@ class LifecycleWalk(RuleBasedStateMachine):
         if dest == S.BACKOFF:
             timing = self.timing
             if source in ACTIVE:
-                stable = "stable" in row[3]
+                stable = "stable" in row.conditions
                 self.failures = 0 if stable else self.failures + 1
                 self.lost_at = now
                 self.wait = timing.backoff_bounds(self.failures)
-            elif trigger == Trigger.REGISTRATION_ANSWERED and "recovering" in row[3]:
+            elif trigger == Trigger.REGISTRATION_ANSWERED and "recovering" in row.conditions:
                 self.wait = timing.rejoin_bounds()  # transient while recovering: flat
             else:
                 self.failures += 1
-                recovering = "recovering" in row[3]  # the row's conditions
+                recovering = "recovering" in row.conditions  # the row's conditions
                 self.wait = timing.backoff_bounds(self.failures, recovering=recovering)
             retry_after = data.get("retry_after") if trigger == Trigger.CONNECTION_FAILED else None
             self.backoff_entered = (now, retry_after or 0.0)

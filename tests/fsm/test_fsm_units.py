@@ -28,6 +28,7 @@ from stellate.fsm import (
     AgentProfile,
     IllegalTransition,
     RetryPolicy,
+    Row,
     Timing,
     Trigger,
     coverage,
@@ -126,27 +127,25 @@ def test_task_assigned_needs_a_task_id(make: Any) -> None:
 # -- every row: fires, is observed, and asks for its effects -----------------------------------
 
 
-def _row_id(row: tuple[Any, ...]) -> str:
-    trigger, source, dest, conditions, unless = row
-    guard = "".join(f"+{c}" for c in conditions) + "".join(f"-{u}" for u in unless)
-    return f"{source}-{trigger}{guard}-{dest}"
+def _row_id(row: Row) -> str:
+    guard = "".join(f"+{c}" for c in row.conditions) + "".join(f"-{u}" for u in row.unless)
+    return f"{row.source}-{row.trigger}{guard}-{row.dest}"
 
 
 #: Windows for the guarded rows: long enough to be open, passed when we say so.
 WINDOWS = Timing(recovery_window=60.0, stability_window=30.0)
 
 
-def situated(make: Any, row: tuple[Any, ...], **kw: Any) -> DeviceLifecycle:
+def situated(make: Any, row: Row, **kw: Any) -> DeviceLifecycle:
     """A lifecycle in the row's source state, in the situation its guards ask for.
 
     The recovery and stability windows are set on the lifecycle's own memory of when the device
     lost / last activated its connection (what firing a loss / an activation would leave).
     """
-    _trigger, source, _dest, conditions, unless = row
-    guards = {**dict.fromkeys(conditions, True), **dict.fromkeys(unless, False)}
+    guards = {**dict.fromkeys(row.conditions, True), **dict.fromkeys(row.unless, False)}
     mono = Monotonic()
     exhausted = guards.get("retries_left") is False
-    lc = make(S(source), attempts=3 if exhausted else 2, max_retries=3, timing=WINDOWS,
+    lc = make(row.source, attempts=3 if exhausted else 2, max_retries=3, timing=WINDOWS,
               monotonic=mono, **kw)  # fmt: skip
     if guards.get("recovering"):
         lc._lost_at = mono.now - (0.0 if guards.get("window_open") else WINDOWS.recovery_window)
@@ -155,20 +154,19 @@ def situated(make: Any, row: tuple[Any, ...], **kw: Any) -> DeviceLifecycle:
     return lc
 
 
-def row_data(row: tuple[Any, ...]) -> dict[str, Any]:
-    trigger, source, dest, conditions, _unless = row
-    if trigger == Trigger.REGISTRATION_ANSWERED and dest != S.TELEMETRY:
-        return dict(ABSENT_TARGET if "transient_rejection" in conditions else FINAL_REFUSAL)
-    return step_data(Step(trigger, source, dest), SEED_SYSTEM_INFO)
+def row_data(row: Row) -> dict[str, Any]:
+    if row.trigger == Trigger.REGISTRATION_ANSWERED and row.dest != S.TELEMETRY:
+        return dict(ABSENT_TARGET if "transient_rejection" in row.conditions else FINAL_REFUSAL)
+    return step_data(Step(*row.step), SEED_SYSTEM_INFO)
 
 
 @pytest.mark.parametrize("row", rows(), ids=_row_id)
 def test_every_row_fires_with_its_effects(
-    make: Any, row: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+    make: Any, row: Row, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each row, set up in the situation its guards describe, is the one that fires."""
-    trigger, source, dest, _conditions, _unless = row
-    session, scratch = coverage._fired, set[tuple[Any, ...]]()
+    trigger, source, dest = row.step
+    session, scratch = coverage._fired, set[Row]()
     monkeypatch.setattr(coverage, "_fired", scratch)  # a private record: exactly this row
     monkeypatch.setattr(coverage, "enabled", True)
     recorder = Recorder()
@@ -211,7 +209,7 @@ def test_failure_reasons(make: Any) -> None:
 
 
 def _illegal_pairs() -> list[tuple[S, str]]:
-    legal = {(source, trigger) for trigger, source, *_ in rows()}
+    legal = {(row.source, row.trigger) for row in rows()}
     return [(s, t) for s in S for t in TRIGGERS if (s.value, t) not in legal]
 
 
