@@ -27,7 +27,7 @@ import trio
 
 from stellate import Timing
 from stellate.adapters.websocket import WebSocketConnector
-from stellate.fsm import AgentProfile, DeviceStatus, TransitionRecord
+from stellate.fsm import SETTLED, AgentProfile, DeviceStatus, Meaning, TransitionRecord
 from stellate.fsm.lifecycle import DeviceLifecycle
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import Connection, Connector
@@ -143,7 +143,7 @@ async def latency(job: dict[str, Any]) -> dict[str, Any]:
             seen.clear()
             t0 = trio.current_time()
             manager.add_device(device)
-            await manager.wait_for(device.device_id, DeviceStatus.IDLE, DeviceStatus.FAILED)
+            await manager.wait_for(device.device_id, *SETTLED)
             if DeviceStatus.IDLE.value not in seen:
                 raise RuntimeError(f"run {run}: device ended {list(seen)}")
             if run >= warmup:
@@ -308,24 +308,24 @@ class _Storm:
         self.expected = 0
 
     def see(self, record: TransitionRecord, lifecycle: DeviceLifecycle, at: float) -> None:
-        device, dest = record.device_id, record.dest
-        if record.source in (DeviceStatus.IDLE, DeviceStatus.BUSY) and dest is DeviceStatus.BACKOFF:
+        device, meanings = record.device_id, record.meanings
+        if Meaning.LOST in meanings:
             self.lost.setdefault(device, at)
             self.back.pop(device, None)
         elif device in self.lost:
-            if dest is DeviceStatus.CONNECTING:
+            if Meaning.ATTEMPT in meanings:
                 self.attempts.append(at)
-            elif dest is DeviceStatus.IDLE:
+            elif Meaning.READY in meanings:
                 self.back.setdefault(device, at)
-            elif dest is DeviceStatus.FAILED:
+            elif Meaning.GAVE_UP in meanings:
                 self.failed.add(device)
-            elif dest is DeviceStatus.BACKOFF:
+            elif Meaning.BACKS_OFF in meanings:
                 self.reasons[_DIGITS.sub("N", lifecycle.last_error or "?")[:90]] += 1
             if self.expected and len(self.back) + len(self.failed) >= self.expected:
                 self.done.set()
-        elif dest is DeviceStatus.CONNECTING:
+        elif Meaning.ATTEMPT in meanings:
             self.bring_up_attempts += 1
-        elif dest is DeviceStatus.IDLE:
+        elif Meaning.READY in meanings:
             self.ready.append(at - self.t0)
 
 

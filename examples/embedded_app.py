@@ -33,7 +33,7 @@ import trio
 
 from stellate import AgentProfile, DeviceStatus, Timing
 from stellate.agent import DeviceAgent
-from stellate.fsm import SETTLED
+from stellate.fsm import SETTLED, Meaning
 from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from stellate.server import AgentServer
 
@@ -80,7 +80,7 @@ async def main(print_: Callable[..., Any] = print) -> Outcome:
                     retrying.add(device_id)
                     await nursery.start(DeviceAgent(url, device_id).run)
                     nursery.start_soon(manager.retry_device, device_id)
-                elif event.record.source is DeviceStatus.FAILED:
+                elif Meaning.RUN_STARTED in event.meanings:  # the retry left FAILED
                     retrying.discard(device_id)
                 # TELEMETRY_MERGED is followed by READY for the same step: stop after READY.
                 last_of_step = event.kind is not EventKind.TELEMETRY_MERGED

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from stellate import AgentProfile, DeviceStatus, Timing
 from stellate.adapters.memory import MemoryNetwork
+from stellate.fsm import Meaning
 from stellate.manager import ConstellationDeviceManager, EventKind
 from stellate.testing import (
     HARNESS_TIMING,
@@ -92,7 +93,7 @@ class ReadyBoard:
                         self.ended.setdefault(event.task_id, []).append("finished")
                     elif event.kind in (EventKind.CONNECTION_LOST, EventKind.FAILED):
                         self.ready.discard(event.device_id)
-                        if event.task_id:  # lost while busy: the task is over
+                        if Meaning.TASK_INTERRUPTED in event.meanings and event.task_id:
                             self.ended.setdefault(event.task_id, []).append("interrupted")
                     if event.kind is EventKind.FAILED and event.device_id not in self.retried:
                         self.retried[event.device_id] = 0

@@ -14,7 +14,9 @@ file chose (ids, reasons, OS, capabilities, host names) goes through ``shown``
 encode.
 
 Waiting lines say why and when: ``dev-a: connecting -> backoff: connection refused
-(127.0.0.1:5055); attempt 2/5 in 1.8 s``.
+(127.0.0.1:5055); attempt 2/5 in 1.8 s``. What a transition means (backing off, giving up, the
+wait over, activated without telemetry) is read from its row's meanings, and every count from
+the manager's stats (``StatusCounts``): nothing here decodes a row or counts by itself.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ import json
 import math
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 import attrs
 
-from ..fsm import SETTLED, AgentProfile, DeviceStatus, Trigger
+from ..fsm import SETTLED, AgentProfile, DeviceStatus, Meaning, Tag
 from ..manager import EventKind, ManagerEvent
 from ..manager.metrics import profile_json
+from ..manager.stats import FleetStats, StatusCounts
 from ..text.escape import escape_text as shown
 from ..text.redact import redact_url
 
@@ -83,13 +85,6 @@ def phase_label(status: DeviceStatus) -> str:
     return _PHASE_LABEL[phase] if phase is not None else "-"
 
 
-def status_counts(profiles: Iterable[AgentProfile]) -> str:
-    counts = Counter(p.status for p in profiles)
-    return "  ".join(
-        f"{status.value}={counts[status]}" for status in DeviceStatus if counts[status]
-    )
-
-
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.0f} s"
@@ -111,13 +106,11 @@ class Progress:
     elapsed: float
 
     @classmethod
-    def of(cls, profiles: Iterable[AgentProfile], total: int, elapsed: float) -> Progress:
-        counts = Counter(p.status for p in profiles)
-        settled = sum(counts[status] for status in SETTLED)
+    def of(cls, counts: StatusCounts, total: int, elapsed: float) -> Progress:
         # Shown apart: how many are ready, and how many gave up.
         idle = counts[DeviceStatus.IDLE]
         failed = counts[DeviceStatus.FAILED]
-        return cls(total, idle, failed, settled, elapsed)
+        return cls(total, idle, failed, counts.tagged(Tag.SETTLED), elapsed)
 
     @property
     def rate(self) -> float:
@@ -146,7 +139,7 @@ class Progress:
 
 class Display(Protocol):
     def event(self, event: ManagerEvent) -> None: ...
-    def tick(self, profiles: Mapping[str, AgentProfile]) -> None: ...
+    def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None: ...
     def close(self) -> None: ...
 
 
@@ -159,19 +152,16 @@ def event_line(event: ManagerEvent) -> str:
             f"{shown(event.device_id)}: telemetry merged: os={shown(profile.os)}, "
             f"{len(profile.capabilities)} capabilities"
         )
-    if record.dest is DeviceStatus.BACKOFF:
-        return f"{shown(event.device_id)}: {record.source} -> backoff: {_waiting(event)}"
-    if record.dest is DeviceStatus.FAILED:
-        reason = shown(event.reason or "gave up")
-        return f"{shown(event.device_id)}: {record.source} -> failed: {reason}"
+    meanings = event.meanings
+    moved = f"{shown(event.device_id)}: {record.source} -> {record.dest}"
+    if Meaning.BACKS_OFF in meanings:
+        return f"{moved}: {_waiting(event)}"
+    if Meaning.GAVE_UP in meanings:
+        return f"{moved}: {shown(event.reason or 'gave up')}"
     # Leaving backoff on its deadline is the retry, not a timeout of the attempt.
-    waited = record.source is DeviceStatus.BACKOFF and record.trigger is Trigger.TIMED_OUT
-    cause = "wait over, retrying" if waited else str(record.trigger)
-    line = (
-        f"{shown(event.device_id)}: {record.source} -> {record.dest} ({cause})"
-        f"  [phase {phase_label(record.dest)}]"
-    )
-    if event.kind is EventKind.READY and record.trigger is Trigger.TIMED_OUT:
+    cause = "wait over, retrying" if Meaning.WAIT_OVER in meanings else str(record.trigger)
+    line = f"{moved} ({cause})  [phase {phase_label(record.dest)}]"
+    if Meaning.NO_TELEMETRY in meanings:
         line = f"{shown(event.device_id)}: no telemetry in time; activated without it\n{line}"
     return line
 
@@ -227,15 +217,15 @@ class PlainDisplay:
         if self._detailed:
             print(event_line(event), file=self._out, flush=True)
 
-    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
+    def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None:
         if self._detailed:
             return
         now = self._clock()
-        counts = status_counts(profiles.values())
+        counts = stats.by_status.text()
         if counts == self._last_counts or now - self._last_print < PLAIN_PROGRESS_EVERY:
             return
         self._last_counts, self._last_print = counts, now
-        progress = Progress.of(profiles.values(), self._total, now - self._started)
+        progress = Progress.of(stats.by_status, self._total, now - self._started)
         print(f"[{self._total} devices] {progress.text()} — {counts}", file=self._out, flush=True)
 
     def close(self) -> None:
@@ -251,7 +241,7 @@ class JsonLinesDisplay:
     def event(self, event: ManagerEvent) -> None:
         print(event_json(event), file=self._out, flush=True)
 
-    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
+    def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None:
         pass
 
     def close(self) -> None:
@@ -268,9 +258,9 @@ class Displays:
         for display in self._displays:
             display.event(event)
 
-    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
+    def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None:
         for display in self._displays:
-            display.tick(profiles)
+            display.tick(profiles, stats)
 
     def close(self) -> None:
         for display in self._displays:
@@ -308,14 +298,18 @@ class RichDisplay:
         if self._detailed:
             self._live.console.print(Text(event_line(event)), soft_wrap=True)
 
-    def tick(self, profiles: Mapping[str, AgentProfile]) -> None:
-        self._live.update(self._table(profiles) if self._detailed else self._summary(profiles))
+    def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None:
+        progress = Progress.of(stats.by_status, self._total, self._clock() - self._started)
+        self._live.update(
+            self._table(profiles, progress)
+            if self._detailed
+            else self._summary(profiles, stats.by_status, progress)
+        )
 
-    def _table(self, profiles: Mapping[str, AgentProfile]) -> Any:
+    def _table(self, profiles: Mapping[str, AgentProfile], progress: Progress) -> Any:
         from rich.table import Table
         from rich.text import Text
 
-        progress = Progress.of(profiles.values(), self._total, self._clock() - self._started)
         table = Table(title="stellate: registration", caption=progress.text(), expand=False)
         for column in ("device", "phase", "status", "attempts", "os", "capabilities"):
             table.add_column(column)
@@ -330,16 +324,17 @@ class RichDisplay:
             )
         return table
 
-    def _summary(self, profiles: Mapping[str, AgentProfile]) -> Any:
+    def _summary(
+        self, profiles: Mapping[str, AgentProfile], counts: StatusCounts, progress: Progress
+    ) -> Any:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.text import Text
 
-        progress = Progress.of(profiles.values(), self._total, self._clock() - self._started)
         parts: list[Any] = [
             Text(f"stellate: {self._total} devices · {progress.text()}", style="bold"),
             ProgressBar(total=max(1, self._total), completed=progress.settled),
-            Text(status_counts(profiles.values())),
+            Text(counts.text()),
         ]
         slowest = sorted(
             (p for p in profiles.values() if p.status not in SETTLED),
@@ -379,7 +374,7 @@ def print_profiles(
     rest = reports[blocks:]
     if not rest:
         return
-    counts = status_counts(r.profile for r in rest)
+    counts = StatusCounts(r.profile.status for r in rest).text()
     print(
         f"… and {len(rest)} more devices: {counts} (stellate up --json prints every profile)",
         file=out,
@@ -433,8 +428,8 @@ def fleet_summary(reports: Sequence[DeviceReport], expected: Iterable[str]) -> s
     """One line: how many of the devices that were to connect are idle, and which failed."""
     wanted = set(expected)
     considered = [r for r in reports if r.profile.device_id in wanted]
-    counts = Counter(r.profile.status for r in considered)
-    line = f"{counts[DeviceStatus.IDLE]}/{len(considered)} idle"
+    counts = StatusCounts(r.profile.status for r in considered)
+    line = f"{counts[DeviceStatus.IDLE]}/{counts.total} idle"
     failed = [r for r in considered if r.profile.status is DeviceStatus.FAILED]
     if failed:
         named = "; ".join(
@@ -443,7 +438,7 @@ def fleet_summary(reports: Sequence[DeviceReport], expected: Iterable[str]) -> s
         )
         more = f"; +{len(failed) - 3} more" if len(failed) > 3 else ""
         line += f", {len(failed)} failed ({named}{more})"
-    pending = len(considered) - counts[DeviceStatus.IDLE] - len(failed)
+    pending = counts.total - counts.tagged(Tag.SETTLED)
     if pending:
         line += f", {pending} not settled"
     return line

@@ -34,7 +34,6 @@ import random
 import signal
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -43,10 +42,11 @@ import attrs
 import trio
 
 from ..config import DEFAULT_CONFIG_PATH, StellateConfig
-from ..fsm import SETTLED, DeviceStatus
+from ..fsm import SETTLED, DeviceStatus, Tag
 from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from ..manager.metrics import serve_fleet
+from ..manager.stats import StatusCounts
 from .configs import load_chosen, plain_text
 from .display import (
     DeviceReport,
@@ -436,16 +436,19 @@ async def _watch(
         for device_id, profile in manager.get_all_devices().items()
         if device_id in expected
     }
-    counts = Counter(status_of.values())
+    counts = StatusCounts(status_of.values())
 
     def done() -> bool:
         if until is _Until.SETTLED:
-            return sum(counts[status] for status in SETTLED) == len(expected)
+            return counts.tagged(Tag.SETTLED) == len(expected)
         if until is _Until.ALL_FAILED:
             return bool(expected) and counts[DeviceStatus.FAILED] == len(expected)
         return False
 
-    display.tick(manager.get_all_devices())
+    def tick() -> None:
+        display.tick(manager.get_all_devices(), manager.stats())
+
+    tick()
     next_tick = trio.current_time() + TICK
 
     def take(event: ManagerEvent) -> None:
@@ -453,9 +456,8 @@ async def _watch(
         # A merged-telemetry event is followed by READY for the same transition: count that
         # one, so it is shown too.
         if event.device_id in expected and event.kind is not EventKind.TELEMETRY_MERGED:
-            counts[status_of[event.device_id]] -= 1
+            counts.move(status_of[event.device_id], event.record.dest)
             status_of[event.device_id] = event.record.dest
-            counts[event.record.dest] += 1
 
     while not done():
         with trio.move_on_at(next_tick):
@@ -470,7 +472,7 @@ async def _watch(
             except trio.EndOfChannel:
                 return False
             continue
-        display.tick(manager.get_all_devices())
+        tick()
         next_tick = trio.current_time() + TICK
-    display.tick(manager.get_all_devices())
+    tick()
     return True

@@ -36,9 +36,11 @@ import trio
 from ..fsm import (
     AT_REST,
     DEFAULT_MAX_RETRIES,
+    OUTCOMES,
     SETTLED,
     AgentProfile,
     DeviceStatus,
+    Meaning,
     RandomSource,
     Timing,
     TransitionRecord,
@@ -394,7 +396,7 @@ class ConstellationDeviceManager:
             await self._wait_transition_after(device_id, seen)
         else:
             await self._command(device_id, Trigger.CONNECT)
-        final = await self.wait_for(device_id, *SETTLED, DeviceStatus.DISCONNECTED)
+        final = await self.wait_for(device_id, *OUTCOMES)
         return final.status is DeviceStatus.IDLE
 
     async def retry_device(self, device_id: str) -> bool:
@@ -479,9 +481,9 @@ class ConstellationDeviceManager:
         waiter = self._waiters.pop(device_id, None)
         if waiter is not None:
             waiter.set()
-        for kind in _kinds(record, record.telemetry_merged):
+        retry_in = lifecycle.timeout if Meaning.BACKS_OFF in record.meanings else None
+        for kind in _kinds(record):
             reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
-            retry_in = lifecycle.timeout if record.dest is DeviceStatus.BACKOFF else None
             event = ManagerEvent(kind, device_id, record, profile, reason, retry_in, record.task_id)
             for observer in self._observers:
                 observer(event)

@@ -1,4 +1,8 @@
-"""What the manager tells watchers: one ``ManagerEvent`` per transition, with its meaning."""
+"""What the manager tells watchers: one ``ManagerEvent`` per transition, with its meaning.
+
+An event's kind is read from the row's meanings, declared with the table
+(``stellate.fsm.Meaning``): nothing here decodes a row's source or destination.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from enum import StrEnum
 
 import attrs
 
-from ..fsm import ACTIVE, AgentProfile, DeviceStatus, TransitionRecord, Trigger
+from ..fsm import AgentProfile, Meaning, TransitionRecord
 
 
 class EventKind(StrEnum):
@@ -37,21 +41,38 @@ class ManagerEvent:
     record: TransitionRecord
     profile: AgentProfile
     reason: str | None = None
-    #: Entering ``backoff``: seconds until the next attempt (what a display says while waiting).
+    #: Backing off (``Meaning.BACKS_OFF``: the new state's deadline is a wait): seconds until
+    #: the next attempt (what a display says while waiting).
     retry_in: float | None = None
     #: The task this transition started, finished or interrupted (see ``EventKind``).
     task_id: str | None = None
 
+    @property
+    def meanings(self) -> frozenset[Meaning]:
+        """What the transition means, as the table declares it (``record.meanings``)."""
+        return self.record.meanings
 
-def _kinds(record: TransitionRecord, merged: bool) -> tuple[EventKind, ...]:
-    if record.dest is DeviceStatus.FAILED:
-        return (EventKind.FAILED,)
-    if record.trigger is Trigger.TASK_ASSIGNED:
-        return (EventKind.TASK_STARTED,)
-    if record.trigger is Trigger.TASK_FINISHED:
-        return (EventKind.TASK_FINISHED,)
-    if record.source in ACTIVE and record.dest is DeviceStatus.BACKOFF:
-        return (EventKind.CONNECTION_LOST,)
-    if record.dest is DeviceStatus.IDLE:
-        return (EventKind.TELEMETRY_MERGED, EventKind.READY) if merged else (EventKind.READY,)
-    return (EventKind.PHASE,)
+
+_FAILED = (EventKind.FAILED,)
+_TASK_STARTED = (EventKind.TASK_STARTED,)
+_TASK_FINISHED = (EventKind.TASK_FINISHED,)
+_LOST = (EventKind.CONNECTION_LOST,)
+_READY = (EventKind.READY,)
+_MERGED_READY = (EventKind.TELEMETRY_MERGED, EventKind.READY)
+_PHASE = (EventKind.PHASE,)
+
+
+def _kinds(record: TransitionRecord) -> tuple[EventKind, ...]:
+    """The events a transition yields, from its row's meanings (most specific first)."""
+    meanings = record.meanings
+    if Meaning.GAVE_UP in meanings:
+        return _FAILED
+    if Meaning.TASK_STARTED in meanings:
+        return _TASK_STARTED
+    if Meaning.TASK_FINISHED in meanings:
+        return _TASK_FINISHED
+    if Meaning.LOST in meanings:
+        return _LOST
+    if Meaning.READY in meanings:
+        return _MERGED_READY if record.telemetry_merged else _READY
+    return _PHASE

@@ -6,9 +6,10 @@ updates and, on leaving a state, one bucket search: nothing per heartbeat, nothi
 ``manager.stats()`` reads it into a :class:`FleetStats`; ``stellate.manager.metrics`` turns
 it into Prometheus metrics and the fleet page's JSON.
 
-What counts as what comes from elsewhere, never from a list here: the states are
-``DeviceStatus``, and the meaning of a transition (ready, lost, failed) is the manager's
-``EventKind``.
+What counts as what comes from the table, never from a list here: the states are
+``DeviceStatus``, groups of them its tags (``Tag``), and what a transition means (an attempt,
+ready, lost, failed, stopped) the row's ``Meaning``. :class:`StatusCounts` is the one place
+devices are counted per status: the stats, the CLI's display and ``stellate up`` all read it.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Final
 
 import attrs
 import trio
 
-from ..fsm import DeviceStatus
+from ..fsm import DeviceStatus, Meaning, Tag, tagged
 from ..fsm.lifecycle import DeviceLifecycle
 from .events import EventKind, ManagerEvent
 
-__all__ = ["DURATION_BUCKETS", "Durations", "FleetObserver", "FleetStats"]
+__all__ = ["DURATION_BUCKETS", "Durations", "FleetObserver", "FleetStats", "StatusCounts"]
 
 #: Histogram bounds (seconds) for time in a state and time to IDLE: loopback handshakes take
 #: milliseconds, a WAN registration a second or two, backoffs and recoveries minutes.
@@ -78,12 +80,62 @@ class Durations:
         return out
 
 
+#: Each tag's states, looked up once.
+_GROUPS: Final[Mapping[Tag, frozenset[DeviceStatus]]] = {tag: tagged(tag) for tag in Tag}
+
+
+class StatusCounts(Mapping[DeviceStatus, int]):
+    """Devices per status (every status listed, zeros included) and per group of states.
+
+    Args:
+        statuses: one status per device counted.
+    """
+
+    __slots__ = ("_counts",)
+
+    def __init__(self, statuses: Iterable[DeviceStatus] = ()) -> None:
+        self._counts = dict.fromkeys(DeviceStatus, 0)
+        for status in statuses:
+            self._counts[status] += 1
+
+    def __getitem__(self, status: DeviceStatus) -> int:
+        return self._counts[status]
+
+    def __iter__(self) -> Iterator[DeviceStatus]:
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __repr__(self) -> str:
+        return f"StatusCounts({self.text() or 'no devices'})"
+
+    @property
+    def total(self) -> int:
+        """Devices counted."""
+        return sum(self._counts.values())
+
+    def tagged(self, tag: Tag) -> int:
+        """Devices in the states the table tags ``tag`` (``Tag.SETTLED``: idle or failed)."""
+        return sum(self._counts[status] for status in _GROUPS[tag])
+
+    def move(self, source: DeviceStatus, dest: DeviceStatus) -> None:
+        """One device went from ``source`` to ``dest`` (kept up to date per event)."""
+        self._counts[source] -= 1
+        self._counts[dest] += 1
+
+    def text(self) -> str:
+        """``idle=3  failed=1``: the statuses that have devices, in the table's order."""
+        return "  ".join(f"{status.value}={n}" for status, n in self._counts.items() if n)
+
+
 @attrs.frozen
 class FleetStats:
     """A moment of the fleet, as ``manager.stats()`` returns it.
 
     Attributes:
-        by_status: devices in each status now (every status listed, zeros included).
+        by_status: devices in each status now (every status listed, zeros included), and in
+            each group of states (``by_status.tagged(Tag.SETTLED)``).
         attempts: connection attempts started since the manager started.
         losses: activated devices that lost their server (a socket dropped, a lease expired).
         recoveries: devices that reached IDLE again after a loss.
@@ -91,15 +143,15 @@ class FleetStats:
             (``connection_failed``, ``timed_out``, ``registration_answered``, ...).
     """
 
-    by_status: Mapping[DeviceStatus, int]
-    attempts: int
-    losses: int
-    recoveries: int
-    failures: Mapping[str, int]
+    by_status: StatusCounts
+    attempts: int = 0
+    losses: int = 0
+    recoveries: int = 0
+    failures: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def devices(self) -> int:
-        return sum(self.by_status.values())
+        return self.by_status.total
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -140,16 +192,17 @@ class FleetObserver:
         record, device = event.record, event.device_id
         if event.kind is EventKind.TELEMETRY_MERGED:
             return  # the same record comes again as READY
+        meanings = record.meanings
         entered = self._entered.get(device)
-        if entered is not None and record.source is not record.dest:
+        if entered is not None:  # every record is a change of state (internal rows are not)
             self.time_in_state[record.source].observe(now - entered)
         self._entered[device] = now
-        if record.dest is DeviceStatus.CONNECTING:
+        if Meaning.ATTEMPT in meanings:
             self.attempts += 1
             # A run starts with the first attempt after rest (a failed attempt's backoff
             # and the next attempt belong to the same run).
             self._run_started.setdefault(device, ("connect", now))
-        elif record.dest is DeviceStatus.DISCONNECTED:
+        elif Meaning.STOPPED in meanings:
             self._run_started.pop(device, None)
         if event.kind is EventKind.CONNECTION_LOST:
             self.losses += 1
@@ -171,11 +224,12 @@ class FleetObserver:
 
     def snapshot(self, lifecycles: Iterable[DeviceLifecycle]) -> FleetStats:
         """The figures now, with the statuses of ``lifecycles`` (the manager's devices)."""
-        by_status = dict.fromkeys(DeviceStatus, 0)
         present = set()
+        statuses = []
         for lifecycle in lifecycles:
-            by_status[lifecycle.state] += 1
+            statuses.append(lifecycle.state)
             present.add(lifecycle.device_id)
+        by_status = StatusCounts(statuses)
         for gone in self._entered.keys() - present:  # removed devices: forget their clocks
             del self._entered[gone]
             self._run_started.pop(gone, None)

@@ -36,6 +36,8 @@ import trio
 import trio.testing
 
 from ..adapters.memory import MemoryNetwork
+from ..fsm.lifecycle import TransitionRecord
+from ..fsm.meaning import Meaning
 from ..fsm.paths import Path, Step
 from ..fsm.profile import AgentProfile
 from ..fsm.states import ACTIVE, SETTLED, DeviceStatus
@@ -311,15 +313,27 @@ def check_fleet(
     )
 
 
-def _timed_steps(events: Sequence[tuple[float, ManagerEvent]]) -> list[tuple[float, Step]]:
-    """The path with the time of each step (one transition may yield several events)."""
-    out: list[tuple[float, Step]] = []
+#: Transitions after which attempts count against max_retries again: a run that starts over, or
+#: activation.
+_RECOVERY_OVER = frozenset({Meaning.RUN_STARTED, Meaning.READY})
+
+
+def _timed_records(
+    events: Sequence[tuple[float, ManagerEvent]],
+) -> list[tuple[float, TransitionRecord]]:
+    """Each transition with its time (one transition may yield several events)."""
+    out: list[tuple[float, TransitionRecord]] = []
     previous = None
     for at, event in events:
         if event.record is not previous:
-            out.append((at, Step(*event.record.step)))
+            out.append((at, event.record))
         previous = event.record
     return out
+
+
+def _timed_steps(events: Sequence[tuple[float, ManagerEvent]]) -> list[tuple[float, Step]]:
+    """The path with the time of each step."""
+    return [(at, Step(*record.step)) for at, record in _timed_records(events)]
 
 
 def _path(events: Sequence[tuple[float, ManagerEvent]]) -> Path:
@@ -392,10 +406,10 @@ def _lease_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
     out: list[str] = []
     name = f"{outcome.device!r}"
     attempt = -1
-    for at, step in _timed_steps(outcome.events):
-        if step.dest == DeviceStatus.CONNECTING.value:
+    for at, record in _timed_records(outcome.events):
+        if Meaning.ATTEMPT in record.meanings:
             attempt += 1
-        if step.trigger != Trigger.CONNECTION_FAILED or step.source != DeviceStatus.IDLE.value:
+        if Meaning.LOST not in record.meanings:
             continue
         if not 0 <= attempt < len(outcome.attempts):
             continue  # the path check reports the mismatch
@@ -468,10 +482,10 @@ def _device_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
     limit = device.max_retries
     counted, recovering = [], False
     for _at, event in outcome.events:
-        source, dest = event.record.source, event.record.dest
-        if source in ACTIVE and dest is DeviceStatus.BACKOFF:
+        meanings = event.meanings
+        if Meaning.LOST in meanings:
             recovering = timing.recovery_window > 0
-        elif dest is DeviceStatus.IDLE or event.record.trigger in (Trigger.CONNECT, Trigger.RETRY):
+        elif meanings & _RECOVERY_OVER:
             recovering = False
         if not recovering:
             counted.append(event.profile.connection_attempts)
@@ -723,12 +737,11 @@ async def _fleet(
                             f"device {device_id!r} made {max_events} transitions by "
                             f"t={now:g}s without settling: a reconnect loop that never waits?"
                         )
-                    record = event.record
-                    if record.source is DeviceStatus.BACKOFF and device_id in open_backoff:
+                    if device_id in open_backoff:  # its next transition leaves the wait
                         i = open_backoff.pop(device_id)
                         b = backoffs[device_id][i]
                         backoffs[device_id][i] = attrs.evolve(b, waited=now - b.at)
-                    if record.dest is DeviceStatus.BACKOFF:
+                    if Meaning.BACKS_OFF in event.meanings:
                         low, high, value = (
                             rng.draws[draws_used]
                             if draws_used < len(rng.draws)

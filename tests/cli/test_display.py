@@ -31,6 +31,7 @@ from stellate.cli.main import configure_logging
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.fsm.lifecycle import TransitionRecord
 from stellate.manager import EventKind, ManagerEvent
+from stellate.manager.stats import FleetStats, StatusCounts
 
 S = DeviceStatus
 URL = "ws://agents.test:5005/ws"
@@ -61,6 +62,11 @@ def event(
     return ManagerEvent(
         kind, device_id, record, profile(device_id, dest, connection_attempts=attempts), **kw
     )
+
+
+def tick(display: Any, profiles: dict[str, AgentProfile]) -> None:
+    """A display's periodic redraw, with the counts the manager's stats give for ``profiles``."""
+    display.tick(profiles, FleetStats(StatusCounts(p.status for p in profiles.values())))
 
 
 def terminal(height: int = 40) -> tuple[Console, io.StringIO]:
@@ -112,10 +118,10 @@ def test_the_live_table_shows_no_markup_even_with_lines_logged_above(
         "b": profile("b", S.FAILED),
         "[red]c[/]": profile("[red]c[/]", S.IDLE),  # a device id that looks like markup
     }
-    display.tick(profiles)
+    tick(display, profiles)
     display.event(event("a", S.CONNECTING, S.BACKOFF, Trigger.CONNECTION_FAILED, reason="[x]"))
     logging.getLogger("stellate.test").warning("a line logged above the table")
-    display.tick(profiles)
+    tick(display, profiles)
     display.close()
     text = out.getvalue()
     assert "[yellow]" not in text and "[/]" not in text.replace("[red]c[/]", "")
@@ -144,9 +150,9 @@ def test_a_record_logged_while_the_table_is_live_is_printed_above_it(cli_logging
     # the next redraw overwrites it).
     console, out = terminal()
     display = RichDisplay(1, console=console, clock=FakeClock())
-    display.tick({"a": profile("a", S.BACKOFF)})
+    tick(display, {"a": profile("a", S.BACKOFF)})
     logging.getLogger("stellate.test").warning("the agent said [red]no[/]")
-    display.tick({"a": profile("a", S.IDLE)})
+    tick(display, {"a": profile("a", S.IDLE)})
     display.close()
     text = out.getvalue()
     assert "WARNING stellate.test: the agent said [red]no[/]" in text  # through the console
@@ -158,7 +164,7 @@ def test_the_live_table_carries_rate_and_eta() -> None:
     clock = FakeClock()
     display = RichDisplay(4, console=console, clock=clock)
     clock.now = 5.0
-    display.tick({"a": profile("a", S.IDLE)} | {d: profile(d, S.BACKOFF) for d in "bcd"})
+    tick(display, {"a": profile("a", S.IDLE)} | {d: profile(d, S.BACKOFF) for d in "bcd"})
     display.close()
     assert "1/4 idle · 0.2/s · ETA 15 s" in out.getvalue()
 
@@ -173,7 +179,7 @@ def test_a_fleet_larger_than_the_terminal_gets_a_progress_view() -> None:
         f"d{i:03}": profile(f"d{i:03}", S.BACKOFF, connection_attempts=3) for i in range(40, 95)
     }
     profiles |= {f"d{i:03}": profile(f"d{i:03}", S.FAILED) for i in range(95, 100)}
-    display.tick(profiles)
+    tick(display, profiles)
     display.close()
     text = out.getvalue()
     assert "40/100 idle, 5 failed · 4.0/s · ETA 14 s" in text
@@ -200,13 +206,13 @@ def test_plain_progress_for_big_fleets_is_rate_limited() -> None:
     clock = FakeClock()
     display = PlainDisplay(out, DETAIL_LIMIT + 1, clock)
     fleet = {f"d{i}": profile(f"d{i}") for i in range(DETAIL_LIMIT + 1)}
-    display.tick(fleet)
+    tick(display, fleet)
     fleet["d0"] = profile("d0", S.IDLE)
     clock.now = PLAIN_PROGRESS_EVERY / 2
-    display.tick(fleet)  # changed, but too soon
+    tick(display, fleet)  # changed, but too soon
     clock.now = PLAIN_PROGRESS_EVERY * 2
-    display.tick(fleet)
-    display.tick(fleet)  # unchanged
+    tick(display, fleet)
+    tick(display, fleet)  # unchanged
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[1].startswith(f"[{DETAIL_LIMIT + 1} devices] 1/{DETAIL_LIMIT + 1} idle · ")
@@ -263,3 +269,13 @@ def test_event_times_are_utc() -> None:
     )
     assert line.startswith('{"time": "2026-01-02T03:04:05+00:00", "event": "phase"')
     assert attrs.has(DeviceReport)
+
+
+def test_activation_without_telemetry_says_so() -> None:
+    ready = event("d", S.TELEMETRY, S.IDLE, Trigger.TIMED_OUT, EventKind.READY)
+    assert event_line(ready) == (
+        "d: no telemetry in time; activated without it\n"
+        "d: telemetry -> idle (timed_out)  [phase 5 activation]"
+    )
+    answered = event("d", S.TELEMETRY, S.IDLE, Trigger.TELEMETRY_RECEIVED, EventKind.READY)
+    assert event_line(answered) == "d: telemetry -> idle (telemetry_received)  [phase 5 activation]"

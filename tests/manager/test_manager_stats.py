@@ -19,9 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
-from stellate.fsm import AgentProfile, DeviceStatus
-from stellate.manager import ConstellationDeviceManager
+from stellate.fsm import ACTIVE, AgentProfile, DeviceStatus, Tag
+from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from stellate.manager.metrics import ManagerCollector, fleet_json, serve_fleet
+from stellate.manager.stats import StatusCounts
 from stellate.testing import DropAfterIdle, FakeAgentServer, Healthy, Refuse, Reject
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -100,6 +101,49 @@ async def test_stats_count_what_each_device_went_through(
     # Handshakes take no virtual time here: the recovery lasted its one backoff.
     assert 0 < observer.time_to_idle["recovery"].total <= 2.0
     manager.stop()
+
+
+async def test_events_read_each_rows_meaning(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Every event of the scripted fleet: its kind and its wait, checked against what its
+    step is documented to mean (decoded here by hand, as only a test may)."""
+    manager, _fake = await scripted_fleet(nursery)
+    seen: list[ManagerEvent] = []
+    manager.add_observer(seen.append)
+    await settle(manager)
+    assert seen
+    for event in seen:
+        record, kinds = event.record, [e.kind for e in seen if e.record is event.record]
+        if record.dest is DeviceStatus.FAILED:
+            expected = [EventKind.FAILED]
+        elif record.source in ACTIVE and record.dest is DeviceStatus.BACKOFF:
+            expected = [EventKind.CONNECTION_LOST]
+        elif record.source is DeviceStatus.TELEMETRY and record.dest is DeviceStatus.IDLE:
+            merged = [EventKind.TELEMETRY_MERGED] if record.telemetry_merged else []
+            expected = [*merged, EventKind.READY]
+        else:
+            expected = [EventKind.PHASE]
+        assert kinds == expected, record
+        waiting = record.dest is DeviceStatus.BACKOFF  # the one state whose deadline is a wait
+        assert (event.retry_in is not None) is waiting, record
+        if waiting:
+            assert event.retry_in is not None and 0 < event.retry_in <= 2.0  # capped at 2 s
+    assert {EventKind.CONNECTION_LOST, EventKind.FAILED, EventKind.READY} <= {e.kind for e in seen}
+    manager.stop()
+
+
+def test_status_counts_count_each_status_and_the_tables_groups() -> None:
+    counts = StatusCounts([DeviceStatus.IDLE, DeviceStatus.IDLE, DeviceStatus.FAILED])
+    counts_by_hand = {status: 0 for status in DeviceStatus}
+    counts_by_hand.update({DeviceStatus.IDLE: 2, DeviceStatus.FAILED: 1})
+    assert dict(counts) == counts_by_hand and counts.total == 3
+    assert counts.tagged(Tag.SETTLED) == 3 and counts.tagged(Tag.ATTEMPTING) == 0
+    assert counts.text() == "idle=2  failed=1"
+    counts.move(DeviceStatus.IDLE, DeviceStatus.BACKOFF)
+    assert counts.tagged(Tag.SETTLED) == 2 and counts[DeviceStatus.BACKOFF] == 1
+    assert counts.text() == "idle=1  backoff=1  failed=1"
+    assert StatusCounts().total == 0 and StatusCounts().text() == ""
 
 
 async def test_prometheus_metrics_and_fleet_json(
