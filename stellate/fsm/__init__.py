@@ -29,7 +29,7 @@ from .states import (
     tagged,
 )
 from .table import TRANSITIONS, TRIGGERS, Row, rows
-from .trigger import Trigger
+from .trigger import OwnerCommand, Trigger
 
 __all__ = [
     "ACTIVE",
@@ -49,6 +49,7 @@ __all__ = [
     "DeviceStatus",
     "IllegalTransition",
     "Meaning",
+    "OwnerCommand",
     "Path",
     "RandomSource",
     "RetryPolicy",

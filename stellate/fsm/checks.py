@@ -18,7 +18,9 @@ What is checked:
 * every deadline names ``Timing`` settings (one, unless the deadline is drawn);
 * every trigger is used by some row;
 * every declared meaning is a ``Meaning``, and rows that differ only by their guards mean the
-  same (so a fired step's meaning does not depend on which guard held).
+  same (so a fired step's meaning does not depend on which guard held);
+* every command a row serves is an ``OwnerCommand``, each is served somewhere, and by at most
+  one trigger from any state (the owner's command is never ambiguous).
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ from ..timing import Timing
 from .meaning import Meaning
 from .states import INITIAL, StateSpec
 from .table import MACHINE_KEYS, expand, guard_label, names
-from .trigger import Trigger
+from .trigger import OwnerCommand, Trigger
 
 __all__ = ["TableError", "check_table", "table_problems"]
 
 #: Keys a row may carry: ``transitions``' own, and what the row means.
-ROW_KEYS = frozenset({*MACHINE_KEYS, "meaning"})
+ROW_KEYS = frozenset({*MACHINE_KEYS, "meaning", "serves"})
 #: Callback keys of a row whose values name model methods.
 _CALLBACK_KEYS = ("conditions", "unless", "before", "after", "prepare")
 
@@ -134,6 +136,9 @@ def table_problems(
         for meaning in names(row.get("meaning")):
             if meaning not in meanings:
                 problems.append(f"row {where}: meaning {meaning!r} is not a Meaning")
+        for command in names(row.get("serves")):
+            if command not in {c.value for c in OwnerCommand}:
+                problems.append(f"row {where}: serves {command!r}, which is not an OwnerCommand")
     if problems:
         return problems  # the graph checks below assume well-formed rows
 
@@ -168,6 +173,22 @@ def table_problems(
                 f"that differ only by guards mean different things ({sorted(first)} and "
                 f"{sorted(r.meanings)})"
             )
+
+    serving: dict[tuple[str, str], set[str]] = {}
+    for r in expanded:
+        for command in r.serves:
+            serving.setdefault((r.source.value, command.value), set()).add(r.trigger.value)
+    for (source, command), served_by in serving.items():
+        if len(served_by) > 1:
+            problems.append(
+                f"{command!r} from {source!r} is served by {len(served_by)} triggers "
+                f"({', '.join(sorted(served_by))}): the owner's command must be one"
+            )
+    problems += [
+        f"the owner's command {c.value!r} is served by no row"
+        for c in OwnerCommand
+        if not any(c in r.serves for r in expanded)
+    ]
 
     by_key: dict[tuple[str, str], list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
     for r in expanded:

@@ -29,6 +29,7 @@ from .meaning import Meaning
 from .states import INITIAL, STATES, DeviceStatus, Tag, tagged
 from .table import guard_label as _guards
 from .table import rows
+from .trigger import OwnerCommand
 
 Format = Literal["mermaid", "dot", "table"]
 FORMATS: tuple[Format, ...] = ("mermaid", "dot", "table")
@@ -405,17 +406,18 @@ def mermaid() -> str:
 
 
 def table() -> str:
-    """One markdown line per row of the transition table (with what it means), then each
-    state's deadline."""
+    """One markdown line per row of the transition table (with what it means and the owner's
+    commands it serves), then each state's deadline."""
     lines = [
-        "| # | trigger | source | dest | guard | meaning |",
-        "|---|---|---|---|---|---|",
+        "| # | trigger | source | dest | guard | meaning | serves |",
+        "|---|---|---|---|---|---|---|",
     ]
     for number, row in enumerate(rows(), start=1):
         meaning = ", ".join(m.value for m in Meaning if m in row.meanings) or "—"
+        serves = ", ".join(c.value for c in OwnerCommand if c in row.serves) or "—"
         lines.append(
             f"| {number} | `{row.trigger}` | {row.source} | {row.dest} | {row.guard or '—'} "
-            f"| {meaning} |"
+            f"| {meaning} | {serves} |"
         )
     deadlines = [(state, deadline_of(state)) for state in state_names()]
     if any(deadline for _state, deadline in deadlines):

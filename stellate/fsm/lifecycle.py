@@ -61,8 +61,8 @@ from .effects import (
 from .meaning import Meaning
 from .profile import AgentProfile, merge_system_info
 from .states import INITIAL, SPECS, STATE_SPECS, Deadline, DeviceStatus, machine_states
-from .table import MACHINE_KEYS, TRANSITIONS, TRIGGERS, Row, expand, row_of
-from .trigger import Trigger
+from .table import MACHINE_KEYS, TRANSITIONS, TRIGGERS, Row, command_trigger, expand, row_of
+from .trigger import OwnerCommand, Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +227,12 @@ class DeviceLifecycle:
         if machine is None or self._event(trigger) is None:
             return False
         return bool(machine._can_trigger(self, trigger, **data))
+
+    def serving(self, command: OwnerCommand) -> Trigger | None:
+        """The trigger the owner's ``command`` fires now, if the machine accepts it (None:
+        nothing to do here). Which trigger serves which command is the table's (``serves``)."""
+        trigger = command_trigger(self.state, command)
+        return trigger if trigger is not None and self.accepts(trigger) else None
 
     def _event(self, trigger: Trigger | str) -> Event | None:
         if trigger not in TRIGGERS or self._machine is None:

@@ -46,6 +46,10 @@ Rules, read top to bottom (h11 style):
 * ``idle`` ⇄ ``busy``: the app marks a device busy with a task and idle again
   (``task_assigned`` / ``task_finished``); a loss while busy ends the task.
 * ``failed`` is left only by the owner: ``retry`` (a fresh run) or ``disconnect``.
+* The owner's commands (``OwnerCommand``) fire the trigger of the row that ``serves`` them
+  from the current state: ``connect`` connects a stopped device, retries a failed one and cuts
+  a backoff short; elsewhere it has nothing to do. ``checks.py`` verifies that a command is
+  served by at most one trigger per state.
 * ``disconnect`` is the owner's shutdown, legal from every state but ``disconnected``.
 * ``internal_error``: a bug in our own code while driving the device (an exception in its task)
   puts it in ``failed`` from any state, with the error as its reason; the rest of the fleet
@@ -81,6 +85,7 @@ from .states import (
     DeadlineKind,
 )
 from .states import DeviceStatus as S
+from .trigger import OwnerCommand as C
 from .trigger import Trigger as T
 
 
@@ -151,8 +156,14 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "dest": S.CONNECTING.value,
         "before": "_start_run",
         "meaning": [M.RUN_STARTED],
+        "serves": [C.CONNECT],
     },
-    {"trigger": T.CONNECT.value, "source": _v(S.BACKOFF), "dest": S.CONNECTING.value},
+    {
+        "trigger": T.CONNECT.value,
+        "source": _v(S.BACKOFF),
+        "dest": S.CONNECTING.value,
+        "serves": [C.CONNECT],
+    },
     {"trigger": T.CONNECTION_OPENED.value, "source": _v(S.CONNECTING), "dest": S.CONNECTED.value},
     # A failed attempt: refused, dropped, or the server's deadline passed.
     *_attempt_failed(T.CONNECTION_FAILED, ATTEMPTING),
@@ -264,11 +275,13 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "dest": S.CONNECTING.value,
         "before": "_start_run",
         "meaning": [M.RUN_STARTED],
+        "serves": [C.RETRY, C.CONNECT],
     },
     {
         "trigger": T.DISCONNECT.value,
         "source": _v(_ALL - {S.DISCONNECTED}),
         "dest": S.DISCONNECTED.value,
+        "serves": [C.DISCONNECT],
     },
     # Our own bug while driving the device: contained in this device, which fails with it.
     {
@@ -322,6 +335,8 @@ class Row:
     unless: tuple[str, ...] = ()
     meanings: frozenset[M] = frozenset()
     internal: bool = False
+    #: The owner's commands this row serves (``connect`` on a failed device fires ``retry``).
+    serves: frozenset[C] = frozenset()
 
     @property
     def guard(self) -> str:
@@ -375,6 +390,7 @@ def expand(transitions: list[dict[str, Any]]) -> list[Row]:
                     names(t.get("unless")),
                     _meanings(declared, src, None if dest is None else S(dest)),
                     internal=dest is None,
+                    serves=frozenset(C(c) for c in names(t.get("serves"))),
                 )
             )
     return out
@@ -390,6 +406,16 @@ def rows() -> list[Row]:
 
 
 _BY_STEP: Final[Mapping[tuple[T, S, S], Row]] = {row.step: row for row in _ROWS}
+
+
+_SERVING: Final[Mapping[tuple[S, C], T]] = {
+    (row.source, command): row.trigger for row in _ROWS for command in row.serves
+}
+
+
+def command_trigger(state: S, command: C) -> T | None:
+    """The trigger that serves the owner's ``command`` in ``state`` (None: nothing to do)."""
+    return _SERVING.get((state, command))
 
 
 def row_of(trigger: T, source: S, dest: S) -> Row:

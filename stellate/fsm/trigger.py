@@ -1,8 +1,9 @@
-"""The events a device's machine accepts: one name each, used everywhere a trigger is meant.
+"""The events a device's machine accepts, and the commands its owner gives.
 
 Str-valued so a trigger still reads, logs, serialises and compares as its plain name
 (``Trigger.CONNECT == "connect"``), and ``transitions`` (which keys events by string) takes it
-as is. Which trigger leads where is the transition table's business (``table.py``).
+as is. Which trigger leads where, and which trigger an owner's command fires in each state, is
+the transition table's business (``table.py``: a row declares the commands it ``serves``).
 """
 
 from __future__ import annotations
@@ -38,3 +39,15 @@ class Trigger(StrEnum):
     AUTH_REJECTED = "auth_rejected"
     #: A bug in our own code while driving the device (event data: ``reason``).
     INTERNAL_ERROR = "internal_error"
+
+
+class OwnerCommand(StrEnum):
+    """What the device's owner (the manager, for its user) asks; the table's rows say which
+    trigger serves it in each state, and a state no row serves it from has nothing to do."""
+
+    #: Connect: a stopped device connects, a failed one retries, a backoff is cut short.
+    CONNECT = "connect"
+    #: Retry a failed device.
+    RETRY = "retry"
+    #: Stop the device.
+    DISCONNECT = "disconnect"

@@ -41,10 +41,10 @@ from ..fsm import (
     AgentProfile,
     DeviceStatus,
     Meaning,
+    OwnerCommand,
     RandomSource,
     Timing,
     TransitionRecord,
-    Trigger,
 )
 from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from ..protocol import ClientType, Connector
@@ -54,7 +54,7 @@ from ..text.urls import with_token
 from .alarms import Alarms
 from .events import EventKind, ManagerEvent, _kinds
 from .registry import DeviceRegistry, UnknownDevice
-from .runner import Command, CommandName, DeviceRunner, RunnerSettings
+from .runner import Command, DeviceRunner, RunnerSettings
 from .stats import FleetObserver, FleetStats
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class ConstellationDeviceManager:
         handle = self._handles.get(device_id)
         if handle is None or handle.done.is_set():
             return
-        handle.runner.command(Command(Trigger.DISCONNECT))
+        handle.runner.command(Command(OwnerCommand.DISCONNECT))
         with trio.CancelScope() as scope:
             # A device task that ends (removed meanwhile) will never reach DISCONNECTED.
             async with trio.open_nursery() as nursery:
@@ -308,7 +308,7 @@ class ConstellationDeviceManager:
             self._device_task, runner, handle, name=f"device:{profile.device_id}"
         )
         if auto_connect:
-            runner.command(Command(Trigger.CONNECT))
+            runner.command(Command(OwnerCommand.CONNECT))
 
     async def _device_task(self, runner: DeviceRunner, handle: _DeviceHandle) -> None:
         try:
@@ -374,7 +374,7 @@ class ConstellationDeviceManager:
                 waiter.set()
 
     # -- commands -----------------------------------------------------------------------------
-    async def _command(self, device_id: str, name: CommandName) -> None:
+    async def _command(self, device_id: str, name: OwnerCommand) -> None:
         handle = self._handles.get(device_id)
         if handle is None:
             raise UnknownDevice(device_id)
@@ -392,10 +392,10 @@ class ConstellationDeviceManager:
             # Wait for a transition *after* the command, not for "not in FAILED": a retry that
             # fails again at once could be back in FAILED before this task looks.
             seen = self._transitions[device_id]
-            await self._command(device_id, Trigger.CONNECT)
+            await self._command(device_id, OwnerCommand.CONNECT)
             await self._wait_transition_after(device_id, seen)
         else:
-            await self._command(device_id, Trigger.CONNECT)
+            await self._command(device_id, OwnerCommand.CONNECT)
         final = await self.wait_for(device_id, *OUTCOMES)
         return final.status is DeviceStatus.IDLE
 
@@ -404,7 +404,7 @@ class ConstellationDeviceManager:
         return await self.connect_device(device_id)
 
     async def disconnect_device(self, device_id: str) -> None:
-        await self._command(device_id, Trigger.DISCONNECT)
+        await self._command(device_id, OwnerCommand.DISCONNECT)
         await self.wait_for(device_id, DeviceStatus.DISCONNECTED)
 
     # -- queries ------------------------------------------------------------------------------

@@ -175,6 +175,7 @@ def _table_rows() -> list[dict[str, object]]:
             "dest": row.dest.value,
             "guard": row.guard,
             "meaning": sorted(m.value for m in row.meanings),
+            "serves": sorted(c.value for c in row.serves),
         }
         for row in rows()
     ]

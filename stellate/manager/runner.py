@@ -43,13 +43,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from ..fsm import Trigger
+from ..fsm import OwnerCommand, Trigger
 from ..fsm.effects import (
     CloseConnection,
     Effect,
@@ -93,16 +93,6 @@ CANCELLED_CLOSE_GRACE = 0.1
 #: the socket's own buffers push back on the server).
 MAILBOX_LIMIT = 64
 
-CommandName = Literal[Trigger.CONNECT, Trigger.RETRY, Trigger.DISCONNECT]
-
-#: What each of the owner's commands may fire, first accepted wins: "connect" connects a
-#: stopped device, retries a failed one, or cuts a backoff short; otherwise it is already done.
-_COMMAND_TRIGGERS: Final[dict[CommandName, tuple[Trigger, ...]]] = {
-    Trigger.CONNECT: (Trigger.CONNECT, Trigger.RETRY),
-    Trigger.RETRY: (Trigger.RETRY,),
-    Trigger.DISCONNECT: (Trigger.DISCONNECT,),
-}
-
 
 @attrs.frozen
 class RunnerSettings:
@@ -118,9 +108,10 @@ class RunnerSettings:
 
 @attrs.frozen
 class Command:
-    """An instruction from the device's owner (the manager)."""
+    """An instruction from the device's owner (the manager); the table says which trigger it
+    fires in the device's state (``DeviceLifecycle.serving``)."""
 
-    name: CommandName
+    name: OwnerCommand
 
 
 @attrs.frozen
@@ -208,7 +199,7 @@ class DeviceRunner:
         elif (
             self._interruptible is not None
             and self._interrupting is None
-            and any(self.lc.accepts(t) for t in _COMMAND_TRIGGERS[command.name])
+            and self.lc.serving(command.name) is not None
         ):
             self._items.pop()
             self._interrupt(command)
@@ -339,10 +330,10 @@ class DeviceRunner:
         return []  # no socket of this generation exists: nothing else can be current
 
     def _command(self, command: Command) -> list[Effect]:
-        for trigger in _COMMAND_TRIGGERS[command.name]:
-            if self.lc.accepts(trigger):
-                return self._fire(trigger)
-        return []  # already done (connecting, connected, stopped): nothing to do
+        trigger = self.lc.serving(command.name)
+        if trigger is None:
+            return []  # already done (connecting, connected, stopped): nothing to do
+        return self._fire(trigger)
 
     def _contain(self, exc: Exception) -> list[Effect]:
         """Log a bug of ours with its traceback and fail only this device (or re-raise)."""

@@ -58,7 +58,7 @@ def test_a_state_without_a_way_out_is_named() -> None:
     assert "state 'failed' has no way out" in found
     assert set(problems(transitions=rows, final=("failed",))) == {
         f"trigger {t.value!r} is used by no row" for t in (Trigger.RETRY, Trigger.DISCONNECT)
-    }
+    } | {f"the owner's command {c!r} is served by no row" for c in ("retry", "disconnect")}
 
 
 def test_a_missing_guard_or_callback_is_named() -> None:

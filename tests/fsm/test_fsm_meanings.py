@@ -11,13 +11,22 @@ import copy
 
 import pytest
 
-from stellate.fsm import ACTIVE, DeviceStatus, Meaning, Row, Trigger, rows
+from stellate.fsm import (
+    ACTIVE,
+    AgentProfile,
+    DeviceStatus,
+    Meaning,
+    OwnerCommand,
+    Row,
+    Trigger,
+    rows,
+)
 from stellate.fsm.checks import table_problems
-from stellate.fsm.lifecycle import DeviceLifecycle, TransitionRecord
+from stellate.fsm.lifecycle import DeviceLifecycle, LifecycleEngine, TransitionRecord
 from stellate.fsm.states import STATE_SPECS
-from stellate.fsm.table import TRANSITIONS, row_of
+from stellate.fsm.table import TRANSITIONS, command_trigger, row_of
 
-S, M, T = DeviceStatus, Meaning, Trigger
+S, M, T, C = DeviceStatus, Meaning, Trigger, OwnerCommand
 CALLBACKS = ("_leave_state", "_notify")
 
 
@@ -98,3 +107,58 @@ def test_rows_differing_only_by_guards_must_mean_the_same() -> None:
 def test_the_step_of_a_loss_means_lost_whichever_guard_held() -> None:
     losses = [r for r in rows() if r.step == (T.CONNECTION_FAILED, S.IDLE, S.BACKOFF)]
     assert len(losses) == 2 and {r.meanings for r in losses} == {row_of(*losses[0].step).meanings}
+
+
+# -- the owner's commands ------------------------------------------------------------------------
+
+
+def documented_command(state: DeviceStatus, command: OwnerCommand) -> Trigger | None:
+    """What the owner's command fires, as the rules say (None: nothing to do)."""
+    if command is C.DISCONNECT:
+        return None if state is S.DISCONNECTED else T.DISCONNECT
+    if state is S.FAILED:
+        return T.RETRY  # connect and retry both retry a failed device
+    if command is C.CONNECT and state in (S.DISCONNECTED, S.BACKOFF):
+        return T.CONNECT  # a fresh run, or the backoff cut short
+    return None
+
+
+@pytest.mark.parametrize("command", list(OwnerCommand))
+@pytest.mark.parametrize("state", list(DeviceStatus))
+def test_each_command_fires_what_the_rules_say(state: DeviceStatus, command: OwnerCommand) -> None:
+    assert command_trigger(state, command) == documented_command(state, command)
+    engine = LifecycleEngine()
+    lifecycle = engine.create(AgentProfile("d", "ws://h/ws", status=state))
+    try:
+        trigger = lifecycle.serving(command)
+        assert trigger == documented_command(state, command)
+        if trigger is not None:
+            lifecycle.fire(trigger)  # served means accepted
+    finally:
+        engine.release(lifecycle)
+
+
+def test_a_command_served_twice_from_one_state_is_named() -> None:
+    table = copy.deepcopy(TRANSITIONS)
+    from_backoff = next(r for r in table if r.get("serves") == [C.CONNECT] and "before" not in r)
+    from_backoff["serves"] = []  # connect no longer cuts a backoff short...
+    retry = next(r for r in table if r["trigger"] == T.RETRY)
+    retry["serves"] = [C.RETRY, C.CONNECT, C.DISCONNECT]  # ...and retry claims disconnect
+    found = _problems(table)
+    assert (
+        "'disconnect' from 'failed' is served by 2 triggers (disconnect, retry): the owner's "
+        "command must be one" in found
+    ), found
+    for row in table:
+        row.pop("serves", None)
+    table[0]["serves"] = ["reboot"]
+    found = _problems(table)
+    assert any("serves 'reboot', which is not an OwnerCommand" in p for p in found), found
+
+
+def test_a_command_no_row_serves_is_named() -> None:
+    table = copy.deepcopy(TRANSITIONS)
+    for row in table:
+        if row["trigger"] == T.DISCONNECT:
+            del row["serves"]
+    assert "the owner's command 'disconnect' is served by no row" in _problems(table)
