@@ -3,8 +3,9 @@
 A path starts at ``disconnected`` and ends when the device is settled: ``idle`` (task-ready) or
 ``failed``. Steps are fired on real lifecycles, so the guards that decide each branch are the
 engine's own; retry loops are bounded by ``max_retries``. The owner's ``disconnect``, the
-explicit ``retry`` out of FAILED, cutting a backoff short, task assignment and the containment
-of our own bugs (``internal_error``) lie outside the registration flow and are not followed.
+explicit ``retry`` out of FAILED, cutting a backoff short, task assignment, the containment
+of our own bugs (``internal_error``) and a server's protocol violations lie outside the
+registration flow and are not followed; internal rows change nothing and are no step.
 
 ``losses`` lets a path lose its connection after IDLE (up to that many times) and recover — or
 fail — through the machine again. What a recovery may do depends on time, which a path does not
@@ -37,6 +38,7 @@ OUTSIDE_FLOW = frozenset(
         Trigger.TASK_ASSIGNED,
         Trigger.TASK_FINISHED,
         Trigger.INTERNAL_ERROR,
+        Trigger.PROTOCOL_VIOLATION,
     }
 )
 #: The owner's triggers followed only where a path starts (from BACKOFF, ``connect`` only cuts

@@ -40,7 +40,12 @@ Rules, read top to bottom (h11 style):
 * ``auth_rejected`` (the server refused our API key: HTTP 401/403 at the handshake, or a
   policy close before registration) is final at once.
 * Telemetry never fails the registration: an answer, a "not found" answer (None) or a timeout
-  all lead to ``idle`` (graceful degradation).
+  all lead to ``idle`` (graceful degradation). An answer that comes after the deadline is
+  ignored (an internal row: no state change, nobody told).
+* ``protocol_violation`` (the server sent a frame the protocol forbids) fails the attempt while
+  the registration is not confirmed (``connected``, ``registering``: the same four outcomes as
+  any failed attempt); once it is, the frame is logged and ignored (internal rows from
+  ``telemetry``, ``idle`` and ``busy``).
 * ``backoff`` ends with its own deadline (the jittered delay) and connects again; the owner's
   ``connect`` cuts the wait short (same run).
 * ``idle`` ⇄ ``busy``: the app marks a device busy with a task and idle again
@@ -220,6 +225,9 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         also_if=(TRANSIENT,),
         also_unless=(ACCEPTED,),
     ),
+    # A frame the protocol forbids spoils an attempt not yet registered; later, it is ignored.
+    *_attempt_failed(T.PROTOCOL_VIOLATION, frozenset({S.CONNECTED, S.REGISTERING})),
+    {"trigger": T.PROTOCOL_VIOLATION.value, "source": _v(ACTIVE, S.TELEMETRY), "dest": None},
     # Phase 4 → 5: telemetry, then activation (graceful on a missing answer or a timeout).
     {
         "trigger": T.TELEMETRY_RECEIVED.value,
@@ -236,6 +244,8 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "after": "_activate",
         "meaning": [M.READY, M.NO_TELEMETRY],
     },
+    # The answer after its deadline: the device is already active without it.
+    {"trigger": T.TELEMETRY_RECEIVED.value, "source": _v(ACTIVE), "dest": None},
     # Loss after activation: a recovery begins. A connection that stayed up for the stability
     # window starts the backoff over; a shorter one is a flap and the backoff keeps climbing.
     {

@@ -39,6 +39,8 @@ class Trigger(StrEnum):
     AUTH_REJECTED = "auth_rejected"
     #: A bug in our own code while driving the device (event data: ``reason``).
     INTERNAL_ERROR = "internal_error"
+    #: The server sent a frame the protocol forbids (event data: ``reason``).
+    PROTOCOL_VIOLATION = "protocol_violation"
 
 
 class OwnerCommand(StrEnum):

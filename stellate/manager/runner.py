@@ -29,8 +29,10 @@ socket, leaking nothing.
 
 What the runner classifies (with ``stellate.protocol``'s functions, never by reading text
 itself): a refused handshake or a policy close before registration that refuses our key
-(``auth_rejected``), a registration refusal's kind (passed to the table as event data), and a
-Retry-After on a refused handshake (event data: the backoff waits at least that long).
+(``auth_rejected``), a registration refusal's kind (passed to the table as event data), a
+Retry-After on a refused handshake (event data: the backoff waits at least that long), and a
+frame the protocol forbids (``protocol_violation``: whether it spoils the attempt or is
+ignored is the table's rows, by state).
 
 A bug of ours (an exception the runner did not expect, an illegal event) is contained in its
 device: logged with its traceback, the device fails through the table's ``internal_error`` row
@@ -118,9 +120,6 @@ class Command:
 class _FromPeer:
     generation: int
     event: ClientEvent
-    #: Whether registration was still pending when the frame was read: the reader runs ahead
-    #: of the device task, so the session may have seen the confirmation since.
-    registering: bool
 
 
 @attrs.frozen
@@ -552,21 +551,18 @@ class DeviceRunner:
             return self._fire(
                 Trigger.REGISTRATION_ANSWERED, accepted=False, reason=event.reason, kind=event.kind
             )
-        if isinstance(event, DeviceInfo):
-            if self.lc.accepts(Trigger.TELEMETRY_RECEIVED):
-                return self._fire(Trigger.TELEMETRY_RECEIVED, system_info=event.system_info)
-            return []  # a late answer after the telemetry deadline: nothing to do
+        if isinstance(event, DeviceInfo):  # after its deadline, the table ignores it
+            return self._fire(Trigger.TELEMETRY_RECEIVED, system_info=event.system_info)
         if isinstance(event, PeerError):
             return self._fire(Trigger.CONNECTION_FAILED, reason=f"server error: {event.reason}")
         if isinstance(event, ProtocolViolation):
             logger.warning(
                 "device %s: protocol violation: %s", self.lc.device_id, escape_text(event.reason)
             )
-            if item.registering:  # the attempt is spoiled
-                return self._fire(
-                    Trigger.CONNECTION_FAILED, reason=f"protocol violation: {event.reason}"
-                )
-            return []  # garbage after registration is logged and ignored
+            # The table decides: the attempt is spoiled before registration, ignored after.
+            return self._fire(
+                Trigger.PROTOCOL_VIOLATION, reason=f"protocol violation: {event.reason}"
+            )
         return []
 
     # -- the connection's reader --------------------------------------------------------------
@@ -586,7 +582,6 @@ class DeviceRunner:
         try:
             while True:
                 frame = await conn.receive()
-                registering = session.registration_pending
                 try:
                     events = session.receive(frame)
                 except Exception as exc:
@@ -604,7 +599,7 @@ class DeviceRunner:
                     if isinstance(event, HeartbeatAck):
                         self.lc.heartbeat_seen()  # stamped by the lifecycle's own clock
                     else:
-                        await self._deliver(_FromPeer(generation, event, registering))
+                        await self._deliver(_FromPeer(generation, event))
         except ConnectionClosed as exc:
             reason = f"connection closed by server (code {exc.code})"
             if exc.reason:

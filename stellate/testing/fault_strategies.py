@@ -443,10 +443,6 @@ def fleets(
 def _varied(fault: AttemptFault, policy: RetryPolicy) -> st.SearchStrategy[AttemptFault]:
     """``fault``, or the same alternative with drawn frames, delays and system info (shrinking
     back to ``fault``)."""
-    if isinstance(fault, GarbageOnRegister):
-        return st.one_of(
-            st.just(fault), st.builds(GarbageOnRegister, invalid_server_frames("registering"))
-        )
     if not isinstance(fault, Healthy) or fault.register_delay:
         return st.just(fault)
     info: st.SearchStrategy[Any] = (

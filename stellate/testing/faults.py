@@ -540,8 +540,10 @@ def expected_path(
             )
             if isinstance(fault, NoRegistrationAnswer) or late:
                 failure = Step(Trigger.TIMED_OUT, _S.REGISTERING.value, "")
-            elif isinstance(fault, DropAfterRegister | GarbageOnRegister):
+            elif isinstance(fault, DropAfterRegister):
                 failure = Step(Trigger.CONNECTION_FAILED, _S.REGISTERING.value, "")
+            elif isinstance(fault, GarbageOnRegister):  # a protocol violation: a failed attempt
+                failure = Step(Trigger.PROTOCOL_VIOLATION, _S.REGISTERING.value, "")
             elif isinstance(fault, Reject):
                 if recovering and fault.transient_while_recovering:
                     failure = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, "")

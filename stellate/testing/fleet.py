@@ -526,7 +526,7 @@ def _reason_problems(name: str, expected: Path, reason: str, timing: Timing) -> 
             RejectionKind.ID_STILL_HELD,
         )
         ok = final or exhausted or (recovering and window)
-    elif last in (Trigger.CONNECTION_FAILED, Trigger.TIMED_OUT):
+    elif last in (Trigger.CONNECTION_FAILED, Trigger.TIMED_OUT, Trigger.PROTOCOL_VIOLATION):
         ok = window if recovering else gave_up
     else:
         ok = bool(reason)

@@ -93,6 +93,8 @@ def step_data(step: Step, system_info: Mapping[str, Any] | None = None) -> dict[
         return {"task_id": "task-1"}
     if step.trigger == Trigger.AUTH_REJECTED:
         return {"reason": "HTTP 403"}
+    if step.trigger == Trigger.PROTOCOL_VIOLATION:
+        return {"reason": "protocol violation: binary frame"}
     if step.trigger == Trigger.INTERNAL_ERROR:
         return {"reason": "RuntimeError: boom"}
     return {}
@@ -127,6 +129,8 @@ def reference_merge(profile: AgentProfile, info: Mapping[str, Any]) -> AgentProf
 def expected_effects(step: Step, lifecycle: DeviceLifecycle) -> list[Effect]:
     """What entering ``step.dest`` must ask the I/O edge to do (read after the step)."""
     dest = step.dest
+    if dest == step.source:
+        return []  # an internal row: no state left or entered
     if dest == S.CONNECTING:
         return [OpenConnection(lifecycle.profile.server_url)]
     if dest == S.CONNECTED:

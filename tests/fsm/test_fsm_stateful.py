@@ -67,7 +67,7 @@ def event_data(trigger: str) -> st.SearchStrategy[dict[str, Any]]:
         return st.fixed_dictionaries(
             {}, optional={"reason": reason, "retry_after": st.sampled_from([None, 0.0, 7.5])}
         )
-    if trigger in (Trigger.AUTH_REJECTED, Trigger.INTERNAL_ERROR):
+    if trigger in (Trigger.AUTH_REJECTED, Trigger.INTERNAL_ERROR, Trigger.PROTOCOL_VIOLATION):
         return st.fixed_dictionaries({}, optional={"reason": reason})
     return st.just({})
 
@@ -208,6 +208,12 @@ class LifecycleWalk(RuleBasedStateMachine):
                 lc.fire(trigger, **data)
             assert info.value.status == source and info.value.trigger == trigger
             assert self._snapshot() == before
+            return
+
+        if row.internal:  # logged and ignored: nothing changes, nobody is told
+            before = self._snapshot()
+            assert lc.fire(trigger, **data) == []
+            assert self._snapshot() == before and lc.state == source
             return
 
         lc.fire(trigger, **data)

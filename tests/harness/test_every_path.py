@@ -3,8 +3,8 @@
 ``paths(max_retries, losses)`` enumerates the legal paths from the transition table. Each path
 is replayed once per *variant* (``stellate.testing.forcing``): in variant ``j`` the ``i``-th
 attempt of a kind meets alternative ``(i + j) mod n`` of that kind, so every alternative of
-every attempt kind (refused or 403; no answer or a late one; garbage, a dropped socket or a
-transient rejection while recovering; telemetry answered, not found, unanswered, garbage or
+every attempt kind (refused or 403; no answer or a late one; a dropped socket or a transient
+rejection while recovering; telemetry answered, not found, unanswered, garbage or
 late; staying, falling silent, dropping with or without notice after IDLE) appears at every
 attempt of every path. The device's actual path, read from the manager's event stream, must be
 the enumerated one, and ``FleetResult`` checks the rest (profile, backoffs, lease, AIP, leaks).
