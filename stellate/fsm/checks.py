@@ -19,6 +19,7 @@ What is checked:
 * every trigger is used by some row;
 * every declared meaning is a ``Meaning``, and rows that differ only by their guards mean the
   same (so a fired step's meaning does not depend on which guard held);
+* a declared close code is a WebSocket close code (1000-4999);
 * every command a row serves is an ``OwnerCommand``, each is served somewhere, and by at most
   one trigger from any state (the owner's command is never ambiguous).
 """
@@ -41,7 +42,7 @@ from .trigger import OwnerCommand, Trigger
 __all__ = ["TableError", "check_table", "table_problems"]
 
 #: Keys a row may carry: ``transitions``' own, and what the row means.
-ROW_KEYS = frozenset({*MACHINE_KEYS, "meaning", "serves"})
+ROW_KEYS = frozenset({*MACHINE_KEYS, "meaning", "serves", "close"})
 #: Callback keys of a row whose values name model methods.
 _CALLBACK_KEYS = ("conditions", "unless", "before", "after", "prepare")
 
@@ -136,6 +137,9 @@ def table_problems(
         for meaning in names(row.get("meaning")):
             if meaning not in meanings:
                 problems.append(f"row {where}: meaning {meaning!r} is not a Meaning")
+        close = row.get("close", 1000)
+        if not (isinstance(close, int) and 1000 <= close <= 4999):
+            problems.append(f"row {where}: close {close!r} is not a WebSocket close code")
         for command in names(row.get("serves")):
             if command not in {c.value for c in OwnerCommand}:
                 problems.append(f"row {where}: serves {command!r}, which is not an OwnerCommand")

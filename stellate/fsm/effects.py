@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import attrs
 
+from ..protocol.closing import CLOSE_NORMAL
+
 
 @attrs.frozen
 class OpenConnection:
@@ -20,9 +22,14 @@ class OpenConnection:
 
 @attrs.frozen
 class CloseConnection:
-    """Close the socket if one is open (stops heartbeats with it)."""
+    """Close the socket if one is open (stops heartbeats with it), telling the peer why: the
+    runner sends ``code`` and ``reason`` in the close frame (``protocol.closing.close_reason``
+    makes the text fit and safe)."""
 
     reason: str
+    #: The WebSocket close code: the row's declaration (``close`` in the table; 1000 unless
+    #: the row says otherwise, e.g. 1002 for a protocol violation, 1011 for our own bug).
+    code: int = CLOSE_NORMAL
 
 
 @attrs.frozen

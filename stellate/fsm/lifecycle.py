@@ -321,7 +321,7 @@ class DeviceLifecycle:
 
     def _enter_disconnected(self, event: Any) -> None:
         self.failure_reason = None  # the owner stopped the device: nothing has failed
-        self._effects.append(CloseConnection("disconnect"))
+        self._effects.append(CloseConnection("disconnect", event.transition.row.close_code))
 
     def _enter_connecting(self, event: Any) -> None:
         attempts = self._profile.connection_attempts + 1
@@ -339,7 +339,7 @@ class DeviceLifecycle:
         self.last_error = self._reason(event, "timed out")
         retry_after = event.kwargs.get("retry_after")
         self._retry_after = float(retry_after) if isinstance(retry_after, int | float) else 0.0
-        self._effects.append(CloseConnection(self.last_error))
+        self._effects.append(CloseConnection(self.last_error, event.transition.row.close_code))
 
     def _enter_failed(self, event: Any) -> None:
         if self.failure_reason is None:
@@ -350,7 +350,7 @@ class DeviceLifecycle:
             )
             attempts = self._profile.connection_attempts
             self.failure_reason = f"gave up after {attempts} attempts: {self._reason(event, cause)}"
-        self._effects.append(CloseConnection(self.failure_reason))
+        self._effects.append(CloseConnection(self.failure_reason, event.transition.row.close_code))
 
     def _leave_busy(self, event: Any) -> None:
         """Whatever ends a task (finished, or the device lost, failed or stopped) clears it."""

@@ -64,6 +64,10 @@ Deadlines are events (gen_statem's ``state_timeout``): a state declares which ``
 setting bounds it, the lifecycle arms ``DeviceLifecycle.timeout`` on entering it, and the
 runner feeds ``timed_out`` when it passes.
 
+Closing. A row that ends the socket's life closes it with code 1000 (normal) unless it declares
+another (``"close"``): 1002 for a protocol violation, 1011 for our own bug; the close frame's
+text is the reason the device is left with (``CloseConnection``).
+
 Meanings. A row means what it declares (``"meaning"``: ready, lost, wait over...), plus what its
 states declare: entering ``failed`` is giving up, entering ``connecting`` an attempt, entering
 ``disconnected`` the owner's stop, entering a state whose deadline is a wait (``backoff``)
@@ -80,6 +84,7 @@ from typing import Any, Final
 
 import attrs
 
+from ..protocol.closing import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
 from .meaning import Meaning as M
 from .states import (
     ACTIVE,
@@ -118,6 +123,7 @@ def _attempt_failed(
     recovering_wait: str = "_count_recovery_failure",
     also_if: tuple[str, ...] = (),
     also_unless: tuple[str, ...] = (),
+    close: int | None = None,
 ) -> list[dict[str, Any]]:
     """A failed attempt's four outcomes; exactly one holds at any time.
 
@@ -140,6 +146,8 @@ def _attempt_failed(
             declared["unless"] = [*also_unless, *unless]
         if before:
             declared["before"] = before
+        if close is not None:
+            declared["close"] = close
         return declared
 
     return [
@@ -226,7 +234,9 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         also_unless=(ACCEPTED,),
     ),
     # A frame the protocol forbids spoils an attempt not yet registered; later, it is ignored.
-    *_attempt_failed(T.PROTOCOL_VIOLATION, frozenset({S.CONNECTED, S.REGISTERING})),
+    *_attempt_failed(
+        T.PROTOCOL_VIOLATION, frozenset({S.CONNECTED, S.REGISTERING}), close=CLOSE_PROTOCOL_ERROR
+    ),
     {"trigger": T.PROTOCOL_VIOLATION.value, "source": _v(ACTIVE, S.TELEMETRY), "dest": None},
     # Phase 4 → 5: telemetry, then activation (graceful on a missing answer or a timeout).
     {
@@ -299,6 +309,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "source": _v(_ALL - {S.FAILED}),
         "dest": S.FAILED.value,
         "before": "_record_internal_error",
+        "close": CLOSE_INTERNAL_ERROR,
     },
 ]
 
@@ -347,6 +358,8 @@ class Row:
     internal: bool = False
     #: The owner's commands this row serves (``connect`` on a failed device fires ``retry``).
     serves: frozenset[C] = frozenset()
+    #: The close code if this row ends the socket's life (1000 unless declared).
+    close_code: int = CLOSE_NORMAL
 
     @property
     def guard(self) -> str:
@@ -401,6 +414,7 @@ def expand(transitions: list[dict[str, Any]]) -> list[Row]:
                     _meanings(declared, src, None if dest is None else S(dest)),
                     internal=dest is None,
                     serves=frozenset(C(c) for c in names(t.get("serves"))),
+                    close_code=t.get("close", CLOSE_NORMAL),
                 )
             )
     return out

@@ -3,7 +3,8 @@ happened.
 
 The runner is the only code that does I/O for a device, and it decides nothing: every rule is a
 row or a guard of the transition table (``stellate/fsm/table.py``). It performs the effects each
-transition returns — ``OpenConnection`` starts a socket's life, ``CloseConnection`` ends it,
+transition returns — ``OpenConnection`` starts a socket's life, ``CloseConnection`` ends it (with
+the code and the reason the row gave it, made to fit a close frame),
 ``SendRegister``/``RequestTelemetry`` send frames, ``StartHeartbeat`` starts the lease — arms the
 deadline the new state declares (``DeviceLifecycle.timeout``), and turns what comes back into the
 next event. Everything the device task waits for arrives in its mailbox (a list, and the task
@@ -77,6 +78,7 @@ from ..protocol import (
     classify_close,
     classify_handshake,
 )
+from ..protocol.closing import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, close_reason
 from ..protocol.lease import HeartbeatLease
 from ..protocol.session_client import ClientEvent
 from ..text.escape import escape_text
@@ -94,6 +96,10 @@ CANCELLED_CLOSE_GRACE = 0.1
 #: Items from the reader the device task may have unread before the reader stops reading (and
 #: the socket's own buffers push back on the server).
 MAILBOX_LIMIT = 64
+#: How a socket is closed when the device task ends without the machine closing it: cancelled
+#: (the manager stops without waiting), or an error of ours (contained once the socket is shut).
+_CANCELLED_CLOSE: Final = CloseConnection("manager stopped", CLOSE_GOING_AWAY)
+_BUG_CLOSE: Final = CloseConnection("internal error", CLOSE_INTERNAL_ERROR)
 
 
 @attrs.frozen
@@ -427,15 +433,18 @@ class DeviceRunner:
         self._lease = None  # this socket's heartbeats have not started
         grace = CLOSE_GRACE
         pending: list[Effect] = []
-        closed_by_machine = False
+        # How the socket is closed: the machine's CloseConnection, or, when the device task
+        # ends without one, going away (cancelled) or our own error (an exception).
+        close: CloseConnection | None = None
+        unclosed = _BUG_CLOSE
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, conn, session, self._generation)
             try:
-                pending = await self._live(conn, session, nursery.cancel_scope)
-                closed_by_machine = True
+                close, pending = await self._live(conn, session, nursery.cancel_scope)
             except trio.Cancelled:
                 if self._interrupting is None:  # not ours: the device is being cancelled
                     grace = CANCELLED_CLOSE_GRACE
+                    unclosed = _CANCELLED_CLOSE
                 raise
             finally:
                 self._lease = None
@@ -444,30 +453,31 @@ class DeviceRunner:
                 interrupting, self._interrupting = self._interrupting, None
                 if interrupting is None:
                     pass
-                elif closed_by_machine:  # the socket's life ended anyway: a command waits its turn
+                elif close is not None:  # the socket's life ended anyway: a command waits its turn
                     if isinstance(interrupting, Command):
                         self._items.insert(0, interrupting)
                 else:  # it cancelled what the device was doing: now it is handled
-                    pending, closing = _until_close(self._on_item(interrupting, session))
-                    if not closing:
+                    close, pending = _until_close(self._on_item(interrupting, session))
+                    if close is None:
                         raise RuntimeError(f"{interrupting!r} interrupted; the socket stays open")
+                close = close or unclosed
                 with trio.CancelScope(shield=True) as close_scope:
                     close_scope.deadline = trio.current_time() + grace
-                    await conn.aclose(1000, "stellate: device released")
+                    await conn.aclose(close.code, close_reason(f"stellate: {close.reason}"))
         return pending
 
     async def _live(
         self, conn: Connection, session: ConstellationSession, scope: trio.CancelScope
-    ) -> list[Effect]:
-        """Perform effects and handle items until a transition closes the socket; return the
-        effects that follow the ``CloseConnection``."""
+    ) -> tuple[CloseConnection, list[Effect]]:
+        """Perform effects and handle items until a transition closes the socket; return its
+        ``CloseConnection`` and the effects that follow it."""
         pending = self._fire(Trigger.CONNECTION_OPENED)
         while True:
             queue = list(pending)
             while queue:
                 effect = queue.pop(0)
                 if isinstance(effect, CloseConnection):
-                    return queue
+                    return effect, queue
                 if isinstance(effect, SendRegister):
                     failed = await self._send(conn, session, session.register(), scope)
                     queue += failed if failed is not None else self._fire(Trigger.REGISTER_SENT)
@@ -611,12 +621,12 @@ class DeviceRunner:
         return self.lc.fire(trigger, **data)
 
 
-def _until_close(effects: list[Effect]) -> tuple[list[Effect], bool]:
-    """The effects after the first ``CloseConnection`` (and True), or all of them (and False)."""
+def _until_close(effects: list[Effect]) -> tuple[CloseConnection | None, list[Effect]]:
+    """The first ``CloseConnection`` and the effects after it, or None and all of them."""
     for index, effect in enumerate(effects):
         if isinstance(effect, CloseConnection):
-            return effects[index + 1 :], True
-    return effects, False
+            return effect, effects[index + 1 :]
+    return None, effects
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -24,6 +24,7 @@ import attrs
 
 from ..text.escape import escape_text
 from ..timing import DEFAULT_TIMING, Timing
+from .closing import CLOSE_NORMAL, close_reason
 from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
 from .ids import id_refusal
 from .messages import (
@@ -62,7 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_TOO_BIG = 1009
 
@@ -155,11 +155,6 @@ def _heartbeat_ack(timestamp: str, response_id: str) -> ServerMessage:
 
 #: The frame a server sends most: encoded once, filled per use (see ``FrameTemplate``).
 _HEARTBEAT_ACK = FrameTemplate(_heartbeat_ack)
-
-
-def _close_reason(text: str) -> str:
-    """A close reason is limited to 123 UTF-8 bytes; cut on a character boundary."""
-    return text.encode(errors="replace")[:120].decode(errors="ignore")
 
 
 class ServerSession:
@@ -421,7 +416,7 @@ class ServerSession:
         self.phase = ServerPhase.CLOSED
         self._deadline = math.inf
         actions.extend(self._deregister())
-        actions.append(Close(code, _close_reason(reason)))
+        actions.append(Close(code, close_reason(reason)))
         logger.info("closing %r (%d): %s", self, code, escape_text(reason))
         return actions
 

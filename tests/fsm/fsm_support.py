@@ -126,6 +126,14 @@ def reference_merge(profile: AgentProfile, info: Mapping[str, Any]) -> AgentProf
     )
 
 
+def _close_code(step: Step) -> int:
+    """The close code the rules give: the peer broke the protocol (1002), our bug (1011), or
+    a normal closure."""
+    if step.trigger == Trigger.PROTOCOL_VIOLATION:
+        return 1002
+    return 1011 if step.trigger == Trigger.INTERNAL_ERROR else 1000
+
+
 def expected_effects(step: Step, lifecycle: DeviceLifecycle) -> list[Effect]:
     """What entering ``step.dest`` must ask the I/O edge to do (read after the step)."""
     dest = step.dest
@@ -140,9 +148,9 @@ def expected_effects(step: Step, lifecycle: DeviceLifecycle) -> list[Effect]:
     if dest == S.IDLE and step.source == S.TELEMETRY:
         return [StartHeartbeat()]
     if dest == S.BACKOFF:
-        return [CloseConnection(lifecycle.last_error or "")]
+        return [CloseConnection(lifecycle.last_error or "", _close_code(step))]
     if dest == S.FAILED:
-        return [CloseConnection(lifecycle.failure_reason or "")]
+        return [CloseConnection(lifecycle.failure_reason or "", _close_code(step))]
     if dest == S.DISCONNECTED:
         return [CloseConnection("disconnect")]
     return []  # registering, busy, idle after a task
