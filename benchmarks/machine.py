@@ -7,21 +7,19 @@ import time
 from typing import Any
 
 from stellate.fsm import AgentProfile, RetryPolicy, Trigger
+from stellate.fsm.event_data import EventData, RegistrationAnswer, TelemetryAnswer
 from stellate.fsm.lifecycle import LifecycleEngine
 
 from .report import Row
 
 #: One lap: the five phases, then a shutdown (6 triggers, every one a legal transition).
-LAP: list[tuple[Trigger, dict[str, Any]]] = [
-    (Trigger.CONNECT, {}),
-    (Trigger.CONNECTION_OPENED, {}),
-    (Trigger.REGISTER_SENT, {}),
-    (Trigger.REGISTRATION_ANSWERED, {"accepted": True}),
-    (
-        Trigger.TELEMETRY_RECEIVED,
-        {"system_info": {"platform": "linux", "supported_features": ["x"]}},
-    ),
-    (Trigger.DISCONNECT, {}),
+LAP: list[Trigger | EventData] = [
+    Trigger.CONNECT,
+    Trigger.CONNECTION_OPENED,
+    Trigger.REGISTER_SENT,
+    RegistrationAnswer(accepted=True),
+    TelemetryAnswer({"platform": "linux", "supported_features": ["x"]}),
+    Trigger.DISCONNECT,
 ]
 
 
@@ -47,8 +45,8 @@ def measure(n: int, laps: int = 2) -> dict[str, Any]:
     triggers = 0
     for _ in range(laps):
         for lifecycle in lifecycles:
-            for trigger, data in LAP:
-                lifecycle.fire(trigger, **data)
+            for event in LAP:
+                lifecycle.fire(event)
             triggers += len(LAP)
     fire_s = time.perf_counter() - t0
 

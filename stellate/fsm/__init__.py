@@ -9,7 +9,7 @@ their modules, and they may change without notice (docs/api.md).
 """
 
 from ..timing import RandomSource, RetryPolicy, Timing
-from .lifecycle import IllegalTransition, TransitionRecord
+from .lifecycle import IllegalTransition, InvalidEventData, TransitionRecord
 from .meaning import Meaning
 from .paths import Path, Step, paths
 from .profile import DEFAULT_MAX_RETRIES, SYSTEM_INFO_KEYS, AgentProfile, merge_system_info
@@ -48,6 +48,7 @@ __all__ = [
     "DeadlineKind",
     "DeviceStatus",
     "IllegalTransition",
+    "InvalidEventData",
     "Meaning",
     "OwnerCommand",
     "Path",

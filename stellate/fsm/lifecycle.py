@@ -58,6 +58,15 @@ from .effects import (
     SendRegister,
     StartHeartbeat,
 )
+from .event_data import (
+    DATA_OF,
+    ConnectionFailed,
+    EventData,
+    RegistrationAnswer,
+    TaskAssigned,
+    TelemetryAnswer,
+    data_problem,
+)
 from .meaning import Meaning
 from .profile import AgentProfile, merge_system_info
 from .states import INITIAL, SPECS, STATE_SPECS, Deadline, DeviceStatus, machine_states
@@ -84,6 +93,15 @@ class IllegalTransition(LocalError):
         self.trigger = trigger
         detail = f": {why}" if why else ""
         super().__init__(f"device {device_id!r}: event {trigger!r} is illegal in {status}{detail}")
+
+
+class InvalidEventData(IllegalTransition):
+    """An event fired with the wrong data: a trigger that carries data fired without it, or a
+    field of the wrong type. Nothing was changed."""
+
+
+#: The classes ``fire`` takes as event data.
+_DATA_CLASSES: tuple[type[EventData], ...] = tuple(DATA_OF.values())
 
 
 @attrs.frozen
@@ -127,11 +145,9 @@ def _utc_now() -> datetime:
 class DeviceLifecycle:
     """The model object a shared machine drives. Create it through ``LifecycleEngine.create``.
 
-    Event data (keyword arguments of ``fire``):
-      ``connection_failed(reason=str, retry_after=float | None)``,
-      ``registration_answered(accepted=bool, reason=str, kind=RejectionKind)``,
-      ``telemetry_received(system_info=Mapping | None)``, ``task_assigned(task_id=str)``,
-      ``auth_rejected(reason=str)``, ``internal_error(reason=str)``.
+    Events: a ``Trigger`` for those that carry nothing (``fire(Trigger.CONNECT)``), an
+    instance of the trigger's data class for the others (``stellate.fsm.event_data``:
+    ``fire(ConnectionFailed("refused"))``, ``fire(RegistrationAnswer(accepted=True))``, ...).
     """
 
     def __init__(
@@ -202,18 +218,26 @@ class DeviceLifecycle:
         return self._lost_at
 
     # -- the one way in -----------------------------------------------------------------------
-    def fire(self, trigger: Trigger | str, **data: Any) -> list[Effect]:
+    def fire(self, event: Trigger | str | EventData) -> list[Effect]:
         """Apply one event; return the effects to perform, in order.
 
+        Args:
+            event: a ``Trigger`` that carries no data, or the data of one that does
+                (``ConnectionFailed(...)``, ``RegistrationAnswer(...)``...: each names its
+                trigger).
+
         Raises:
-            IllegalTransition: the current state does not accept ``trigger`` (or no guarded
+            InvalidEventData: a trigger fired without its data, or data with a field of the
+                wrong type (an ``IllegalTransition``).
+            IllegalTransition: the current state does not accept the event (or no guarded
                 alternative holds). The profile, status and deadline are left exactly as they were.
         """
-        event = self._event(trigger)
-        if event is None:
+        trigger, data = self._unpack(event)
+        transition = self._event(trigger)
+        if transition is None:
             raise IllegalTransition(self.device_id, self.state, trigger, "unknown event")
         try:
-            fired = event.trigger(self, **data)
+            fired = transition.trigger(self) if data is None else transition.trigger(self, data)
         except MachineError as exc:
             raise IllegalTransition(self.device_id, self.state, trigger) from exc
         if not fired:  # every guarded alternative refused: the table forbids this
@@ -221,12 +245,38 @@ class DeviceLifecycle:
         effects, self._effects = self._effects, []
         return effects
 
-    def accepts(self, trigger: Trigger | str, **data: Any) -> bool:
-        """Would ``fire(trigger, **data)`` be legal now? Changes nothing."""
+    def accepts(self, event: Trigger | str | EventData) -> bool:
+        """Would ``fire(event)`` be legal now (its data included)? Changes nothing."""
         machine = self._machine
+        try:
+            trigger, data = self._unpack(event)
+        except InvalidEventData:
+            return False
         if machine is None or self._event(trigger) is None:
             return False
-        return bool(machine._can_trigger(self, trigger, **data))
+        args = () if data is None else (data,)
+        return bool(machine._can_trigger(self, trigger, *args))
+
+    def _unpack(self, event: Trigger | str | EventData) -> tuple[Trigger | str, EventData | None]:
+        """The trigger and data of ``event``, checked against the trigger's data class."""
+        if isinstance(event, str):
+            wanted = DATA_OF.get(event)  # type: ignore[call-overload]
+            if wanted is not None:
+                raise InvalidEventData(
+                    self.device_id,
+                    self.state,
+                    event,
+                    f"it carries {wanted.__name__}: fire({wanted.__name__}(...))",
+                )
+            return event, None
+        if not isinstance(event, _DATA_CLASSES):
+            raise InvalidEventData(
+                self.device_id, self.state, repr(event), "not a Trigger nor event data"
+            )
+        problem = data_problem(event)
+        if problem is not None:
+            raise InvalidEventData(self.device_id, self.state, event.trigger, problem)
+        return event.trigger, event
 
     def serving(self, command: OwnerCommand) -> Trigger | None:
         """The trigger the owner's ``command`` fires now, if the machine accepts it (None:
@@ -248,10 +298,8 @@ class DeviceLifecycle:
 
     def accepted(self, event: Any) -> bool:
         """The server confirmed the REGISTER (False: it sent an error frame)."""
-        value = event.kwargs.get("accepted")
-        if not isinstance(value, bool):
-            raise TypeError("registration_answered needs accepted=True or accepted=False")
-        return value
+        answer: RegistrationAnswer = event.args[0]
+        return answer.accepted
 
     def recovering(self, event: Any) -> bool:
         """The device is reconnecting after losing its activated connection, under a recovery
@@ -267,11 +315,11 @@ class DeviceLifecycle:
         """A refusal this run can expect: the server does not know the target yet or still
         holds our id, after an earlier attempt of this run failed or the activated connection
         was lost (the server is in flux, and this is part of it)."""
-        if event.kwargs.get("accepted") is not False:
+        answer: RegistrationAnswer = event.args[0]
+        if answer.accepted:
             return False
-        kind = event.kwargs.get("kind", RejectionKind.FINAL)
         in_flux = self._profile.connection_attempts > 1 or self._lost_at is not None
-        return kind in TRANSIENT_KINDS and in_flux
+        return answer.kind in TRANSIENT_KINDS and in_flux
 
     def stable(self, event: Any) -> bool:
         """The connection being lost stayed up for at least the stability window."""
@@ -337,8 +385,9 @@ class DeviceLifecycle:
 
     def _enter_backoff(self, event: Any) -> None:
         self.last_error = self._reason(event, "timed out")
-        retry_after = event.kwargs.get("retry_after")
-        self._retry_after = float(retry_after) if isinstance(retry_after, int | float) else 0.0
+        data = _data(event)
+        retry_after = data.retry_after if isinstance(data, ConnectionFailed) else None
+        self._retry_after = float(retry_after) if retry_after is not None else 0.0
         self._effects.append(CloseConnection(self.last_error, event.transition.row.close_code))
 
     def _enter_failed(self, event: Any) -> None:
@@ -411,8 +460,9 @@ class DeviceLifecycle:
         self.failure_reason = f"internal error: {self._reason(event, 'unknown')}"
 
     def _merge_telemetry(self, event: Any) -> None:
-        info = event.kwargs.get("system_info")
-        if isinstance(info, Mapping):
+        answer: TelemetryAnswer = event.args[0]
+        info = answer.system_info
+        if info is not None:
             self._profile = merge_system_info(self._profile, info)
             self._merged = True
 
@@ -429,9 +479,8 @@ class DeviceLifecycle:
         self._effects.append(StartHeartbeat())
 
     def _take_task(self, event: Any) -> None:
-        task_id = event.kwargs.get("task_id")
-        if not isinstance(task_id, str):
-            raise TypeError("task_assigned needs task_id=str")
+        assigned: TaskAssigned = event.args[0]
+        task_id = assigned.task_id
         self._profile = attrs.evolve(self._profile, current_task_id=task_id)
         self._task_ended = task_id  # reported with the record: the task this row started
 
@@ -442,8 +491,13 @@ class DeviceLifecycle:
 
     @staticmethod
     def _reason(event: Any, default: str) -> str:
-        reason = event.kwargs.get("reason")
+        reason = getattr(_data(event), "reason", None)  # every data class with a reason
         return str(reason) if reason else default
+
+
+def _data(event: Any) -> EventData | None:
+    """The data an event was fired with (``fire`` checked it against its trigger)."""
+    return event.args[0] if event.args else None
 
 
 class _ModelRegistry:

@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import attrs
 
 from ..protocol.rejections import RejectionKind
 from ..timing import Timing
+from .event_data import (
+    AuthRejected,
+    ConnectionFailed,
+    EventData,
+    RegistrationAnswer,
+    TelemetryAnswer,
+)
 from .lifecycle import LifecycleEngine
 from .profile import AgentProfile
 from .states import INITIAL, SETTLED, DeviceStatus
@@ -45,21 +52,26 @@ OUTSIDE_FLOW = frozenset(
 #: the wait short: the same step as the deadline passing).
 FROM_START_ONLY = frozenset({Trigger.CONNECT})
 
-#: Event data to try for triggers whose guards read it; one variant per distinct outcome.
-EVENT_VARIANTS: Mapping[Trigger, tuple[Mapping[str, Any], ...]] = {
+#: Events to try for the triggers that carry data; one variant per distinct outcome.
+EVENT_VARIANTS: Mapping[Trigger, tuple[EventData, ...]] = {
     Trigger.REGISTRATION_ANSWERED: (
-        {"accepted": True},
-        {"accepted": False, "reason": "rejected", "kind": RejectionKind.FINAL},
-        {
-            "accepted": False,
-            "reason": "target not yet known",
-            "kind": RejectionKind.TARGET_NOT_YET_KNOWN,
-        },
+        RegistrationAnswer(accepted=True),
+        RegistrationAnswer(accepted=False, reason="rejected", kind=RejectionKind.FINAL),
+        RegistrationAnswer(
+            accepted=False,
+            reason="target not yet known",
+            kind=RejectionKind.TARGET_NOT_YET_KNOWN,
+        ),
     ),
-    Trigger.TELEMETRY_RECEIVED: ({"system_info": None},),
-    Trigger.CONNECTION_FAILED: ({"reason": "connection failed"},),
-    Trigger.AUTH_REJECTED: ({"reason": "HTTP 403"},),
+    Trigger.TELEMETRY_RECEIVED: (TelemetryAnswer(None),),
+    Trigger.CONNECTION_FAILED: (ConnectionFailed("connection failed"),),
+    Trigger.AUTH_REJECTED: (AuthRejected("HTTP 403"),),
 }
+
+
+def events_for(trigger: Trigger) -> tuple[Trigger | EventData, ...]:
+    """What to fire for ``trigger``: its variants, or the trigger itself if it carries no data."""
+    return EVENT_VARIANTS.get(trigger, (trigger,))
 
 
 class Step(NamedTuple):
@@ -154,15 +166,19 @@ class _Enumerator:
     def _successors(self, at: _Situation) -> tuple[tuple[Step, _Situation], ...]:
         out: dict[tuple[Step, _Situation], None] = {}
         for trigger in flow_triggers(at.state):
-            for data in EVENT_VARIANTS.get(trigger, ({},)):
+            for event in events_for(trigger):
                 for window_open in self._windows(at):
-                    found = self._fire(at, trigger, data, window_open)
+                    found = self._fire(at, trigger, event, window_open)
                     if found is not None:
                         out.setdefault(found, None)
         return tuple(out)
 
     def _fire(
-        self, at: _Situation, trigger: Trigger, data: Mapping[str, Any], window_open: bool
+        self,
+        at: _Situation,
+        trigger: Trigger,
+        event: Trigger | EventData,
+        window_open: bool,
     ) -> tuple[Step, _Situation] | None:
         start = attrs.evolve(
             self._probe, status=DeviceStatus(at.state), connection_attempts=at.attempts
@@ -171,9 +187,9 @@ class _Enumerator:
         if at.lost:  # the probe lost its activated connection just now, or a window ago
             lifecycle._lost_at = _NOW if window_open else _NOW - _WINDOW
         try:
-            if not lifecycle.accepts(trigger, **data):
+            if not lifecycle.accepts(event):
                 return None
-            lifecycle.fire(trigger, **data)
+            lifecycle.fire(event)
             step = Step(trigger, at.state, lifecycle.status)
             after = _Situation(
                 lifecycle.status,

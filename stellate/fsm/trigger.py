@@ -4,6 +4,8 @@ Str-valued so a trigger still reads, logs, serialises and compares as its plain 
 (``Trigger.CONNECT == "connect"``), and ``transitions`` (which keys events by string) takes it
 as is. Which trigger leads where, and which trigger an owner's command fires in each state, is
 the transition table's business (``table.py``: a row declares the commands it ``serves``).
+A trigger that carries data is fired with an instance of its class (``event_data.py``, named
+after each trigger below).
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ class Trigger(StrEnum):
     CONNECT = "connect"
     #: The WebSocket handshake succeeded.
     CONNECTION_OPENED = "connection_opened"
-    #: The socket could not be opened, broke, or was declared lost (event data: ``reason``).
+    #: The socket could not be opened, broke, or was declared lost (``ConnectionFailed``).
     CONNECTION_FAILED = "connection_failed"
     #: The deadline of the current state passed.
     TIMED_OUT = "timed_out"
     #: The REGISTER frame went out.
     REGISTER_SENT = "register_sent"
-    #: The server answered the REGISTER (event data: ``accepted``, ``reason``).
+    #: The server answered the REGISTER (``RegistrationAnswer``).
     REGISTRATION_ANSWERED = "registration_answered"
-    #: The server answered the telemetry request (event data: ``system_info``).
+    #: The server answered the telemetry request (``TelemetryAnswer``).
     TELEMETRY_RECEIVED = "telemetry_received"
-    #: The app gave the device a task (event data: ``task_id``).
+    #: The app gave the device a task (``TaskAssigned``).
     TASK_ASSIGNED = "task_assigned"
     #: The app's task on the device is over.
     TASK_FINISHED = "task_finished"
@@ -35,11 +37,11 @@ class Trigger(StrEnum):
     #: The owner stops the device.
     DISCONNECT = "disconnect"
     #: The server refused our API key (HTTP 401/403 at the handshake, or a policy close
-    #: before registration; event data: ``reason``).
+    #: before registration; ``AuthRejected``).
     AUTH_REJECTED = "auth_rejected"
-    #: A bug in our own code while driving the device (event data: ``reason``).
+    #: A bug in our own code while driving the device (``InternalError``).
     INTERNAL_ERROR = "internal_error"
-    #: The server sent a frame the protocol forbids (event data: ``reason``).
+    #: The server sent a frame the protocol forbids (``ProtocolViolated``).
     PROTOCOL_VIOLATION = "protocol_violation"
 
 

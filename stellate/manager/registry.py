@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from ..errors import LocalError
 from ..fsm import AgentProfile, DeviceStatus, Trigger
+from ..fsm.event_data import TaskAssigned
 from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 
 
@@ -54,9 +55,10 @@ class DeviceRegistry:
 
         Raises:
             UnknownDevice: no such device.
-            IllegalTransition: the device is not IDLE (not ready, or already busy).
+            IllegalTransition: the device is not IDLE (not ready, or already busy), or
+                ``task_id`` is not a string (``InvalidEventData``).
         """
-        self.lifecycle(device_id).fire(Trigger.TASK_ASSIGNED, task_id=task_id)
+        self.lifecycle(device_id).fire(TaskAssigned(task_id))
 
     def set_device_idle(self, device_id: str) -> None:
         """The device's task is over (BUSY → IDLE).

@@ -61,6 +61,15 @@ from ..fsm.effects import (
     SendRegister,
     StartHeartbeat,
 )
+from ..fsm.event_data import (
+    AuthRejected,
+    ConnectionFailed,
+    EventData,
+    InternalError,
+    ProtocolViolated,
+    RegistrationAnswer,
+    TelemetryAnswer,
+)
 from ..fsm.lifecycle import DeviceLifecycle
 from ..protocol import (
     ConnectError,
@@ -100,6 +109,8 @@ MAILBOX_LIMIT = 64
 #: (the manager stops without waiting), or an error of ours (contained once the socket is shut).
 _CANCELLED_CLOSE: Final = CloseConnection("manager stopped", CLOSE_GOING_AWAY)
 _BUG_CLOSE: Final = CloseConnection("internal error", CLOSE_INTERNAL_ERROR)
+#: The server's confirmation, as the machine takes it (one instance: it carries nothing else).
+_ACCEPTED: Final = RegistrationAnswer(accepted=True)
 
 
 @attrs.frozen
@@ -355,9 +366,10 @@ class DeviceRunner:
             raise exc
         leaf = _first_leaf(exc)
         reason = f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
-        if not self.lc.accepts(Trigger.INTERNAL_ERROR):
+        failure = InternalError(reason)
+        if not self.lc.accepts(failure):
             return []  # already FAILED: it stays so, with its reason
-        return self._fire(Trigger.INTERNAL_ERROR, reason=reason)
+        return self._fire(failure)
 
     # -- one connection: the attempt, then its life --------------------------------------------
     async def _connection(self, url: str) -> list[Effect]:
@@ -423,9 +435,9 @@ class DeviceRunner:
         reason = str(exc) or type(exc).__name__
         status = exc.status if isinstance(exc, ConnectError) else None
         if classify_handshake(status) is RejectionKind.AUTH:
-            return self._fire(Trigger.AUTH_REJECTED, reason=reason)
+            return self._fire(AuthRejected(reason))
         retry_after = exc.retry_after if isinstance(exc, ConnectError) else None
-        return self._fire(Trigger.CONNECTION_FAILED, reason=reason, retry_after=retry_after)
+        return self._fire(ConnectionFailed(reason, retry_after))
 
     async def _connected(self, conn: Connection) -> list[Effect]:
         """The socket's life: from ``connection_opened`` until a transition closes it."""
@@ -538,8 +550,8 @@ class DeviceRunner:
         """The socket was closed under us: a refused key, or a lost connection."""
         registered = not session.registration_pending
         if classify_close(code, registered=registered) is RejectionKind.AUTH:
-            return self._fire(Trigger.AUTH_REJECTED, reason=reason)
-        return self._fire(Trigger.CONNECTION_FAILED, reason=reason)
+            return self._fire(AuthRejected(reason))
+        return self._fire(ConnectionFailed(reason))
 
     def _on_item(self, item: InboxItem | None, session: ConstellationSession) -> list[Effect]:
         """What a mailbox item means while a socket is open, as the machine's next event."""
@@ -550,29 +562,23 @@ class DeviceRunner:
         if isinstance(item, _Closed):
             return self._closed(session, item.code, item.reason)
         if isinstance(item, _LeaseExpired):
-            return self._fire(
-                Trigger.CONNECTION_FAILED,
-                reason=f"heartbeat lease expired (unanswered for {item.silent_for:.1f}s)",
-            )
+            silent = f"heartbeat lease expired (unanswered for {item.silent_for:.1f}s)"
+            return self._fire(ConnectionFailed(silent))
         event = item.event
         if isinstance(event, Registered):
-            return self._fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
+            return self._fire(_ACCEPTED)
         if isinstance(event, Rejected):
-            return self._fire(
-                Trigger.REGISTRATION_ANSWERED, accepted=False, reason=event.reason, kind=event.kind
-            )
+            return self._fire(RegistrationAnswer(False, event.reason, event.kind))
         if isinstance(event, DeviceInfo):  # after its deadline, the table ignores it
-            return self._fire(Trigger.TELEMETRY_RECEIVED, system_info=event.system_info)
+            return self._fire(TelemetryAnswer(event.system_info))
         if isinstance(event, PeerError):
-            return self._fire(Trigger.CONNECTION_FAILED, reason=f"server error: {event.reason}")
+            return self._fire(ConnectionFailed(f"server error: {event.reason}"))
         if isinstance(event, ProtocolViolation):
             logger.warning(
                 "device %s: protocol violation: %s", self.lc.device_id, escape_text(event.reason)
             )
             # The table decides: the attempt is spoiled before registration, ignored after.
-            return self._fire(
-                Trigger.PROTOCOL_VIOLATION, reason=f"protocol violation: {event.reason}"
-            )
+            return self._fire(ProtocolViolated(f"protocol violation: {event.reason}"))
         return []
 
     # -- the connection's reader --------------------------------------------------------------
@@ -617,8 +623,8 @@ class DeviceRunner:
             await self._deliver(_Closed(generation, exc.code, reason))
 
     # -- the machine --------------------------------------------------------------------------
-    def _fire(self, trigger: Trigger, **data: object) -> list[Effect]:
-        return self.lc.fire(trigger, **data)
+    def _fire(self, event: Trigger | EventData) -> list[Effect]:
+        return self.lc.fire(event)
 
 
 def _until_close(effects: list[Effect]) -> tuple[CloseConnection | None, list[Effect]]:

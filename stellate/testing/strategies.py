@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import strategies as st
 
+from ..fsm.event_data import EventData
 from ..fsm.lifecycle import LifecycleEngine
-from ..fsm.paths import EVENT_VARIANTS, Path, Step, flow_triggers
+from ..fsm.paths import Path, Step, events_for, flow_triggers
 from ..fsm.profile import AgentProfile
 from ..fsm.states import DeviceStatus
 from ..fsm.trigger import Trigger
@@ -184,7 +184,7 @@ _IDLE = DeviceStatus.IDLE.value
 _FAILED = DeviceStatus.FAILED.value
 
 
-Event = tuple[str, Mapping[str, Any]]
+Event = tuple[Trigger, Trigger | EventData]
 #: (max_retries, state, attempts, recovering from a loss): all a successor depends on.
 _Key = tuple[int | None, str, int, bool]
 _Option = tuple[Step, Event, _Key]
@@ -216,8 +216,8 @@ def _replay(max_retries: int | None, events: tuple[Event, ...]) -> _Key:
     )
     lifecycle = _ENGINE.create(probe, timing=_PATH_TIMING)
     try:
-        for trigger, data in events:
-            lifecycle.fire(trigger, **data)
+        for _trigger, event in events:
+            lifecycle.fire(event)
         attempts = lifecycle.profile.connection_attempts
         if max_retries is None:  # no limit: only whether an attempt failed before matters
             attempts = min(attempts, 2)  # (the transient-refusal guard reads it)
@@ -234,9 +234,8 @@ def _successors(key: _Key) -> tuple[_Option, ...]:
         triggers = flow_triggers(state)
         found: dict[Step, _Option] = {}
         for trigger in triggers:
-            variants: tuple[Mapping[str, Any], ...] = EVENT_VARIANTS.get(trigger, ({},))
-            for data in variants:
-                event = (trigger, data)
+            for fired in events_for(trigger):
+                event = (trigger, fired)
                 nxt = _replay(max_retries, (*reach, event))
                 _REACH.setdefault(nxt, (*reach, event))
                 step = Step(trigger, state, nxt[1])

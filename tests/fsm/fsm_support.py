@@ -25,6 +25,17 @@ from stellate.fsm.effects import (
     SendRegister,
     StartHeartbeat,
 )
+from stellate.fsm.event_data import (
+    DATA_OF,
+    AuthRejected,
+    ConnectionFailed,
+    EventData,
+    InternalError,
+    ProtocolViolated,
+    RegistrationAnswer,
+    TaskAssigned,
+    TelemetryAnswer,
+)
 from stellate.fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from stellate.fsm.paths import Path, Step
 from stellate.protocol import RejectionKind
@@ -70,34 +81,42 @@ class Recorder:
 
 
 #: A refusal the table may take for transient (the server does not know the target yet).
-ABSENT_TARGET = {
-    "accepted": False,
-    "reason": "Target device 'windowsagent' is not connected",
-    "kind": RejectionKind.TARGET_NOT_YET_KNOWN,
-}
+ABSENT_TARGET = RegistrationAnswer(
+    accepted=False,
+    reason="Target device 'windowsagent' is not connected",
+    kind=RejectionKind.TARGET_NOT_YET_KNOWN,
+)
 #: A refusal that is always final.
-FINAL_REFUSAL = {"accepted": False, "reason": "nope", "kind": RejectionKind.FINAL}
+FINAL_REFUSAL = RegistrationAnswer(accepted=False, reason="nope", kind=RejectionKind.FINAL)
 
 
-def step_data(step: Step, system_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The event data a path's step implies."""
+def well_formed(trigger: Trigger) -> Trigger | EventData:
+    """``trigger`` as ``fire`` takes it: with well-formed data if it carries some."""
+    if trigger == Trigger.REGISTRATION_ANSWERED:
+        return RegistrationAnswer(accepted=True)
+    if trigger == Trigger.TASK_ASSIGNED:
+        return TaskAssigned("task-1")
+    wanted = DATA_OF.get(trigger)
+    return trigger if wanted is None else wanted()  # type: ignore[call-arg]
+
+
+def step_event(step: Step, system_info: Mapping[str, Any] | None = None) -> Trigger | EventData:
+    """The event a path's step implies."""
     if step.trigger == Trigger.REGISTRATION_ANSWERED:
         if step.dest == S.TELEMETRY:
-            return {"accepted": True}
-        return dict(ABSENT_TARGET if step.dest == S.BACKOFF else FINAL_REFUSAL)
+            return RegistrationAnswer(accepted=True)
+        return ABSENT_TARGET if step.dest == S.BACKOFF else FINAL_REFUSAL
     if step.trigger == Trigger.TELEMETRY_RECEIVED:
-        return {"system_info": system_info}
+        return TelemetryAnswer(system_info)
     if step.trigger == Trigger.CONNECTION_FAILED:
-        return {"reason": "refused"}
-    if step.trigger == Trigger.TASK_ASSIGNED:
-        return {"task_id": "task-1"}
+        return ConnectionFailed("refused")
     if step.trigger == Trigger.AUTH_REJECTED:
-        return {"reason": "HTTP 403"}
+        return AuthRejected("HTTP 403")
     if step.trigger == Trigger.PROTOCOL_VIOLATION:
-        return {"reason": "protocol violation: binary frame"}
+        return ProtocolViolated("protocol violation: binary frame")
     if step.trigger == Trigger.INTERNAL_ERROR:
-        return {"reason": "RuntimeError: boom"}
-    return {}
+        return InternalError("RuntimeError: boom")
+    return well_formed(step.trigger)
 
 
 class Monotonic:
@@ -187,7 +206,7 @@ def replay(
     try:
         for step in path:
             info = infos_left.pop(0) if step.trigger == Trigger.TELEMETRY_RECEIVED else None
-            effects = lifecycle.fire(step.trigger, **step_data(step, info))
+            effects = lifecycle.fire(step_event(step, info))
             assert effects == expected_effects(step, lifecycle), step
             if step.dest == S.CONNECTING:
                 attempts += 1

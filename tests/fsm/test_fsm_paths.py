@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
-from fsm_support import WINDOWSAGENT, Monotonic, S, replay, step_data
+from fsm_support import WINDOWSAGENT, Monotonic, S, replay, step_event
 from hypothesis import given
 from hypothesis import strategies as st
 from seed_example import SEED_SYSTEM_INFO
@@ -173,7 +173,7 @@ def test_every_path_through_a_recovery_window_replays(max_retries: int, window: 
             for step in path:
                 if _window_passes(step, lc.recovering_since is not None):
                     mono.now += WINDOW.recovery_window
-                lc.fire(step.trigger, **step_data(step))
+                lc.fire(step_event(step))
                 assert lc.status == step.dest
                 beyond_max_retries |= lc.profile.connection_attempts > max_retries
             last = path[-1]

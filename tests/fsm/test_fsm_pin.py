@@ -1,4 +1,4 @@
-"""transitions is pinned exactly: stellate relies on three of its parts that are not public.
+"""transitions is pinned exactly: stellate relies on two of its parts that are not public.
 
 stellate/fsm/lifecycle.py's docstring lists them and why (the one place that says so). A new
 release of transitions may change them without notice: the first test fails on any version
@@ -20,6 +20,13 @@ from transitions import Machine
 
 from stellate.fsm import AgentProfile, DeviceStatus, IllegalTransition, Trigger
 from stellate.fsm import coverage as fsm_coverage
+from stellate.fsm.event_data import (
+    ConnectionFailed,
+    EventData,
+    InternalError,
+    ProtocolViolated,
+    TaskAssigned,
+)
 from stellate.fsm.lifecycle import DeviceLifecycle, LifecycleEngine, _ModelRegistry
 from stellate.fsm.paths import EVENT_VARIANTS
 from stellate.fsm.table import rows
@@ -44,18 +51,19 @@ def test_the_private_parts_stellate_uses_are_there() -> None:
 
 
 PROBE = AgentProfile(device_id="pin", server_url="ws://127.0.0.1/ws", max_retries=3)
-#: Event data for the triggers the path enumerator does not vary.
-EXTRA_VARIANTS: dict[Trigger, tuple[dict[str, Any], ...]] = {
-    Trigger.TASK_ASSIGNED: ({"task_id": "t"},),
-    Trigger.INTERNAL_ERROR: ({"reason": "bug"},),
+#: Events for the triggers the path enumerator does not vary.
+EXTRA_VARIANTS: dict[Trigger, tuple[EventData, ...]] = {
+    Trigger.TASK_ASSIGNED: (TaskAssigned("t"),),
+    Trigger.INTERNAL_ERROR: (InternalError("bug"),),
+    Trigger.PROTOCOL_VIOLATION: (ProtocolViolated("garbage"),),
 }
 
 
-def _cases() -> Iterator[tuple[DeviceStatus, Trigger, dict[str, Any]]]:
+def _cases() -> Iterator[tuple[DeviceStatus, Trigger | EventData]]:
     for state in DeviceStatus:
         for trigger in Trigger:
-            for data in {**EVENT_VARIANTS, **EXTRA_VARIANTS}.get(trigger, ({},)):
-                yield state, trigger, dict(data)
+            for event in {**EVENT_VARIANTS, **EXTRA_VARIANTS}.get(trigger, (trigger,)):
+                yield state, event
 
 
 @pytest.fixture
@@ -72,14 +80,14 @@ def test_can_trigger_answers_what_fire_then_does(engine: LifecycleEngine) -> Non
     """Use 1: ``accepts`` (``Machine._can_trigger``) says yes exactly when ``fire`` succeeds,
     guards included, in every state for every event, and asking changes nothing."""
     checked = disagree = 0
-    for state, trigger, data in _cases():
+    for state, event in _cases():
         asked = _at(engine, state)
         before = (asked.profile, asked.timeout, asked.failure_reason)
-        answer = asked.accepts(trigger, **data)
+        answer = asked.accepts(event)
         assert (asked.profile, asked.timeout, asked.failure_reason) == before
         fired = _at(engine, state)
         try:
-            fired.fire(trigger, **data)
+            fired.fire(event)
             legal = True
         except IllegalTransition:
             legal = False
@@ -112,12 +120,12 @@ def test_the_models_registry_serves_what_the_machine_does_with_models(
     engine.release(twins[1])
 
 
-def test_the_fired_row_is_read_from_the_transition_s_conditions(
+def test_the_fired_row_travels_with_its_transition(
     engine: LifecycleEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Use 3: ``Condition.func`` (the guard's name) and ``Condition.target`` (True for
-    ``conditions``, False for ``unless``) tell the coverage gate which of two rows between the
-    same states fired."""
+    """The extension point (not a private part): each transition is built as the machine's
+    ``transition_cls`` with its row, so the coverage gate is told which of two rows between
+    the same states fired."""
     recorded: list[Any] = []
     monkeypatch.setattr(fsm_coverage, "enabled", True)
     monkeypatch.setattr(fsm_coverage, "record", recorded.append)
@@ -130,7 +138,7 @@ def test_the_fired_row_is_read_from_the_transition_s_conditions(
             max_retries=max_retries,
         )
         lifecycle = engine.create(profile)
-        lifecycle.fire(Trigger.CONNECTION_FAILED, reason="refused")
+        lifecycle.fire(ConnectionFailed("refused"))
         engine.release(lifecycle)
     # Both are rows of the table as written, guards included: a row recorded without its
     # guards' names (or with something else than names) is no row of the table.

@@ -30,7 +30,14 @@ from stellate.fsm import (
     Trigger,
     rows,
 )
-from stellate.fsm.lifecycle import LifecycleEngine
+from stellate.fsm.event_data import (
+    DATA_OF,
+    ConnectionFailed,
+    RegistrationAnswer,
+    TaskAssigned,
+    TelemetryAnswer,
+)
+from stellate.fsm.lifecycle import InvalidEventData, LifecycleEngine
 from stellate.protocol import RejectionKind
 from stellate.testing import retry_policies, system_infos
 
@@ -51,29 +58,31 @@ HAPPY = {
 }
 
 
-def event_data(trigger: str) -> st.SearchStrategy[dict[str, Any]]:
-    """Well-formed event data for ``trigger`` (random where the data matters)."""
+def event_of(trigger: str) -> st.SearchStrategy[Any]:
+    """``trigger`` as ``fire`` takes it: well-formed data, random where the data matters."""
     reason = st.sampled_from(["refused", "reset", ""])
     if trigger == Trigger.REGISTRATION_ANSWERED:
-        return st.fixed_dictionaries(
-            {"accepted": st.booleans()},
-            optional={"reason": reason, "kind": st.sampled_from(RejectionKind)},
+        return st.builds(
+            RegistrationAnswer,
+            accepted=st.booleans(),
+            reason=reason,
+            kind=st.sampled_from(RejectionKind),
         )
     if trigger == Trigger.TELEMETRY_RECEIVED:
-        return st.fixed_dictionaries({"system_info": st.none() | system_infos()})
+        return st.builds(TelemetryAnswer, st.none() | system_infos())
     if trigger == Trigger.TASK_ASSIGNED:
-        return st.fixed_dictionaries({"task_id": st.text(min_size=1, max_size=8)})
+        return st.builds(TaskAssigned, st.text(min_size=1, max_size=8))
     if trigger == Trigger.CONNECTION_FAILED:
-        return st.fixed_dictionaries(
-            {}, optional={"reason": reason, "retry_after": st.sampled_from([None, 0.0, 7.5])}
+        return st.builds(
+            ConnectionFailed, reason=reason, retry_after=st.sampled_from([None, 0.0, 7.5])
         )
     if trigger in (Trigger.AUTH_REJECTED, Trigger.INTERNAL_ERROR, Trigger.PROTOCOL_VIOLATION):
-        return st.fixed_dictionaries({}, optional={"reason": reason})
-    return st.just({})
+        return st.builds(DATA_OF[Trigger(trigger)], reason=reason)
+    return st.just(trigger)
 
 
 events = st.sampled_from([*TRIGGERS, "no_such_event"]).flatmap(
-    lambda trigger: st.tuples(st.just(trigger), event_data(trigger))
+    lambda trigger: st.tuples(st.just(trigger), event_of(trigger))
 )
 
 
@@ -105,7 +114,7 @@ class LifecycleWalk(RuleBasedStateMachine):
         )
         # -- the model: written from the rules, updated by what the walk fires -------------
         self.attempts = 0
-        self.since_connecting: list[tuple[str, dict[str, Any]]] | None = None
+        self.since_connecting: list[tuple[str, Any]] | None = None
         self.lost_at: float | None = None  # the loss of an activated connection
         self.activated_at: float | None = None
         self.failures = 0  # failures in a row that climb the backoff
@@ -113,25 +122,27 @@ class LifecycleWalk(RuleBasedStateMachine):
         self.backoff_entered: tuple[float, float] | None = None  # (when, retry_after floor)
 
     # -- the guards, from the model ------------------------------------------------------------
-    def guards(self, data: dict[str, Any]) -> dict[str, bool]:
+    def guards(self, event: Any) -> dict[str, bool]:
         profile, timing, now = self.lc.profile, self.timing, self.mono.now
         recovering = self.lost_at is not None and timing.recovery_window > 0
         in_flux = self.attempts > 1 or self.lost_at is not None
+        answer = event if isinstance(event, RegistrationAnswer) else None
         return {
             "retries_left": profile.max_retries is None or self.attempts < profile.max_retries,
-            "accepted": data.get("accepted") is True,
+            "accepted": answer is not None and answer.accepted is True,
             "recovering": recovering,
             "window_open": self.lost_at is not None and now < self.lost_at + timing.recovery_window,
-            "transient_rejection": data.get("accepted") is False
-            and data.get("kind", RejectionKind.FINAL) in TRANSIENT
+            "transient_rejection": answer is not None
+            and answer.accepted is False
+            and answer.kind in TRANSIENT
             and in_flux,
             "stable": self.activated_at is not None
             and now - self.activated_at >= timing.stability_window,
         }
 
-    def table_row(self, trigger: str, data: dict[str, Any]) -> Row | None:
+    def table_row(self, trigger: str, event: Any) -> Row | None:
         """The row the table says fires (None: the event is illegal here)."""
-        guards = self.guards(data)
+        guards = self.guards(event)
         for row in rows():
             if row.trigger != trigger or row.source != self.lc.status:
                 continue
@@ -141,14 +152,14 @@ class LifecycleWalk(RuleBasedStateMachine):
 
     # -- rules ----------------------------------------------------------------------------
     @rule(event=events)
-    def fire_any(self, event: tuple[str, dict[str, Any]]) -> None:
+    def fire_any(self, event: tuple[str, Any]) -> None:
         self._fire(*event)
 
     @rule(data=st.data())
     def fire_legal(self, data: st.DataObject) -> None:
         """An event the state has a row for (its guards may still refuse it)."""
         trigger = data.draw(st.sampled_from(self._triggers_here()), label="trigger")
-        self._fire(trigger, data.draw(event_data(trigger), label="data"))
+        self._fire(trigger, data.draw(event_of(trigger), label="data"))
 
     @rule(data=st.data())
     def advance(self, data: st.DataObject) -> None:
@@ -156,15 +167,15 @@ class LifecycleWalk(RuleBasedStateMachine):
         quiet = (Trigger.DISCONNECT, Trigger.INTERNAL_ERROR)
         triggers = [t for t in self._triggers_here() if t not in quiet]
         trigger = data.draw(st.sampled_from(triggers), label="trigger")
-        self._fire(trigger, data.draw(event_data(trigger), label="data"))
+        self._fire(trigger, data.draw(event_of(trigger), label="data"))
 
     @rule(data=st.data())
     def progress(self, data: st.DataObject) -> None:
         """The happy path's next event, so walks reach activation and tasks often."""
         trigger = HAPPY[self.lc.state]
-        event = data.draw(event_data(trigger), label="data")
+        event = data.draw(event_of(trigger), label="data")
         if trigger == Trigger.REGISTRATION_ANSWERED:
-            event["accepted"] = True
+            event = attrs.evolve(event, accepted=True)
         self._fire(trigger, event)
 
     @rule(seconds=st.sampled_from([0.5, 10.0, 40.0, 400.0]))
@@ -178,14 +189,14 @@ class LifecycleWalk(RuleBasedStateMachine):
     @precondition(lambda self: self.lc.state in (S.REGISTERING, S.IDLE))
     @rule(bad=st.sampled_from(["no_accepted", "accepted_str", "no_task_id"]))
     def fire_malformed(self, bad: str) -> None:
-        trigger, data = {
-            "no_accepted": (Trigger.REGISTRATION_ANSWERED, {}),
-            "accepted_str": (Trigger.REGISTRATION_ANSWERED, {"accepted": "yes"}),
-            "no_task_id": (Trigger.TASK_ASSIGNED, {}),
+        event = {
+            "no_accepted": Trigger.REGISTRATION_ANSWERED,
+            "accepted_str": RegistrationAnswer(accepted="yes"),  # type: ignore[arg-type]
+            "no_task_id": Trigger.TASK_ASSIGNED,
         }[bad]
         before = self._snapshot()
-        with pytest.raises((TypeError, IllegalTransition)):
-            self.lc.fire(trigger, **data)
+        with pytest.raises(InvalidEventData):
+            self.lc.fire(event)
         assert self._snapshot() == before
 
     def _snapshot(self) -> tuple[Any, ...]:
@@ -198,35 +209,33 @@ class LifecycleWalk(RuleBasedStateMachine):
             len(self.recorder.records),
         )
 
-    def _fire(self, trigger: str, data: dict[str, Any]) -> None:
+    def _fire(self, trigger: str, event: Any) -> None:
         lc = self.lc
         source = lc.state
-        row = self.table_row(trigger, data) if trigger in TRIGGERS else None
+        row = self.table_row(trigger, event) if trigger in TRIGGERS else None
         if row is None:
             before = self._snapshot()
             with pytest.raises(IllegalTransition) as info:
-                lc.fire(trigger, **data)
+                lc.fire(event)
             assert info.value.status == source and info.value.trigger == trigger
             assert self._snapshot() == before
             return
 
         if row.internal:  # logged and ignored: nothing changes, nobody is told
             before = self._snapshot()
-            assert lc.fire(trigger, **data) == []
+            assert lc.fire(event) == []
             assert self._snapshot() == before and lc.state == source
             return
 
-        lc.fire(trigger, **data)
+        lc.fire(event)
         dest = lc.state
         assert dest == row.dest
         assert self.recorder.records[-1].step == (trigger, source.value, dest.value)
         if source == S.FAILED:
             assert trigger in (Trigger.RETRY, Trigger.DISCONNECT)
-        self._update_model(trigger, data, source, dest, row)
+        self._update_model(trigger, event, source, dest, row)
 
-    def _update_model(
-        self, trigger: str, data: dict[str, Any], source: S, dest: S, row: Row
-    ) -> None:
+    def _update_model(self, trigger: str, event: Any, source: S, dest: S, row: Row) -> None:
         now = self.mono.now
         if trigger in (Trigger.RETRY, Trigger.CONNECT) and source != S.BACKOFF:
             self.attempts, self.failures = 0, 0  # the owner starts a fresh run
@@ -235,7 +244,7 @@ class LifecycleWalk(RuleBasedStateMachine):
             self.attempts += 1
             self.since_connecting = []
         elif self.since_connecting is not None:
-            self.since_connecting.append((trigger, data))
+            self.since_connecting.append((trigger, event))
         if dest == S.BACKOFF:
             timing = self.timing
             if source in ACTIVE:
@@ -249,14 +258,14 @@ class LifecycleWalk(RuleBasedStateMachine):
                 self.failures += 1
                 recovering = "recovering" in row.conditions  # the row's conditions
                 self.wait = timing.backoff_bounds(self.failures, recovering=recovering)
-            retry_after = data.get("retry_after") if trigger == Trigger.CONNECTION_FAILED else None
+            retry_after = event.retry_after if isinstance(event, ConnectionFailed) else None
             self.backoff_entered = (now, retry_after or 0.0)
         if dest == S.IDLE and source == S.TELEMETRY:
             # activation: exactly opened → REGISTER sent → accepted → telemetry since connecting
             assert self.since_connecting is not None
             triggers = [t for t, _ in self.since_connecting]
             assert triggers[:3] == ACTIVATION
-            assert self.since_connecting[2][1]["accepted"] is True
+            assert self.since_connecting[2][1].accepted is True
             assert triggers[3:] == [trigger]
             assert trigger in (Trigger.TELEMETRY_RECEIVED, Trigger.TIMED_OUT)
             assert self.lc.profile.last_heartbeat == self.clock.last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import attrs
@@ -16,7 +17,8 @@ from fsm_support import (
     Recorder,
     S,
     expected_effects,
-    step_data,
+    step_event,
+    well_formed,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,7 +44,15 @@ from stellate.fsm.effects import (
     SendRegister,
     StartHeartbeat,
 )
-from stellate.fsm.lifecycle import DeviceLifecycle, LifecycleEngine
+from stellate.fsm.event_data import (
+    DATA_OF,
+    ConnectionFailed,
+    EventData,
+    RegistrationAnswer,
+    TaskAssigned,
+    TelemetryAnswer,
+)
+from stellate.fsm.lifecycle import DeviceLifecycle, InvalidEventData, LifecycleEngine
 from stellate.fsm.paths import Step
 from stellate.testing import agent_profiles, retry_policies, system_infos
 
@@ -91,34 +101,44 @@ def snapshot(lc: DeviceLifecycle) -> tuple[Any, ...]:
 def test_retries_left(make: Any, attempts: int, max_retries: int | None, expected: bool) -> None:
     lc = make(S.CONNECTING, attempts, max_retries)
     assert lc.retries_left(None) is expected
-    lc.fire(Trigger.CONNECTION_FAILED)
+    lc.fire(ConnectionFailed())
     assert lc.state == (S.BACKOFF if expected else S.FAILED)
 
 
 @pytest.mark.parametrize(("accepted", "dest"), [(True, S.TELEMETRY), (False, S.FAILED)])
 def test_accepted_guard(make: Any, accepted: bool, dest: S) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    assert lc.accepts(Trigger.REGISTRATION_ANSWERED, accepted=accepted)
+    assert lc.accepts(RegistrationAnswer(accepted=accepted))
     assert lc.state == S.REGISTERING  # asking changes nothing
-    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=accepted, reason="bad token")
+    lc.fire(RegistrationAnswer(accepted=accepted, reason="bad token"))
     assert lc.state == dest
 
 
-@pytest.mark.parametrize("data", [{}, {"accepted": "yes"}, {"accepted": 1}])
-def test_accepted_guard_needs_a_bool(make: Any, data: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "event",
+    [
+        Trigger.REGISTRATION_ANSWERED,  # no answer at all
+        RegistrationAnswer(accepted="yes"),  # type: ignore[arg-type]
+        RegistrationAnswer(accepted=1),  # type: ignore[arg-type]
+    ],
+)
+def test_accepted_guard_needs_a_bool(make: Any, event: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
     before = snapshot(lc)
-    with pytest.raises(TypeError):
-        lc.fire(Trigger.REGISTRATION_ANSWERED, **data)
+    assert not lc.accepts(event)
+    with pytest.raises(InvalidEventData) as info:
+        lc.fire(event)
+    assert info.value.trigger == Trigger.REGISTRATION_ANSWERED
     assert snapshot(lc) == before and lc.state == S.REGISTERING
 
 
 def test_task_assigned_needs_a_task_id(make: Any) -> None:
     lc = make(S.IDLE)
-    with pytest.raises(TypeError):
-        lc.fire(Trigger.TASK_ASSIGNED)
-    assert lc.state == S.IDLE and lc.profile.current_task_id is None
-    lc.fire(Trigger.TASK_ASSIGNED, task_id="t-1")
+    for event in (Trigger.TASK_ASSIGNED, TaskAssigned(task_id=7)):  # type: ignore[arg-type]
+        with pytest.raises(InvalidEventData, match="task_assigned"):
+            lc.fire(event)
+        assert lc.state == S.IDLE and lc.profile.current_task_id is None
+    lc.fire(TaskAssigned(task_id="t-1"))
     assert lc.state == S.BUSY and lc.profile.current_task_id == "t-1"
     lc.fire(Trigger.TASK_FINISHED)
     assert lc.state == S.IDLE and lc.profile.current_task_id is None
@@ -154,10 +174,10 @@ def situated(make: Any, row: Row, **kw: Any) -> DeviceLifecycle:
     return lc
 
 
-def row_data(row: Row) -> dict[str, Any]:
+def row_event(row: Row) -> Trigger | EventData:
     if row.trigger == Trigger.REGISTRATION_ANSWERED and row.dest != S.TELEMETRY:
-        return dict(ABSENT_TARGET if "transient_rejection" in row.conditions else FINAL_REFUSAL)
-    return step_data(Step(*row.step), SEED_SYSTEM_INFO)
+        return ABSENT_TARGET if "transient_rejection" in row.conditions else FINAL_REFUSAL
+    return step_event(Step(*row.step), SEED_SYSTEM_INFO)
 
 
 @pytest.mark.parametrize("row", rows(), ids=_row_id)
@@ -172,7 +192,7 @@ def test_every_row_fires_with_its_effects(
     recorder = Recorder()
     lc = situated(make, row, observer=recorder)
     step = Step(trigger, source, dest)
-    effects = lc.fire(trigger, **row_data(row))
+    effects = lc.fire(row_event(row))
     assert lc.status == dest
     assert recorder.steps == ([] if row.internal else [(trigger, source, dest)])
     assert scratch == {row}
@@ -185,20 +205,20 @@ def test_effects_on_the_happy_path(make: Any) -> None:
     assert lc.fire(Trigger.CONNECT) == [OpenConnection("ws://localhost:5005/ws")]
     assert lc.fire(Trigger.CONNECTION_OPENED) == [SendRegister()]
     assert lc.fire(Trigger.REGISTER_SENT) == []
-    assert lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=True) == [RequestTelemetry()]
-    assert lc.fire(Trigger.TELEMETRY_RECEIVED, system_info=SEED_SYSTEM_INFO) == [StartHeartbeat()]
-    assert lc.fire(Trigger.CONNECTION_FAILED, reason="reset") == [CloseConnection("reset")]
+    assert lc.fire(RegistrationAnswer(accepted=True)) == [RequestTelemetry()]
+    assert lc.fire(TelemetryAnswer(system_info=SEED_SYSTEM_INFO)) == [StartHeartbeat()]
+    assert lc.fire(ConnectionFailed(reason="reset")) == [CloseConnection("reset")]
     assert lc.fire(Trigger.DISCONNECT) == [CloseConnection("disconnect")]
 
 
 def test_failure_reasons(make: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    assert lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=False, reason="duplicate id") == [
+    assert lc.fire(RegistrationAnswer(accepted=False, reason="duplicate id")) == [
         CloseConnection("registration rejected: duplicate id")
     ]
     assert lc.failure_reason == "registration rejected: duplicate id"
     lc = make(S.CONNECTING, attempts=5)
-    lc.fire(Trigger.CONNECTION_FAILED, reason="refused")
+    lc.fire(ConnectionFailed(reason="refused"))
     assert lc.failure_reason == "gave up after 5 attempts: refused"
     lc = make(S.REGISTERING, attempts=5)
     lc.fire(Trigger.TIMED_OUT)
@@ -218,9 +238,10 @@ def test_illegal_event_raises_and_changes_nothing(make: Any, state: S, trigger: 
     recorder = Recorder()
     lc = make(state, attempts=1, observer=recorder)
     before = snapshot(lc)
-    assert not lc.accepts(trigger, accepted=True, task_id="t")
+    event = well_formed(trigger)
+    assert not lc.accepts(event)
     with pytest.raises(IllegalTransition) as info:
-        lc.fire(trigger, accepted=True, task_id="t")
+        lc.fire(event)
     assert (info.value.status, info.value.trigger, info.value.device_id) == (
         state,
         trigger,
@@ -251,7 +272,7 @@ def test_timeouts_are_armed_per_state(make: Any) -> None:
     assert lc.timeout is None
     lc.fire(Trigger.REGISTER_SENT)
     assert lc.timeout == 4
-    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=True)
+    lc.fire(RegistrationAnswer(accepted=True))
     assert lc.timeout == 5
     lc.fire(Trigger.TIMED_OUT)
     assert lc.state == S.IDLE and lc.timeout is None
@@ -259,15 +280,15 @@ def test_timeouts_are_armed_per_state(make: Any) -> None:
 
 def test_rejection_is_final_until_retry(make: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=False)
+    lc.fire(RegistrationAnswer(accepted=False))
     assert lc.state == S.FAILED and lc.profile.connection_attempts == 1  # retries were left
-    for trigger in (
+    for event in (
         Trigger.CONNECT,
         Trigger.TIMED_OUT,
-        Trigger.CONNECTION_FAILED,
+        ConnectionFailed("refused"),
         Trigger.CONNECTION_OPENED,
     ):
-        assert not lc.accepts(trigger)
+        assert not lc.accepts(event)
     lc.fire(Trigger.RETRY)
     assert lc.state == S.CONNECTING
     assert lc.profile.connection_attempts == 1 and lc.failure_reason is None
@@ -276,7 +297,7 @@ def test_rejection_is_final_until_retry(make: Any) -> None:
 def test_activation_resets_attempts_and_stamps_heartbeat(make: Any) -> None:
     clock = FakeClock()
     lc = make(S.TELEMETRY, attempts=4, clock=clock)
-    lc.fire(Trigger.TELEMETRY_RECEIVED, system_info=None)
+    lc.fire(TelemetryAnswer(system_info=None))
     profile = lc.profile
     assert profile.connection_attempts == 0 and profile.current_task_id is None
     assert profile.last_heartbeat == clock.last is not None
@@ -388,9 +409,9 @@ def test_backoff_timeout_is_armed_from_the_policy(make: Any) -> None:
     lc = make(timing=policy)
     lc.fire(Trigger.CONNECT)
     for _ in range(2):
-        lc.fire(Trigger.CONNECTION_FAILED, reason="refused")
+        lc.fire(ConnectionFailed(reason="refused"))
         lc.fire(Trigger.TIMED_OUT)
-    lc.fire(Trigger.CONNECTION_FAILED, reason="refused")  # the third failure in a row
+    lc.fire(ConnectionFailed(reason="refused"))  # the third failure in a row
     assert lc.state == S.BACKOFF and lc.last_error == "refused"
     assert lc.consecutive_failures == 3
     assert lc.timeout is not None and 4.0 <= lc.timeout <= 8.0
@@ -402,7 +423,7 @@ def test_max_retries_none_retries_forever(make: Any) -> None:
     lc.fire(Trigger.CONNECT)
     for attempt in range(1, 101):
         assert lc.state == S.CONNECTING and lc.profile.connection_attempts == attempt
-        assert lc.fire(Trigger.CONNECTION_FAILED, reason="refused") == [CloseConnection("refused")]
+        assert lc.fire(ConnectionFailed(reason="refused")) == [CloseConnection("refused")]
         assert lc.state == S.BACKOFF
         low, high = policy.backoff_bounds(attempt)
         assert lc.timeout is not None and low <= lc.timeout <= high
@@ -424,13 +445,52 @@ def test_connect_after_disconnect_starts_attempts_over(make: Any, where: S) -> N
     lc.fire(Trigger.DISCONNECT)
     lc.fire(Trigger.CONNECT)
     assert lc.profile.connection_attempts == 1
-    lc.fire(Trigger.CONNECTION_FAILED)
+    lc.fire(ConnectionFailed())
     assert lc.state == S.BACKOFF  # a fresh run has retries left
 
 
 def test_failure_reason_cleared_on_disconnect(make: Any) -> None:
     lc = make(S.REGISTERING, attempts=1)
-    lc.fire(Trigger.REGISTRATION_ANSWERED, accepted=False)
+    lc.fire(RegistrationAnswer(accepted=False))
     lc.fire(Trigger.DISCONNECT)
     assert lc.state == S.DISCONNECTED
     assert lc.failure_reason is None
+
+
+# -- typed event data ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trigger", sorted(DATA_OF), ids=str)
+def test_a_trigger_that_carries_data_is_refused_without_it(make: Any, trigger: Trigger) -> None:
+    """Fired bare, a trigger that carries data is refused from every state, saying which class
+    it needs, and nothing changes."""
+    for state in S:
+        recorder = Recorder()
+        lc = make(state, attempts=1, observer=recorder)
+        before = snapshot(lc)
+        assert not lc.accepts(trigger)
+        with pytest.raises(InvalidEventData) as info:
+            lc.fire(trigger)
+        wanted = DATA_OF[trigger].__name__
+        assert f"it carries {wanted}: fire({wanted}(...))" in str(info.value)
+        assert (info.value.status, info.value.trigger) == (state, trigger)
+        assert snapshot(lc) == before and recorder.records == []
+
+
+@pytest.mark.parametrize(
+    ("event", "says"),
+    [
+        (ConnectionFailed(reason=None), "ConnectionFailed.reason must be str, got None"),  # type: ignore[arg-type]
+        (ConnectionFailed(retry_after="5"), "retry_after must be int or float or None, got '5'"),  # type: ignore[arg-type]
+        (RegistrationAnswer(True, kind="final"), "kind must be RejectionKind, got 'final'"),  # type: ignore[arg-type]
+        (TelemetryAnswer(["cpu"]), "system_info must be Mapping or None, got ['cpu']"),  # type: ignore[arg-type]
+        ({"reason": "refused"}, "not a Trigger nor event data"),
+    ],
+)
+def test_event_data_of_the_wrong_type_is_refused(make: Any, event: Any, says: str) -> None:
+    lc = make(S.REGISTERING, attempts=1)
+    before = snapshot(lc)
+    assert not lc.accepts(event)
+    with pytest.raises(InvalidEventData, match=re.escape(says)):
+        lc.fire(event)
+    assert snapshot(lc) == before and lc.state == S.REGISTERING
