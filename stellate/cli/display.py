@@ -31,7 +31,8 @@ from typing import Any, Protocol, TextIO
 
 import attrs
 
-from ..fsm import SETTLED, AgentProfile, DeviceStatus, Meaning, Tag
+from ..fsm import ACTIVE, SETTLED, AgentProfile, DeviceStatus, Meaning, Tag
+from ..fsm.diagram import PHASE_NAMES
 from ..manager import EventKind, ManagerEvent
 from ..manager.metrics import profile_json
 from ..manager.stats import FleetStats, StatusCounts
@@ -49,16 +50,9 @@ SLOWEST_LISTED = 5
 #: A plain progress line at most this often (seconds), so a log stays short.
 PLAIN_PROGRESS_EVERY = 2.0
 
-_PHASE_LABEL = {
-    1: "1 configuration",
-    2: "2 connection",
-    3: "3 registration",
-    4: "4 telemetry",
-    5: "5 activation",
-}
+#: Activated devices are green (the table's ACTIVE group); a failed one red, a waiting one yellow.
 _STATUS_STYLE = {
-    DeviceStatus.IDLE: "green",
-    DeviceStatus.BUSY: "green",
+    **dict.fromkeys(ACTIVE, "green"),
     DeviceStatus.FAILED: "red",
     DeviceStatus.BACKOFF: "yellow",
 }
@@ -82,7 +76,7 @@ class DeviceReport:
 
 def phase_label(status: DeviceStatus) -> str:
     phase = status.phase
-    return _PHASE_LABEL[phase] if phase is not None else "-"
+    return PHASE_NAMES[phase] if phase is not None else "-"
 
 
 def _duration(seconds: float) -> str:
