@@ -173,6 +173,9 @@ class DeviceLifecycle:
         self._task_ended: str | None = None  # reported and cleared by _notify
         #: Seconds the current state may last before the runner feeds ``timed_out``.
         self.timeout: float | None = None
+        #: States entered so far (an internal row enters none): the runner counts the current
+        #: state's deadline once per entry, so an event that changes nothing never restarts it.
+        self.entered = 0
         #: Why the device is FAILED (rejection text, last connection error), else None.
         self.failure_reason: str | None = None
         #: The last connection error seen (kept across retries for display).
@@ -339,6 +342,7 @@ class DeviceLifecycle:
             return
         dest = row.dest
         self.timeout = self._deadline(SPECS[dest].deadline)
+        self.entered += 1
         merged, self._merged = self._merged, False
         task, self._task_ended = self._task_ended, None
         if self._observer is not None:

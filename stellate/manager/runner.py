@@ -185,6 +185,9 @@ class DeviceRunner:
         self._reader_waiting: Task | None = None  # a reader, parked while the mailbox is full
         # The alarm the fleet's timer holds for us (the earliest one still wanted), if any.
         self._alarm_at: float | None = None
+        # The current state's deadline (trio time) and the entry it belongs to (``lc.entered``).
+        self._deadline_at: float | None = None
+        self._deadline_of = -1
         # -- interruptions -----------------------------------------------------------------------
         # While the device task is busy in a connection attempt or a send, the scope an item
         # that must not wait (an accepted command, the lease's verdict) cancels; else None.
@@ -284,12 +287,22 @@ class DeviceRunner:
                 return item
         return None  # no socket of an older generation is news
 
-    async def _next(self, seconds: float | None) -> InboxItem | _Beat | None:
+    def _deadline(self) -> float | None:
+        """When the current state's deadline passes: counted from the first look after the
+        state was entered, so an item that changes nothing (a frame the table ignores, a
+        command with nothing to do) never restarts it."""
+        lc = self.lc
+        if lc.entered != self._deadline_of:
+            self._deadline_of = lc.entered
+            timeout = lc.timeout
+            self._deadline_at = None if timeout is None else trio.current_time() + timeout
+        return self._deadline_at
+
+    async def _next(self, deadline: float | None) -> InboxItem | _Beat | None:
         """The next current item; ``_BEAT`` when a heartbeat is due (or the lease's verdict);
-        None once ``seconds`` have passed (from now)."""
-        if seconds is not None and seconds <= 0:
-            return None  # no time at all: the deadline wins over anything queued
-        deadline = None if seconds is None else trio.current_time() + seconds
+        None once ``deadline`` (trio time) has come."""
+        if deadline is not None and deadline <= trio.current_time():
+            return None  # no time left: the deadline wins over anything queued
         while True:
             item = self._take()
             if item is not None:
@@ -338,7 +351,7 @@ class DeviceRunner:
                 return await self._connection(effect.url)
             if not isinstance(effect, CloseConnection):  # closing nothing is fine
                 raise RuntimeError(f"{effect!r} needs an open socket and there is none")
-        item = await self._next(self.lc.timeout)
+        item = await self._next(self._deadline())
         if item is None:
             return self._fire(Trigger.TIMED_OUT)
         if isinstance(item, Command):
@@ -500,7 +513,7 @@ class DeviceRunner:
                     self._lease = HeartbeatLease(self.lc.timing, trio.current_time())
                 else:
                     raise RuntimeError(f"{effect!r} while a socket is open")
-            item = await self._next(self.lc.timeout)
+            item = await self._next(self._deadline())
             if item is _BEAT:
                 pending = await self._beat(conn, session, scope)
             else:

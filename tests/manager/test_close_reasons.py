@@ -1,4 +1,7 @@
-"""The manager closes each socket with the code and reason its row gave the CloseConnection.
+"""What a row gives the runner: the close frame of its CloseConnection, and a deadline that
+an ignored event does not restart.
+
+The manager closes each socket with the code and reason its row gave the CloseConnection.
 
 A hand-written AIP server on the memory network (under MockClock) registers the constellation,
 then does what each test needs, and records the close frame the manager sent: its code and
@@ -7,13 +10,14 @@ its reason, which the peer logs (so it must be escaped, redacted and at most 123
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 import pytest
 import trio
 from manager_support import URL, manager_on, memory_network
 
-from stellate.fsm import AgentProfile, DeviceStatus, Timing
+from stellate.fsm import AgentProfile, DeviceStatus, Meaning, Timing
 from stellate.protocol import (
     ClientMessageType,
     ServerMessage,
@@ -133,3 +137,36 @@ async def test_a_manager_cancelled_says_it_goes_away(autojump_clock: Any) -> Non
 def test_close_reason_fits_a_close_frame(text: str, expected: str) -> None:
     assert close_reason(text) == expected
     assert len(close_reason(text).encode("utf-8")) <= MAX_REASON_BYTES
+
+
+async def test_ignored_frames_do_not_restart_the_telemetry_deadline(autojump_clock: Any) -> None:
+    """A registered server that never answers the telemetry request but sends a frame the
+    protocol forbids every 4 s: each is ignored (an internal row), and the device activates
+    without telemetry when the deadline entered with the state passes, 10 s later (the frames
+    used to restart it: the device never activated)."""
+    garbage = encode_server(ServerMessage(type=ServerMessageType.TASK, status=TaskStatus.OK))
+
+    async def handler(conn: Connection, _info: Any) -> None:
+        await conn.receive()  # REGISTER
+        await conn.send(CONFIRMED)
+        await conn.receive()  # device_info_request: never answered
+        with suppress(ConnectionClosed):
+            while True:
+                await trio.sleep(4)
+                await conn.send(garbage)
+
+    entered = None
+    async with memory_network() as net:
+        net.listen(URL, handler)
+        manager = manager_on(net, timing=Timing(telemetry_timeout=10.0, heartbeat_interval=60.0))
+        # Virtual seconds: a deadline restarted by each frame would never pass.
+        with trio.fail_after(100):
+            async with manager, manager.events() as events:
+                manager.add_device(AgentProfile("dev", URL))
+                async for event in events:
+                    if event.record.dest is DeviceStatus.TELEMETRY:
+                        entered = trio.current_time()
+                    if event.record.dest is DeviceStatus.IDLE:
+                        break
+    assert entered is not None and trio.current_time() - entered == pytest.approx(10.0)
+    assert Meaning.NO_TELEMETRY in event.meanings
