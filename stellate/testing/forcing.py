@@ -62,6 +62,7 @@ __all__ = [
     "ALTERNATIVES",
     "FINAL_REJECTION",
     "GARBAGE_AFTER_REGISTRATION",
+    "GARBAGE_WHILE_REGISTERING",
     "SYSTEM_INFOS",
     "alternatives_used",
     "attempt_kinds",
@@ -73,6 +74,17 @@ __all__ = [
 
 #: A rejection text that stays final even while a device recovers from a loss.
 FINAL_REJECTION = "client_id '{client_id}' is not allowed on this server"
+
+#: Answers to REGISTER that are neither a confirmation nor a rejection: protocol violations
+#: (``GarbageOnRegister``), which the enumerated flow leaves out, so no attempt kind uses them.
+GARBAGE_WHILE_REGISTERING: tuple[str | bytes, ...] = (
+    "nope",
+    b"\x00\x01binary",
+    "[]",
+    '{"type": "task", "status": "ok"}',
+    '{"type": "heartbeat", "status": "bogus"}',
+    '{"status": "ok"}',
+)
 
 #: Frames a registered constellation must ignore (including an answer to another request).
 GARBAGE_AFTER_REGISTRATION: tuple[str | bytes, ...] = (
