@@ -1,4 +1,7 @@
-"""WebSocket URLs: parse, add the API key, redact. The only place stellate reads a URL.
+"""URLs: parse, add the API key, redact. The only place stellate reads a URL.
+
+Two kinds are read here: the WebSocket URLs of agent servers (most of this module) and the
+fleet store's ``redis://`` / ``rediss://`` URL (:func:`parse_store_url`, at the end).
 
 AIP authenticates with the shared key in the URL (``ws://host:port/ws?token=KEY``), so a URL is
 a secret until redacted, and every component that reads one must agree on what it says: the
@@ -27,6 +30,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Container
 
 import attrs
 
@@ -35,12 +39,16 @@ from ..errors import LocalError
 __all__ = [
     "MASK",
     "SECRET_WORDS",
+    "STORE_SCHEMES",
     "TOKEN_PARAM",
     "InvalidUrl",
+    "StoreUrl",
     "WsUrl",
     "is_secret_param",
+    "parse_store_url",
     "parse_ws_url",
     "redact_url",
+    "store_url_problems",
     "token_of",
     "url_problems",
     "with_token",
@@ -94,23 +102,37 @@ def is_secret_param(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
 
-def url_problems(url: str) -> list[str]:
-    """Everything wrong with ``url`` as a WebSocket URL (empty: it is fine), each message
-    naming the URL in its redacted form."""
+def _split_checked(
+    url: str, schemes: Container[str], expected: str
+) -> tuple[urllib.parse.SplitResult | None, str, list[str]]:
+    """The rules every URL read here obeys: no whitespace or control characters (``urllib``
+    would silently delete some), splittable, one of ``schemes``, a host. Returns the parts
+    (None when the URL cannot be read further), its redacted form, and the problems found."""
     safe = redact_url(url)
     bad = [ch for ch in url if ch.isspace() or unicodedata.category(ch)[0] == "C"]
     if bad:
         what = _name(bad[0])
-        return [f"must not contain whitespace or control characters ({what}), got {safe!r}"]
+        return (
+            None,
+            safe,
+            [f"must not contain whitespace or control characters ({what}), got {safe!r}"],
+        )
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:  # unbalanced IPv6 brackets
-        return [f"is not a valid URL ({exc}), got {safe!r}"]
-    if parts.scheme not in _DEFAULT_PORTS:
-        return [f"must be a ws:// or wss:// URL, got {safe!r}"]
-    problems: list[str] = []
-    if not parts.hostname:
-        problems.append(f"has no host, got {safe!r}")
+        return None, safe, [f"is not a valid URL ({exc}), got {safe!r}"]
+    if parts.scheme not in schemes:
+        return None, safe, [f"must be a {expected} URL, got {safe!r}"]
+    problems = [] if parts.hostname else [f"has no host, got {safe!r}"]
+    return parts, safe, problems
+
+
+def url_problems(url: str) -> list[str]:
+    """Everything wrong with ``url`` as a WebSocket URL (empty: it is fine), each message
+    naming the URL in its redacted form."""
+    parts, safe, problems = _split_checked(url, _DEFAULT_PORTS, "ws:// or wss://")
+    if parts is None:
+        return problems
     port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2]
     if port_text.endswith(":"):
         problems.append(f"has an empty port (write it, or leave out the ':'), got {safe!r}")
@@ -219,3 +241,77 @@ def _redact_pair(pair: str) -> str:
 
 def _name(ch: str) -> str:
     return f"U+{ord(ch):04X} {unicodedata.name(ch, 'control character')}"
+
+
+# --- the fleet store's URL ----------------------------------------------------------------------
+#
+# ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`` (``rediss://``: over TLS). The password is a
+# secret like the AIP key: every message shows the URL through :func:`redact_url`, which masks
+# the userinfo. Nothing else may follow: a query or fragment would be an option stellate does
+# not read, silently ignored, so it is refused.
+
+#: The store's URL schemes and their default ports.
+STORE_SCHEMES = {"redis": 6379, "rediss": 6379}
+
+
+@attrs.frozen
+class StoreUrl:
+    """A valid fleet store URL, split into what a client needs to connect."""
+
+    host: str
+    port: int
+    db: int
+    tls: bool
+    username: str | None = attrs.field(default=None, repr=False)
+    #: From the URL's userinfo (percent-decoded); never shown.
+    password: str | None = attrs.field(default=None, repr=False)
+    #: The redacted form, for messages.
+    safe: str = ""
+
+
+def store_url_problems(url: str) -> list[str]:
+    """Everything wrong with ``url`` as a fleet store URL (empty: it is fine), each message
+    naming the URL in its redacted form."""
+    parts, safe, problems = _split_checked(url, STORE_SCHEMES, "redis:// or rediss://")
+    if parts is None:
+        return problems
+    try:
+        port = parts.port
+    except ValueError:
+        problems.append(f"has an invalid port (1-65535), got {safe!r}")
+    else:
+        if port == 0 or parts.netloc.endswith(":"):
+            problems.append(f"has an invalid port (1-65535), got {safe!r}")
+    db = parts.path.removeprefix("/")
+    if db and not (db.isascii() and db.isdigit()):
+        problems.append(f"must name its database as a number (redis://HOST:PORT/0), got {safe!r}")
+    if parts.query or "?" in url:
+        problems.append(f"must not have a query (no option is read from it), got {safe!r}")
+    if "#" in url:
+        problems.append(f"must not have a fragment, got {safe!r}")
+    return problems
+
+
+def parse_store_url(url: str) -> StoreUrl:
+    """Split a fleet store URL into host, port, database, credentials and TLS.
+
+    Raises:
+        InvalidUrl: a rule above is broken (the message names every problem, URL redacted).
+    """
+    problems = store_url_problems(url)
+    if problems:
+        raise InvalidUrl("; ".join(problems))
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname
+    assert host is not None  # store_url_problems checked
+    username = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    return StoreUrl(
+        host=host,
+        port=parts.port or STORE_SCHEMES[parts.scheme],
+        db=int(parts.path.removeprefix("/") or 0),
+        tls=parts.scheme == "rediss",
+        username=username,
+        password=password or None,
+        safe=redact_url(url),
+    )

@@ -24,18 +24,19 @@ _ALLOWED_ABOVE: dict[str, frozenset[str]] = {
     "timing": frozenset(),
     "protocol": frozenset({"text", "timing"}),
     "fsm": frozenset({"protocol", "text", "timing"}),
-    "config": frozenset({"fsm", "protocol", "text", "timing"}),
+    "store": frozenset({"fsm", "protocol", "text", "timing"}),
+    "config": frozenset({"fsm", "protocol", "store", "text", "timing"}),
     # edges
-    "adapters": frozenset({"protocol", "text", "timing"}),
+    "adapters": frozenset({"protocol", "store", "text", "timing"}),
     # apps
-    "manager": frozenset({"adapters", "config", "fsm", "protocol", "text", "timing"}),
+    "manager": frozenset({"adapters", "config", "fsm", "protocol", "store", "text", "timing"}),
     "server": frozenset({"adapters", "protocol", "text", "timing"}),
     "agent": frozenset({"adapters", "protocol", "text", "timing"}),
     "local": frozenset({"adapters", "agent", "config", "protocol", "server", "text", "timing"}),
-    "testing": frozenset({"adapters", "fsm", "manager", "protocol", "text", "timing"}),
+    "testing": frozenset({"adapters", "fsm", "manager", "protocol", "store", "text", "timing"}),
     "cli": frozenset(
         {"adapters", "agent", "config", "fsm", "local", "manager", "protocol", "server"}
-        | {"stellate", "text", "timing"}
+        | {"stellate", "store", "text", "timing"}
     ),
     # the faces
     "stellate": frozenset({"config", "fsm", "manager", "timing"}),

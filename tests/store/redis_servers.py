@@ -1,0 +1,88 @@
+"""Real ``redis-server`` processes for tests: started on a free loopback port, stopped by pid.
+
+Each server runs in a temporary directory, keeps nothing on disk (no RDB, no AOF) and binds
+127.0.0.1 only. :func:`redis_binary` is None where no ``redis-server`` is installed; tests that
+need one skip saying so (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+from real_time import HANG_GUARD
+
+#: Why Redis tests skip where the binary is missing.
+MISSING = "redis-server is not installed (apt-get install redis-server; .ci/run does)"
+
+
+def redis_binary() -> str | None:
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+
+
+@attrs.frozen
+class RedisServer:
+    port: int
+    password: str | None = None
+
+    def url(self, db: int = 0, *, with_password: bool = True) -> str:
+        auth = f":{self.password}@" if self.password and with_password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+            return reply.startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+@contextmanager
+def redis_server(*args: str, password: str | None = None) -> Iterator[RedisServer]:
+    """A ``redis-server`` with ``args`` added to its command line, until the block ends."""
+    binary = redis_binary()
+    assert binary is not None, MISSING
+    extra = [*args, *(["--requirepass", password] if password else [])]
+    for _attempt in range(5):  # the free port may be taken between choosing and binding it
+        port = free_port()
+        with tempfile.TemporaryDirectory(prefix="stellate-redis-") as directory:
+            command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            command += ["--appendonly", "no", "--dir", directory, *extra]
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                deadline = time.monotonic() + HANG_GUARD
+                while proc.poll() is None and not _answers(port):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server on port {port} never answered")
+                    time.sleep(0.02)
+                if proc.poll() is not None:
+                    continue  # it could not bind: another port
+                yield RedisServer(port, password)
+                return
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=HANG_GUARD)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    raise RuntimeError("could not start redis-server on a free port (5 attempts)")
