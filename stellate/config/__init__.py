@@ -7,11 +7,18 @@ The submodules (loader, budget, converter, locate, findings) are internal: impor
 from ..errors import InvalidFields
 from .budget import LoadLimits
 from .loader import DEFAULT_CONFIG_PATH, load_config, loads_config
-from .model import DeviceConfig, ManagerSettings, StellateConfig
+from .model import (
+    STORE_PASSWORD_ENV,
+    DeviceConfig,
+    ManagerSettings,
+    StellateConfig,
+    StoreSettings,
+)
 from .problems import ConfigError, Problem
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "STORE_PASSWORD_ENV",
     "ConfigError",
     "DeviceConfig",
     "InvalidFields",
@@ -19,6 +26,7 @@ __all__ = [
     "ManagerSettings",
     "Problem",
     "StellateConfig",
+    "StoreSettings",
     "load_config",
     "loads_config",
 ]

@@ -115,7 +115,9 @@ def loads_config(
     if problems or document is None:
         raise ConfigError(sorted(problems, key=lambda problem: problem.line))
     try:
-        return StellateConfig(devices=document.devices, manager=document.manager, source=source)
+        return StellateConfig(
+            devices=document.devices, manager=document.manager, store=document.store, source=source
+        )
     except InvalidFields as exc:  # pragma: no cover - _fleet_problems checks the same rules
         raise ConfigError([_problem(root, source, finding) for finding in findings(exc)]) from None
 

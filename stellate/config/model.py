@@ -19,8 +19,9 @@ import attrs
 from ..errors import FieldPath, InvalidFields
 from ..fsm import DEFAULT_MAX_RETRIES, AgentProfile
 from ..protocol.ids import device_id_problem, task_name_problem
+from ..store.ownership import DEFAULT_LEASE, lease_problems
 from ..text.escape import escape_text
-from ..text.urls import redact_url, url_problems
+from ..text.urls import parse_store_url, redact_url, store_url_problems, url_problems
 from ..timing import Timing
 from .problems import describe
 
@@ -216,6 +217,68 @@ class ManagerSettings:
         return problems
 
 
+#: Where the fleet store's password is read from when its URL carries none.
+STORE_PASSWORD_ENV = "STELLATE_STORE_PASSWORD"
+
+
+@attrs.frozen(kw_only=True)
+class StoreSettings:
+    """The ``store:`` block: the fleet store several managers share (docs/scaling.md).
+
+    Without it, a manager keeps its fleet in its own memory (the default).
+    """
+
+    #: ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`` or ``rediss://`` (TLS). Shown redacted.
+    url: str = attrs.field(repr=redact_url)
+    #: Seconds a manager's membership and ownership leases last.
+    lease: float = DEFAULT_LEASE
+    #: A file holding the password (its first line), when the URL carries none.
+    password_file: str | None = None
+    #: CA certificates that sign a ``rediss://`` server's certificate.
+    cafile: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _raise_if_any(self.rule_violations(_own_values(self)))
+
+    @classmethod
+    def rule_violations(cls, values: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
+        """What is wrong with these (already well-typed) field values."""
+        problems: list[tuple[FieldPath, str]] = []
+        url = values.get("url")
+        if url is not None:
+            problems += [(("url",), message) for message in store_url_problems(url)]
+        if "lease" in values:
+            problems += [(("lease",), message) for message in lease_problems(values["lease"])]
+        for name in ("password_file", "cafile"):
+            if values.get(name) == "":
+                problems.append(((name,), "must not be empty (use null or leave it out)"))
+        if (
+            values.get("password_file")
+            and url is not None
+            and not store_url_problems(url)
+            and parse_store_url(url).password
+        ):
+            problems.append(
+                (("password_file",), "the url carries a password already: keep one of the two")
+            )
+        return problems
+
+    def password(self, environ: Mapping[str, str]) -> str | None:
+        """The store's password: the URL's, else ``password_file``'s first line, else
+        ``$STELLATE_STORE_PASSWORD``, else None.
+
+        Raises:
+            OSError: ``password_file`` cannot be read.
+        """
+        in_url = parse_store_url(self.url).password
+        if in_url:
+            return in_url
+        if self.password_file:
+            with open(self.password_file, encoding="utf-8") as file:
+                return file.readline().rstrip("\r\n") or None
+        return environ.get(STORE_PASSWORD_ENV) or None
+
+
 def fleet_violations(devices: tuple[DeviceConfig, ...]) -> list[tuple[FieldPath, str]]:
     """Rules over the whole list: at least one device, no device_id used twice."""
     if not devices:
@@ -242,6 +305,8 @@ class StellateConfig:
 
     devices: tuple[DeviceConfig, ...]
     manager: ManagerSettings = attrs.field(factory=ManagerSettings)
+    #: The fleet store shared with other managers; None: this manager's memory only.
+    store: StoreSettings | None = None
     #: The file (or ``"<string>"``) the config was read from, for messages.
     source: str = "<string>"
 
@@ -262,3 +327,4 @@ class ConfigDocument:
 
     devices: tuple[DeviceConfig, ...]
     manager: ManagerSettings = attrs.field(factory=ManagerSettings)
+    store: StoreSettings | None = None

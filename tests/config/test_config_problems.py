@@ -91,7 +91,7 @@ def test_unknown_key_suggests_the_close_match() -> None:
 def test_unknown_key_without_a_close_match_lists_the_keys() -> None:
     text = "devices:\n" + OK_DEVICE + "colour: blue\n"
     assert problems_in(text) == [
-        "devices.yaml:4: colour: unknown key 'colour' (expected one of: devices, manager)"
+        "devices.yaml:4: colour: unknown key 'colour' (expected one of: devices, manager, store)"
     ]
 
 

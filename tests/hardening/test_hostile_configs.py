@@ -80,7 +80,7 @@ def test_a_modest_use_of_aliases_is_fine() -> None:
     )
     assert problems(text) == [
         "devices.yaml:1: ['x-defaults']: unknown key 'x-defaults' (expected one of: devices, "
-        "manager)"
+        "manager, store)"
     ]
     shared = laughs(4)  # 10^4 values: within the budget
     assert problems(shared) == []
