@@ -222,9 +222,27 @@ def unavailable(exc: BaseException, store: str, secrets: Collection[str] = ()) -
         detail = "what answers there does not speak Redis's protocol — " + detail
     elif isinstance(exc, redis_errors.ConnectionError | OSError | TimeoutError):
         kind = Unavailability.UNREACHABLE
+        tls = _tls_cause(exc)
+        if tls is not None:
+            reason = escape_text(getattr(tls, "verify_message", None) or str(tls), limit=200)
+            detail = (
+                f"{detail} (TLS: {reason}; store.cafile names the CA that signs its certificate)"
+            )
     else:
         kind = Unavailability.ERROR
     return StoreUnavailable(store, kind, detail)
+
+
+def _tls_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS failure behind a connection error, if that is what it was."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # causes form a chain; a short one is all coredis makes
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 #: How Redis words a write refused by a read-only replica.

@@ -46,9 +46,11 @@ def free_port() -> int:
         return port
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, tls: bool) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            if tls:  # listening is enough: the test itself speaks TLS to it
+                return True
             sock.sendall(b"PING\r\n")
             reply = sock.recv(64)
             return reply.startswith((b"+PONG", b"-NOAUTH"))
@@ -57,20 +59,32 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def redis_server(*args: str, password: str | None = None) -> Iterator[RedisServer]:
-    """A ``redis-server`` with ``args`` added to its command line, until the block ends."""
+def redis_server(
+    *args: str, password: str | None = None, tls: tuple[str, str, str] | None = None
+) -> Iterator[RedisServer]:
+    """A ``redis-server`` with ``args`` added to its command line, until the block ends.
+
+    ``tls``: (certificate, key, CA) files: the server then speaks TLS only, on its port.
+    """
     binary = redis_binary()
     assert binary is not None, MISSING
     extra = [*args, *(["--requirepass", password] if password else [])]
     for _attempt in range(5):  # the free port may be taken between choosing and binding it
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="stellate-redis-") as directory:
-            command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            if tls is None:
+                command = [binary, "--port", str(port)]
+            else:
+                cert, key, ca = tls
+                command = [binary, "--port", "0", "--tls-port", str(port), "--tls-auth-clients"]
+                command += ["no", "--tls-cert-file", cert, "--tls-key-file", key]
+                command += ["--tls-ca-cert-file", ca]
+            command += ["--bind", "127.0.0.1", "--save", ""]
             command += ["--appendonly", "no", "--dir", directory, *extra]
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
                 deadline = time.monotonic() + HANG_GUARD
-                while proc.poll() is None and not _answers(port):
+                while proc.poll() is None and not _answers(port, tls is not None):
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"redis-server on port {port} never answered")
                     time.sleep(0.02)

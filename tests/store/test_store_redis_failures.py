@@ -14,6 +14,7 @@ from functools import partial
 
 import pytest
 import trio
+import trustme
 from real_time import HANG_GUARD
 from redis_servers import MISSING, RedisServer, free_port, redis_binary, redis_server
 
@@ -134,3 +135,32 @@ async def test_a_malformed_url_is_refused_before_connecting() -> None:
             pass
     assert PASSWORD not in str(caught.value)
     assert "port" in str(caught.value) and "database" in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    folder = tmp_path_factory.mktemp("redis-tls")
+    paths = tuple(str(folder / name) for name in ("cert.pem", "key.pem", "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(paths[0])
+    cert.private_key_pem.write_to_path(paths[1])
+    ca.cert_pem.write_to_path(paths[2])
+    return paths  # type: ignore[return-value]
+
+
+async def test_rediss_with_the_ca_file_connects(tls_files: tuple[str, str, str]) -> None:
+    with redis_server(tls=tls_files) as server:
+        url = f"rediss://127.0.0.1:{server.port}/0"
+        async with open_redis_store(url, cafile=tls_files[2]) as store:
+            assert (await store.join("m1", 15)).members[0].manager == "m1"
+
+
+async def test_rediss_without_the_ca_says_the_certificate_was_refused(
+    tls_files: tuple[str, str, str],
+) -> None:
+    with redis_server(tls=tls_files) as server:
+        error = await unavailable(f"rediss://127.0.0.1:{server.port}/0")
+    assert error.kind is Unavailability.UNREACHABLE
+    assert "(TLS: self-signed certificate" in str(error)
+    assert "store.cafile" in str(error)
