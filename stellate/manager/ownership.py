@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ..store.keeper import Change, OwnershipKeeper
-from ..store.port import FleetStore, StoreUnavailable
+from ..store.port import FleetStore, Renewal, StoreUnavailable
 
 __all__ = ["keep_ownership", "stop_ownership"]
 
@@ -77,21 +77,32 @@ async def keep_ownership(
             await sleep(max(0.0, expiry - clock()))
             settle()
 
+    # The first join is made before the watcher starts, so an id in use is raised as itself
+    # (from inside the nursery it would come out wrapped in an exception group).
+    down: StoreUnavailable | None = None
+    renewal: Renewal | None = None
+    while renewal is None:
+        try:
+            sent = clock()
+            renewal = await store.join(keeper.manager, keeper.policy.lease)
+        except StoreUnavailable as exc:
+            if down is None or down.kind != exc.kind:
+                logger.warning("%s; retrying", exc)
+            down = exc
+            await sleep(keeper.policy.renew_every)
+    keeper.renewed(renewal, sent)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_expiry)
-        joined = False
-        down: StoreUnavailable | None = None
+        first = True  # the join's answer stands for the first round's renewal
         while True:
             try:
-                sent = clock()
-                if joined:
-                    renewal = await store.renew(
-                        keeper.manager, keeper.leases(), keeper.policy.lease
+                if not first:
+                    sent = clock()
+                    keeper.renewed(
+                        await store.renew(keeper.manager, keeper.leases(), keeper.policy.lease),
+                        sent,
                     )
-                else:
-                    renewal = await store.join(keeper.manager, keeper.policy.lease)
-                    joined = True
-                keeper.renewed(renewal, sent)
+                first = False
                 settle()
                 handed = keeper.hand_off(clock())
                 settle()

@@ -1,0 +1,136 @@
+"""The ownership loop (stellate/manager/ownership.py) on its own, under a MockClock.
+
+Each test runs managers on the real loop against the in-memory store and looks at what they
+report through ``on_change``, what the store holds, and what is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from stellate.adapters.store_memory import MemoryFleetStore
+from stellate.manager.ownership import keep_ownership, stop_ownership
+from stellate.store.keeper import Change, OwnershipKeeper
+from stellate.store.ownership import CLAIM_RETRY, LeasePolicy, RateLimit
+from stellate.store.port import ManagerIdInUse, Unavailability
+
+DEVICES = [f"device-{i}" for i in range(40)]
+POLICY = LeasePolicy(15.0)
+
+
+def keeper(name: str, rate: float = 1000.0) -> OwnershipKeeper:
+    return OwnershipKeeper(
+        name,
+        DEVICES,
+        POLICY,
+        claims=RateLimit(rate, rate),
+        handoffs=RateLimit(rate, rate),
+    )
+
+
+class Seen:
+    """What one manager reported: the units it acts on now."""
+
+    def __init__(self) -> None:
+        self.units: set[str] = set()
+        self.changes: list[Change] = []
+
+    def __call__(self, change: Change) -> None:
+        self.changes.append(change)
+        self.units |= change.gained
+        self.units -= change.lost
+
+
+async def test_a_lone_manager_owns_every_unit_after_its_first_round(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryFleetStore()
+    alone, seen = keeper("m1"), Seen()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_ownership, store, alone, seen)
+        await trio.sleep(0.001)
+        assert seen.units == set(alone.units)
+        view = await store.view()
+        assert {h.lease.owner for h in view.holders.values()} == {"m1"}
+        await trio.sleep(10 * POLICY.lease)  # renewals keep it so
+        assert seen.units == set(alone.units) and len(seen.changes) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_claim_rate_spreads_a_take_over(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryFleetStore()
+    slow, seen = keeper("m1", rate=10.0), Seen()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_ownership, store, slow, seen)
+        await trio.sleep(0.001)
+        first = len(seen.units)
+        assert 0 < first < len(slow.units)  # a burst of 10 devices' worth
+        await trio.sleep(CLAIM_RETRY * 5)
+        assert len(seen.units) == len(slow.units)  # the rest, one retry a second
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_second_manager_with_the_same_id_is_refused_as_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryFleetStore()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_ownership, store, keeper("m1"), Seen())
+        await trio.sleep(1)
+        with pytest.raises(ManagerIdInUse):
+            await keep_ownership(store, keeper("m1"), Seen())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_join_hands_over_part_and_a_graceful_stop_hands_back_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryFleetStore()
+    first, second = keeper("m1"), keeper("m2")
+    seen1, seen2 = Seen(), Seen()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_ownership, store, first, seen1)
+        await trio.sleep(1)
+        async with trio.open_nursery() as nursery2:
+            nursery2.start_soon(keep_ownership, store, second, seen2)
+            await trio.sleep(POLICY.renew_every + 2 * CLAIM_RETRY)
+            assert seen1.units and seen2.units
+            assert seen1.units.isdisjoint(seen2.units)
+            assert seen1.units | seen2.units == set(first.units)
+            nursery2.cancel_scope.cancel()
+        await stop_ownership(store, second, seen2)
+        assert seen2.units == set()
+        assert [m.manager for m in (await store.view()).members] == ["m1"]
+        await trio.sleep(POLICY.renew_every + CLAIM_RETRY)  # no lease to wait out
+        assert seen1.units == set(first.units)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_outage_stops_acting_at_the_margin_and_is_logged_once_each_way(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "stellate.manager.ownership")
+    store = MemoryFleetStore()
+    alone, seen = keeper("m1"), Seen()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_ownership, store, alone, seen)
+        await trio.sleep(POLICY.renew_every * 2 + 0.5)
+        renewed_at = trio.current_time() - 0.5  # the last successful round
+        store.unavailable = Unavailability.UNREACHABLE
+        await trio.sleep_until(renewed_at + POLICY.valid_for - 0.01)
+        assert seen.units == set(alone.units)  # still inside its lease, minus the margin
+        await trio.sleep_until(renewed_at + POLICY.valid_for + 0.01)
+        assert seen.units == set()  # self-fenced, renewals failing or not
+        await trio.sleep(60)  # a minute of failing rounds
+        store.unavailable = None
+        await trio.sleep(POLICY.renew_every + CLAIM_RETRY)
+        assert seen.units == set(alone.units)
+        nursery.cancel_scope.cancel()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "unreachable" in messages[0] and "until their leases run out" in messages[0]
+    assert "is back" in messages[1]
