@@ -164,3 +164,14 @@ async def test_rediss_without_the_ca_says_the_certificate_was_refused(
     assert error.kind is Unavailability.UNREACHABLE
     assert "(TLS: self-signed certificate" in str(error)
     assert "store.cafile" in str(error)
+
+
+async def test_tokens_keep_growing_after_redis_lost_its_data() -> None:
+    # The counter is seeded from the server's clock (microseconds) whenever it is missing, so
+    # a Redis that restarted empty still hands out larger tokens than before.
+    with redis_server() as server:
+        async with open_redis_store(server.url()) as store:
+            (before,) = (await store.claim("m1", ["u1"], 15)).granted
+            await store._client.flushdb()
+            (after,) = (await store.claim("m2", ["u1"], 15)).granted
+    assert after.token > before.token
