@@ -18,7 +18,7 @@ import attrs
 
 from ..errors import FieldPath, InvalidFields
 from ..fsm import DEFAULT_MAX_RETRIES, AgentProfile
-from ..protocol.ids import device_id_problem, task_name_problem
+from ..protocol.ids import LookAlikes, device_id_problem, look_alike_problem, task_name_problem
 from ..store.ownership import DEFAULT_LEASE, lease_problems
 from ..text.escape import escape_text
 from ..text.urls import parse_store_url, redact_url, store_url_problems, url_problems
@@ -280,22 +280,33 @@ class StoreSettings:
 
 
 def fleet_violations(devices: tuple[DeviceConfig, ...]) -> list[tuple[FieldPath, str]]:
-    """Rules over the whole list: at least one device, no device_id used twice."""
+    """Rules over the whole list: at least one device, no device_id used twice, no device_id
+    that looks like another (the same skeleton: ``stellate.protocol.ids``)."""
     if not devices:
         return [(("devices",), "no devices configured")]
     problems: list[tuple[FieldPath, str]] = []
     first: dict[str, int] = {}
+    look_alikes = LookAlikes()
     for index, device in enumerate(devices):
-        if device.device_id in first:
+        device_id = device.device_id
+        if device_id in first:
             problems.append(
                 (
                     ("devices", index, "device_id"),
-                    f"duplicate device_id {device.device_id!r} "
-                    f"(first used by devices[{first[device.device_id]}])",
+                    f"duplicate device_id {device_id!r} "
+                    f"(first used by devices[{first[device_id]}])",
+                )
+            )
+        elif (held := look_alikes.of(device_id)) is not None:
+            problems.append(
+                (
+                    ("devices", index, "device_id"),
+                    f"{look_alike_problem(device_id, held)} (devices[{first[held]}])",
                 )
             )
         else:
-            first[device.device_id] = index
+            first[device_id] = index
+            look_alikes.add(device_id)
     return problems
 
 

@@ -8,6 +8,7 @@ from ..errors import LocalError
 from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..fsm.event_data import TaskAssigned
 from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
+from ..protocol.ids import LookAlikes, look_alike_problem
 
 
 class UnknownDevice(LocalError, KeyError):
@@ -20,6 +21,7 @@ class DeviceRegistry:
     def __init__(self, engine: LifecycleEngine) -> None:
         self._engine = engine
         self._devices: dict[str, DeviceLifecycle] = {}
+        self._look_alikes = LookAlikes()
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._devices
@@ -34,13 +36,19 @@ class DeviceRegistry:
             raise UnknownDevice(device_id) from None
 
     def add(self, lifecycle: DeviceLifecycle) -> None:
-        if lifecycle.device_id in self._devices:
-            raise ValueError(f"device {lifecycle.device_id!r} is already registered")
-        self._devices[lifecycle.device_id] = lifecycle
+        device_id = lifecycle.device_id
+        if device_id in self._devices:
+            raise ValueError(f"device {device_id!r} is already registered")
+        held = self._look_alikes.of(device_id)
+        if held is not None:
+            raise ValueError(f"device id {device_id!r} {look_alike_problem(device_id, held)}")
+        self._devices[device_id] = lifecycle
+        self._look_alikes.add(device_id)
 
     def remove(self, device_id: str) -> None:
         lifecycle = self._devices.pop(device_id, None)
         if lifecycle is not None:
+            self._look_alikes.discard(device_id)
             self._engine.release(lifecycle)
 
     def get_device(self, device_id: str) -> AgentProfile | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from .ids import LookAlikes
 from .messages import ClientType
 
 __all__ = ["ClientEntry", "ClientRegistry"]
@@ -64,6 +65,7 @@ class ClientRegistry:
     def __init__(self) -> None:
         self._clients: dict[str, ClientEntry] = {}
         self._by_target: dict[str, set[str]] = {}
+        self._look_alikes = LookAlikes()
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -74,10 +76,15 @@ class ClientRegistry:
     def get(self, client_id: str) -> ClientEntry | None:
         return self._clients.get(client_id)
 
+    def look_alike_of(self, client_id: str) -> str | None:
+        """A registered id that ``client_id`` looks like without being it (``ids.skeleton``)."""
+        return self._look_alikes.of(client_id)
+
     def add(self, entry: ClientEntry) -> None:
         """Insert ``entry``, replacing any entry under the same id (the caller decided)."""
         self._discard(entry.client_id)
         self._clients[entry.client_id] = entry
+        self._look_alikes.add(entry.client_id)
         if entry.client_type is ClientType.CONSTELLATION and entry.target_id is not None:
             self._by_target.setdefault(entry.target_id, set()).add(entry.client_id)
 
@@ -113,6 +120,8 @@ class ClientRegistry:
 
     def _discard(self, client_id: str) -> None:
         old = self._clients.pop(client_id, None)
+        if old is not None:
+            self._look_alikes.discard(client_id)
         if old is not None and old.target_id is not None:
             targets = self._by_target.get(old.target_id)
             if targets is not None:

@@ -26,7 +26,7 @@ from ..text.escape import escape_text
 from ..timing import DEFAULT_TIMING, Timing
 from .closing import CLOSE_NORMAL, close_reason
 from .codec import FrameTemplate, ProtocolError, decode_client, encode_server
-from .ids import id_refusal
+from .ids import registration_refusal
 from .messages import (
     ClientMessage,
     ClientMessageType,
@@ -258,10 +258,17 @@ class ServerSession:
         client_id = message.client_id
         if not client_id:
             return self._shut_down(CLOSE_POLICY_VIOLATION, "register frame without client_id")
-        refusal = id_refusal(client_id, message.client_type)
+        refusal = registration_refusal(
+            client_id,
+            message.client_type,
+            message.target_id,
+            self._registry.look_alike_of(client_id),
+        )
         if refusal is not None:
-            # Look-alikes ("dev\u200b", "dev ") and the other role's shape ("task@dev" as a
-            # device) are refused, never registered as new ids: see protocol/ids.py.
+            # Invisible differences ("dev\u200b", "dev "), look-alikes of a registered id
+            # ("dev-\u043e" while "dev-o" is), the other role's shape ("task@dev" as a device)
+            # and a constellation acting for another device than its id names are refused,
+            # never registered: see protocol/ids.py.
             return self._shut_down(CLOSE_POLICY_VIOLATION, refusal)
 
         evictions: list[ServerAction] = []

@@ -22,6 +22,8 @@ _ORDER = (
     "key leak cases tried",
     "key leak checks",
     "keys leaked",
+    "squat attempts tried",
+    "look-alike ids tried",
     "deep frames tried",
     "non-JSON numbers tried",
     "limit boundaries tried",

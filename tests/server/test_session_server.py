@@ -136,7 +136,10 @@ def test_constellation_for_a_constellation_is_refused() -> None:
     server.constellation()
     session = server.session()
     register = client_frame("constellation_register", client_id="x@y", target_id=CONSTELLATION)
-    assert "is not connected" in error_of(sent(session.receive(register, 0.0))[0])
+    text = error_of(sent(session.receive(register, 0.0))[0])
+    # A constellation's id names its target, and a constellation's id cannot be a device part.
+    assert text.startswith("invalid constellation id") and "target_id" in text
+    assert session.phase is ServerPhase.CLOSED
 
 
 def test_live_duplicate_is_refused_and_the_first_is_untouched() -> None:
@@ -290,17 +293,19 @@ def test_fix6_device_info_only_for_the_registered_target() -> None:
     assert "only available for this connection's target" in error_of(error)
 
 
-def test_fix6_constellation_without_target_reads_nothing() -> None:
+def test_fix6_constellation_without_target_is_refused() -> None:
+    """The reference accepts it (and answers it any device's telemetry); stellate refuses it:
+    ``TASK@D`` must name ``target_id`` ``D`` (issue 21: such an id squatted the one a manager
+    needs once ``D`` connects)."""
     server = Server()
     server.device()
     session = server.session()
     register = json.dumps(
         {"type": "register", "status": "ok", "client_type": "constellation", "client_id": "t@nt"}
     )
-    session.receive(register, 0.0)
-    assert session.phase is ServerPhase.REGISTERED  # the reference accepts it; so do we
-    request = client_frame("device_info_request", client_id="t@nt")
-    assert "only available" in error_of(sent(session.receive(request, 1.0))[0])
+    (error,) = sent(session.receive(register, 0.0))
+    assert "must name its target_id" in error_of(error)
+    assert session.phase is ServerPhase.CLOSED and server.registry.get("t@nt") is None
 
 
 def test_fix6_devices_cannot_ask_for_device_info() -> None:
