@@ -18,6 +18,7 @@ from ..text.redact import add_log_secret, install_log_redaction, redact_url
 from ..text.urls import url_problems
 from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
+from .serve import positive_int
 from .timing_flags import add_timing_flags, timing_from_flags
 
 #: The agent's timing flags: the ``Timing`` fields it reads, with their help text.
@@ -72,7 +73,9 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         help="custom metadata sent with the telemetry",
     )
     add_timing_flags(p, AGENT_TIMING, TIMING_FLAGS)
-    p.add_argument("--count", type=int, default=None, help="simulate N agents in this process")
+    p.add_argument(
+        "--count", type=positive_int, default=None, help="simulate N agents in this process"
+    )
     p.add_argument(
         "--device-id-prefix", default=None, help="with --count: ids are PREFIX0..PREFIX{N-1}"
     )
@@ -84,8 +87,6 @@ def _device_ids(args: argparse.Namespace) -> list[str]:
         if not args.device_id:
             raise ValueError("--device-id is required (or --count N --device-id-prefix P)")
         return [args.device_id]
-    if args.count < 1:
-        raise ValueError("--count must be at least 1")
     prefix = args.device_id_prefix if args.device_id_prefix is not None else args.device_id
     if not prefix:
         raise ValueError("--count needs --device-id-prefix")

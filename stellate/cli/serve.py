@@ -70,28 +70,28 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     add_timing_flags(p, DEFAULT_TIMING, TIMING_FLAGS)
     p.add_argument(
         "--max-message-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_MESSAGE_SIZE,
         help="largest frame in bytes; a larger one closes its socket with 1009 "
         "(default: %(default)s)",
     )
     p.add_argument(
         "--max-system-info-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=ServerPolicy().max_system_info_bytes,
         help="most kept of one device's system_info (compact JSON); a bigger one is not "
         "stored and the device is told (default: %(default)s)",
     )
     p.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="connections held at once; more are refused with HTTP 503 (default: the "
         f"open-file limit less {FD_HEADROOM})",
     )
     p.add_argument(
         "--max-unregistered",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="connections not yet registered; more are refused with HTTP 503 (default: a "
         "quarter of --max-connections)",
@@ -115,8 +115,12 @@ def port_number(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """A count or a size for argparse (no config key has these): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value

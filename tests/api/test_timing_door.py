@@ -106,8 +106,10 @@ def test_timing_flags_are_timing_fields(
 def test_a_bad_timing_flag_is_a_usage_error_naming_it(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = build_parser().parse_args(argv)
-    assert args.handler(args) == 2
+    """Refused as the flag is parsed, by its config key's rule: before anything starts."""
+    with pytest.raises(SystemExit) as usage:
+        build_parser().parse_args(argv)
+    assert usage.value.code == 2
     assert message in capsys.readouterr().err
 
 

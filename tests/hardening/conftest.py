@@ -26,6 +26,7 @@ _ORDER = (
     "look-alike ids tried",
     "deep frames tried",
     "non-JSON numbers tried",
+    "flags tried",
     "limit boundaries tried",
     "crashes",
 )
