@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from ..fsm.paths import Path
 from ..protocol.codec import encode_client, encode_server
-from ..protocol.ids import MAX_ID_LENGTH, device_id_problem
+from ..protocol.ids import MAX_ID_LENGTH, device_id_problem, skeleton
 from ..protocol.messages import (
     ClientMessage,
     ClientMessageType,
@@ -423,7 +423,8 @@ def fleets(
     policy: RetryPolicy | None = None,
     outages: bool = True,
 ) -> list[FleetDevice]:
-    """Fleets of ``min_size``–``max_size`` devices with distinct ids (:func:`device_ids`).
+    """Fleets of ``min_size``–``max_size`` devices with ids no reader could confuse
+    (:func:`device_ids`, distinct skeletons: ``stellate.protocol.ids``).
 
     The size is weighted (:data:`FLEET_FLOORS`): about two fleets in seven are small (a
     handful of devices), two have 8 or more, three 40 to 50. Drawn as a list, so a failing
@@ -433,7 +434,10 @@ def fleets(
     devices = draw(
         st.lists(fleet_devices("?", policy, outages=outages), min_size=floor, max_size=max_size)
     )
-    ids = draw(st.lists(device_ids(), min_size=len(devices), max_size=len(devices), unique=True))
+    # Distinct to a reader, not only to Python: a manager refuses look-alikes (one skeleton).
+    ids = draw(
+        st.lists(device_ids(), min_size=len(devices), max_size=len(devices), unique_by=skeleton)
+    )
     return [attrs.evolve(d, device_id=i) for d, i in zip(devices, ids, strict=True)]
 
 

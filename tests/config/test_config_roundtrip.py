@@ -12,6 +12,7 @@ from profiles import examples
 
 from stellate import Timing
 from stellate.config import DeviceConfig, ManagerSettings, StellateConfig, loads_config
+from stellate.protocol.ids import skeleton
 
 _WORD = st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=12)
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20)
@@ -91,7 +92,8 @@ def manager_dicts(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def config_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    ids = draw(st.lists(_WORD, min_size=1, max_size=5, unique=True))
+    # Distinct to a reader: look-alikes (one skeleton) are refused like duplicates.
+    ids = draw(st.lists(_WORD, min_size=1, max_size=5, unique_by=skeleton))
     document: dict[str, Any] = {"devices": [draw(device_dicts(i)) for i in ids]}
     if draw(st.booleans()):
         document["manager"] = draw(manager_dicts())
