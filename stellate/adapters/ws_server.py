@@ -39,6 +39,7 @@ import trio
 import trio_websocket
 
 from ..protocol.transport import Connection, ConnectionClosed
+from ..text.redact import safe_json
 from .http_front import (
     DEFAULT_MAX_HEAD_SIZE,
     BadRequest,
@@ -113,7 +114,8 @@ class HttpResponse:
 
     @classmethod
     def json(cls, data: object, status: int = 200) -> HttpResponse:
-        return cls(json.dumps(data).encode(), "application/json", status)
+        """Always valid JSON, every key the process knows masked (``safe_json``)."""
+        return cls(safe_json(data).encode(), "application/json", status)
 
 
 HttpRoute = Callable[[HttpRequest], HttpResponse]

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from ..agent.device_agent import AGENT_TIMING, AgentRefused, DeviceAgent, run_fleet
-from ..text.redact import add_log_secret, install_log_redaction, redact_url
+from ..text.redact import add_log_secret, install_log_redaction, redact_url, shown
 from ..text.urls import url_problems
 from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
@@ -151,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
     if shortfall is not None:
         print(f"stellate agent: {shortfall.message(f'{len(agents)} agents')}", file=sys.stderr)
         return 2
-    shown = redact_url(args.server)
+    server = redact_url(args.server)
     began = time.monotonic()
 
     def all_registered() -> None:
         elapsed = time.monotonic() - began
-        print(f"{len(agents)} agent(s) registered on {shown} in {elapsed:.2f} s", flush=True)
+        print(f"{len(agents)} agent(s) registered on {server} in {elapsed:.2f} s", flush=True)
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if refused:
         first = refused[0]
         others = f" (and {len(refused) - 1} more agent(s))" if len(refused) > 1 else ""
-        print(f"stellate agent: {first}{others}; stopped", file=sys.stderr)
+        print(f"stellate agent: {shown(first)}{others}; stopped", file=sys.stderr)
         return 2
     print("stopped", file=sys.stderr)
     return 0

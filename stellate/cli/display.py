@@ -10,8 +10,10 @@ lines, one per transition for small fleets, a periodic progress line for big one
 Nothing here is parsed as markup: every cell is a ``rich.text.Text``, so a device id or a
 server's error text shows as written and cannot restyle the screen; and everything a peer or a
 file chose (ids, reasons, OS, capabilities, host names) goes through ``shown``
-(:func:`~stellate.text.escape.escape_text`): it cannot add a line, move the cursor or fail to
-encode.
+(:func:`~stellate.text.redact.shown`): it cannot add a line, move the cursor, fail to encode,
+or show a key the process knows (a server may echo the key in its error texts or telemetry).
+The JSON outputs go through :func:`~stellate.text.redact.safe_json`: always valid JSON (no
+``NaN``/``Infinity``), keys masked in every string.
 
 Waiting lines say why and when: ``dev-a: connecting -> backoff: connection refused
 (127.0.0.1:5055); attempt 2/5 in 1.8 s``. What a transition means (backing off, giving up, the
@@ -21,7 +23,6 @@ the manager's stats (``StatusCounts``): nothing here decodes a row or counts by 
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -36,8 +37,7 @@ from ..fsm.diagram import PHASE_NAMES
 from ..manager import EventKind, ManagerEvent
 from ..manager.metrics import profile_json
 from ..manager.stats import FleetStats, StatusCounts
-from ..text.escape import escape_text as shown
-from ..text.redact import redact_url
+from ..text.redact import redact_url, safe_json, shown
 
 #: Above this many devices, plain output summarises instead of listing every transition.
 DETAIL_LIMIT = 40
@@ -185,7 +185,7 @@ def event_json(event: ManagerEvent, at: datetime | None = None) -> str:
         "retry_in": event.retry_in,
         "profile": profile_json(event.profile),
     }
-    return json.dumps(item, default=str)
+    return safe_json(item)
 
 
 class PlainDisplay:
@@ -440,4 +440,4 @@ def fleet_summary(reports: Sequence[DeviceReport], expected: Iterable[str]) -> s
 
 def profiles_json(reports: Iterable[DeviceReport]) -> str:
     """The profiles as a JSON list: Galaxy's keys, then failure_reason and last_error."""
-    return json.dumps([report.to_dict() for report in reports], indent=2, default=str)
+    return safe_json([report.to_dict() for report in reports], indent=2)

@@ -47,6 +47,7 @@ from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from ..manager.metrics import serve_fleet
 from ..manager.stats import StatusCounts
+from ..text.redact import shown
 from .configs import load_chosen, plain_text
 from .display import (
     DeviceReport,
@@ -289,8 +290,8 @@ async def _run_fleet(
         print_profiles(reports, out)
     if timed_out:
         pending = [
-            f"{r.profile.device_id} ({r.profile.status.value}"
-            + (f": {r.last_error}" if r.last_error else "")
+            f"{shown(r.profile.device_id)} ({r.profile.status.value}"
+            + (f": {shown(r.last_error)}" if r.last_error else "")
             + ")"
             for r in reports
             if r.profile.device_id in expected and r.profile.status not in SETTLED

@@ -19,7 +19,6 @@ can register :class:`ManagerCollector` in its own registry instead of serving it
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any, NoReturn
@@ -37,7 +36,7 @@ from ..adapters.listener import is_loopback_host
 from ..adapters.ws_server import HttpRequest, HttpResponse, HttpRoute, ListenerStats, serve_http
 from ..fsm import AgentProfile, DeviceStatus, Meaning, rows
 from ..fsm.states import INITIAL
-from ..text.redact import redact_url
+from ..text.redact import redact_url, safe_json
 from .constellation import ConstellationDeviceManager
 from .stats import Durations
 
@@ -196,7 +195,7 @@ def fleet_routes(manager: ConstellationDeviceManager) -> dict[str, HttpRoute]:
         return HttpResponse(generate_latest(registry), CONTENT_TYPE_LATEST)
 
     def fleet(_request: HttpRequest) -> HttpResponse:
-        return HttpResponse(json.dumps(fleet_json(manager), default=str).encode())
+        return HttpResponse(safe_json(fleet_json(manager)).encode())
 
     def index(_request: HttpRequest) -> HttpResponse:
         return HttpResponse(page, "text/html; charset=utf-8")

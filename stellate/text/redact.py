@@ -15,12 +15,15 @@ text too, for handlers this filter is not on).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import urllib.parse
 from collections.abc import Iterable
+from typing import Any
 
-from .escape import escape_text
+from .escape import DEFAULT_LIMIT, escape_text
 from .urls import MASK, SECRET_WORDS, is_secret_param, redact_url
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "is_secret_param",
     "redact_text",
     "redact_url",
+    "safe_json",
+    "shown",
 ]
 
 # In free text: a secret-looking query (or fragment) parameter, and URL userinfo. A value
@@ -49,24 +54,36 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Redact secret URL parameters, URL userinfo and the given literal secrets in text.
 
     Literal secrets are also matched in their percent-encoded forms, since they usually travel
-    inside URLs, and escaped, as peer text is shown.
+    inside URLs, escaped, as peer text is shown, and JSON-escaped.
     """
     for secret in secrets:
         if not secret:
             continue
-        forms = {
-            secret,
-            urllib.parse.quote(secret, safe=""),
-            urllib.parse.quote_plus(secret, safe=""),
-            escape_text(secret, limit=None),
-        }
-        for form in sorted(forms, key=len, reverse=True):
+        for form in _forms(secret):
             text = text.replace(form, MASK)
+    return _mask_url_parts(text)
+
+
+def _mask_url_parts(text: str) -> str:
+    """``text`` with secret-looking URL parameters and URL userinfo masked."""
     if "=" in text:
         text = _TEXT_PARAM.sub(lambda m: m.group("head") + MASK, text)
     if "://" in text:
         text = _TEXT_USERINFO.sub(lambda m: m.group("head") + MASK + "@", text)
     return text
+
+
+def _forms(secret: str) -> list[str]:
+    """The spellings ``secret`` travels in (URLs, escaped peer text, JSON), longest first."""
+    forms = {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret, safe=""),
+        escape_text(secret, limit=None),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    return sorted(forms, key=len, reverse=True)
 
 
 #: A record's message is cut after this many characters (peer text is also cut where logged).
@@ -94,6 +111,11 @@ class RedactingFilter(logging.Filter):
         """Mask ``secret`` from now on (empty strings are ignored)."""
         if secret:
             self._secrets.add(secret)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The literal secrets this filter masks."""
+        return frozenset(self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -137,3 +159,68 @@ def install_log_redaction(logger: logging.Logger | None = None) -> None:
     for handler in target.handlers:
         if LOG_FILTER not in handler.filters:
             handler.addFilter(LOG_FILTER)
+
+
+# -- what the process prints ----------------------------------------------------------------------
+#
+# A peer's text can carry a key: a server that echoes the API key in an error, in telemetry, or
+# in an HTTP refusal's reason. Log records pass LOG_FILTER; what the CLI prints (stdout JSON,
+# progress lines, profiles, a stop line) and what an HTTP route answers pass the two functions
+# below, which mask every key handed to :func:`add_log_secret` in this process.
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception as exc:  # a peer-made object whose __str__ fails
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+
+
+def shown(value: object, limit: int | None = DEFAULT_LIMIT) -> str:
+    """``value`` as safe output on one line: every key this process knows and every
+    secret-looking URL part masked, hidden characters escaped, cut after ``limit``."""
+    return escape_text(redact_text(_as_text(value), LOG_FILTER.secrets), limit=limit)
+
+
+def _redacted(value: Any, secrets: frozenset[str]) -> Any:
+    """A copy of ``value`` whose strings (keys too) are masked and whose numbers are JSON."""
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {
+            redact_text(_as_text(key), secrets): _redacted(item, secrets)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(item, secrets) for item in value]
+    return redact_text(_as_text(value), secrets)
+
+
+def safe_json(value: Any, **dumps: Any) -> str:
+    """``json.dumps(value, **dumps)``, always valid JSON, never showing a secret.
+
+    Every string (keys included) has each key this process knows and every secret-looking URL
+    part masked; a number JSON cannot hold (NaN, an infinity) becomes ``null``; anything else
+    that is not JSON becomes its (masked) text. Masking works on the values, never on the
+    text, so a key that looks like JSON punctuation cannot break the document. Most documents
+    hold nothing to mask: they are dumped once and searched, and walked only when needed.
+    """
+    secrets = LOG_FILTER.secrets
+    try:
+        text = json.dumps(value, allow_nan=False, **dumps)
+    except (TypeError, ValueError):
+        pass  # not JSON as it is: the walk settles it
+    else:
+        # What masking the strings would change shows in the text too: JSON escapes quotes,
+        # backslashes and non-ASCII, and the needles are escaped the same way; a URL
+        # parameter's name and its mask are plain ASCII.
+        needles = {json.dumps(form)[1:-1] for secret in secrets for form in _forms(secret)}
+        if not any(needle in text for needle in needles) and _mask_url_parts(text) == text:
+            return text
+    return json.dumps(_redacted(value, secrets), allow_nan=False, **dumps)

@@ -14,24 +14,28 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from hardening_support import FIGURES
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from log_records import Records
 from profiles import examples
+from real_time import HANG_GUARD
 
 from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
+from stellate.adapters.ws_server import HttpRequest
 from stellate.cli.display import (
     DeviceReport,
     event_json,
@@ -321,3 +325,249 @@ async def test_the_manager_adds_its_key_by_parameter_name(
         ) as manager:  # type: ignore[arg-type]
             assert not await manager.register_device("dev", url, max_retries=1)
     assert connector.urls[0] == opened
+
+
+# -- issue 21, class 5: peer text that carries the key --------------------------------------------
+#
+# A server that echoes the API key in its error text, in telemetry, or in an HTTP refusal's
+# reason and body got it printed by `stellate up --json` (failure_reason, last_error, os), by the
+# progress lines, and by `stellate agent`'s stop line. Every output now masks every key the
+# process knows (stellate.text.redact.shown / safe_json), not only log records.
+
+ECHO = "ws://echo.test:5005"
+
+
+def _echoing_server(key: str) -> Any:
+    """A server whose every text is the key: its refusals, its telemetry."""
+
+    async def handler(conn: Any, _info: Any) -> None:
+        target = ""
+        while True:
+            frame = json.loads(await conn.receive())
+            target = frame.get("target_id") or target
+            if frame["type"] == "device_info_request" and target == "dev-inf":
+                request_id = json.dumps(frame.get("request_id"))
+                await conn.send(  # 1e400: a number no double holds, sent as it is
+                    f'{{"type": "device_info_response", "status": "ok", '
+                    f'"response_id": {request_id}, "result": {{"memory_total_gb": 1e400}}}}'
+                )
+                continue
+            if frame["type"] == "register" and target == "dev-err":
+                answer = {"type": "error", "status": "error", "error": f"bad key {key}!"}
+                await conn.send(json.dumps(answer))
+                await conn.aclose(1000, f"no {key}"[:100])
+                return
+            if frame["type"] == "device_info_request":
+                result = {
+                    "platform": f"linux {key}",
+                    "hostname": key,
+                    "ip_address": f"10.0.0.1 ({key})",
+                    "custom_metadata": {key: key},
+                    "tags": [key],
+                }
+                answer = {"type": "device_info_response", "status": "ok", "result": result}
+                answer["response_id"] = frame.get("request_id")
+            else:
+                answer = {"type": "heartbeat", "status": "ok", "response_id": "r"}
+            await conn.send(json.dumps(answer))
+
+    return handler
+
+
+class _RefusingWith:
+    """Routes ``/http`` to an HTTP refusal whose reason and body are the key."""
+
+    def __init__(self, inner: Any, key: str) -> None:
+        self._inner, self._key = inner, key
+
+    def open(self, url: str) -> Any:
+        if "/http" in url:
+            raise ConnectError(
+                f"WebSocket handshake with {redact_url(url)} refused: HTTP 403 {self._key} "
+                f"({self._key} is not welcome)",
+                status=403,
+            )
+        return self._inner.open(url)
+
+
+async def _echo_outputs(key: str) -> list[str]:
+    """Everything `stellate up` would print (and the fleet port serve) after a bring-up whose
+    every peer text is the key."""
+    from stellate.cli.display import PlainDisplay, fleet_summary
+    from stellate.manager.metrics import fleet_routes
+
+    async with MemoryNetwork() as network:
+        network.listen(f"{ECHO}/ws", _echoing_server(key), api_key=key)
+        manager = ConstellationDeviceManager(
+            api_key=key,
+            connector=_RefusingWith(network.connector, key),
+            reconnect_delay=0.1,
+            backoff_cap=0.2,
+        )
+        lines = io.StringIO()
+        plain = PlainDisplay(lines, 3)
+        outputs: list[str] = []
+        documents: list[str] = []  # the JSON ones
+        async with manager, manager.events() as events:
+            for device_id, path in (("dev-echo", "/ws"), ("dev-err", "/ws"), ("dev-http", "/http")):
+                manager.add_device(
+                    AgentProfile(device_id=device_id, server_url=ECHO + path, max_retries=1)
+                )
+            for device_id in ("dev-echo", "dev-err", "dev-http"):
+                await manager.wait_for(device_id)
+            while True:
+                try:
+                    event = events.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                plain.event(event)
+                outputs.append(event_line(event))
+                documents.append(event_json(event))
+            registry = manager.device_registry
+            reports = [
+                DeviceReport(p, manager.failure_reason(d), registry.lifecycle(d).last_error)
+                for d, p in manager.get_all_devices().items()
+            ]
+            assert reports[0].profile.os is not None  # the echoed telemetry was merged
+            printed = io.StringIO()
+            print_profiles(reports, printed)
+            fleet = fleet_routes(manager)["/api/fleet"]
+            answer = fleet(HttpRequest("GET", "/api/fleet", "", "127.0.0.1:1"))
+            outputs += [
+                lines.getvalue(),
+                printed.getvalue(),
+                fleet_summary(reports, ["dev-echo", "dev-err", "dev-http"]),
+            ]
+            documents += [profiles_json(reports), answer.body.decode()]
+    for text in documents:
+        json.loads(text)  # masked, and still JSON
+    return outputs + documents
+
+
+@settings(max_examples=examples(30))
+@given(key=keys)
+@example(key="s3cret-key-echoed")
+@example(key='", "os": "')  # a key that looks like JSON punctuation
+def test_a_key_echoed_by_a_peer_is_masked_in_everything_printed(key: str) -> None:
+    FIGURES["key leak cases tried"] += 1
+
+    def produce(key: str) -> list[str]:
+        with own_log_secrets():
+            outputs: list[str] = trio.run(
+                _echo_outputs, key, clock=trio.testing.MockClock(autojump_threshold=0)
+            )
+        return outputs
+
+    assert leaked(produce, key) == []
+
+
+# -- the same, end to end: the commands' own output on real sockets -------------------------------
+
+ECHOED_KEY = "echo-KEY-9c1f-never-printed"
+
+
+async def _refuse_http(stream: trio.SocketStream) -> None:
+    """Answers any upgrade with a 403 whose reason phrase and body carry the key."""
+    async with stream:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            data += chunk
+        body = f"go away, {ECHOED_KEY}".encode()
+        await stream.send_all(
+            f"HTTP/1.1 403 {ECHOED_KEY}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+
+
+async def _run(*argv: str) -> tuple[int, str, str]:
+    result = await trio.run_process(
+        [sys.executable, "-m", "stellate", *argv],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def _no_key(*texts: str) -> None:
+    for text in texts:
+        FIGURES["key leak checks"] += 1
+        found = [form for form in spellings(ECHOED_KEY) if form in text]
+        FIGURES["keys leaked"] += len(found)
+        assert not found, text
+
+
+async def test_stellate_up_masks_a_key_its_servers_echo(tmp_path: Path) -> None:
+    """`stellate up --once --json` and `--once`: a refusal whose reason and body are the key, a
+    registration refused with the key in its text, telemetry made of the key (os, hostname,
+    custom metadata) and a number that is not JSON: stdout is strict JSON, and the key is
+    nowhere in stdout or stderr."""
+    FIGURES["key leak cases tried"] += 1
+    from stellate.adapters.ws_server import serve_websocket
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            aip = await nursery.start(
+                partial(serve_websocket, _echoing_server(ECHOED_KEY), "127.0.0.1", 0)
+            )
+            (refuser,) = await nursery.start(
+                partial(trio.serve_tcp, _refuse_http, 0, host="127.0.0.1")
+            )
+            http = refuser.socket.getsockname()[1]
+            config = tmp_path / "devices.yaml"
+            url = f"ws://127.0.0.1:{aip}/ws"
+            devices = {"dev-echo": url, "dev-err": url, "dev-http": f"ws://127.0.0.1:{http}/ws"}
+            devices["dev-inf"] = url
+            lines = [
+                f"manager: {{task_name: t, api_key: {ECHOED_KEY}, reconnect_delay: 0.1, "
+                "backoff_cap: 0.2}",
+                "devices:",
+                *(
+                    f"  - {{device_id: {d}, server_url: '{u}', max_retries: 2}}"
+                    for d, u in devices.items()
+                ),
+            ]
+            config.write_text("\n".join(lines) + "\n")
+            code, out, err = await _run("up", str(config), "--once", "--json")
+            assert code == 1, err  # dev-err and dev-http failed
+            profiles = json.loads(out, parse_constant=lambda name: pytest.fail(name))
+            by_id = {p["device_id"]: p for p in profiles}
+            assert by_id["dev-echo"]["status"] == "idle" and "***" in by_id["dev-echo"]["os"]
+            _no_key(out, err)
+            code, out, err = await _run("up", str(config), "--once")
+            assert code == 1
+            _no_key(out, err)
+            nursery.cancel_scope.cancel()
+
+
+async def test_stellate_agent_masks_a_key_in_its_stop_line() -> None:
+    """A server refusing the registration with the key in its text: the agent stops (exit 2)
+    and its stop line says why without the key."""
+    FIGURES["key leak cases tried"] += 1
+    from stellate.adapters.ws_server import serve_websocket
+
+    async def refuse(conn: Any, _info: Any) -> None:
+        await conn.receive()
+        error = {"type": "error", "status": "error", "error": f"unwelcome ({ECHOED_KEY})"}
+        await conn.send(json.dumps(error))
+        await conn.aclose(1000, "no")
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(serve_websocket, refuse, "127.0.0.1", 0))
+            code, out, err = await _run(
+                "agent",
+                "--server",
+                f"ws://127.0.0.1:{port}/ws",
+                "--device-id",
+                "d1",
+                "--api-key",
+                ECHOED_KEY,
+            )
+            assert code == 2 and "stopped" in err and "unwelcome (***)" in err, err
+            _no_key(out, err)
+            nursery.cancel_scope.cancel()
