@@ -261,11 +261,12 @@ def test_a_stale_id_is_replaced_only_by_its_own_kind(
     shape_refusal: str,
 ) -> None:
     """Fix 5 replaces a stale registration by a client of its own kind only. Two rules refuse
-    the other kind: the shape of ids (a constellation's is TASK@DEVICE, a device's has no @)
-    and, behind it, the kind of the stale entry. With the shape rule lifted the kind rule must
-    still refuse, and say why: the squatter's target is connected, so no other reason exists."""
+    the other kind: the shape of ids (a constellation's is TASK@DEVICE naming its target, a
+    device's has no @) and, behind it, the kind of the stale entry. With the shape rules lifted
+    the kind rule must still refuse, and say why: the squatter's target is connected, so no
+    other reason exists."""
     if shape_rule == "lifted":
-        monkeypatch.setattr(session_server, "id_refusal", lambda *_: None)
+        monkeypatch.setattr(session_server, "registration_refusal", lambda *_: None)
     policy = ServerPolicy(timing=Timing(heartbeat_interval=1.0, miss_limit=3))
     registry = ClientRegistry()
     ServerSession(registry, 0.0, policy=policy).receive(device_register("x"), 0.0)
