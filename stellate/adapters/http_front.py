@@ -35,6 +35,7 @@ import h11
 import trio
 
 from ..errors import RemoteError
+from .listener import is_loopback_host
 
 __all__ = [
     "BadRequest",
@@ -44,6 +45,8 @@ __all__ = [
     "RequestHead",
     "RequestReader",
     "Traffic",
+    "host_problem",
+    "origin_problem",
     "peer_name",
     "upgrade_problem",
 ]
@@ -82,6 +85,10 @@ class HandshakeFailure(StrEnum):
     FORBIDDEN = "forbidden"
     #: Authenticated, but over the connection limits (503).
     BUSY = "busy"
+    #: A listener bound to loopback asked for another host (``Host``: DNS rebinding; 421).
+    MISDIRECTED = "misdirected"
+    #: A WebSocket upgrade from a web page of another origin (``Origin``; 403).
+    CROSS_ORIGIN = "cross_origin"
 
 
 @attrs.define
@@ -257,6 +264,82 @@ class RequestReader:
             return False
         self._traffic.sent += len(data)
         return True
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """``host[:port]`` (an IPv6 address in brackets) as ``(host, port)``, the host in lower
+    case and without brackets; ``None`` when malformed."""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, after = value.rpartition(":")
+        host, port_text = (host, after) if colon else (value, None)
+        if ":" in host:  # an IPv6 address must be in brackets
+            return None
+    if not host:
+        return None
+    if port_text is None:
+        return host.lower(), None
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return host.lower(), int(port_text)
+
+
+def host_problem(head: RequestHead) -> str | None:
+    """Why a listener bound to loopback must not answer ``head`` (``None``: it may).
+
+    DNS rebinding: a web page from ``attacker.example`` whose name now resolves to 127.0.0.1
+    reaches a loopback listener with ``Host: attacker.example``, and the browser lets the page
+    read the answer (same origin, as far as it knows). Only a request addressed to this machine
+    by a loopback name (``localhost``) or address (``127.0.0.1``, ``[::1]``) is answered, as
+    Jupyter does; a browser always sends ``Host``.
+    """
+    value = head.header(b"host")
+    if value is None:
+        return "no Host header"
+    try:
+        split = _split_host(value.decode("ascii"))
+    except UnicodeDecodeError:
+        split = None
+    if split is None:
+        return "malformed Host header"
+    if not is_loopback_host(split[0]):
+        return "this server answers only requests to localhost or a loopback address"
+    return None
+
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def origin_problem(head: RequestHead) -> str | None:
+    """Why a WebSocket upgrade from a web page must be refused (``None``: it may go on).
+
+    A browser sends ``Origin`` with every WebSocket upgrade, and lets any page open one to any
+    address: without this check, a page could register on a loopback server, or read a
+    device's telemetry through it. Device agents and managers send no ``Origin``; an upgrade
+    that carries one is taken only from the server's own origin (the ``Host`` it was sent to:
+    same name, same port), as Jupyter and the Docker daemon do.
+    """
+    origin = head.header(b"origin")
+    if origin is None:
+        return None
+    refused = "WebSocket upgrades from web pages of another origin are refused"
+    host = head.header(b"host")
+    try:
+        scheme, separator, netloc = origin.decode("ascii").partition("://")
+        target = _split_host(host.decode("ascii")) if host is not None else None
+    except UnicodeDecodeError:
+        return refused
+    source = _split_host(netloc) if separator and "/" not in netloc else None
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if source is None or target is None or default is None:
+        return refused
+    if (source[0], source[1] or default) != (target[0], target[1] or default):
+        return refused
+    return None
 
 
 #: The only WebSocket version (RFC 6455 §4.2.1, item 6).

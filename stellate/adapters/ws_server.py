@@ -49,10 +49,12 @@ from .http_front import (
     RequestHead,
     RequestReader,
     Traffic,
+    host_problem,
+    origin_problem,
     peer_name,
     upgrade_problem,
 )
-from .listener import QuietLog, serve_listeners
+from .listener import QuietLog, is_loopback_host, serve_listeners
 from .ws_connection import WebSocketConnection
 from .ws_limits import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -203,6 +205,8 @@ class _Front:
     api_key: str | None
     http_routes: Mapping[str, HttpRoute]
     http_open: bool
+    #: Bound to loopback: answer only requests addressed to a loopback name (DNS rebinding).
+    check_host: bool
     max_message_size: int
     max_head_size: int
     handshake_timeout: float
@@ -259,6 +263,9 @@ class _Front:
             self.log.note(HandshakeFailure.BAD_REQUEST, logging.INFO, "refused %s: %s", peer, bad)
             await reader.answer(bad.status, _detail(bad.detail), content_type="application/json")
             return None
+        if self.check_host and (problem := host_problem(head)) is not None:
+            await self._refuse(reader, HandshakeFailure.MISDIRECTED, 421, problem, peer)
+            return None
         if head.is_upgrade:
             return await self._upgrade(stream, reader, head, peer, nursery)
         await self._http(reader, head, peer)
@@ -307,6 +314,10 @@ class _Front:
             await self._refuse(
                 reader, HandshakeFailure.BAD_UPGRADE, status, detail, peer, headers=headers
             )
+            return None
+        cross_origin = origin_problem(head)
+        if cross_origin is not None:
+            await self._refuse(reader, HandshakeFailure.CROSS_ORIGIN, 403, cross_origin, peer)
             return None
         if self.api_key is not None and not _token_ok(head.query, self.api_key):
             await self._refuse(
@@ -444,6 +455,7 @@ async def serve_websocket(
     http_routes: Mapping[str, HttpRoute] | None = None,
     http_open: bool = False,
     max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
+    max_open: int | None = None,
     stats: ListenerStats | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -472,6 +484,8 @@ async def serve_websocket(
         http_open: without an ``api_key``, answer the routes anyway (the caller binds
             loopback); otherwise they answer 403.
         max_head_size: largest request head in bytes (larger: HTTP 431).
+        max_open: most TCP connections held at once, handshakes included (``None``: no
+            bound); more wait in the kernel's backlog until one closes.
         stats: where to count traffic and refusals (a fresh one if ``None``).
     """
     stats = stats if stats is not None else ListenerStats()
@@ -493,6 +507,7 @@ async def serve_websocket(
         api_key=api_key,
         http_routes=dict(http_routes or {}),
         http_open=http_open,
+        check_host=is_loopback_host(host),
         max_message_size=max_message_size,
         max_head_size=max_head_size,
         handshake_timeout=handshake_timeout,
@@ -507,7 +522,13 @@ async def serve_websocket(
         nursery.start_soon(front.log.run)
         nursery.start_soon(capacity_log.run)
         await nursery.start(
-            partial(serve_listeners, front.serve, listeners, capacity_log=capacity_log)
+            partial(
+                serve_listeners,
+                front.serve,
+                listeners,
+                capacity_log=capacity_log,
+                max_open=max_open,
+            )
         )
         what = "WebSocket" if handler is not None else "HTTP"
         logger.info(
@@ -532,6 +553,7 @@ async def serve_http(
     api_key: str | None = None,
     http_open: bool = False,
     request_timeout: float = 10.0,
+    max_open: int | None = None,
     stats: ListenerStats | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -544,6 +566,7 @@ async def serve_http(
         http_routes=routes,
         http_open=http_open,
         handshake_timeout=request_timeout,
+        max_open=max_open,
         stats=stats,
         task_status=task_status,
     )
