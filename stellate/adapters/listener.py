@@ -119,6 +119,7 @@ async def serve_listeners(
     listeners: Sequence[trio.abc.Listener[Any]],
     *,
     capacity_log: QuietLog,
+    max_open: int | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on every listener forever, one ``handler(stream)`` task per connection.
@@ -126,10 +127,16 @@ async def serve_listeners(
     The handler owns (and must close) its stream. An accept that fails for lack of resources
     (:data:`CAPACITY_ERRNOS`) is noted in ``capacity_log`` (kind: the errno's name) and
     retried after :data:`ACCEPT_RETRY`; any other accept error ends the server.
+
+    ``max_open`` bounds the connections held at once, over all the listeners: at the bound,
+    nothing more is accepted until one closes (the next ones wait in the kernel's backlog,
+    holding no descriptor of ours). A side door such as a metrics port then costs at most that
+    many descriptors, however many peers knock, and cannot starve the process's main work.
     """
+    slots = None if max_open is None else trio.Semaphore(max_open)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(_accept_loop, listener, handler, nursery, capacity_log)
+            nursery.start_soon(_accept_loop, listener, handler, nursery, capacity_log, slots)
         task_status.started()
 
 
@@ -138,12 +145,17 @@ async def _accept_loop(
     handler: Callable[[Any], Awaitable[object]],
     nursery: trio.Nursery,
     capacity_log: QuietLog,
+    slots: trio.Semaphore | None,
 ) -> None:
     async with listener:
         while True:
+            if slots is not None:
+                await slots.acquire()
             try:
                 stream = await listener.accept()
             except OSError as exc:
+                if slots is not None:
+                    slots.release()
                 if exc.errno not in CAPACITY_ERRNOS:
                     raise
                 name = errno.errorcode.get(exc.errno, str(exc.errno))
@@ -157,4 +169,14 @@ async def _accept_loop(
                 )
                 await trio.sleep(ACCEPT_RETRY)
             else:
-                nursery.start_soon(handler, stream)
+                nursery.start_soon(_serve_one, handler, stream, slots)
+
+
+async def _serve_one(
+    handler: Callable[[Any], Awaitable[object]], stream: Any, slots: trio.Semaphore | None
+) -> None:
+    try:
+        await handler(stream)
+    finally:
+        if slots is not None:
+            slots.release()

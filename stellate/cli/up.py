@@ -45,7 +45,7 @@ from ..config import DEFAULT_CONFIG_PATH, StellateConfig
 from ..fsm import SETTLED, DeviceStatus, Tag
 from ..local import start_local_agents
 from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
-from ..manager.metrics import serve_fleet
+from ..manager.metrics import FLEET_DESCRIPTORS, serve_fleet
 from ..manager.stats import StatusCounts
 from ..text.redact import shown
 from .configs import load_chosen, plain_text
@@ -194,15 +194,25 @@ def run(args: argparse.Namespace) -> int:
     if args.cafile is not None and not os.path.isfile(args.cafile):
         return _fail(f"--cafile {args.cafile}: no such file")
     count = len(config.devices)
-    shortfall = ensure_descriptors(count * DESCRIPTORS_PER_DEVICE[options.embedded])
+    shortfall = ensure_descriptors(descriptors_needed(count, options))
     if shortfall is not None:
         mode = " in embedded mode (4 per device)" if options.embedded else " (1 per device)"
-        return _fail(shortfall.message(f"a fleet of {count} devices{mode}"))
+        fleet_port = (
+            f" and the fleet port ({FLEET_DESCRIPTORS})" if options.metrics_port is not None else ""
+        )
+        return _fail(shortfall.message(f"a fleet of {count} devices{mode}{fleet_port}"))
     try:
         return trio.run(_up, config, options)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop at once
         print("\nstellate: interrupted", file=sys.stderr)
         return 130
+
+
+def descriptors_needed(device_count: int, options: _Options) -> int:
+    """Descriptors the run needs besides the headroom: the devices' sockets, and the fleet
+    port's share when it is served (bounded: it never takes what the devices need)."""
+    fleet_port = FLEET_DESCRIPTORS if options.metrics_port is not None else 0
+    return device_count * DESCRIPTORS_PER_DEVICE[options.embedded] + fleet_port
 
 
 async def _up(config: StellateConfig, options: _Options) -> int:

@@ -41,6 +41,8 @@ from .constellation import ConstellationDeviceManager
 from .stats import Durations
 
 __all__ = [
+    "FLEET_DESCRIPTORS",
+    "MAX_FLEET_CONNECTIONS",
     "PREFIX",
     "ManagerCollector",
     "fleet_json",
@@ -52,6 +54,11 @@ __all__ = [
 
 #: Every metric of the manager starts with this.
 PREFIX = "stellate_manager"
+#: Connections the fleet port holds at once (a page, a scraper, a curl or two); more wait in
+#: the backlog. A side door must not take the descriptors the devices' sockets need.
+MAX_FLEET_CONNECTIONS = 16
+#: Descriptors the fleet port may hold: its connections and its listening sockets (IPv4, IPv6).
+FLEET_DESCRIPTORS = MAX_FLEET_CONNECTIONS + 2
 
 
 class ManagerCollector:
@@ -215,8 +222,9 @@ async def serve_fleet(
     """Serve the manager's ``/metrics``, ``/api/fleet`` and ``/`` until cancelled.
 
     ``port = await nursery.start(serve_fleet, manager, "127.0.0.1", 0)``. On a loopback
-    address every request is answered; elsewhere only those carrying ``api_key``
-    (``X-API-Key`` or ``Authorization: Bearer``), and none when there is no key.
+    address every request addressed to a loopback name is answered; elsewhere only those
+    carrying ``api_key`` (``X-API-Key`` or ``Authorization: Bearer``), and none when there is
+    no key. At most :data:`MAX_FLEET_CONNECTIONS` connections are held at once.
     """
     await serve_http(
         fleet_routes(manager),
@@ -224,6 +232,7 @@ async def serve_fleet(
         port,
         api_key=None if is_loopback_host(host) else api_key,
         http_open=is_loopback_host(host),
+        max_open=MAX_FLEET_CONNECTIONS,
         stats=stats,
         task_status=task_status,
     )

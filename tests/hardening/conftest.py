@@ -26,6 +26,8 @@ _ORDER = (
     "look-alike ids tried",
     "deep frames tried",
     "non-JSON numbers tried",
+    "browser requests tried",
+    "side-door connections tried",
     "flags tried",
     "limit boundaries tried",
     "crashes",

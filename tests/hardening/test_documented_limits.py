@@ -125,3 +125,13 @@ def test_the_readme_states_the_frame_depth_limit() -> None:
     from stellate.protocol.codec import MAX_DEPTH
 
     readme_says(f"| `stellate.protocol.codec.MAX_DEPTH` | {MAX_DEPTH} levels |")
+
+
+# -- the fleet port ------------------------------------------------------------------------------
+
+
+def test_the_readme_states_the_fleet_port_s_share() -> None:
+    from stellate.manager.metrics import FLEET_DESCRIPTORS, MAX_FLEET_CONNECTIONS
+
+    readme_says(f"it holds at most {MAX_FLEET_CONNECTIONS} connections at once")
+    readme_says(f"({FLEET_DESCRIPTORS} descriptors, with its listening sockets)")
