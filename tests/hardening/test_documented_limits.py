@@ -135,3 +135,117 @@ def test_the_readme_states_the_fleet_port_s_share() -> None:
 
     readme_says(f"it holds at most {MAX_FLEET_CONNECTIONS} connections at once")
     readme_says(f"({FLEET_DESCRIPTORS} descriptors, with its listening sockets)")
+
+
+# -- the other documented limits: the README's number is the code's, and it holds at its edge ----
+
+
+def test_the_readme_states_the_other_limits_as_the_code_enforces_them() -> None:
+    from stellate.adapters.ws_handshake import MAX_RETRY_AFTER
+    from stellate.config import LoadLimits
+    from stellate.config.model import MAX_RETRIES
+    from stellate.protocol.ids import MAX_ID_LENGTH
+    from stellate.protocol.session_server import DEFAULT_MAX_SYSTEM_INFO_BYTES
+    from stellate.server.agent_server import DEFAULT_MAX_MESSAGE_SIZE
+    from stellate.text.escape import DEFAULT_LIMIT
+
+    limits = LoadLimits()
+    assert DEFAULT_MAX_MESSAGE_SIZE == 1 << 20
+    readme_says("| frame size | `--max-message-size` / `max_message_size` | 1 MiB |")
+    assert DEFAULT_MAX_SYSTEM_INFO_BYTES == 64 * 1024
+    readme_says("| 64 KiB of compact JSON |")
+    readme_says(f"1 to {MAX_ID_LENGTH} characters")
+    readme_says(f"long text is cut ({DEFAULT_LIMIT} characters")
+    readme_says(f"`max_retries` is at most {MAX_RETRIES:,}")
+    assert MAX_RETRY_AFTER == 3600
+    readme_says("at most 1 hour")
+    assert (limits.max_bytes, limits.max_depth, limits.max_nodes) == (4 << 20, 64, 1_000_000)
+    readme_says("A regular file of at most 4 MiB")
+    readme_says(f"At most {limits.max_depth} nested levels and {limits.max_nodes:,} values")
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_system_info_is_kept_up_to_the_limit_and_not_one_byte_over(extra: int) -> None:
+    import json
+
+    from stellate.protocol.registry import ClientRegistry
+    from stellate.protocol.session_server import DEFAULT_MAX_SYSTEM_INFO_BYTES, ServerSession
+
+    FIGURES["limit boundaries tried"] += 1
+    shell = len(json.dumps({"pad": ""}, separators=(",", ":")))
+    info = {"pad": "x" * (DEFAULT_MAX_SYSTEM_INFO_BYTES + extra - shell)}
+    assert len(json.dumps(info, separators=(",", ":"))) == DEFAULT_MAX_SYSTEM_INFO_BYTES + extra
+    registry = ClientRegistry()
+    frame = {
+        "type": "register",
+        "status": "ok",
+        "client_id": "d",
+        "metadata": {"system_info": info},
+    }
+    ServerSession(registry, 0.0).receive(json.dumps(frame), 0.0)
+    entry = registry.get("d")
+    assert entry is not None  # registered either way; only the system info is not kept
+    assert (entry.system_info is not None) == (extra <= 0)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_an_id_is_taken_up_to_its_length_limit_and_not_one_character_over(extra: int) -> None:
+    import json
+
+    from stellate.protocol.ids import MAX_ID_LENGTH
+    from stellate.protocol.registry import ClientRegistry
+    from stellate.protocol.session_server import ServerPhase, ServerSession
+
+    FIGURES["limit boundaries tried"] += 1
+    device_id = "d" * (MAX_ID_LENGTH + extra)
+    session = ServerSession(ClientRegistry(), 0.0)
+    session.receive(json.dumps({"type": "register", "status": "ok", "client_id": device_id}), 0.0)
+    assert (session.phase is ServerPhase.REGISTERED) == (extra == 0)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_max_retries_is_taken_up_to_its_limit_and_not_one_over(extra: int) -> None:
+    from stellate.config import ConfigError, loads_config
+    from stellate.config.model import MAX_RETRIES
+
+    FIGURES["limit boundaries tried"] += 1
+    text = (
+        "devices:\n"
+        f"  - {{device_id: d, server_url: 'ws://h:1/ws', max_retries: {MAX_RETRIES + extra}}}\n"
+    )
+    if extra == 0:
+        assert loads_config(text).devices[0].max_retries == MAX_RETRIES
+    else:
+        with pytest.raises(ConfigError, match="max_retries"):
+            loads_config(text)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_a_frame_is_taken_up_to_the_size_limit_and_closed_one_byte_over(
+    extra: int,
+) -> None:
+    """The limit is the configured one, exactly (a small one here: the same code path)."""
+    import json
+
+    from stellate.adapters.websocket import WebSocketConnector
+    from stellate.protocol.transport import ConnectionClosed
+    from stellate.server import AgentServer
+
+    FIGURES["limit boundaries tried"] += 1
+    limit = 4096
+    frame = json.dumps({"type": "register", "status": "ok", "client_id": "d", "pad": ""})
+    frame = frame[:-2] + "x" * (limit + extra - len(frame)) + '"}'
+    assert len(frame.encode()) == limit + extra
+    server = AgentServer(max_message_size=limit)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve, "127.0.0.1", 0)
+            async with WebSocketConnector().open(f"ws://127.0.0.1:{port}/ws") as conn:
+                await conn.send(frame)
+                if extra == 0:
+                    assert json.loads(await conn.receive())["type"] == "heartbeat"
+                else:
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await conn.receive()
+                    assert closed.value.code == 1009
+            nursery.cancel_scope.cancel()

@@ -401,8 +401,7 @@ async def _echo_outputs(key: str) -> list[str]:
         manager = ConstellationDeviceManager(
             api_key=key,
             connector=_RefusingWith(network.connector, key),
-            reconnect_delay=0.1,
-            backoff_cap=0.2,
+            timing=Timing(reconnect_delay=0.1, backoff_cap=0.2),
         )
         lines = io.StringIO()
         plain = PlainDisplay(lines, 3)
