@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import trio
+from byte_streams import receive_until
 from real_time import PATIENCE
 
 
@@ -59,3 +60,12 @@ async def http_get(
             conn.close()
 
     return await trio.to_thread.run_sync(fetch)
+
+
+async def raw_status(port: int, request: bytes) -> int:
+    """The status of the answer to ``request``, written as it is, on 127.0.0.1:``port``."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        answer = await receive_until(stream, b"\r\n")
+    return int(answer.split(b" ", 2)[1])

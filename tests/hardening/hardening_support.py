@@ -442,3 +442,17 @@ def live_memory_connections() -> int:
     """MemoryConnection objects still reachable (after a full collection)."""
     gc.collect()
     return sum(1 for obj in gc.get_objects() if type(obj) is MemoryConnection)
+
+
+@asynccontextmanager
+async def live_server(url: str) -> AsyncIterator[tuple[MemoryNetwork, AgentServer]]:
+    """A fresh ``AgentServer`` listening on ``url`` of a new memory network (a handler's
+    error fails the test)."""
+    server = AgentServer()
+    async with MemoryNetwork(raise_handler_errors=True) as network:
+
+        async def handler(conn: Any, _info: Any) -> None:
+            await server.handle_connection(conn)
+
+        network.listen(url, handler)
+        yield network, server

@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 from hardening_support import FIGURES
+from http_get import raw_status
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
@@ -122,19 +123,6 @@ def test_an_upgrade_without_origin_is_not_a_browser_s() -> None:
 # -- on real listeners -----------------------------------------------------------------------------
 
 
-async def _ask(port: int, request: bytes) -> int:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(request)
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return int(answer.split(b" ", 2)[1])
-
-
 def _get(path: str, host: str, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
 
@@ -151,19 +139,19 @@ async def test_a_keyless_loopback_server_refuses_rebound_names_and_foreign_pages
     with trio.fail_after(HANG_GUARD):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.serve, "127.0.0.1", 0)
-            assert await _ask(port, _get("/api/clients", f"127.0.0.1:{port}")) == 200
-            assert await _ask(port, _get("/api/clients", f"localhost:{port}")) == 200
-            assert await _ask(port, _get("/api/clients", f"evil.example:{port}")) == 421
+            assert await raw_status(port, _get("/api/clients", f"127.0.0.1:{port}")) == 200
+            assert await raw_status(port, _get("/api/clients", f"localhost:{port}")) == 200
+            assert await raw_status(port, _get("/api/clients", f"evil.example:{port}")) == 421
             # An upgrade from a rebound name, and from a page of another origin.
             evil = _get("/ws", f"evil.example:{port}", UPGRADE)
-            assert await _ask(port, evil) == 421
+            assert await raw_status(port, evil) == 421
             foreign = _get("/ws", f"127.0.0.1:{port}", UPGRADE + "Origin: http://evil.example\r\n")
-            assert await _ask(port, foreign) == 403
+            assert await raw_status(port, foreign) == 403
             same = _get(
                 "/ws", f"127.0.0.1:{port}", UPGRADE + f"Origin: http://127.0.0.1:{port}\r\n"
             )
-            assert await _ask(port, same) == 101
-            assert await _ask(port, _get("/ws", f"127.0.0.1:{port}", UPGRADE)) == 101
+            assert await raw_status(port, same) == 101
+            assert await raw_status(port, _get("/ws", f"127.0.0.1:{port}", UPGRADE)) == 101
             assert server.listener_stats.failures["misdirected"] == 2
             assert server.listener_stats.failures["cross_origin"] == 1
             nursery.cancel_scope.cancel()
@@ -172,10 +160,13 @@ async def test_a_keyless_loopback_server_refuses_rebound_names_and_foreign_pages
 async def test_the_fleet_port_refuses_rebound_names() -> None:
     FIGURES["browser requests tried"] += 2
     with trio.fail_after(HANG_GUARD):
-        async with ConstellationDeviceManager() as manager, trio.open_nursery() as nursery:
+        async with (
+            ConstellationDeviceManager(strict=True) as manager,
+            trio.open_nursery() as nursery,
+        ):
             port = await nursery.start(partial(serve_fleet, manager, "127.0.0.1", 0))
-            assert await _ask(port, _get("/api/fleet", f"127.0.0.1:{port}")) == 200
-            assert await _ask(port, _get("/api/fleet", f"rebind.evil.example:{port}")) == 421
+            assert await raw_status(port, _get("/api/fleet", f"127.0.0.1:{port}")) == 200
+            assert await raw_status(port, _get("/api/fleet", f"rebind.evil.example:{port}")) == 421
             nursery.cancel_scope.cancel()
 
 
@@ -191,6 +182,6 @@ async def test_our_own_clients_are_not_turned_away(host: str) -> None:
             url = f"ws://{host}:{port}/ws"
             agent = DeviceAgent(url, "dev", system_info={"platform": "linux"})
             await nursery.start(agent.run)
-            async with ConstellationDeviceManager() as manager:
+            async with ConstellationDeviceManager(strict=True) as manager:
                 assert await manager.register_device("dev", url, max_retries=1) is True
             nursery.cancel_scope.cancel()

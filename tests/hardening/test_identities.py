@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from hardening_support import FIGURES, system_info_for
+from aip_frames import device_register
+from hardening_support import FIGURES, live_server, system_info_for
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
@@ -39,21 +40,12 @@ from stellate.protocol import ServerMessageType, decode_server
 from stellate.protocol.ids import _prototypes, device_id_problem, looks_like, skeleton
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import Close, Evict, Send, ServerPhase, ServerSession
-from stellate.server import AgentServer
 
 # -- helpers ---------------------------------------------------------------------------------------
 
 
 def device_frame(device_id: str) -> str:
-    return json.dumps(
-        {
-            "type": "register",
-            "status": "ok",
-            "client_type": "device",
-            "client_id": device_id,
-            "metadata": {"system_info": system_info_for(device_id), "platform": "linux"},
-        }
-    )
+    return device_register(device_id, system_info_for(device_id))
 
 
 def constellation_frame(client_id: str, target_id: str | None) -> str:
@@ -153,13 +145,7 @@ async def test_a_squatter_no_longer_keeps_the_manager_from_its_device(
     """The report's run: ``stellate@dev`` with no target before ``dev`` is connected, then the
     device's agent and the manager: the squatter is refused and ``dev`` ends IDLE."""
     url = "ws://squat:5005/ws"
-    server = AgentServer()
-    async with MemoryNetwork(raise_handler_errors=True) as network:
-
-        async def handler(conn: Any, _info: Any) -> None:
-            await server.handle_connection(conn)
-
-        network.listen(url, handler)
+    async with live_server(url) as (network, _server):
         async with network.open(url) as squatter:
             await squatter.send(constellation_frame("stellate@dev", None))
             error = json.loads(await squatter.receive())
@@ -167,7 +153,9 @@ async def test_a_squatter_no_longer_keeps_the_manager_from_its_device(
         agent = DeviceAgent(url, "dev", connector=network.connector, system_info={"x": 1})
         async with trio.open_nursery() as nursery:
             await nursery.start(agent.run)
-            manager = ConstellationDeviceManager(task_name="stellate", connector=network.connector)
+            manager = ConstellationDeviceManager(
+                task_name="stellate", connector=network.connector, strict=True
+            )
             async with manager:
                 assert await manager.register_device("dev", url, max_retries=1) is True
                 assert manager.get_device_info("dev").status is DeviceStatus.IDLE  # type: ignore[union-attr]
@@ -249,7 +237,9 @@ def test_a_look_alike_of_a_held_id_is_refused_everywhere_ids_are_held(
 
 
 async def _manager_refuses(original: str, other: str) -> None:
-    async with ConstellationDeviceManager(connector=MemoryNetwork().connector) as manager:
+    async with ConstellationDeviceManager(
+        connector=MemoryNetwork().connector, strict=True
+    ) as manager:
         manager.add_device(_profile(original), auto_connect=False)
         with pytest.raises(ValueError, match="looks like"):
             manager.add_device(_profile(other), auto_connect=False)
@@ -280,13 +270,7 @@ async def test_the_reports_look_alike_is_refused_by_a_live_server(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     url = "ws://looks:5005/ws"
-    server = AgentServer()
-    async with MemoryNetwork(raise_handler_errors=True) as network:
-
-        async def handler(conn: Any, _info: Any) -> None:
-            await server.handle_connection(conn)
-
-        network.listen(url, handler)
+    async with live_server(url) as (network, server):
         agent = DeviceAgent(url, "dev-o", connector=network.connector, system_info={"x": 1})
         async with trio.open_nursery() as nursery:
             await nursery.start(agent.run)

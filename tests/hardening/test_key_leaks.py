@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from byte_streams import receive_until
 from hardening_support import FIGURES
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -48,7 +49,7 @@ from stellate.fsm import AgentProfile
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import ConnectError
 from stellate.text.escape import escape_text
-from stellate.text.redact import LOG_FILTER
+from stellate.text.redact import LOG_FILTER, add_log_secret
 from stellate.text.urls import redact_url, url_problems, with_token
 
 K = "\x00K\x00"  # where the key goes in a drawn URL
@@ -396,12 +397,14 @@ async def _echo_outputs(key: str) -> list[str]:
     from stellate.cli.display import PlainDisplay, fleet_summary
     from stellate.manager.metrics import fleet_routes
 
+    add_log_secret(key)  # what `stellate up` does with the fleet's key where it starts
     async with MemoryNetwork() as network:
         network.listen(f"{ECHO}/ws", _echoing_server(key), api_key=key)
         manager = ConstellationDeviceManager(
             api_key=key,
             connector=_RefusingWith(network.connector, key),
             timing=Timing(reconnect_delay=0.1, backoff_cap=0.2),
+            strict=True,
         )
         lines = io.StringIO()
         plain = PlainDisplay(lines, 3)
@@ -468,12 +471,8 @@ ECHOED_KEY = "echo-KEY-9c1f-never-printed"
 async def _refuse_http(stream: trio.SocketStream) -> None:
     """Answers any upgrade with a 403 whose reason phrase and body carry the key."""
     async with stream:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                return
-            data += chunk
+        if b"\r\n\r\n" not in await receive_until(stream, b"\r\n\r\n"):
+            return
         body = f"go away, {ECHOED_KEY}".encode()
         await stream.send_all(
             f"HTTP/1.1 403 {ECHOED_KEY}\r\nContent-Type: text/plain\r\n"

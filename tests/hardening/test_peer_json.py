@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from hardening_support import FIGURES
+from aip_frames import device_register
+from hardening_support import FIGURES, live_server
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from stellate.adapters.memory import MemoryNetwork
 from stellate.protocol import (
     ClientMessage,
     ClientMessageType,
@@ -44,7 +44,6 @@ from stellate.protocol import (
 from stellate.protocol.codec import MAX_DEPTH
 from stellate.protocol.registry import ClientRegistry
 from stellate.protocol.session_server import Close, Send, ServerSession
-from stellate.server import AgentServer
 
 DEVICE = "deep-dev"
 CONSTELLATION = f"probe@{DEVICE}"
@@ -59,15 +58,7 @@ def nested(levels: int, kind: str, leaf: Any = 1) -> Any:
 
 
 def register_frame(system_info: Any) -> str:
-    return json.dumps(
-        {
-            "type": "register",
-            "status": "ok",
-            "client_type": "device",
-            "client_id": DEVICE,
-            "metadata": {"system_info": system_info, "platform": "linux"},
-        }
-    )
+    return device_register(DEVICE, system_info)
 
 
 def frames_of(actions: list[Any]) -> list[str]:
@@ -183,13 +174,7 @@ async def test_the_outside_runs_frame_no_longer_breaks_device_info(
     """450 levels in a 1 KB frame, through a live server: refused at registration with 1008,
     and a constellation for that device is told it is not connected (no 1011, no traceback)."""
     url = "ws://deep:5005/ws"
-    server = AgentServer()
-    async with MemoryNetwork(raise_handler_errors=True) as network:
-
-        async def handler(conn: Any, _info: Any) -> None:
-            await server.handle_connection(conn)
-
-        network.listen(url, handler)
+    async with live_server(url) as (network, server):
         frame = register_frame({"deep": nested(450, "array")})
         assert len(frame) < 1_100
         async with network.open(url) as device:

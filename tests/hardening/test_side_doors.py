@@ -15,6 +15,7 @@ from functools import partial
 import pytest
 import trio
 from hardening_support import FIGURES
+from http_get import raw_status
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
@@ -32,17 +33,7 @@ async def _eventually(predicate: object) -> None:
         await trio.sleep(0.01)
 
 
-async def _get(port: int) -> int:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"GET /api/fleet HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return int(answer.split(b" ", 2)[1])
+FLEET_REQUEST = b"GET /api/fleet HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 @settings(max_examples=examples(8))
@@ -59,7 +50,10 @@ def test_the_fleet_port_holds_at_most_its_share_however_many_knock(idle: int) ->
     async def main() -> None:
         stats = ListenerStats()
         with trio.fail_after(HANG_GUARD):
-            async with ConstellationDeviceManager() as manager, trio.open_nursery() as nursery:
+            async with (
+                ConstellationDeviceManager(strict=True) as manager,
+                trio.open_nursery() as nursery,
+            ):
                 port = await nursery.start(
                     partial(serve_fleet, manager, "127.0.0.1", 0, stats=stats)
                 )
@@ -70,7 +64,7 @@ def test_the_fleet_port_holds_at_most_its_share_however_many_knock(idle: int) ->
                 status: list[int] = []
 
                 async def ask() -> None:
-                    status.append(await _get(port))
+                    status.append(await raw_status(port, FLEET_REQUEST))
                     answered.set()
 
                 nursery.start_soon(ask)
