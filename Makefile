@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 ## make run: the example fleet in embedded mode (an agent server and one agent per device on
 ## 127.0.0.1), kept up until Ctrl-C; `make run ARGS=--once` stops once every device settled.
 run: $(STAMP)
-	$(VENV)/bin/stellate up $(ARGS)
+	$(VENV)/bin/stellate up --embedded $(ARGS)
 
 ## make test: lint, types, then the whole suite.
 test: $(STAMP) lint typecheck

@@ -3,7 +3,9 @@
 Without a CONFIG argument, ``stellate up`` and ``stellate validate`` use
 ``config/galaxy/devices.yaml`` of the working directory when there is one, else the example
 fleet shipped inside the package, so the first command of a new user works from any directory.
-Either way they say on stderr which file they use (stdout stays clean for ``--json``).
+Either way they say on stderr which file they use (stdout stays clean for ``--json``). A file
+found in the working directory is used as written (``stellate up`` contacts its servers); only
+the shipped example, whose servers exist nowhere, implies embedded mode.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class ConfigChoice:
 
     path: str
     note: str | None = None
+    #: No file was named and the working directory has none: the example shipped with
+    #: stellate, whose servers exist nowhere (``stellate up`` runs it in embedded mode).
+    shipped_example: bool = False
 
 
 def choose_config(given: str | None) -> ConfigChoice:
@@ -39,6 +44,7 @@ def choose_config(given: str | None) -> ConfigChoice:
         str(example),
         f"no {DEFAULT_CONFIG_PATH} in this directory: using the example fleet shipped with "
         f"stellate ({example}); `stellate init` writes a copy to edit",
+        shipped_example=True,
     )
 
 
@@ -48,7 +54,11 @@ def load_chosen(given: str | None, command: str) -> StellateConfig | None:
     ``None`` when the file has problems: each is printed to stderr as ``FILE:LINE: field:
     message`` (every one, in file order), and the command exits 2.
     """
-    choice = choose_config(given)
+    return load_announced(choose_config(given), command)
+
+
+def load_announced(choice: ConfigChoice, command: str) -> StellateConfig | None:
+    """``choice`` announced, then loaded (``None``, its problems printed, as above)."""
     announce(choice, command)
     try:
         return load_config(choice.path)

@@ -65,12 +65,16 @@ class DeviceReport:
     profile: AgentProfile
     failure_reason: str | None = None
     last_error: str | None = None
+    #: Registered on a local stand-in server (``stellate up --embedded``), not the file's.
+    embedded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """Galaxy's profile keys (URL secrets redacted), then the two reasons, always present."""
+        """Galaxy's profile keys (URL secrets redacted), then the two reasons and whether the
+        server was a local stand-in, always present."""
         return profile_json(self.profile) | {
             "failure_reason": self.failure_reason,
             "last_error": self.last_error,
+            "embedded": self.embedded,
         }
 
 
@@ -171,8 +175,11 @@ def _waiting(event: ManagerEvent) -> str:
     return text
 
 
-def event_json(event: ManagerEvent, at: datetime | None = None) -> str:
-    """One event as a JSON object on one line (``stellate up --json`` without ``--once``)."""
+def event_json(event: ManagerEvent, at: datetime | None = None, *, embedded: bool = False) -> str:
+    """One event as a JSON object on one line (``stellate up --json`` without ``--once``).
+
+    ``embedded``: the device's server is a local stand-in (``stellate up --embedded``).
+    """
     record = event.record
     item = {
         "time": (at or datetime.now(UTC)).isoformat(),
@@ -184,6 +191,7 @@ def event_json(event: ManagerEvent, at: datetime | None = None) -> str:
         "reason": event.reason,
         "retry_in": event.retry_in,
         "profile": profile_json(event.profile),
+        "embedded": embedded,
     }
     return safe_json(item)
 
@@ -229,11 +237,12 @@ class PlainDisplay:
 class JsonLinesDisplay:
     """Every event as one JSON object per line (NDJSON), flushed as it happens."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, embedded: bool = False) -> None:
         self._out = out
+        self._embedded = embedded
 
     def event(self, event: ManagerEvent) -> None:
-        print(event_json(event), file=self._out, flush=True)
+        print(event_json(event, embedded=self._embedded), file=self._out, flush=True)
 
     def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None:
         pass
@@ -390,7 +399,8 @@ def _print_block(report: DeviceReport, out: TextIO) -> None:
         print(f"❌ Registration failed (status: {profile.status.value})", file=out)
     print("\n📊 AgentProfile:", file=out)
     print(f"  Device ID: {shown(profile.device_id)}", file=out)
-    print(f"  Server: {shown(redact_url(profile.server_url))}", file=out)
+    local = " (embedded: a local stand-in server)" if report.embedded else ""
+    print(f"  Server: {shown(redact_url(profile.server_url))}{local}", file=out)
     print(f"  Status: {profile.status.value}", file=out)
     if profile.status is DeviceStatus.FAILED and report.failure_reason:
         print(f"  Reason: {shown(report.failure_reason)}", file=out)

@@ -1,19 +1,23 @@
 """``stellate up``: bring the fleet of a devices.yaml to IDLE and keep it there.
 
 Which file: CONFIG if given; else ``config/galaxy/devices.yaml`` of the working directory; else
-the example fleet shipped with stellate (stderr says which). Embedded mode (the default when no
-CONFIG is given, or ``--embedded``) starts an agent server and one device agent per device on
+the example fleet shipped with stellate (stderr says which). The file is used as written: each
+device connects to its ``server_url``. Embedded mode (``--embedded``, or the shipped example,
+whose servers exist nowhere) starts an agent server and one device agent per device on
 127.0.0.1 itself (a free port; the profiles show the URL used), so one command shows the whole
-flow on a machine with nothing else running.
+flow on a machine with nothing else running. Embedded mode is said on stderr and, with
+--json, in every JSON object (``"embedded": true``): a green fleet of local agents is never
+mistaken for the real one.
 
 Output: progress (a live view on a terminal, plain lines otherwise) until every device is IDLE
 or FAILED, then the profiles and a summary. Each wait says why and when (``dev-a: connecting ->
 backoff: connection refused (127.0.0.1:5055); attempt 2/5 in 1.8 s``).
 
 --json: stdout carries nothing but JSON, progress goes to stderr. With --once, one JSON list of
-the final profiles (Galaxy's keys plus failure_reason and last_error), so ``stellate up --once
---json | jq`` works. Without --once, one JSON object per line per event (NDJSON, flushed as it
-happens: time, event, device_id, trigger, source, dest, reason, retry_in, profile).
+the final profiles (Galaxy's keys plus failure_reason, last_error and embedded), so ``stellate
+up --once --json | jq`` works. Without --once, one JSON object per line per event (NDJSON,
+flushed as it happens: time, event, device_id, trigger, source, dest, reason, retry_in,
+profile, embedded).
 
 Exit status. --once: 0 when every device is IDLE, 1 when any failed or --timeout passed first
 (the devices still pending are named), 2 for a bad config. Without --once the fleet is kept
@@ -48,7 +52,7 @@ from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from ..manager.metrics import FLEET_DESCRIPTORS, serve_fleet
 from ..manager.stats import StatusCounts
 from ..text.redact import shown
-from .configs import load_chosen, plain_text
+from .configs import choose_config, load_announced, plain_text
 from .display import (
     DeviceReport,
     Display,
@@ -77,6 +81,13 @@ DESCRIPTORS_PER_DEVICE = {True: 4, False: 1}
 #: run once logged, instead of only that device (the manager's ``strict``). Read here, where
 #: the command starts: the library reads no environment.
 STRICT_ENV = "STELLATE_STRICT"
+#: What stderr adds when the working directory's file is used without --embedded.
+AS_WRITTEN_NOTE = "its devices connect to the servers it names; --embedded starts local ones"
+#: What stderr says in embedded mode: the fleet's servers are local stand-ins.
+EMBEDDED_NOTE = (
+    "embedded mode: a local agent server and one agent per device on 127.0.0.1 stand in for "
+    "the servers the file names (those are not contacted)"
+)
 
 
 def _positive_seconds(text: str) -> float:
@@ -102,7 +113,7 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         nargs="?",
         metavar="CONFIG",
         help=f"the devices.yaml to bring up (default: {DEFAULT_CONFIG_PATH} if present here, "
-        "else the example shipped with stellate; both in embedded mode)",
+        "used as written; else the example shipped with stellate, in embedded mode)",
     )
     p.add_argument(
         "--once",
@@ -125,7 +136,8 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--embedded",
         action="store_true",
-        help="start a local agent server and one agent per device on 127.0.0.1",
+        help="start a local agent server and one agent per device on 127.0.0.1 and use them "
+        "instead of the servers the file names (implied for the shipped example)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed the backoff jitter")
     p.add_argument(
@@ -173,11 +185,17 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.once:
         return _fail("--timeout applies to --once (without it the fleet runs until Ctrl-C)")
-    config = load_chosen(args.config, "up")
+    choice = choose_config(args.config)
+    embedded = args.embedded or choice.shipped_example
+    if choice.note is not None and not embedded:  # found in the working directory
+        choice = attrs.evolve(choice, note=f"{choice.note}, as written ({AS_WRITTEN_NOTE})")
+    config = load_announced(choice, "up")
     if config is None:
         return 2
+    if embedded:
+        print(f"stellate up: {EMBEDDED_NOTE}", file=sys.stderr, flush=True)
     options = _Options(
-        embedded=args.embedded or args.config is None,
+        embedded=embedded,
         once=args.once,
         as_json=args.json,
         timeout=args.timeout,
@@ -295,7 +313,7 @@ async def _run_fleet(
         timed_out = timer.cancelled_caught
     finally:
         display.close()
-    reports = _reports(manager)
+    reports = _reports(manager, embedded=options.embedded)
     if not options.as_json:
         print_profiles(reports, out)
     if timed_out:
@@ -339,7 +357,7 @@ async def _run_fleet(
     with interrupt.scope():
         all_failed = await _watch(manager, events, keep, expected, until=_Until.ALL_FAILED)
     if all_failed:
-        summary = fleet_summary(_reports(manager), expected)
+        summary = fleet_summary(_reports(manager, embedded=options.embedded), expected)
         print(
             f"stellate up: every device has failed ({summary}); exiting with status 1",
             file=sys.stderr,
@@ -349,13 +367,14 @@ async def _run_fleet(
     return 0
 
 
-def _reports(manager: ConstellationDeviceManager) -> list[DeviceReport]:
+def _reports(manager: ConstellationDeviceManager, *, embedded: bool) -> list[DeviceReport]:
     registry = manager.device_registry
     return [
         DeviceReport(
             profile,
             manager.failure_reason(device_id),
             registry.lifecycle(device_id).last_error,
+            embedded,
         )
         for device_id, profile in manager.get_all_devices().items()
     ]
@@ -367,7 +386,7 @@ def _display(options: _Options, device_count: int, *, live: bool = True) -> Disp
         progress = PlainDisplay(sys.stderr, device_count, clock)
         if options.once:
             return progress
-        return Displays(JsonLinesDisplay(sys.stdout), progress)
+        return Displays(JsonLinesDisplay(sys.stdout, embedded=options.embedded), progress)
     if live and sys.stdout.isatty():
         return RichDisplay(device_count, clock=clock)
     return PlainDisplay(sys.stdout, device_count, clock)

@@ -19,6 +19,7 @@ from cli_support import REPO, STELLATE, interrupt, lines_until, running, stellat
 from cli_support import write_config as write
 from real_time import HANG_GUARD
 
+from stellate.cli.up import AS_WRITTEN_NOTE, EMBEDDED_NOTE
 from stellate.config import DEFAULT_CONFIG_PATH
 from stellate.local import example_config, example_config_path
 
@@ -36,17 +37,58 @@ def test_up_from_a_directory_without_config_uses_the_shipped_example(tmp_path: P
     assert {p["status"] for p in profiles} == {"idle"}
     assert "using the example fleet shipped with stellate" in result.stderr
     assert str(example_config_path()) in result.stderr
+    # Its servers exist nowhere: embedded mode, said on stderr and in every JSON object.
+    assert f"stellate up: {EMBEDDED_NOTE}" in result.stderr
+    assert all(p["embedded"] is True for p in profiles)
 
 
-def test_up_prefers_the_working_directory_s_config(tmp_path: Path) -> None:
+def test_up_uses_the_working_directory_s_config_as_written(tmp_path: Path) -> None:
+    """No false green: the file's servers are the ones contacted, not local stand-ins."""
     (tmp_path / "config" / "galaxy").mkdir(parents=True)
+    url = refused_url()
     write(
-        tmp_path / "config" / "galaxy", "devices:\n  - {device_id: mine, server_url: 'ws://h/ws'}\n"
+        tmp_path / "config" / "galaxy",
+        f"manager: {{reconnect_delay: 0.01}}\n"
+        f"devices:\n  - {{device_id: mine, server_url: '{url}', max_retries: 1}}\n",
     )
     result = stellate("up", "--once", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert [p["device_id"] for p in json.loads(result.stdout)] == ["mine"]
-    assert f"using {DEFAULT_CONFIG_PATH}" in result.stderr
+    assert result.returncode == 1, result.stderr
+    (profile,) = json.loads(result.stdout)
+    assert profile["device_id"] == "mine" and profile["status"] == "failed"
+    assert profile["server_url"] == url and profile["embedded"] is False
+    assert "connection refused" in profile["failure_reason"]
+    assert f"using {DEFAULT_CONFIG_PATH}, as written ({AS_WRITTEN_NOTE})" in result.stderr
+    assert "embedded mode" not in result.stderr
+    # --embedded (what `make run` passes) asks for the local stand-ins, and says so.
+    embedded = stellate("up", "--embedded", "--once", "--json", cwd=tmp_path)
+    assert embedded.returncode == 0, embedded.stderr
+    (profile,) = json.loads(embedded.stdout)
+    assert profile["status"] == "idle" and profile["embedded"] is True
+    assert profile["server_url"] != url
+    assert f"stellate up: {EMBEDDED_NOTE}" in embedded.stderr
+
+
+def test_init_then_up_once_contacts_the_servers_the_file_names(tmp_path: Path) -> None:
+    """The issue's run: `stellate init`, then `stellate up --once` with no path. Before, it
+    ran the embedded fleet, printed `3/3 idle` and exited 0 without contacting anyone."""
+    assert stellate("init", cwd=tmp_path).returncode == 0
+    result = stellate("up", "--once", "--timeout", "3", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    profiles = json.loads(result.stdout)
+    assert [p["device_id"] for p in profiles] == EXAMPLE_IDS
+    written = {d.device_id: d.server_url for d in example_config().devices}
+    for p in profiles:
+        assert p["server_url"] == written[p["device_id"]] and p["embedded"] is False
+        assert p["status"] != "idle"
+    assert "embedded mode" not in result.stderr
+
+
+def test_make_run_passes_embedded() -> None:
+    """`make run` shows the example fleet on local stand-ins, now that a file found in the
+    working directory is used as written."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    (recipe,) = [line for line in makefile.splitlines() if "/stellate up" in line]
+    assert "--embedded" in recipe.split()
 
 
 def test_validate_without_a_file_says_which_it_checked(tmp_path: Path) -> None:
@@ -213,7 +255,9 @@ def test_up_json_without_once_streams_one_event_per_line(tmp_path: Path) -> None
         "reason",
         "retry_in",
         "profile",
+        "embedded",
     ]
+    assert all(e["embedded"] is True for e in events)  # --embedded: local stand-in servers
     assert (first["source"], first["dest"], first["trigger"]) == (
         "disconnected",
         "connecting",

@@ -36,7 +36,7 @@ from stellate.fsm import SYSTEM_INFO_KEYS, AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager, EventKind
 from stellate.server import AgentServer
 
-#: Galaxy's AgentProfile keys, in order, then the two reasons `--json` adds.
+#: Galaxy's AgentProfile keys, in order, then the two reasons and the mode `--json` adds.
 PROFILE_KEYS = [
     "device_id",
     "server_url",
@@ -50,6 +50,7 @@ PROFILE_KEYS = [
     "current_task_id",
     "failure_reason",
     "last_error",
+    "embedded",
 ]
 
 
@@ -61,7 +62,7 @@ def run_up(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_once_json_default_fleet_all_idle_with_merged_telemetry() -> None:
-    result = run_up("--once", "--json")
+    result = run_up("--embedded", "--once", "--json")  # what `make run ARGS="--once --json"` runs
     assert result.returncode == 0, result.stderr
     profiles = json.loads(result.stdout)  # stdout is nothing but the JSON document
     assert [p["device_id"] for p in profiles] == ["windowsagent", "linuxagent", "macagent"]
@@ -72,6 +73,7 @@ def test_up_once_json_default_fleet_all_idle_with_merged_telemetry() -> None:
         assert list(p["metadata"]["system_info"]) == list(SYSTEM_INFO_KEYS)
         assert p["os"] == p["metadata"]["system_info"]["platform"]
         assert p["server_url"].startswith("ws://127.0.0.1:")
+        assert p["embedded"] is True
     windows = profiles[0]
     assert windows["capabilities"][:3] == ["web_browsing", "office_applications", "file_management"]
     assert len(windows["capabilities"]) > 3  # the machine's supported_features merged after
@@ -83,7 +85,7 @@ def test_up_once_json_default_fleet_all_idle_with_merged_telemetry() -> None:
 
 
 def test_up_once_plain_output_shows_phases_then_the_seeds_profile_format() -> None:
-    result = run_up("--once")
+    result = run_up("--embedded", "--once")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "linuxagent: connected -> registering (register_sent)  [phase 3 registration]" in out
@@ -155,7 +157,7 @@ def test_up_reports_config_problems_with_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery to a child process")
 def test_up_without_once_keeps_the_fleet_until_ctrl_c_then_disconnects() -> None:
-    with running("up") as proc:
+    with running("up", "--embedded") as proc:  # what `make run` runs
         seen = lines_until(proc, lambda lines: "fleet up" in lines[-1])
         assert any("fleet up" in line for line in seen), "".join(seen)
         assert "".join(seen).count("✅ Registration successful!") == 3
