@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from ..agent.device_agent import AGENT_TIMING, AgentRefused, DeviceAgent, run_fleet
+from ..protocol.rejections import RejectionKind
 from ..text.redact import add_log_secret, install_log_redaction, redact_url, shown
 from ..text.urls import url_problems
 from .keys import API_KEY_ENV, read_api_key
@@ -115,10 +116,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"stellate agent: {exc}", file=sys.stderr)
         return 2
     try:
-        api_key = read_api_key(args)
+        key = read_api_key(args)
     except (OSError, ValueError) as exc:
         print(f"stellate agent: cannot read the API key: {exc}", file=sys.stderr)
         return 2
+    api_key = key.value
     install_log_redaction()
     add_log_secret(api_key)
     if args.cafile is not None and not os.path.isfile(args.cafile):
@@ -174,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     if refused:
         first = refused[0]
         others = f" (and {len(refused) - 1} more agent(s))" if len(refused) > 1 else ""
-        print(f"stellate agent: {shown(first)}{others}; stopped", file=sys.stderr)
+        source = f", {key.source}" if first.kind is RejectionKind.AUTH else ""
+        print(f"stellate agent: {shown(first)}{source}{others}; stopped", file=sys.stderr)
         return 2
     print("stopped", file=sys.stderr)
     return 0

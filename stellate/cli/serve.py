@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        api_key = read_api_key(args)
+        api_key = read_api_key(args).value
     except (OSError, ValueError) as exc:
         return fail(f"cannot read the API key: {exc}")
     install_log_redaction()

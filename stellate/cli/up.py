@@ -9,6 +9,11 @@ flow on a machine with nothing else running. Embedded mode is said on stderr and
 --json, in every JSON object (``"embedded": true``): a green fleet of local agents is never
 mistaken for the real one.
 
+The servers' API key: ``--api-key-file``, else ``$STELLATE_API_KEY``, else ``manager.api_key``
+of the file (the rule of ``stellate.cli.keys``, shared with ``serve`` and ``agent``); a device
+whose ``server_url`` carries its own ``token=`` uses that one. A refused key names where it came
+from, never the key.
+
 Output: progress (a live view on a terminal, plain lines otherwise) until every device is IDLE
 or FAILED, then the profiles and a summary. Each wait says why and when (``dev-a: connecting ->
 backoff: connection refused (127.0.0.1:5055); attempt 2/5 in 1.8 s``).
@@ -64,6 +69,7 @@ from .display import (
     print_profiles,
     profiles_json,
 )
+from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
 from .serve import port_number
 
@@ -139,6 +145,13 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         help="start a local agent server and one agent per device on 127.0.0.1 and use them "
         "instead of the servers the file names (implied for the shipped example)",
     )
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help=f"read the servers' key from FILE (before ${API_KEY_ENV}, then manager.api_key; "
+        "a server_url with its own token= keeps it)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed the backoff jitter")
     p.add_argument(
         "--cafile",
@@ -175,6 +188,8 @@ class _Options:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     strict: bool = False
+    #: Where the servers' key came from (named when a server refuses it).
+    key_source: str | None = None
 
 
 def _fail(message: str) -> int:
@@ -205,10 +220,17 @@ def run(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         strict=os.environ.get(STRICT_ENV, "") not in ("", "0"),
     )
+    try:
+        key = read_api_key(args, config_key=config.manager.api_key, config_path=choice.path)
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot read the API key: {exc}")
     from ..text.redact import add_log_secret, install_log_redaction
 
     install_log_redaction()
-    add_log_secret(config.manager.api_key)
+    add_log_secret(key.value)
+    # One key for everything that uses it: the devices' URLs, the embedded server, the page.
+    config = attrs.evolve(config, manager=attrs.evolve(config.manager, api_key=key.value))
+    options = attrs.evolve(options, key_source=key.source)
     if args.cafile is not None and not os.path.isfile(args.cafile):
         return _fail(f"--cafile {args.cafile}: no such file")
     count = len(config.devices)
@@ -234,7 +256,10 @@ def descriptors_needed(device_count: int, options: _Options) -> int:
 
 
 async def _up(config: StellateConfig, options: _Options) -> int:
-    overrides: dict[str, Any] = {"strict": options.strict}
+    overrides: dict[str, Any] = {
+        "strict": options.strict,
+        "api_key_source": options.key_source,
+    }
     if options.seed is not None:
         overrides["rng"] = random.Random(options.seed)
     if options.cafile is not None:

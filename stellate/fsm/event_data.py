@@ -94,9 +94,15 @@ class AuthRejected:
     """The server refused our API key."""
 
     trigger: ClassVar[Trigger] = Trigger.AUTH_REJECTED
-    _types: ClassVar[Mapping[str, tuple[type, ...]]] = {"reason": (str,)}
+    _types: ClassVar[Mapping[str, tuple[type, ...]]] = {
+        "reason": (str,),
+        "key_source": (str, _NONE),
+    }
 
     reason: str = ""
+    #: Where the refused key came from, in words (``the key from $STELLATE_API_KEY``), for
+    #: the failure reason; never the key.
+    key_source: str | None = None
 
 
 @attrs.frozen

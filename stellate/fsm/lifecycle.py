@@ -60,6 +60,7 @@ from .effects import (
 )
 from .event_data import (
     DATA_OF,
+    AuthRejected,
     ConnectionFailed,
     EventData,
     RegistrationAnswer,
@@ -450,7 +451,9 @@ class DeviceLifecycle:
         self.failure_reason = f"registration rejected: {self._reason(event, 'no reason given')}"
 
     def _record_auth_rejection(self, event: Any) -> None:
-        self.failure_reason = AUTH_REJECTED
+        data = _data(event)
+        source = data.key_source if isinstance(data, AuthRejected) else None
+        self.failure_reason = f"{AUTH_REJECTED} ({source})" if source else AUTH_REJECTED
         self.last_error = self._reason(event, AUTH_REJECTED)
 
     def _record_window_passed(self, event: Any) -> None:

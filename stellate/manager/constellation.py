@@ -50,7 +50,7 @@ from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from ..protocol import ClientType, Connector
 from ..protocol.ids import id_refusal
 from ..text.redact import redact_url
-from ..text.urls import with_token
+from ..text.urls import token_of, with_token
 from .alarms import Alarms
 from .events import EventKind, ManagerEvent, _kinds
 from .registry import DeviceRegistry, UnknownDevice
@@ -106,6 +106,9 @@ class ConstellationDeviceManager:
             are given (``stellate.Timing``, whose fields document their defaults).
         connector: how to open connections (default: real WebSockets).
         api_key: the servers' shared key, added as ``?token=`` to URLs that carry none.
+        api_key_source: where ``api_key`` came from, in words (``the key from
+            $STELLATE_API_KEY``): a device whose key a server refuses names it in its failure
+            reason (never the key). A device whose URL carries its own ``token=`` names that.
         rng: the jitter's random source (seed it for reproducible runs).
         shutdown_timeout: how long a graceful stop waits for every device to disconnect
             before it cancels the stragglers.
@@ -132,6 +135,7 @@ class ConstellationDeviceManager:
         timing: Timing | None = None,
         connector: Connector | None = None,
         api_key: str | None = None,
+        api_key_source: str | None = None,
         rng: RandomSource | None = None,
         shutdown_timeout: float = 5.0,
         max_connecting: int = 100,
@@ -158,6 +162,9 @@ class ConstellationDeviceManager:
             connector = WebSocketConnector(connect_timeout=None)
         self._connector = connector
         self._api_key = api_key
+        self._api_key_source = api_key_source or (
+            "the manager's api_key" if api_key else "no key was given"
+        )
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._engine = LifecycleEngine()
         self.device_registry = DeviceRegistry(self._engine)
@@ -287,6 +294,8 @@ class ConstellationDeviceManager:
         refusal = id_refusal(profile.device_id, ClientType.DEVICE)
         if refusal is not None:
             raise ValueError(refusal)
+        own_token = token_of(profile.server_url) is not None
+        key_source = "the token= in its server_url" if own_token else self._api_key_source
         profile = attrs.evolve(profile, server_url=with_token(profile.server_url, self._api_key))
         lifecycle = self._engine.create(
             profile,
@@ -300,7 +309,9 @@ class ConstellationDeviceManager:
         except ValueError:
             self._engine.release(lifecycle)
             raise
-        runner = DeviceRunner(lifecycle, self._connector, self._runner_settings)
+        runner = DeviceRunner(
+            lifecycle, self._connector, self._runner_settings, key_source=key_source
+        )
         handle = _DeviceHandle(runner, trio.CancelScope())
         self._handles[profile.device_id] = handle
         self._transitions[profile.device_id] = 0

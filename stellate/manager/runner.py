@@ -172,8 +172,12 @@ class DeviceRunner:
         connector: Connector,
         settings: RunnerSettings,
         session_factory: SessionFactory = ConstellationSession,
+        *,
+        key_source: str | None = None,
     ) -> None:
         self.lc = lifecycle
+        # Where the key in the device's URL came from, named when a server refuses it.
+        self._key_source = key_source
         self._connector = connector
         self._settings = settings
         self._alarms = settings.alarms
@@ -448,7 +452,7 @@ class DeviceRunner:
         reason = str(exc) or type(exc).__name__
         status = exc.status if isinstance(exc, ConnectError) else None
         if classify_handshake(status) is RejectionKind.AUTH:
-            return self._fire(AuthRejected(reason))
+            return self._fire(AuthRejected(reason, key_source=self._key_source))
         retry_after = exc.retry_after if isinstance(exc, ConnectError) else None
         return self._fire(ConnectionFailed(reason, retry_after))
 
@@ -563,7 +567,7 @@ class DeviceRunner:
         """The socket was closed under us: a refused key, or a lost connection."""
         registered = not session.registration_pending
         if classify_close(code, registered=registered) is RejectionKind.AUTH:
-            return self._fire(AuthRejected(reason))
+            return self._fire(AuthRejected(reason, key_source=self._key_source))
         return self._fire(ConnectionFailed(reason))
 
     def _on_item(self, item: InboxItem | None, session: ConstellationSession) -> list[Effect]:

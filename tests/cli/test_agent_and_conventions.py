@@ -42,7 +42,10 @@ def test_agent_with_a_wrong_key_stops_with_status_2(server_url: str) -> None:
     assert result.stderr.count("rejected the API key (HTTP 403); not retrying") == 1
     assert "reconnecting" not in result.stderr and "cannot connect" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last == "stellate agent: dev-a: server rejected the API key (HTTP 403); stopped"
+    assert last == (
+        "stellate agent: dev-a: server rejected the API key (HTTP 403), the key from --api-key; "
+        "stopped"
+    )
     assert (
         "WARNING stellate.agent.device_agent: dev-a: server rejected the API key" in result.stderr
     )
@@ -125,6 +128,71 @@ def test_one_v_shows_stellate_debug_but_not_transitions_noise(tmp_path: Path) ->
 
 
 # -- 3. a wrong key is final for the manager too --------------------------------------------------
+
+
+def up_failure(config: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """The failure reason of the one device of ``config`` after ``stellate up --once``."""
+    result = stellate("up", str(config), "--once", "--json", *args, env=env)
+    assert result.returncode == 1, result.stderr
+    (profile,) = json.loads(result.stdout)
+    assert profile["connection_attempts"] == 1, profile
+    assert KEY not in result.stdout + result.stderr and "wrong-one" not in result.stderr
+    reason: str = profile["failure_reason"]
+    return reason
+
+
+def test_up_takes_the_key_by_the_documented_rule_and_names_its_source(
+    server_url: str, tmp_path: Path
+) -> None:
+    """--api-key-file, then $STELLATE_API_KEY, then manager.api_key; a URL's own token= wins.
+
+    The server has the key and no device agent: an accepted key ends in "registration
+    rejected: Target device ... is not connected", a refused one names where it came from.
+    """
+    accepted = "registration rejected: Target device 'dev-a' is not connected"
+    refused = "server rejected the API key"
+    right, wrong = tmp_path / "right.key", tmp_path / "wrong.key"
+    right.write_text(KEY + "\n", encoding="utf-8")
+    wrong.write_text("wrong-one\n", encoding="utf-8")
+
+    def config(api_key: str | None, url: str = server_url) -> Path:
+        path = tmp_path / "devices.yaml"
+        manager = f"manager: {{api_key: {api_key}}}\n" if api_key else ""
+        path.write_text(
+            f"{manager}devices:\n  - {{device_id: dev-a, server_url: '{url}', max_retries: 5}}\n",
+            encoding="utf-8",
+        )
+        return path
+
+    env_wrong = {"STELLATE_API_KEY": "wrong-one"}
+    env_right = {"STELLATE_API_KEY": KEY}
+    none = {"STELLATE_API_KEY": ""}
+    # The YAML alone.
+    assert up_failure(config(KEY), env=none) == accepted
+    in_yaml = up_failure(config("wrong-one"), env=none)
+    assert in_yaml == f"{refused} (the key from manager.api_key in {tmp_path / 'devices.yaml'})"
+    # The environment before the YAML.
+    assert up_failure(config("wrong-one"), env=env_right) == accepted
+    assert up_failure(config(KEY), env=env_wrong) == f"{refused} (the key from $STELLATE_API_KEY)"
+    # The key file before both.
+    assert up_failure(config("wrong-one"), "--api-key-file", str(right), env=env_wrong) == accepted
+    from_file = up_failure(config(KEY), "--api-key-file", str(wrong), env=env_right)
+    assert from_file == f"{refused} (the key from --api-key-file {wrong})"
+    # A URL's own token= before everything.
+    assert up_failure(config(None, f"{server_url}?token={KEY}"), env=env_wrong) == accepted
+    own = up_failure(config(None, f"{server_url}?token=wrong-one"), env=env_right)
+    assert own == f"{refused} (the token= in its server_url)"
+    # No key at all.
+    assert up_failure(config(None), env=none) == f"{refused} (no key was given)"
+
+
+def test_up_refuses_an_empty_or_missing_key_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n", encoding="utf-8")
+    for path, why in ((empty, "the key file is empty"), (tmp_path / "absent", "No such file")):
+        result = stellate("up", "--once", "--embedded", "--api-key-file", str(path))
+        assert result.returncode == 2 and "stellate up: cannot read the API key" in result.stderr
+        assert why in result.stderr
 
 
 def test_up_with_a_wrong_key_fails_at_once_saying_so(server_url: str, tmp_path: Path) -> None:

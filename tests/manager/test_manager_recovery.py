@@ -275,7 +275,10 @@ async def test_a_refused_key_at_the_handshake_fails_at_once(autojump_clock: Any)
             await trio.sleep(1000.0)  # never retried
             p = manager.get_device_info("dev")
             assert p is not None and p.status is S.FAILED and p.connection_attempts == 1
-            assert manager.failure_reason("dev") == "server rejected the API key"
+            # The reason names where the key came from, never the key.
+            assert manager.failure_reason("dev") == (
+                "server rejected the API key (the manager's api_key)"
+            )
             assert net.connections == 0
             nursery.cancel_scope.cancel()
     assert recorder.steps("dev")[-1] == (Trigger.AUTH_REJECTED, "connecting", "failed")
@@ -290,7 +293,7 @@ async def test_a_policy_close_before_registration_is_a_refused_key(autojump_cloc
         net.listen(URL, refuse)
         async with manager_on(net) as manager:
             assert await manager.register_device("dev", URL, max_retries=5) is False
-            assert manager.failure_reason("dev") == "server rejected the API key"
+            assert manager.failure_reason("dev") == "server rejected the API key (no key was given)"
             assert manager.get_device_info("dev").connection_attempts == 1  # type: ignore[union-attr]
 
 
