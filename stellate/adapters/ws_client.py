@@ -38,7 +38,7 @@ import trio
 import trio_websocket
 import wsproto.utilities
 
-from ..protocol.transport import ConnectError
+from ..protocol.transport import AIP_PATH, ConnectError
 from ..text.escape import escape_text
 from ..text.urls import InvalidUrl, WsUrl, parse_ws_url
 from .ws_connection import WebSocketConnection
@@ -281,6 +281,15 @@ def _errno_text(exc: OSError) -> str:
     return escape_text(exc.strerror or str(exc) or type(exc).__name__)
 
 
+def _path_hint(target: WsUrl, status: int) -> str:
+    """For a 404 on a path other than ``/ws``: where AIP servers answer (``ws://h:p`` without
+    a path is the usual slip; retrying it can never succeed)."""
+    if status != 404 or target.resource.partition("?")[0] == AIP_PATH:
+        return ""
+    scheme = "wss" if target.secure else "ws"
+    return f"; AIP servers answer on {AIP_PATH}: try {scheme}://{target.host_header}{AIP_PATH}"
+
+
 def _timeout(target: WsUrl, seconds: float) -> ConnectError:
     return ConnectError(f"timed out after {seconds:g}s connecting to {target.safe}")
 
@@ -313,7 +322,8 @@ def _handshake_failure(exc: BaseException, target: WsUrl) -> BaseException:
         if isinstance(leaf, UpgradeFailed):
             if leaf.status is not None:
                 return ConnectError(
-                    f"{target.safe} refused the WebSocket upgrade: {leaf.reason}",
+                    f"{target.safe} refused the WebSocket upgrade: {leaf.reason}"
+                    + _path_hint(target, leaf.status),
                     status=leaf.status,
                     retry_after=leaf.retry_after,
                 )

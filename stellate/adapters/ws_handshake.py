@@ -41,12 +41,19 @@ __all__ = [
 MAX_ANSWER_HEADER_BYTES = 16 * 1024
 #: Of a refusal's body, this much is read for its reason; the rest is not waited for.
 MAX_REASON_BODY_BYTES = 4 * 1024
-#: Characters of the server's reason text shown in a message.
-REASON_LIMIT = 200
+#: Characters of the server's reason text shown in a message: short, so that the message that
+#: carries it (URL, status, "gave up after N attempts: ") stays under the displays' own limit
+#: and is never cut a second time.
+REASON_LIMIT = 120
+#: What a refusal says instead of its body when the body is a web page: whoever answered is a
+#: web server or a proxy, not an AIP server (whose refusals are plain text or JSON).
+NOT_AIP = "an HTML page: a web server or proxy answered, not an AIP server"
 #: A ``Retry-After`` longer than this (seconds) is taken as this: a server cannot park a
 #: client for days.
 MAX_RETRY_AFTER = 3600.0
 
+#: Content types of a web page (never an AIP server's refusal).
+_PAGE_TYPES = frozenset({b"text/html", b"application/xhtml+xml"})
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY_HEADER = re.compile(rb"\r\nsec-websocket-key:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)
 _END_OF_HEAD = re.compile(rb"\n\r?\n")  # where h11 sees the blank line
@@ -272,7 +279,10 @@ class UpgradeCheck:
         phrase = escape_text(bytes(response.reason).decode("latin-1"), REASON_LIMIT)
         text = f"HTTP {status}" + (f" {phrase}" if phrase else "")
         body = self._body.decode("utf-8", errors="replace").strip()
-        if body:
+        kind = b"".join(_header(list(response.headers), b"content-type")).split(b";")[0]
+        if kind.strip().lower() in _PAGE_TYPES or body[:1] == "<":
+            text += f" ({NOT_AIP})"
+        elif body:
             text += f" ({escape_text(' '.join(body.split()), REASON_LIMIT)})"
         retry = _header(list(response.headers), b"retry-after")
         retry_after = parse_retry_after(retry[0]) if retry else None

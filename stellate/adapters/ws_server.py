@@ -38,7 +38,7 @@ import attrs
 import trio
 import trio_websocket
 
-from ..protocol.transport import Connection, ConnectionClosed
+from ..protocol.transport import AIP_PATH, Connection, ConnectionClosed
 from ..text.redact import safe_json
 from .http_front import (
     DEFAULT_MAX_HEAD_SIZE,
@@ -320,8 +320,16 @@ class _Front:
             await self._refuse(reader, HandshakeFailure.CROSS_ORIGIN, 403, cross_origin, peer)
             return None
         if self.api_key is not None and not _token_ok(head.query, self.api_key):
+            # A WARNING (bounded like every peer's line): a client holding the wrong key, or
+            # none, is something an operator must act on (a rotated key, a missed agent).
+            missing = "token" not in urllib.parse.parse_qs(head.query, keep_blank_values=True)
             await self._refuse(
-                reader, HandshakeFailure.BAD_TOKEN, 403, "missing or wrong token", peer
+                reader,
+                HandshakeFailure.BAD_TOKEN,
+                403,
+                "missing token" if missing else "wrong token",
+                peer,
+                level=logging.WARNING,
             )
             return None
         info = AcceptedRequest(peer, path)
@@ -405,11 +413,23 @@ class _Front:
             presented = _presented_key(head)
             if presented is None:
                 await self._refuse(
-                    reader, HandshakeFailure.UNAUTHORIZED, 401, "missing API key (X-API-Key)", peer
+                    reader,
+                    HandshakeFailure.UNAUTHORIZED,
+                    401,
+                    "missing API key (X-API-Key)",
+                    peer,
+                    level=logging.WARNING,
                 )
                 return 401
             if not _key_ok(presented, self.api_key):
-                await self._refuse(reader, HandshakeFailure.FORBIDDEN, 403, "invalid API key", peer)
+                await self._refuse(
+                    reader,
+                    HandshakeFailure.FORBIDDEN,
+                    403,
+                    "invalid API key",
+                    peer,
+                    level=logging.WARNING,
+                )
                 return 403
         elif not self.http_open:
             await self._refuse(
@@ -447,7 +467,7 @@ async def serve_websocket(
     api_key: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    path: str = "/ws",
+    path: str = AIP_PATH,
     handshake_timeout: float = 10.0,
     close_timeout: float = 5.0,
     message_queue_size: int = 1,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..adapters.listener import QuietLog
 from ..errors import RemoteError
 from ..protocol.ids import id_refusal
 from ..protocol.lease import HeartbeatLease
@@ -112,6 +113,9 @@ class DeviceAgent:
         system_info: a ready ``system_info`` (skips collection; fleets share one).
         rng: jitter source (seed it in tests).
         on_registered: called after every successful registration.
+        log: where the agent's lines go, limited per kind (``QuietLog``); agents of one fleet
+            share one (``run_fleet``), so 200 agents meeting the same failure write three
+            lines and a count, not 200 identical warnings.
 
     Raises:
         ValueError: ``device_id`` breaks the id rule (``stellate.protocol.ids``) or
@@ -132,6 +136,7 @@ class DeviceAgent:
         system_info: dict[str, Any] | None = None,
         rng: RandomSource | None = None,
         on_registered: Callable[[DeviceAgent], None] | None = None,
+        log: QuietLog | None = None,
     ) -> None:
         refusal = id_refusal(device_id, ClientType.DEVICE)
         if refusal is not None:
@@ -153,6 +158,11 @@ class DeviceAgent:
         self.registered = False
         self.registrations = 0
         self.failures = 0
+        self.log = log if log is not None else QuietLog(logger)
+        # When the server was lost (None: it was not, or this run has not registered yet).
+        self._lost_at: float | None = None
+        # The last failure said at WARNING: an identical one after it is said at DEBUG only.
+        self._warned: str | None = None
 
     def __repr__(self) -> str:
         state = "registered" if self.registered else "not registered"
@@ -171,7 +181,7 @@ class DeviceAgent:
         while True:
             session = DeviceSession(self.device_id, system_info, platform)
             retry_after = 0.0  # a refusing server's Retry-After: the shortest next wait
-            refusal: tuple[int, str] | None = None  # logged with the wait that follows
+            failure: str | None = None  # why this attempt failed (None: the server was lost)
             try:
                 async with connector.open(self._url) as conn:
                     try:
@@ -188,38 +198,62 @@ class DeviceAgent:
                 if classify_handshake(exc.status) is RejectionKind.AUTH:
                     reason = f"{AUTH_REJECTED} (HTTP {exc.status})"
                     raise self._refused(RejectionKind.AUTH, reason) from None
-                # Seen by an operator at the default level: the first failure of a run, and
-                # any the server or TLS meant (bad certificate, 503 full) -- those do not fix
-                # themselves. Plain refusals while a server restarts do not flood the log.
-                loud = self.failures == 0 or exc.status is not None or "TLS" in str(exc)
-                refusal = (logging.WARNING if loud else logging.INFO, f"cannot connect: {exc}")
+                failure = f"cannot connect: {exc}"
                 retry_after = exc.retry_after or 0.0
             except _Rejected as exc:
                 kind = exc.event.kind
                 if kind is not RejectionKind.ID_STILL_HELD or self.registrations == 0:
                     raise self._refused(kind, str(exc)) from None
-                logger.warning("%s: %s; retrying", self.device_id, exc)
+                failure = str(exc)
             except ConnectionClosed as exc:
                 if classify_close(exc.code, registered=self.registered) is RejectionKind.AUTH:
                     reason = f"{AUTH_REJECTED} (closed {exc.code}: {exc.reason or 'no reason'})"
                     raise self._refused(RejectionKind.AUTH, reason) from None
-                logger.info("%s: %s", self.device_id, escape_text(exc))
+                failure = self._lost(escape_text(exc))
             except (_SessionEnded, trio.BrokenResourceError) as exc:
-                logger.info("%s: %s", self.device_id, escape_text(exc))
+                failure = self._lost(escape_text(exc))
             finally:
                 self.registered = False
             self.failures += 1
             delay = max(self.timing.backoff_delay(self.failures, self._rng), retry_after)
-            if refusal is None:
-                logger.info("%s: reconnecting in %.2f s", self.device_id, delay)
+            if failure is None:
+                logger.debug("%s: reconnecting in %.2f s", self.device_id, delay)
             else:
-                # Said once at WARNING: that it keeps trying, and where the next ones go.
-                level, text = refusal
-                quiet = " (further plain refusals are logged at INFO)" if self.failures == 1 else ""
-                logger.log(
-                    level, "%s: %s; retrying in %.1f s%s", self.device_id, text, delay, quiet
-                )
+                self._failed(failure, delay)
             await trio.sleep(delay)
+
+    def _lost(self, reason: str) -> str | None:
+        """The socket ended: a loss of the server if we were registered (one INFO line, and
+        None), else a failed attempt (its reason, for :meth:`_failed`)."""
+        if not self.registered:
+            return reason
+        self._lost_at = trio.current_time()
+        self.log.note(
+            "lost the server",
+            logging.INFO,
+            "%s: lost the server %s: %s; reconnecting",
+            self.device_id,
+            redact_url(self._url),
+            reason,
+        )
+        return None
+
+    def _failed(self, reason: str, delay: float) -> None:
+        """A failed attempt: said at WARNING when it differs from the last one said (so a
+        failure that keeps recurring is said once, never forever), else at DEBUG. Agents of a
+        fleet meeting the same failure share one limit (``log``)."""
+        if reason == self._warned:
+            logger.debug("%s: %s; retrying in %.1f s", self.device_id, reason, delay)
+            return
+        self._warned = reason
+        self.log.note(
+            reason,
+            logging.WARNING,
+            "%s: %s; retrying in %.1f s (the same failure again is logged at DEBUG)",
+            self.device_id,
+            reason,
+            delay,
+        )
 
     def _refused(self, kind: RejectionKind, reason: str) -> AgentRefused:
         """The error that stops the agent, logged at WARNING (an operator must act)."""
@@ -242,10 +276,30 @@ class DeviceAgent:
         return self.system_info
 
     def _registered(self) -> None:
+        """One INFO line: the first registration, or a rejoin after a loss (how long away)."""
+        if self._lost_at is None:
+            self.log.note(
+                "registered",
+                logging.INFO,
+                "%s registered on %s",
+                self.device_id,
+                redact_url(self._url),
+            )
+        else:
+            self.log.note(
+                "rejoined",
+                logging.INFO,
+                "%s: rejoined %s after %.1f s away (%d failed attempt(s))",
+                self.device_id,
+                redact_url(self._url),
+                trio.current_time() - self._lost_at,
+                self.failures,
+            )
         self.registered = True
         self.registrations += 1
         self.failures = 0
-        logger.info("%s registered on %s", self.device_id, redact_url(self._url))
+        self._lost_at = None
+        self._warned = None  # the next outage is said again
         if self.on_registered is not None:
             self.on_registered(self)
 
@@ -310,7 +364,10 @@ async def run_fleet(
             if not waiting and on_all_registered is not None:
                 on_all_registered()
 
+    log = QuietLog(logger)  # one limit per kind of line for the whole fleet
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.run)  # the count of what was held back, once a minute
         for agent in agents:
             agent.on_registered = registered
+            agent.log = log
             nursery.start_soon(agent.run)

@@ -80,7 +80,8 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--device-id-prefix", default=None, help="with --count: ids are PREFIX0..PREFIX{N-1}"
     )
-    p.set_defaults(handler=run)
+    # Its log is all an operator has: registered, lost and rejoined show at the default level.
+    p.set_defaults(handler=run, informative=("stellate.agent",))
 
 
 def _device_ids(args: argparse.Namespace) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
@@ -92,42 +93,73 @@ def _duration(seconds: float) -> str:
     )
 
 
+#: The rate is measured over the arrivals of the last this many seconds: it follows the fleet
+#: as it is now (a server restart, a flap), not an average since start-up.
+RATE_WINDOW = 10.0
+#: No rate (and no ETA) before this many seconds of observation: a count over a near-zero
+#: interval is not a rate (52 devices already idle, 48 µs in: "1087820.7/s").
+MIN_RATE_SPAN = 1.0
+
+
+class RateMeter:
+    """Devices reaching IDLE per second, counted from READY events as they happen.
+
+    Only arrivals seen by this meter count, never devices that were already idle when it
+    started; the rate is taken over the last :data:`RATE_WINDOW` seconds and is ``None``
+    until :data:`MIN_RATE_SPAN` seconds have been watched, or when none arrived in the window.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._arrivals: deque[float] = deque()
+
+    def observe(self, event: ManagerEvent) -> None:
+        if event.kind is EventKind.READY:
+            self._arrivals.append(self._clock())
+
+    def rate(self) -> float | None:
+        now = self._clock()
+        while self._arrivals and self._arrivals[0] < now - RATE_WINDOW:
+            self._arrivals.popleft()
+        span = min(RATE_WINDOW, now - self._started)
+        if span < MIN_RATE_SPAN or not self._arrivals:
+            return None
+        return len(self._arrivals) / span
+
+
 @attrs.frozen
 class Progress:
-    """How far a bring-up has got: counts, rate and estimated time left."""
+    """How far a bring-up has got: counts, the current rate and estimated time left."""
 
     total: int
     idle: int
     failed: int
     #: Devices in a settled state (the table's SETTLED group): done, one way or the other.
     settled: int
-    elapsed: float
+    #: Devices reaching IDLE per second lately (:class:`RateMeter`); None: not measurable.
+    rate: float | None = None
 
     @classmethod
-    def of(cls, counts: StatusCounts, total: int, elapsed: float) -> Progress:
+    def of(cls, counts: StatusCounts, total: int, rate: float | None = None) -> Progress:
         # Shown apart: how many are ready, and how many gave up.
         idle = counts[DeviceStatus.IDLE]
         failed = counts[DeviceStatus.FAILED]
-        return cls(total, idle, failed, counts.tagged(Tag.SETTLED), elapsed)
-
-    @property
-    def rate(self) -> float:
-        """Devices reaching IDLE per second so far."""
-        return self.idle / self.elapsed if self.elapsed > 0 else 0.0
+        return cls(total, idle, failed, counts.tagged(Tag.SETTLED), rate)
 
     @property
     def eta(self) -> float | None:
-        """Seconds until every device has settled at the current rate (None: no rate yet)."""
+        """Seconds until every device has settled at the current rate (None: no rate)."""
         left = self.total - self.settled
         if left <= 0:
             return 0.0
-        return left / self.rate if self.rate > 0 else None
+        return left / self.rate if self.rate else None
 
     def text(self) -> str:
         line = f"{self.idle}/{self.total} idle"
         if self.failed:
             line += f", {self.failed} failed"
-        if self.idle and self.elapsed > 0:
+        if self.rate:
             line += f" · {self.rate:.1f}/s"
         eta = self.eta
         if eta is not None and self.settled < self.total:
@@ -211,11 +243,12 @@ class PlainDisplay:
         self._total = device_count
         self._detailed = device_count <= DETAIL_LIMIT
         self._clock = clock
-        self._started = clock()
+        self._rate = RateMeter(clock)
         self._last_counts = ""
         self._last_print = -math.inf
 
     def event(self, event: ManagerEvent) -> None:
+        self._rate.observe(event)
         if self._detailed:
             print(event_line(event), file=self._out, flush=True)
 
@@ -227,7 +260,7 @@ class PlainDisplay:
         if counts == self._last_counts or now - self._last_print < PLAIN_PROGRESS_EVERY:
             return
         self._last_counts, self._last_print = counts, now
-        progress = Progress.of(stats.by_status, self._total, now - self._started)
+        progress = Progress.of(stats.by_status, self._total, self._rate.rate())
         print(f"[{self._total} devices] {progress.text()} — {counts}", file=self._out, flush=True)
 
     def close(self) -> None:
@@ -287,8 +320,7 @@ class RichDisplay:
         self._total = device_count
         # Rows of the table, its borders and title, and a few logged lines above it.
         self._detailed = device_count <= max(0, self._console.size.height - 8)
-        self._clock = clock
-        self._started = clock()
+        self._rate = RateMeter(clock)
         self._live = Live(console=self._console, refresh_per_second=8, transient=False)
         self._live.start()
 
@@ -298,11 +330,12 @@ class RichDisplay:
         # (small fleets), so every phase is seen.
         from rich.text import Text
 
+        self._rate.observe(event)
         if self._detailed:
             self._live.console.print(Text(event_line(event)), soft_wrap=True)
 
     def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None:
-        progress = Progress.of(stats.by_status, self._total, self._clock() - self._started)
+        progress = Progress.of(stats.by_status, self._total, self._rate.rate())
         self._live.update(
             self._table(profiles, progress)
             if self._detailed

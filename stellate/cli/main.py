@@ -75,13 +75,17 @@ class CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(verbose: int) -> None:
-    """No flag: warnings. ``-v``: stellate's own DEBUG lines too. ``-vv``: every library's."""
+def configure_logging(verbose: int, informative: Sequence[str] = ()) -> None:
+    """No flag: warnings, and INFO of the ``informative`` loggers (a command's own state
+    changes, e.g. an agent losing and rejoining its server, which its log must show). ``-v``:
+    stellate's own DEBUG lines too. ``-vv``: every library's."""
     level = logging.DEBUG if verbose >= 2 else logging.WARNING
     handler = logging.StreamHandler(CurrentStderr())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("stellate").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    for name in informative:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose >= 2 else logging.WARNING)
 
@@ -89,7 +93,9 @@ def configure_logging(verbose: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.verbose + getattr(args, "verbose_after", 0))
+    configure_logging(
+        args.verbose + getattr(args, "verbose_after", 0), getattr(args, "informative", ())
+    )
     from ..text.redact import install_log_redaction
 
     install_log_redaction()  # every command's records pass the key/token filter

@@ -46,7 +46,7 @@ import attrs
 from transitions import Event, Machine, MachineError, State, Transition
 
 from ..errors import LocalError
-from ..protocol.rejections import AUTH_REJECTED, RejectionKind
+from ..protocol.rejections import AUTH_REJECTED, RejectionKind, explained
 from ..timing import RandomSource, Timing, default_random
 from . import coverage as _coverage
 from .checks import check_table
@@ -448,7 +448,10 @@ class DeviceLifecycle:
         self._lost_at = self._now()
 
     def _record_rejection(self, event: Any) -> None:
-        self.failure_reason = f"registration rejected: {self._reason(event, 'no reason given')}"
+        reason = self._reason(event, "no reason given")
+        data = _data(event)
+        kind = data.kind if isinstance(data, RegistrationAnswer) else RejectionKind.FINAL
+        self.failure_reason = f"registration rejected: {explained(reason, kind)}"
 
     def _record_auth_rejection(self, event: Any) -> None:
         data = _data(event)

@@ -26,6 +26,7 @@ __all__ = [
     "classify_close",
     "classify_handshake",
     "classify_text",
+    "explained",
 ]
 
 
@@ -56,6 +57,13 @@ REPLACED: Final = "connection replaced by a newer registration"
 INVALID_ID: Final = "invalid {role} id {client_id}: {problem}"
 #: What a device's failure says when the handshake refused the key (ours, not the reference's).
 AUTH_REJECTED: Final = "server rejected the API key"
+
+#: What a constellation's refusal of kind ``ID_STILL_HELD`` most likely means when it is final
+#: (the first attempt of a run: not our own previous socket), for its failure reason.
+ID_HELD_HINT: Final = (
+    "another manager may be using this task_name: give each manager its own manager.task_name"
+)
+_HINTS: Final = {RejectionKind.ID_STILL_HELD: ID_HELD_HINT}
 
 #: HTTP statuses with which a server refuses a WebSocket upgrade for want of valid credentials.
 AUTH_STATUSES: Final = frozenset({401, 403})
@@ -102,3 +110,9 @@ def classify_close(code: int | None, *, registered: bool) -> RejectionKind | Non
     if code == CLOSE_POLICY_VIOLATION and not registered:
         return RejectionKind.AUTH
     return None
+
+
+def explained(reason: str, kind: RejectionKind) -> str:
+    """A constellation's refusal ``reason`` with what its ``kind`` suggests to try, if anything."""
+    hint = _HINTS.get(kind)
+    return f"{reason} ({hint})" if hint else reason

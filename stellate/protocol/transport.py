@@ -15,9 +15,12 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..errors import RemoteError
+
+#: The path on which AIP servers (the reference's and stellate's) accept WebSocket upgrades.
+AIP_PATH: Final = "/ws"
 
 
 class TransportError(RemoteError):

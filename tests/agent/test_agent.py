@@ -15,6 +15,7 @@ import trio
 import trio.lowlevel
 from real_time import HANG_GUARD
 
+from stellate.adapters.listener import LOG_INTERVAL
 from stellate.adapters.memory import MemoryNetwork
 from stellate.adapters.websocket import WebSocketConnector
 from stellate.agent import AgentRefused, DeviceAgent, run_fleet
@@ -233,18 +234,93 @@ async def test_a_refused_connection_says_once_that_it_keeps_retrying(
     autojump_clock: trio.testing.MockClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="stellate.agent")
+    caplog.set_level(logging.DEBUG, logger="stellate.agent")
     agent = agent_on(network)
     nursery.start_soon(agent.run)  # nothing listens: connects are refused
     await trio.sleep(50.0)
     refusals = [r for r in caplog.records if "cannot connect" in r.getMessage()]
     assert len(refusals) == agent.failures >= 4
     loud = [r.getMessage() for r in refusals if r.levelno == logging.WARNING]
-    assert len(loud) == 1  # the first; the rest at INFO, so a restarting server floods nothing
+    assert len(loud) == 1  # the first; the same again at DEBUG, so nothing warns forever
     assert re.search(
-        r"; retrying in \d+\.\d s \(further plain refusals are logged at INFO\)$", loud[0]
+        r"; retrying in \d+\.\d s \(the same failure again is logged at DEBUG\)$", loud[0]
     )
+    assert all(r.levelno == logging.DEBUG for r in refusals[1:])
     assert all(re.search(r"; retrying in \d+\.\d s$", r.getMessage()) for r in refusals[1:])
+
+
+class Outage:
+    """A server that confirms and answers heartbeats until ``drop`` closes its connections."""
+
+    def __init__(self) -> None:
+        self.open: list[Connection] = []
+
+    async def __call__(self, conn: Connection, _info: Any) -> None:
+        decode_client(await conn.receive())  # the REGISTER
+        await conn.send(ack())
+        self.open.append(conn)
+        try:
+            while True:
+                decode_client(await conn.receive())
+                await conn.send(ack())
+        except ConnectionClosed:
+            pass
+
+    async def drop(self) -> None:
+        for conn in self.open:
+            await conn.aclose(1001, "server restarting")
+        self.open.clear()
+
+
+async def test_one_info_line_per_loss_and_per_rejoin(
+    network: MemoryNetwork,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An operator reading the agent's log sees when it lost its server and when it was back."""
+    caplog.set_level(logging.DEBUG, logger="stellate.agent")
+    server = Outage()
+    network.listen(URL, server)
+    agent = agent_on(network)
+    await nursery.start(agent.run)
+    network.unlisten(URL)
+    await server.drop()  # lost; reconnects are refused for three minutes
+    await trio.sleep(180.0)
+    network.listen(URL, server)
+    await trio.sleep(60.0)
+    assert agent.registered and agent.registrations == 2
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(info) == 3, info
+    assert info[0] == f"dev registered on {URL}"
+    assert re.fullmatch(f"dev: lost the server {URL}: .*1001.*; reconnecting", info[1]), info[1]
+    rejoined = re.fullmatch(
+        rf"dev: rejoined {URL} after (\d+\.\d) s away \((\d+) failed attempt\(s\)\)", info[2]
+    )
+    assert rejoined, info[2]
+    assert 180.0 <= float(rejoined.group(1)) <= 240.0 and int(rejoined.group(2)) >= 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot connect" in warnings[0]  # the outage, said once
+
+
+async def test_a_fleet_meeting_one_failure_writes_a_few_lines_and_a_count(
+    network: MemoryNetwork,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``stellate agent --count 200`` against a wrong URL printed 200 identical warnings."""
+    caplog.set_level(logging.INFO, logger="stellate.agent")
+    agents = [agent_on(network, rng=random.Random(i)) for i in range(200)]
+    for i, agent in enumerate(agents):
+        agent.device_id = f"dev{i}"
+    nursery.start_soon(run_fleet, agents)  # nothing listens: every connect is refused
+    await trio.sleep(LOG_INTERVAL + 1.0)
+    assert all(agent.failures >= 1 for agent in agents)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3, warnings
+    summaries = [r.getMessage() for r in caplog.records if "more like these" in r.getMessage()]
+    assert summaries and summaries[0].startswith("197 more like these within 60 s")
 
 
 async def test_an_unanswered_registration_is_retried_with_backoff(

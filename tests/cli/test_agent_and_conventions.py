@@ -186,6 +186,36 @@ def test_up_takes_the_key_by_the_documented_rule_and_names_its_source(
     assert up_failure(config(None), env=none) == f"{refused} (no key was given)"
 
 
+def test_serve_logs_refused_keys_with_the_peer_rate_limited(tmp_path: Path) -> None:
+    """At the default level: before, 52 refused keys left nothing in the server's log."""
+    proc = subprocess.Popen(
+        [str(STELLATE), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STELLATE_API_KEY": KEY},
+    )
+    timer = threading.Timer(TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"on (ws://127\.0\.0\.1:\d+/ws)", proc.stdout.readline())
+        assert match
+        devices = "".join(
+            f"  - {{device_id: d{i}, server_url: '{match.group(1)}'}}\n" for i in range(5)
+        )
+        config = tmp_path / "devices.yaml"
+        config.write_text(f"manager: {{api_key: wrong-one}}\ndevices:\n{devices}", "utf-8")
+        assert stellate("up", str(config), "--once", "--json").returncode == 1
+    finally:
+        timer.cancel()
+        proc.terminate()
+        _out, err = proc.communicate(timeout=TIMEOUT)
+    refused = re.findall(r"WARNING \S+: refused (127\.0\.0\.1:\d+): wrong token \(403\)", err)
+    assert len(refused) == 3, err  # five refusals: three lines a minute, the rest counted
+    assert "wrong-one" not in err and KEY not in err
+
+
 def test_up_refuses_an_empty_or_missing_key_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.key"
     empty.write_text("\n", encoding="utf-8")

@@ -7,6 +7,7 @@ accepted after the subcommand as well as before it.
 from __future__ import annotations
 
 import ast
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 import stellate
 from stellate.cli import build_parser
+from stellate.cli.main import configure_logging
 
 PACKAGE = Path(stellate.__file__).resolve().parent
 STELLATE = Path(sys.executable).parent / "stellate"
@@ -102,3 +104,36 @@ def test_python_m_stellate_runs_a_subcommand() -> None:
 def test_verbose_before_and_after_the_subcommand(argv: list[str], count: int) -> None:
     args = build_parser().parse_args(argv)
     assert args.verbose + args.verbose_after == count
+
+
+@pytest.mark.parametrize(
+    ("argv", "informative"),
+    [
+        (["agent", "--server", "ws://h/ws"], ("stellate.agent",)),
+        (["serve"], ()),
+        (["up"], ()),
+    ],
+)
+def test_the_agent_shows_its_own_info_lines_by_default(
+    argv: list[str], informative: tuple[str, ...]
+) -> None:
+    """The agent's log is all an operator has: registered, lost, rejoined show without -v;
+    every other INFO line stays behind -v."""
+    args = build_parser().parse_args(argv)
+    assert getattr(args, "informative", ()) == informative
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    loggers = {name: logging.getLogger(name) for name in ("stellate", "stellate.agent")}
+    levels = {name: lg.level for name, lg in loggers.items()}
+    root.handlers = []
+    try:
+        configure_logging(0, informative)
+        agent_info = loggers["stellate.agent"].isEnabledFor(logging.INFO)
+        assert agent_info is bool(informative)
+        assert not logging.getLogger("stellate.manager").isEnabledFor(logging.INFO)
+        configure_logging(1, informative)
+        assert loggers["stellate.agent"].isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers, root.level = saved
+        for name, level in levels.items():
+            loggers[name].setLevel(level)

@@ -17,11 +17,14 @@ from rich.console import Console
 
 from stellate.cli.display import (
     DETAIL_LIMIT,
+    MIN_RATE_SPAN,
     PLAIN_PROGRESS_EVERY,
     PROFILE_BLOCKS,
+    RATE_WINDOW,
     DeviceReport,
     PlainDisplay,
     Progress,
+    RateMeter,
     RichDisplay,
     event_line,
     fleet_summary,
@@ -159,10 +162,16 @@ def test_a_record_logged_while_the_table_is_live_is_printed_above_it(cli_logging
     assert text.index("the agent said") < text.rindex("stellate: registration")  # table below
 
 
+def ready(device_id: str) -> ManagerEvent:
+    return event(device_id, S.TELEMETRY, S.IDLE, Trigger.TELEMETRY_RECEIVED, EventKind.READY)
+
+
 def test_the_live_table_carries_rate_and_eta() -> None:
     console, out = terminal()
     clock = FakeClock()
     display = RichDisplay(4, console=console, clock=clock)
+    clock.now = 4.0
+    display.event(ready("a"))
     clock.now = 5.0
     tick(display, {"a": profile("a", S.IDLE)} | {d: profile(d, S.BACKOFF) for d in "bcd"})
     display.close()
@@ -175,6 +184,8 @@ def test_a_fleet_larger_than_the_terminal_gets_a_progress_view() -> None:
     display = RichDisplay(100, console=console, clock=clock)
     clock.now = 10.0
     profiles = {f"d{i:03}": profile(f"d{i:03}", S.IDLE) for i in range(40)}
+    for device_id in profiles:
+        display.event(ready(device_id))
     profiles |= {
         f"d{i:03}": profile(f"d{i:03}", S.BACKOFF, connection_attempts=3) for i in range(40, 95)
     }
@@ -191,13 +202,48 @@ def test_a_fleet_larger_than_the_terminal_gets_a_progress_view() -> None:
 
 
 def test_progress_rate_and_eta() -> None:
-    progress = Progress(total=500, idle=100, failed=0, settled=100, elapsed=20.0)
-    assert progress.rate == 5.0 and progress.eta == 80.0
+    progress = Progress(total=500, idle=100, failed=0, settled=100, rate=5.0)
+    assert progress.eta == 80.0
     assert progress.text() == "100/500 idle · 5.0/s · ETA 1 min 20 s"
-    assert Progress(total=3, idle=0, failed=0, settled=0, elapsed=0.0).text() == "0/3 idle"
+    assert Progress(total=3, idle=0, failed=0, settled=0).text() == "0/3 idle"
     assert (
-        Progress(total=3, idle=2, failed=1, settled=3, elapsed=4.0).text()
+        Progress(total=3, idle=2, failed=1, settled=3, rate=0.5).text()
         == "2/3 idle, 1 failed · 0.5/s"
+    )
+
+
+def test_the_rate_counts_arrivals_over_a_real_interval_only() -> None:
+    """The class of absurd rates: a fleet already idle when a display starts (``stellate up``
+    keeping the fleet after bring-up) showed `52/52 idle · 1087820.7/s` on its first line."""
+    clock = FakeClock()
+    meter = RateMeter(clock)
+    clock.now = 0.000048  # 52 devices idle, but none of them arrived under this meter
+    idle = StatusCounts([S.IDLE] * 52)
+    assert Progress.of(idle, 52, meter.rate()).text() == "52/52 idle"
+    meter.observe(ready("d0"))
+    assert meter.rate() is None  # one arrival 48 µs in is not a rate
+    clock.now = MIN_RATE_SPAN
+    assert meter.rate() == 1.0
+    # Arrivals older than the window no longer count: a fleet stuck in backoff has no rate and
+    # so no ETA, instead of a figure averaged over the minutes before.
+    clock.now = MIN_RATE_SPAN + RATE_WINDOW + 1
+    assert meter.rate() is None
+    stuck = Progress.of(StatusCounts([S.IDLE, S.BACKOFF]), 2, meter.rate())
+    assert stuck.text() == "1/2 idle" and stuck.eta is None
+    for i in range(20):
+        meter.observe(ready(f"d{i}"))
+    assert meter.rate() == 20 / RATE_WINDOW
+
+
+def test_a_display_started_on_an_idle_fleet_shows_no_rate() -> None:
+    out = io.StringIO()
+    clock = FakeClock()
+    display = PlainDisplay(out, DETAIL_LIMIT + 12, clock)
+    clock.now = 0.000048
+    tick(display, {f"d{i}": profile(f"d{i}", S.IDLE) for i in range(DETAIL_LIMIT + 12)})
+    (line,) = out.getvalue().splitlines()
+    assert (
+        line.startswith(f"[{DETAIL_LIMIT + 12} devices] {DETAIL_LIMIT + 12}/") and "/s" not in line
     )
 
 
@@ -208,6 +254,7 @@ def test_plain_progress_for_big_fleets_is_rate_limited() -> None:
     fleet = {f"d{i}": profile(f"d{i}") for i in range(DETAIL_LIMIT + 1)}
     tick(display, fleet)
     fleet["d0"] = profile("d0", S.IDLE)
+    display.event(ready("d0"))
     clock.now = PLAIN_PROGRESS_EVERY / 2
     tick(display, fleet)  # changed, but too soon
     clock.now = PLAIN_PROGRESS_EVERY * 2

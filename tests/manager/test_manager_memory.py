@@ -206,6 +206,11 @@ async def test_duplicate_client_id_is_rejected_without_retry(autojump_clock: Any
         assert await second.register_device("dev", URL) is False
         reason = second.failure_reason("dev")
         assert reason is not None and "already registered" in reason
+        # The likely cause, said where the operator reads the failure.
+        assert reason.endswith(
+            "(another manager may be using this task_name: give each manager its own "
+            "manager.task_name)"
+        )
         assert second.get_device_info("dev").connection_attempts == 1  # type: ignore[union-attr]
         assert first.get_device_info("dev").status is S.IDLE  # type: ignore[union-attr]
 

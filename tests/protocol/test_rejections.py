@@ -141,3 +141,10 @@ def test_handshake_statuses(status: int | None, kind: RejectionKind | None) -> N
 )
 def test_close_codes(code: int | None, registered: bool, kind: RejectionKind | None) -> None:
     assert classify_close(code, registered=registered) is kind
+
+
+def test_only_an_id_still_held_refusal_gets_a_hint() -> None:
+    text = "client_id 't@d' is already registered; duplicate registrations are not allowed"
+    assert R.explained(text, RejectionKind.ID_STILL_HELD) == f"{text} ({R.ID_HELD_HINT})"
+    for kind in set(RejectionKind) - {RejectionKind.ID_STILL_HELD}:
+        assert R.explained("no", kind) == "no"
