@@ -17,6 +17,7 @@ from ..agent.device_agent import AGENT_TIMING, AgentRefused, DeviceAgent, run_fl
 from ..protocol.rejections import RejectionKind
 from ..text.redact import add_log_secret, install_log_redaction, redact_url, shown
 from ..text.urls import url_problems
+from . import exits
 from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
 from .serve import positive_int
@@ -181,4 +182,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"stellate agent: {shown(first)}{source}{others}; stopped", file=sys.stderr)
         return 2
     print("stopped", file=sys.stderr)
-    return 0
+    return exits.when_stopped(runs_until_stopped=True)

@@ -397,16 +397,21 @@ class RichDisplay:
 
 
 def print_profiles(
-    reports: Sequence[DeviceReport], out: TextIO = sys.stdout, blocks: int = PROFILE_BLOCKS
+    reports: Sequence[DeviceReport],
+    out: TextIO = sys.stdout,
+    blocks: int = PROFILE_BLOCKS,
+    *,
+    unsettled: str = "not finished",
 ) -> None:
     """The first ``blocks`` profiles in the registration flow's example format, then a summary.
 
     Unknown values (no telemetry, no OS) are left out rather than printed as ``None``. The
     failed devices beyond the first blocks are named with their reasons; ``--json`` has every
-    profile in full.
+    profile in full. ``unsettled`` says why a device neither IDLE nor FAILED stopped where it
+    is (``interrupted``, ``timed out``): it did not fail.
     """
     for report in reports[:blocks]:
-        _print_block(report, out)
+        _print_block(report, out, unsettled)
     rest = reports[blocks:]
     if not rest:
         return
@@ -424,12 +429,14 @@ def print_profiles(
     print("", file=out)
 
 
-def _print_block(report: DeviceReport, out: TextIO) -> None:
+def _print_block(report: DeviceReport, out: TextIO, unsettled: str) -> None:
     profile = report.profile
     if profile.status is DeviceStatus.IDLE:
         print("✅ Registration successful!", file=out)
-    else:
+    elif profile.status is DeviceStatus.FAILED:
         print(f"❌ Registration failed (status: {profile.status.value})", file=out)
+    else:
+        print(f"⏸ Registration {unsettled} (status: {profile.status.value})", file=out)
     print("\n📊 AgentProfile:", file=out)
     print(f"  Device ID: {shown(profile.device_id)}", file=out)
     local = " (embedded: a local stand-in server)" if report.embedded else ""

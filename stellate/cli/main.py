@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import agent, configs, diagram, serve, up, validate
+from . import agent, configs, diagram, exits, serve, up, validate
 
 #: Every subcommand module, in the order ``stellate --help`` lists them.
 _COMMANDS = (up, validate, configs, diagram, serve, agent)
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
-        return 130
+        return exits.INTERRUPTED
     return code
 
 

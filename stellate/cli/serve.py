@@ -22,6 +22,7 @@ from ..server.agent_server import (
 )
 from ..text.redact import add_log_secret, install_log_redaction
 from ..timing import DEFAULT_TIMING
+from . import exits
 from .keys import read_api_key
 from .limits import raise_open_file_limit
 from .timing_flags import add_timing_flags, timing_from_flags
@@ -209,4 +210,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"cannot serve on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
     print("stopped", file=sys.stderr)
-    return 0
+    return exits.when_stopped(runs_until_stopped=True)

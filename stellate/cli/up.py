@@ -24,12 +24,14 @@ up --once --json | jq`` works. Without --once, one JSON object per line per even
 flushed as it happens: time, event, device_id, trigger, source, dest, reason, retry_in,
 profile, embedded).
 
-Exit status. --once: 0 when every device is IDLE, 1 when any failed or --timeout passed first
-(the devices still pending are named), 2 for a bad config. Without --once the fleet is kept
-until Ctrl-C (or SIGTERM), which disconnects every device with a clean close handshake and
-exits 0; but when every device has settled FAILED (at bring-up, or later) it says so and exits
-1, so a supervisor can restart it. A second Ctrl-C stops at once. Devices with ``auto_connect:
-false`` are registered (phase 1) but not connected, and count for neither.
+Exit status (the rule of every command: ``stellate.cli.exits``). --once: 0 when every device
+is IDLE, 1 when any failed or --timeout passed first (the devices still pending are named), 2
+for a bad config, 130 when interrupted (Ctrl-C or SIGTERM) before every device settled. Without
+--once the fleet is kept until Ctrl-C (or SIGTERM), which disconnects every device with a clean
+close handshake and exits 0; but when every device has settled FAILED (at bring-up, or
+later) it says so and exits 1, so a supervisor can restart it. A second Ctrl-C stops at once
+(130). Devices with ``auto_connect: false`` are registered (phase 1) but not connected, and
+count for neither.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from ..manager.metrics import FLEET_DESCRIPTORS, serve_fleet
 from ..manager.stats import StatusCounts
 from ..text.redact import shown
+from . import exits
 from .configs import choose_config, load_announced, plain_text
 from .display import (
     DeviceReport,
@@ -245,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         return trio.run(_up, config, options)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop at once
         print("\nstellate: interrupted", file=sys.stderr)
-        return 130
+        return exits.INTERRUPTED
 
 
 def descriptors_needed(device_count: int, options: _Options) -> int:
@@ -290,7 +293,7 @@ async def _up(config: StellateConfig, options: _Options) -> int:
         nursery.cancel_scope.cancel()
     if interrupt.requested:
         print("stellate: stopped; every connection closed.", file=sys.stderr)
-        return 0 if not options.once else 130
+        return exits.when_stopped(runs_until_stopped=not options.once)
     return code
 
 
@@ -340,7 +343,14 @@ async def _run_fleet(
         display.close()
     reports = _reports(manager, embedded=options.embedded)
     if not options.as_json:
-        print_profiles(reports, out)
+        unsettled = (
+            "interrupted"
+            if interrupt.requested
+            else f"timed out (--timeout {options.timeout:g} s)"
+            if timed_out
+            else "not finished"
+        )
+        print_profiles(reports, out, unsettled=unsettled)
     if timed_out:
         pending = [
             f"{shown(r.profile.device_id)} ({r.profile.status.value}"

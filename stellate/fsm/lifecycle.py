@@ -87,13 +87,23 @@ class IllegalTransition(LocalError):
     """An event the current state does not accept. Nothing was changed."""
 
     def __init__(
-        self, device_id: str, status: DeviceStatus, trigger: Trigger | str, why: str = ""
+        self,
+        device_id: str,
+        status: DeviceStatus,
+        trigger: Trigger | str,
+        why: str = "",
+        *,
+        message: str | None = None,
     ) -> None:
         self.device_id = device_id
         self.status = status
         self.trigger = trigger
-        detail = f": {why}" if why else ""
-        super().__init__(f"device {device_id!r}: event {trigger!r} is illegal in {status}{detail}")
+        detail = f" ({why})" if why else ""
+        # Plain words (values, not enum reprs); ``message`` replaces them where the caller
+        # knows what the user asked for (``set_device_idle`` on an idle device).
+        super().__init__(
+            message or f"device {device_id!r} is {status}: {trigger} is not accepted there{detail}"
+        )
 
 
 class InvalidEventData(IllegalTransition):

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from .constellation import ConstellationDeviceManager, open_constellation
 from .events import EventKind, ManagerEvent
-from .registry import DeviceRegistry, UnknownDevice
+from .registry import DeviceFailed, DeviceRegistry, UnknownDevice
 
 __all__ = [
     "ConstellationDeviceManager",
+    "DeviceFailed",
     "DeviceRegistry",
     "EventKind",
     "ManagerEvent",

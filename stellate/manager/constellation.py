@@ -53,7 +53,7 @@ from ..text.redact import redact_url
 from ..text.urls import token_of, with_token
 from .alarms import Alarms
 from .events import EventKind, ManagerEvent, _kinds
-from .registry import DeviceRegistry, UnknownDevice
+from .registry import DeviceFailed, DeviceRegistry, UnknownDevice
 from .runner import Command, DeviceRunner, RunnerSettings
 from .stats import FleetObserver, FleetStats
 
@@ -245,7 +245,7 @@ class ConstellationDeviceManager:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._cancel_when_done, handle.done, scope)
                 with contextlib.suppress(UnknownDevice):
-                    await self.wait_for(device_id, DeviceStatus.DISCONNECTED)
+                    await self._wait_status(device_id, DeviceStatus.DISCONNECTED)
                     await handle.runner.wait_released()  # its closing handshake is over
                 scope.cancel()
 
@@ -416,7 +416,7 @@ class ConstellationDeviceManager:
 
     async def disconnect_device(self, device_id: str) -> None:
         await self._command(device_id, OwnerCommand.DISCONNECT)
-        await self.wait_for(device_id, DeviceStatus.DISCONNECTED)
+        await self._wait_status(device_id, DeviceStatus.DISCONNECTED)
 
     # -- queries ------------------------------------------------------------------------------
     def get_device_info(self, device_id: str) -> AgentProfile | None:
@@ -429,12 +429,33 @@ class ConstellationDeviceManager:
         return self.device_registry.lifecycle(device_id).failure_reason
 
     async def wait_for(self, device_id: str, *statuses: DeviceStatus) -> AgentProfile:
-        """Wait until the device is in one of ``statuses``; return that profile."""
+        """Wait until the device is in one of ``statuses`` (default: settled); return that
+        profile.
+
+        A FAILED device stays FAILED until someone retries or disconnects it, so a wait that
+        does not include FAILED ends there with :class:`DeviceFailed` (its reason) instead of
+        blocking forever. To take either outcome, wait for the settled states (the default,
+        ``*SETTLED``) or use ``wait_settled``.
+
+        Raises:
+            DeviceFailed: the device is, or becomes, FAILED and FAILED is not in ``statuses``.
+            UnknownDevice: no such device, or it was removed while waited for.
+        """
         wanted = statuses or SETTLED
+        failed = DeviceStatus.FAILED
         while True:
-            profile = self.device_registry.lifecycle(device_id).profile
+            lifecycle = self.device_registry.lifecycle(device_id)
+            profile = lifecycle.profile
             if profile.status in wanted:
                 return profile
+            if profile.status is failed and failed not in wanted:
+                raise DeviceFailed(profile, lifecycle.failure_reason)
+            await self._waiter(device_id).wait()
+
+    async def _wait_status(self, device_id: str, status: DeviceStatus) -> None:
+        """Until the device is in ``status``, whatever it passes through (a command's own
+        wait: a FAILED device told to disconnect is still FAILED when this starts)."""
+        while self.device_registry.lifecycle(device_id).state is not status:
             await self._waiter(device_id).wait()
 
     async def _wait_transition_after(self, device_id: str, seen: int) -> None:

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..errors import LocalError
+from ..errors import LocalError, RemoteError
 from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..fsm.event_data import TaskAssigned
-from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
+from ..fsm.lifecycle import DeviceLifecycle, IllegalTransition, LifecycleEngine
 from ..protocol.ids import LookAlikes, look_alike_problem
 
 
 class UnknownDevice(LocalError, KeyError):
     """No device with that id is registered."""
+
+
+class DeviceFailed(RemoteError):
+    """A device waited for (``wait_for``) is FAILED, which the wait did not ask for.
+
+    FAILED is left only by a retry or a disconnect, so the wait would otherwise never end.
+    ``reason`` is the device's failure reason; ``profile`` its profile at that moment.
+    """
+
+    def __init__(self, profile: AgentProfile, reason: str | None) -> None:
+        super().__init__(
+            f"device {profile.device_id!r} failed while waited for: {reason or 'no reason'}"
+        )
+        self.device_id = profile.device_id
+        self.profile = profile
+        self.reason = reason
+
+
+def _in_words(exc: IllegalTransition, call: str, why: str) -> IllegalTransition:
+    """The refusal of a Galaxy task call, in the words of that call."""
+    return IllegalTransition(
+        exc.device_id, exc.status, exc.trigger, message=f"{call}: the device is {exc.status}; {why}"
+    )
 
 
 class DeviceRegistry:
@@ -66,7 +89,17 @@ class DeviceRegistry:
             IllegalTransition: the device is not IDLE (not ready, or already busy), or
                 ``task_id`` is not a string (``InvalidEventData``).
         """
-        self.lifecycle(device_id).fire(TaskAssigned(task_id))
+        lifecycle = self.lifecycle(device_id)
+        try:
+            lifecycle.fire(TaskAssigned(task_id))
+        except IllegalTransition as exc:
+            current = lifecycle.profile.current_task_id
+            why = (
+                f"it is already busy with task {current!r}"
+                if current is not None
+                else "a device takes a task only when idle"
+            )
+            raise _in_words(exc, f"set_device_busy({device_id!r}, {task_id!r})", why) from None
 
     def set_device_idle(self, device_id: str) -> None:
         """The device's task is over (BUSY → IDLE).
@@ -76,7 +109,14 @@ class DeviceRegistry:
             IllegalTransition: the device is not BUSY (e.g. its connection was lost meanwhile,
                 which already ended the task).
         """
-        self.lifecycle(device_id).fire(Trigger.TASK_FINISHED)
+        try:
+            self.lifecycle(device_id).fire(Trigger.TASK_FINISHED)
+        except IllegalTransition as exc:
+            why = (
+                "it has no task to finish (a task ends once: by set_device_idle, or by a lost "
+                "connection, whose connection_lost event names it)"
+            )
+            raise _in_words(exc, f"set_device_idle({device_id!r})", why) from None
 
     def is_device_busy(self, device_id: str) -> bool:
         """True while the device is BUSY (False for an unknown id)."""

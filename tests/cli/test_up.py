@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from cli_support import interrupt, lines_until, running, stellate, unreachable_fleet, write_config
@@ -281,8 +282,14 @@ def test_print_profiles_in_the_seeds_format() -> None:
     )
     print_profiles([DeviceReport(profile)], out)
     text = out.getvalue()
-    assert text.startswith("❌ Registration failed (status: disconnected)")
+    assert text.startswith("⏸ Registration not finished (status: disconnected)")  # no failure
     assert "  Device ID: windowsagent\n" in text
     assert "  Capabilities: ['web_browsing']\n" in text
     assert "    - CPU Cores: 16\n" in text and "    - Memory: 32.0 GB\n" in text
     assert "abc" not in text
+    failed = attrs.evolve(profile, status=DeviceStatus.FAILED)
+    interrupted = attrs.evolve(profile, status=DeviceStatus.BACKOFF)
+    out = io.StringIO()
+    print_profiles([DeviceReport(failed, "gave up"), DeviceReport(interrupted)], out, unsettled="x")
+    assert "❌ Registration failed (status: failed)\n" in out.getvalue()
+    assert "⏸ Registration x (status: backoff)\n" in out.getvalue()

@@ -38,7 +38,7 @@ from seed_example import (
 from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
-from stellate.manager import ConstellationDeviceManager, EventKind, UnknownDevice
+from stellate.manager import ConstellationDeviceManager, DeviceFailed, EventKind, UnknownDevice
 from stellate.protocol import (
     ClientMessageType,
     ClientType,
@@ -222,6 +222,35 @@ async def test_failed_device_can_be_retried_explicitly(autojump_clock: Any) -> N
         assert await manager.retry_device("dev") is True
         p = manager.get_device_info("dev")
         assert p is not None and p.status is S.IDLE and p.connection_attempts == 0
+
+
+async def test_waiting_for_idle_on_a_failed_device_raises_instead_of_hanging(
+    autojump_clock: Any,
+) -> None:
+    """FAILED is left only by a retry: ``wait_for(IDLE)`` used to block forever there."""
+    async with memory_network() as net, trio.open_nursery() as nursery:
+        serve_on(net, AgentServer())
+        async with manager_on(net) as manager:
+            manager.add_device(AgentProfile("dev", URL, max_retries=2))  # no agent: rejected
+            with pytest.raises(DeviceFailed) as failed:  # failing while waited for
+                await manager.wait_for("dev", S.IDLE)
+            assert failed.value.device_id == "dev" and failed.value.profile.status is S.FAILED
+            assert failed.value.reason == manager.failure_reason("dev")
+            assert str(failed.value) == (
+                "device 'dev' failed while waited for: registration rejected: Target device "
+                "'dev' is not connected"
+            )
+            with pytest.raises(DeviceFailed):  # already FAILED when the wait starts
+                await manager.wait_for("dev", S.IDLE, S.BUSY)
+            # Waiting for either outcome, or for FAILED itself, returns.
+            assert (await manager.wait_for("dev")).status is S.FAILED
+            assert (await manager.wait_for("dev", S.FAILED)).status is S.FAILED
+            # Disconnecting a FAILED device waits for DISCONNECTED without tripping on FAILED.
+            await manager.disconnect_device("dev")
+            assert manager.get_device_info("dev").status is S.DISCONNECTED  # type: ignore[union-attr]
+            await start_agent(nursery, URL, "dev", connector=net)
+            assert await manager.connect_device("dev") is True
+        nursery.cancel_scope.cancel()
 
 
 async def test_retry_that_fails_again_at_once_returns_false(autojump_clock: Any) -> None:

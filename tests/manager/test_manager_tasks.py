@@ -26,14 +26,25 @@ async def test_busy_and_idle_through_the_machine(autojump_clock: Any) -> None:
         assert registry.is_device_busy("dev")
         assert registry.get_current_task("dev") == "task-42"
         assert manager.get_device_info("dev").status is S.BUSY  # type: ignore[union-attr]
-        with pytest.raises(IllegalTransition):  # one task at a time
+        with pytest.raises(IllegalTransition) as busy:  # one task at a time
             registry.set_device_busy("dev", "task-43")
+        assert str(busy.value) == (
+            "set_device_busy('dev', 'task-43'): the device is busy; it is already busy with "
+            "task 'task-42'"
+        )
         await trio.sleep(100)  # heartbeats go on while busy
         assert registry.is_device_busy("dev")
         registry.set_device_idle("dev")
         assert not registry.is_device_busy("dev") and registry.get_current_task("dev") is None
-        with pytest.raises(IllegalTransition):  # not busy any more
+        with pytest.raises(IllegalTransition) as idle:  # not busy any more
             registry.set_device_idle("dev")
+        # In the words of the call, not "event <Trigger.TASK_FINISHED: ...> is illegal".
+        assert str(idle.value) == (
+            "set_device_idle('dev'): the device is idle; it has no task to finish (a task "
+            "ends once: by set_device_idle, or by a lost connection, whose connection_lost "
+            "event names it)"
+        )
+        assert idle.value.status is S.IDLE and idle.value.trigger is Trigger.TASK_FINISHED
         await trio.lowlevel.checkpoint()
     started = [e for _, e in recorder.events if e.kind is EventKind.TASK_STARTED]
     finished = [e for _, e in recorder.events if e.kind is EventKind.TASK_FINISHED]
@@ -56,7 +67,7 @@ async def test_illegal_outside_idle_and_busy(autojump_clock: Any) -> None:
             registry.set_device_busy("dev", "t")  # DISCONNECTED
         manager.add_device(AgentProfile("dev2", URL))
         await manager.wait_for("dev2", S.CONNECTING)
-        with pytest.raises(IllegalTransition):
+        with pytest.raises(IllegalTransition, match=r"device is connecting; a device takes a"):
             registry.set_device_busy("dev2", "t")
         with pytest.raises(IllegalTransition):
             registry.set_device_idle("dev2")
