@@ -10,24 +10,45 @@ import argparse
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 from cli_support import lines_until, running, stellate
+from real_time import HANG_GUARD
 
 from stellate.cli import build_parser
 
 KEY = "the-right-key"
 
 
-@pytest.fixture
-def server_url() -> Iterator[str]:
-    """A ``stellate serve`` with an API key on a free port of 127.0.0.1."""
+@attrs.define
+class Served:
+    """A running ``stellate serve``: its URL, and its stderr once it has stopped."""
+
+    url: str
+    stderr: str = ""
+
+
+@contextmanager
+def keyed_server() -> Iterator[Served]:
+    """A ``stellate serve`` with an API key on a free port of 127.0.0.1, stopped on exit."""
     with running("serve", "--port", "0", env={"STELLATE_API_KEY": KEY}) as proc:
         (line,) = lines_until(proc, lambda lines: True)
         match = re.search(r"on (ws://127\.0\.0\.1:\d+/ws)", line)
         assert match, line
-        yield match.group(1)
+        served = Served(match.group(1))
+        yield served
+        proc.terminate()
+        served.stderr = proc.communicate(timeout=HANG_GUARD)[1]
+
+
+@pytest.fixture
+def server_url() -> Iterator[str]:
+    """A ``stellate serve`` with an API key on a free port of 127.0.0.1."""
+    with keyed_server() as served:
+        yield served.url
 
 
 # -- 5. the agent stops on errors it cannot fix ---------------------------------------------------
@@ -188,29 +209,14 @@ def test_up_takes_the_key_by_the_documented_rule_and_names_its_source(
 
 def test_serve_logs_refused_keys_with_the_peer_rate_limited(tmp_path: Path) -> None:
     """At the default level: before, 52 refused keys left nothing in the server's log."""
-    proc = subprocess.Popen(
-        [str(STELLATE), "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "STELLATE_API_KEY": KEY},
-    )
-    timer = threading.Timer(TIMEOUT, proc.kill)
-    timer.start()
-    try:
-        assert proc.stdout is not None
-        match = re.search(r"on (ws://127\.0\.0\.1:\d+/ws)", proc.stdout.readline())
-        assert match
+    with keyed_server() as served:
         devices = "".join(
-            f"  - {{device_id: d{i}, server_url: '{match.group(1)}'}}\n" for i in range(5)
+            f"  - {{device_id: d{i}, server_url: '{served.url}'}}\n" for i in range(5)
         )
         config = tmp_path / "devices.yaml"
         config.write_text(f"manager: {{api_key: wrong-one}}\ndevices:\n{devices}", "utf-8")
         assert stellate("up", str(config), "--once", "--json").returncode == 1
-    finally:
-        timer.cancel()
-        proc.terminate()
-        _out, err = proc.communicate(timeout=TIMEOUT)
+    err = served.stderr
     refused = re.findall(r"WARNING \S+: refused (127\.0\.0\.1:\d+): wrong token \(403\)", err)
     assert len(refused) == 3, err  # five refusals: three lines a minute, the rest counted
     assert "wrong-one" not in err and KEY not in err

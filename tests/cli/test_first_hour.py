@@ -15,7 +15,16 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from cli_support import REPO, STELLATE, interrupt, lines_until, running, stellate, unreachable_fleet
+from cli_support import (
+    REPO,
+    STELLATE,
+    interrupt,
+    lines_until,
+    refused_url,
+    running,
+    stellate,
+    unreachable_fleet,
+)
 from cli_support import write_config as write
 from real_time import HANG_GUARD
 
