@@ -12,60 +12,51 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from cli_support import REPO, lines_until, refused_url, running
 from real_time import HANG_GUARD
 
 from stellate.cli import exits
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals to a child process")
 
-STELLATE = Path(sys.executable).parent / "stellate"
-REPO = Path(__file__).resolve().parents[2]
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/ws"
 
 
 def stop(argv: list[str], ready: str, sig: int, *, on_stderr: bool = False) -> tuple[int, str]:
     """Run ``stellate ARGV`` until a line containing ``ready``, send ``sig``: (status, all)."""
-    proc = subprocess.Popen(
-        [str(STELLATE), *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    timer = threading.Timer(HANG_GUARD, proc.kill)  # the guard: never hang the suite
-    timer.start()
-    try:
-        stream = proc.stderr if on_stderr else proc.stdout
-        assert stream is not None
-        seen = ""
-        for line in stream:
-            seen += line
-            if ready in line:
-                break
+    with running(*argv) as proc:
+        if on_stderr:
+            seen = _stderr_until(proc, ready)
+        else:
+            seen = "".join(lines_until(proc, lambda lines: ready in lines[-1]))
         assert ready in seen, seen
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=HANG_GUARD)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     text = seen + out + err
     assert "Traceback" not in text, text
     return proc.returncode, text
+
+
+def _stderr_until(proc: subprocess.Popen[str], ready: str) -> str:
+    """stderr's lines up to the first containing ``ready`` (the agent says nothing on stdout
+    until it registers)."""
+    assert proc.stderr is not None
+    timer = threading.Timer(HANG_GUARD, proc.kill)
+    timer.start()
+    seen = ""
+    try:
+        for line in proc.stderr:
+            seen += line
+            if ready in line:
+                break
+    finally:
+        timer.cancel()
+    return seen
 
 
 @pytest.mark.parametrize("sig", SIGNALS)

@@ -15,17 +15,16 @@ import re
 import signal
 import socketserver
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cli_support import STELLATE
 from real_time import HANG_GUARD
 
 from stellate.adapters.ws_handshake import NOT_AIP
 
-STELLATE = Path(sys.executable).parent / "stellate"
 #: What stellate's agent server answers an upgrade on a path other than /ws.
 AIP_404 = (
     b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 34\r\n"
