@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -93,6 +94,11 @@ def test_up_once_plain_output_shows_phases_then_the_seeds_profile_format() -> No
     assert "linuxagent: telemetry merged:" in out
     assert out.count("✅ Registration successful!") == 3
     assert out.count("📊 AgentProfile:") == 3
+    # Each block says its server was a local stand-in, not one the file names.
+    assert (
+        len(re.findall(r"  Server: ws://127\.0\.0\.1:\d+/ws \(embedded: a local stand-in", out))
+        == 3
+    )
     assert "  Device ID: macagent" in out
     assert "  Status: idle" in out
     assert "    - CPU Cores: " in out
