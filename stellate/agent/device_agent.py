@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,12 @@ GOODBYE_TIMEOUT = 0.1
 #: An agent's timing: ``Timing``'s defaults, except that it comes back sooner than a
 #: constellation retries (its server may be restarting), and gives a connection attempt 10 s.
 AGENT_TIMING = Timing(reconnect_delay=1.0, backoff_cap=30.0, connect_timeout=10.0)
+
+
+#: Numbers in a failure's text (ports, byte counts, seconds): left out of its kind.
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+#: Characters of a failure's text that make its kind.
+KIND_LIMIT = 200
 
 
 class _SessionEnded(RemoteError):
@@ -247,7 +254,7 @@ class DeviceAgent:
             return
         self._warned = reason
         self.log.note(
-            reason,
+            _kind(reason),
             logging.WARNING,
             "%s: %s; retrying in %.1f s (the same failure again is logged at DEBUG)",
             self.device_id,
@@ -344,6 +351,13 @@ class DeviceAgent:
             if lease.beat_due(now):
                 await conn.send(session.heartbeat())
                 lease.sent(now)
+
+
+def _kind(reason: str) -> str:
+    """The kind a failure is limited and counted under: its text with the numbers left out,
+    so a fleet's kinds stay few however long it runs (a byte count or a Retry-After differs
+    from one failure to the next; the template does not)."""
+    return _NUMBER.sub("N", reason)[:KIND_LIMIT]
 
 
 def _default_connector(cafile: str | None, timing: Timing) -> Connector:

@@ -503,3 +503,16 @@ async def test_a_stopped_agent_says_goodbye_with_1001(
         nursery.cancel_scope.cancel()
     await trio.testing.wait_all_tasks_blocked()
     assert closes == [1001]
+
+
+def test_failures_differing_only_in_numbers_share_one_kind() -> None:
+    """A fleet's log limits and counts failures by kind: the kinds stay few over months."""
+    from stellate.agent.device_agent import KIND_LIMIT, _kind
+
+    first = "cannot connect: closed in the middle of its answer (after 12 bytes), retry after 5 s"
+    later = (
+        "cannot connect: closed in the middle of its answer (after 3400 bytes), retry after 7.5 s"
+    )
+    assert _kind(first) == _kind(later)
+    assert _kind("cannot connect: refused") != _kind("registration rejected: x")
+    assert len(_kind("x" * 10_000)) == KIND_LIMIT
