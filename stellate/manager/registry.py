@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from ..errors import LocalError, RemoteError
 from ..fsm import AgentProfile, DeviceStatus, Trigger
 from ..fsm.event_data import TaskAssigned
-from ..fsm.lifecycle import DeviceLifecycle, IllegalTransition, LifecycleEngine
+from ..fsm.lifecycle import DeviceLifecycle, IllegalTransition, InvalidEventData, LifecycleEngine
 from ..protocol.ids import LookAlikes, look_alike_problem
 
 
@@ -32,7 +32,10 @@ class DeviceFailed(RemoteError):
 
 
 def _in_words(exc: IllegalTransition, call: str, why: str) -> IllegalTransition:
-    """The refusal of a Galaxy task call, in the words of that call."""
+    """The refusal of a Galaxy task call, in the words of that call (wrong event data, e.g. a
+    task id that is not a string, keeps its own words)."""
+    if isinstance(exc, InvalidEventData):
+        return exc
     return IllegalTransition(
         exc.device_id, exc.status, exc.trigger, message=f"{call}: the device is {exc.status}; {why}"
     )

@@ -10,6 +10,7 @@ import trio.lowlevel
 from manager_support import URL, Agent, Recorder, manager_on, memory_network, site
 
 from stellate.fsm import AgentProfile, DeviceStatus, IllegalTransition, Trigger
+from stellate.fsm.lifecycle import InvalidEventData
 from stellate.manager import EventKind, UnknownDevice
 
 S = DeviceStatus
@@ -72,6 +73,8 @@ async def test_illegal_outside_idle_and_busy(autojump_clock: Any) -> None:
         with pytest.raises(IllegalTransition):
             registry.set_device_idle("dev2")
         assert registry.get_device("dev2").status is S.CONNECTING  # type: ignore[union-attr]
+        with pytest.raises(InvalidEventData):  # wrong data keeps its own words
+            registry.set_device_busy("dev2", 42)  # type: ignore[arg-type]
         with pytest.raises(UnknownDevice):
             registry.set_device_busy("nope", "t")
         assert not registry.is_device_busy("nope") and registry.get_current_task("nope") is None
