@@ -223,16 +223,21 @@ async def test_a_client_that_never_reads_is_dropped_and_slows_nobody(
     every heartbeat is answered while the stalled constellation is still registered, i.e.
     before the server gave up on its send. The clock runs at real speed, ``send_timeout`` is
     ``PATIENCE`` (far beyond what the heartbeats take, even on a loaded machine), and the test
-    jumps past it once they are done.
+    jumps past it once they are done. The devices' heartbeat lease is set far beyond the jump
+    plus the hang guard: however slow the machine, nobody but the stalled constellation can be
+    dropped (with the default 90 s lease, a loaded run once lost ``big`` to its lease).
     """
     mock_clock.rate = 1.0
     send_timeout = PATIENCE
+    lease_beyond_the_test = Timing(heartbeat_interval=2 * (HANG_GUARD + send_timeout))
     with trio.fail_after(HANG_GUARD) as guard:
         server, port = await start_server(
             api_key=KEY,
             send_timeout=send_timeout,
             close_timeout=0.5,
-            policy=ServerPolicy(max_system_info_bytes=1 << 20),  # keep the big telemetry
+            policy=ServerPolicy(  # keep the big telemetry
+                timing=lease_beyond_the_test, max_system_info_bytes=1 << 20
+            ),
         )
         padding = {"pad": "x" * (900 * 1024)}
         async with connector.open(url(port)) as big, connector.open(url(port)) as slow:
