@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-thorough test-slice lint typecheck bench docs clean
+.PHONY: run test test-thorough test-slice mutate mutate-slice lint typecheck bench docs clean
 
 # stellate needs Python 3.11 or newer: checked before a venv is made (an older one would leave a
 # broken .venv behind), and for a .venv made earlier by another Python.
@@ -49,6 +49,20 @@ test-slice: $(STAMP)
 	echo "hypothesis seed $$seed (replay: make test-slice SEED=$$seed)"; \
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest --hypothesis-seed=$$seed $(SLICE) $(PYTEST_ARGS)
 
+## make mutate [SAMPLE=N] [SEED=S] [BUDGET=seconds] [MODULES="stellate/timing.py ..."]: mutation
+## testing of the rule-bearing modules (tests/mutation/mutation_plan.py) with cosmic-ray, two
+## workers: every mutant (SAMPLE=N: N per module at random, seed printed), each against the
+## tests that execute its line; prints the score per module and lists every survivor.
+## make mutate-slice: the bounded slice .ci/run adds: 3 mutants per module, a fresh seed.
+MUTATE := $(PY) tests/mutation/mutate.py
+
+mutate: $(STAMP)
+	$(MUTATE) $(if $(SAMPLE),--sample $(SAMPLE)) $(if $(SEED),--seed $(SEED)) \
+		$(if $(BUDGET),--budget $(BUDGET)) $(MODULES)
+
+mutate-slice: $(STAMP)
+	$(MUTATE) --sample 3 --budget 900 $(if $(SEED),--seed $(SEED))
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stellate tests benchmarks examples
 	$(VENV)/bin/ruff format --check stellate tests benchmarks examples
@@ -66,4 +80,4 @@ docs: $(STAMP)
 	$(PY) tests/docs/generated_docs.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .mutate

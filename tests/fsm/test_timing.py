@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
+import attrs
 import pytest
 
 from stellate.agent.device_agent import AGENT_TIMING
@@ -106,3 +109,16 @@ def test_lease_is_interval_times_misses() -> None:
 def test_rejoin_bounds_do_not_climb() -> None:
     timing = Timing(rejoin_delay=2.0, jitter_floor=0.25)
     assert timing.rejoin_bounds() == (0.5, 2.0)
+
+
+def test_every_default_is_the_documented_one() -> None:
+    """docs/configuration.md's table of the manager block states each Timing field's default:
+    the code holds the same numbers (a default changed in one place only fails here)."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    documented = {
+        name: float(value)
+        for name, value in re.findall(r"^\| `(\w+)`\s*\|[^|]*\|\s*`([-\d.]+)`\s*\|", docs, re.M)
+        if name in attrs.fields_dict(Timing)
+    }
+    assert set(documented) == set(attrs.fields_dict(Timing))
+    assert documented == {name: float(v) for name, v in attrs.asdict(Timing()).items()}

@@ -1,0 +1,219 @@
+"""What ``make mutate`` mutates, which tests judge each mutant, and what it leaves out, and why.
+
+Every rule-bearing module is listed in ``TARGETS`` with the tests that cover it (fast, sharp
+files first: ``pytest -x`` stops at the first failure, so a killed mutant costs one short
+file; only a survivor runs the whole list). A module of those parts that is not mutated is in
+``LEFT_OUT`` with the reason; ``test_mutation_plan.py`` fails on a module in neither.
+
+``OPERATORS`` narrows cosmic-ray's operators to the selective set of the mutation-testing
+literature (Offutt et al., "An experimental determination of sufficient mutant operators"):
+arithmetic to its inverse and neighbours, every relational operator to its boundary and its
+negation, ``and``/``or``, ``not`` added and removed, ``is``/``is not``, numbers off by one,
+booleans flipped, loops run zero times, ``break``/``continue`` swapped, exceptions caught
+replaced, decorators removed. The other replacements (``+`` → ``<<``, ``<`` → ``is``, …) are
+killed by whatever kills their neighbours and only cost time.
+
+``EXCLUDED`` lists mutants that no test can kill because the program behaves the same
+(equivalent mutants), each with the reason. A mutant matches an entry when its operator matches
+and its line, stripped, contains the entry's text: entries survive edits elsewhere in the file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+#: The parts of the package whose rules the mutation run holds the suite to: the timing, the
+#: machine, the protocol, the configuration, the text rules, and the fleet store's ownership
+#: rules (its pure rules, its keeper, its snapshot format, and the in-memory store that the
+#: contract holds to the same rules as Redis).
+RULE_PARTS = (
+    "stellate/timing.py",
+    "stellate/fsm",
+    "stellate/protocol",
+    "stellate/config",
+    "stellate/text",
+    "stellate/store",
+    "stellate/adapters/store_memory.py",
+)
+
+_FSM_UNITS = ("tests/fsm/test_fsm_units.py", "tests/fsm/test_fsm_checks.py")
+_FSM_ALL = (
+    *_FSM_UNITS,
+    "tests/fsm/test_fsm_meanings.py",
+    "tests/fsm/test_fsm_pin.py",
+    "tests/fsm/test_fsm_status_ownership.py",
+    "tests/fsm/test_fsm_coverage.py",
+    "tests/fsm/test_fsm_stateful.py",
+    "tests/fsm/test_fsm_paths.py",
+)
+_CONFIG = (
+    "tests/config/test_config_problems.py",
+    "tests/config/test_config_load.py",
+    "tests/config/test_config_loaders_agree.py",
+    "tests/config/test_config_roundtrip.py",
+    "tests/hardening/test_hostile_configs.py",
+)
+_STORE = (
+    "tests/store/test_ownership_rules.py",
+    "tests/store/test_snapshot.py",
+    "tests/store/test_ownership_simulation.py",
+    "tests/store/test_store_contract.py",
+    "tests/store/test_ownership_loop.py",
+)
+_SERVER = (
+    "tests/server/test_session_server.py",
+    "tests/server/test_server_memory.py",
+    "tests/hardening/test_server_retention.py",
+    "tests/security/test_security_auth.py",
+)
+
+#: module → the tests that judge its mutants, in the order they run.
+TARGETS: dict[str, tuple[str, ...]] = {
+    "stellate/timing.py": (
+        "tests/fsm/test_timing.py",
+        "tests/config/test_config_problems.py",
+        "tests/protocol/test_lease.py",
+        *_FSM_ALL,
+    ),
+    "stellate/fsm/profile.py": (
+        "tests/fsm/test_fsm_units.py",
+        "tests/harness/test_fault_strategies.py",
+    ),
+    "stellate/fsm/table.py": _FSM_ALL,
+    "stellate/fsm/states.py": _FSM_ALL,
+    "stellate/fsm/lifecycle.py": _FSM_ALL,
+    "stellate/fsm/event_data.py": _FSM_ALL,
+    "stellate/fsm/resume.py": ("tests/store/test_snapshot.py",),
+    "stellate/fsm/checks.py": ("tests/fsm/test_fsm_checks.py",),
+    "stellate/fsm/paths.py": (
+        "tests/fsm/test_fsm_paths.py",
+        "tests/fsm/test_fsm_units.py",
+        "tests/fsm/test_fsm_strategies.py",
+    ),
+    "stellate/protocol/closing.py": ("tests/manager/test_close_reasons.py",),
+    "stellate/protocol/codec.py": (
+        "tests/protocol/test_codec.py",
+        "tests/protocol/test_codec_fast_path.py",
+        "tests/protocol/test_codec_properties.py",
+        "tests/hardening/test_peer_json.py",
+    ),
+    "stellate/protocol/ids.py": (
+        "tests/hardening/test_hostile_text.py",
+        "tests/server/test_session_server.py",
+    ),
+    "stellate/protocol/lease.py": ("tests/protocol/test_lease.py",),
+    "stellate/protocol/messages.py": (
+        "tests/protocol/test_codec.py",
+        "tests/protocol/test_session_client.py",
+        "tests/server/test_session_server.py",
+    ),
+    "stellate/protocol/registry.py": _SERVER,
+    "stellate/protocol/rejections.py": (
+        "tests/protocol/test_rejections.py",
+        "tests/protocol/test_session_client.py",
+    ),
+    "stellate/protocol/server_counts.py": ("tests/server/test_server_metrics.py", *_SERVER),
+    "stellate/protocol/session_client.py": (
+        "tests/protocol/test_session_client.py",
+        "tests/protocol/test_rejections.py",
+        "tests/manager/test_manager_memory.py",
+    ),
+    "stellate/protocol/session_server.py": _SERVER,
+    "stellate/config/budget.py": ("tests/config/test_config_loaders_agree.py", *_CONFIG),
+    "stellate/config/converter.py": _CONFIG,
+    "stellate/config/findings.py": _CONFIG,
+    "stellate/config/loader.py": _CONFIG,
+    "stellate/config/locate.py": _CONFIG,
+    "stellate/config/model.py": _CONFIG,
+    "stellate/config/problems.py": _CONFIG,
+    "stellate/text/redact.py": (
+        "tests/adapters/test_redact.py",
+        "tests/hardening/test_key_leaks.py",
+    ),
+    "stellate/text/urls.py": ("tests/adapters/test_urls.py", "tests/hardening/test_key_leaks.py"),
+    "stellate/store/ownership.py": _STORE,
+    "stellate/store/keeper.py": _STORE,
+    "stellate/store/snapshot.py": _STORE,
+    "stellate/adapters/store_memory.py": _STORE,
+}
+
+#: Modules of RULE_PARTS that are not mutated, and why.
+LEFT_OUT: dict[str, str] = {
+    "stellate/fsm/__init__.py": "re-exports only",
+    "stellate/protocol/__init__.py": "re-exports only",
+    "stellate/config/__init__.py": "re-exports only",
+    "stellate/text/__init__.py": "re-exports only",
+    "stellate/store/__init__.py": "re-exports only",
+    "stellate/store/port.py": "the store port: a Protocol, its records and errors (no rule)",
+    "stellate/fsm/diagram.py": "draws the table (layout, colours); its rules are the table's",
+    "stellate/fsm/coverage.py": "the suite's own transition-coverage counter, not a rule",
+    "stellate/fsm/effects.py": "declares the effect records the lifecycle returns (no logic)",
+    "stellate/fsm/meaning.py": "the meanings' names (a StrEnum); the table says which row has one",
+    "stellate/fsm/trigger.py": "the events' names (a StrEnum): no operator of the plan applies",
+    "stellate/protocol/transport.py": "the transport port: a Protocol class and one exception",
+    "stellate/text/escape.py": "output escaping for terminals and logs, not a registration rule",
+}
+
+
+class Excluded(NamedTuple):
+    """An equivalent mutant: ``operator`` (a regex) on the line of ``module`` holding ``text``."""
+
+    module: str
+    operator: str
+    text: str
+    reason: str
+
+    def matches(self, module: str, operator: str, line: str) -> bool:
+        return (
+            module == self.module
+            and re.fullmatch(self.operator, operator) is not None
+            and self.text in line.strip()
+        )
+
+
+EXCLUDED: tuple[Excluded, ...] = ()
+
+_ARITHMETIC = {
+    "Add": ("Sub", "Mul"),
+    "Sub": ("Add", "Mul"),
+    "Mul": ("Div", "Add"),
+    "Div": ("Mul", "FloorDiv"),
+    "FloorDiv": ("Div",),
+    "Mod": ("FloorDiv",),
+    "Pow": ("Mul",),
+    "BitOr": ("BitAnd",),
+    "BitAnd": ("BitOr",),
+    "BitXor": ("BitOr",),
+}
+_RELATIONAL = {
+    "Lt": ("LtE", "GtE"),
+    "LtE": ("Lt", "Gt"),
+    "Gt": ("GtE", "LtE"),
+    "GtE": ("Gt", "Lt"),
+    "Eq": ("NotEq",),
+    "NotEq": ("Eq",),
+    "Is": ("IsNot",),
+    "IsNot": ("Is",),
+}
+
+#: The operators kept (full names, as cosmic-ray lists them).
+OPERATORS: frozenset[str] = frozenset(
+    [f"core/ReplaceBinaryOperator_{a}_{b}" for a, bs in _ARITHMETIC.items() for b in bs]
+    + [f"core/ReplaceComparisonOperator_{a}_{b}" for a, bs in _RELATIONAL.items() for b in bs]
+    + [
+        "core/ReplaceUnaryOperator_Delete_Not",
+        "core/ReplaceUnaryOperator_USub_UAdd",
+        "core/AddNot",
+        "core/ReplaceTrueWithFalse",
+        "core/ReplaceFalseWithTrue",
+        "core/ReplaceAndWithOr",
+        "core/ReplaceOrWithAnd",
+        "core/ReplaceBreakWithContinue",
+        "core/ReplaceContinueWithBreak",
+        "core/NumberReplacer",
+        "core/RemoveDecorator",
+        "core/ZeroIterationForLoop",
+        "core/ExceptionReplacer",
+    ]
+)
