@@ -7,6 +7,8 @@
 * ``ci`` (``.ci/run``, after ``make test``): random like ``thorough``, three times the examples,
   on the property tests only: a bounded slice that varies the inputs from one CI run to the next.
 
+Under every profile a failure is shrunk for at most ``SHRINK_SECONDS``, then reported.
+
 Pick one with ``HYPOTHESIS_PROFILE``. A test that fixes its own count writes
 ``@settings(max_examples=examples(25))``: 25 under ``stellate``, 250 under ``thorough``.
 A failing example a random profile finds is kept as an explicit ``@example`` on the test, so the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.internal.conjecture import engine
 
 #: Example counts relative to the default profile.
 SCALE = {"stellate": 1.0, "ci": 3.0, "thorough": 10.0}
@@ -34,6 +37,15 @@ for _name, _scale in SCALE.items():
         suppress_health_check=[HealthCheck.too_slow],
     )
 settings.load_profile(PROFILE)
+
+#: Seconds hypothesis may spend shrinking a failure before it reports the smallest example
+#: found so far (still printed, and replayed by the same seed or its ``@reproduce_failure``
+#: blob). Its own limit is 300 s, which on CI reads as a hang: a walk of 50 steps over the
+#: lifecycle shrank for five minutes and more. Hypothesis has no public setting for it; its
+#: engine reads this module constant on each shrink (``tests/suite/test_shrink_bound.py``
+#: fails if a new hypothesis drops it).
+SHRINK_SECONDS = 20
+engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS
 
 
 def examples(n: int) -> int:

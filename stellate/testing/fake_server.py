@@ -36,10 +36,11 @@ from ..protocol.messages import (
     TaskStatus,
 )
 from ..protocol.rejections import CLOSE_POLICY_VIOLATION as KEY_REFUSED_CODE
-from ..protocol.transport import Connection, ConnectionClosed
+from ..protocol.transport import ConnectError, Connection, ConnectionClosed
 from .faults import (
     Answer,
     AttemptFault,
+    Busy,
     DropAfterAccept,
     DropAfterIdle,
     DropAfterRegister,
@@ -312,7 +313,7 @@ class _Connection:
                     await self._drain()
             await self.send(self._confirmation())
             await self._registered(fault)
-        else:  # Refuse / Forbidden / HangConnect / Outage never reach a handler
+        else:  # Refuse / Busy / Forbidden / HangConnect / Outage never reach a handler
             raise AssertionError(f"{fault!r} reached the handler")
 
     # -- after the confirmation ---------------------------------------------------------------
@@ -494,10 +495,16 @@ class FaultConnector:
         """Connect as the device's next scheduled fault dictates.
 
         Raises (on entering):
-            ConnectError: the fault refuses the connection (``Refuse``, ``Forbidden``, an
-                ``Outage``), or the network does.
+            ConnectError: the fault refuses the connection (``Refuse``, ``Forbidden``,
+                ``Busy``, an ``Outage``), or the network does.
         """
         device, fault = self._server._begin_attempt(url)
+        if isinstance(fault, Busy):  # the server's HTTP front answers 503 before any socket
+            raise ConnectError(
+                f"{_origin(url)} refused the WebSocket upgrade: HTTP 503",
+                status=503,
+                retry_after=fault.retry_after,
+            )
         if device is not None and fault is not None:
             self._server._prepare(device, fault)
         async with self._server.network.open(url) as conn:

@@ -38,6 +38,7 @@ from .faults import (
     AfterIdle,
     Answer,
     AttemptFault,
+    Busy,
     DropAfterAccept,
     DropAfterIdle,
     DropAfterRegister,
@@ -284,6 +285,7 @@ def attempt_faults(
             ]
         ),
         rejections(),
+        st.builds(Busy, st.sampled_from([0.0, 1.0, 30.0]) | st.floats(0.0, 600.0)),
         st.builds(GarbageOnRegister, invalid_server_frames("registering")),
         st.builds(lambda d: Healthy(register_delay=d), _late(policy.registration_timeout)),
     ]
@@ -308,7 +310,8 @@ def fleet_timings(draw: st.DrawFn) -> Timing:
     from it (heartbeats from 1 s to 2 min, a cap equal to the delay or minutes above it, short
     and long deadlines), ``miss_limit`` 1–4; no recovery window (the reference's rule) or one
     of seconds to minutes; no stability window (every loss starts the backoff over) or one
-    that makes short-lived connections flaps; rejoin delays of 0.5–5 s.
+    that makes short-lived connections flaps; rejoin delays of 0.5–5 s; the jitter floor at
+    its default, at either end (0: anywhere down to no wait; 1: no jitter) or anywhere between.
 
     ``reconnect_delay`` is at least 0.5 s (the configuration's floor is any value > 0), so a
     device that retries forever against a server that is down makes a bounded number of
@@ -336,6 +339,9 @@ def fleet_timings(draw: st.DrawFn) -> Timing:
             )
         ),
         stability_window=draw(st.one_of(st.just(0.0), st.floats(min_value=1.0, max_value=300.0))),
+        jitter_floor=draw(
+            st.one_of(st.just(0.1), st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
+        ),
     )
 
 
@@ -393,8 +399,8 @@ def fleet_devices(
     max_schedule: int = 6,
     outages: bool = False,
 ) -> FleetDevice:
-    """One device: configuration (max_retries 1–5 or ``None``, os, capabilities, metadata)
-    and a schedule."""
+    """One device: configuration (max_retries 1–5 or ``None``, os, capabilities, metadata),
+    a schedule, and how often its owner retries it once FAILED (0–2)."""
     schedule: list[AttemptFault] = draw(schedules(policy, max_size=max_schedule, outages=outages))
     return FleetDevice(
         device_id=device_id,
@@ -405,6 +411,7 @@ def fleet_devices(
             st.lists(st.sampled_from(["gui", "cli", "office", "browser"]), unique=True)
         ),
         metadata=draw(st.dictionaries(st.sampled_from(["location", "tier"]), _ID, max_size=2)),
+        retries=draw(st.integers(min_value=0, max_value=2)),
     )
 
 

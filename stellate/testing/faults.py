@@ -10,6 +10,8 @@ fault                       the server ...
 =========================== ==================================================================
 ``Refuse()``                refuses the connection
 ``Forbidden()``             refuses the WebSocket upgrade with HTTP 403 (wrong key: final)
+``Busy(retry_after)``       refuses the upgrade with HTTP 503 and ``Retry-After`` (overloaded):
+                            a connection failure whose next wait lasts at least ``retry_after``
 ``KeyRefusedAfterAccept()`` accepts the upgrade, then closes with 1008 at once (wrong key)
 ``KeyRefusedOnRegister()``  reads REGISTER, then closes with 1008 and no error frame (wrong key)
 ``HangConnect()``           never completes the connect (a black-holed address)
@@ -51,6 +53,7 @@ from ..fsm.states import DeviceStatus
 from ..fsm.trigger import Trigger
 from ..protocol import rejections
 from ..timing import RetryPolicy
+from . import reference
 
 __all__ = [
     "DEFAULT_SYSTEM_INFO",
@@ -58,6 +61,7 @@ __all__ = [
     "AfterIdle",
     "Answer",
     "AttemptFault",
+    "Busy",
     "DropAfterAccept",
     "DropAfterIdle",
     "DropAfterRegister",
@@ -109,6 +113,15 @@ DEFAULT_SYSTEM_INFO: Mapping[str, Any] = {
 @attrs.frozen
 class Refuse:
     """The connection is refused (nothing listens there)."""
+
+
+@attrs.frozen
+class Busy:
+    """The WebSocket upgrade is refused with HTTP 503 and ``Retry-After: retry_after``: the
+    server is overloaded. A connection failure like ``Refuse``, whose next wait lasts at least
+    ``retry_after`` seconds (and, under a recovery window, never past its end)."""
+
+    retry_after: float = 5.0
 
 
 @attrs.frozen
@@ -188,11 +201,7 @@ class Reject:
         """True for the two reference texts: a manager recovering from trouble (an attempt
         that backed off, or a loss after IDLE) treats them as consequences of that trouble
         (a connection problem), not as a final rejection."""
-        kind = rejections.classify_text(self.text("{device_id}", "{client_id}"))
-        return kind in (
-            rejections.RejectionKind.TARGET_NOT_YET_KNOWN,
-            rejections.RejectionKind.ID_STILL_HELD,
-        )
+        return reference.transient_refusal(self.text("{device_id}", "{client_id}"))
 
     def text(self, device_id: str, client_id: str) -> str:
         return self.reason.format(device_id=device_id, client_id=client_id)
@@ -325,6 +334,7 @@ class Healthy:
 
 AttemptFault = (
     Refuse
+    | Busy
     | Forbidden
     | KeyRefusedAfterAccept
     | KeyRefusedOnRegister
@@ -366,6 +376,7 @@ def normalize(fault: Fault) -> AttemptFault:
 #: used, and checks it used all of.
 FAULT_KINDS: tuple[str, ...] = (
     "Refuse",
+    "Busy",
     "Forbidden",
     "KeyRefusedAfterAccept",
     "KeyRefusedOnRegister",
@@ -435,6 +446,7 @@ _SENT = Step(Trigger.REGISTER_SENT, _S.CONNECTED.value, _S.REGISTERING.value)
 _ACCEPTED = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, _S.TELEMETRY.value)
 _REJECTED = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, _S.FAILED.value)
 _RETRY = Step(Trigger.TIMED_OUT, _S.BACKOFF.value, _S.CONNECTING.value)
+_OWNER_RETRY = Step(Trigger.RETRY, _S.FAILED.value, _S.CONNECTING.value)
 _LOST = Step(Trigger.CONNECTION_FAILED, _S.IDLE.value, _S.BACKOFF.value)
 _KEY_REFUSED = Step(Trigger.AUTH_REJECTED, _S.CONNECTING.value, _S.FAILED.value)
 
@@ -456,6 +468,7 @@ def expected_path(
     then: Fault | None = None,
     max_attempts: int = 10_000,
     times: Sequence[float] | None = None,
+    retries: int = 0,
 ) -> Path:
     """The path a correct manager takes through ``schedule``, from ``connect`` to the end.
 
@@ -487,12 +500,31 @@ def expected_path(
         max_attempts: give up predicting after this many attempts.
         times: when each step of the actual path happened (needed with a recovery window;
             a step the actual path did not take counts as after the window).
+        retries: how many times the owner retries the device when it is FAILED: each retry
+            starts a fresh run (attempts, backoff and recovery over) on the next entry of the
+            schedule.
 
     Raises:
         ValueError: the schedule holds an ``Outage``, the path is longer than
             ``max_attempts`` attempts, or a recovery window is set without ``times``.
     """
     tail = normalize(then) if then is not None else Healthy()
+
+    def end(path: tuple[Step, ...], index: int) -> Path:
+        """``path`` ends the run; a FAILED end the owner retries goes on with a fresh run."""
+        if retries <= 0 or path[-1].dest != _S.FAILED.value:
+            return path
+        rest = expected_path(
+            schedule[index + 1 :],
+            max_retries=max_retries,
+            policy=policy,
+            then=then,
+            max_attempts=max_attempts,
+            times=times[len(path) :] if times is not None else None,
+            retries=retries - 1,
+        )
+        return (*path, _OWNER_RETRY, *rest[1:])
+
     window = policy.recovery_window
     if window > 0 and times is None:
         raise ValueError("a recovery window needs the times of the actual steps (times=)")
@@ -521,12 +553,14 @@ def expected_path(
             raise ValueError("an Outage cannot be predicted; use the server's applied log")
         failure: Step | None = None
         if isinstance(fault, Forbidden):  # a refused key is final at once
-            return (*steps, _KEY_REFUSED)
+            return end((*steps, _KEY_REFUSED), index)
         if isinstance(fault, KeyRefusedAfterAccept):
-            return (*steps, _OPENED, _KEY_REFUSED._replace(source=_S.CONNECTED.value))
+            return end((*steps, _OPENED, _KEY_REFUSED._replace(source=_S.CONNECTED.value)), index)
         if isinstance(fault, KeyRefusedOnRegister):
-            return (*steps, _OPENED, _SENT, _KEY_REFUSED._replace(source=_S.REGISTERING.value))
-        if isinstance(fault, Refuse):
+            return end(
+                (*steps, _OPENED, _SENT, _KEY_REFUSED._replace(source=_S.REGISTERING.value)), index
+            )
+        if isinstance(fault, Refuse | Busy):
             failure = Step(Trigger.CONNECTION_FAILED, _S.CONNECTING.value, "")
         elif isinstance(fault, HangConnect):
             failure = Step(Trigger.TIMED_OUT, _S.CONNECTING.value, "")
@@ -549,7 +583,7 @@ def expected_path(
                     failure = Step(Trigger.REGISTRATION_ANSWERED, _S.REGISTERING.value, "")
                 else:
                     steps.append(_REJECTED)
-                    return tuple(steps)
+                    return end(tuple(steps), index)
             elif isinstance(fault, DropDuringTelemetry):
                 steps.append(_ACCEPTED)
                 failure = Step(Trigger.CONNECTION_FAILED, _S.TELEMETRY.value, "")
@@ -558,13 +592,13 @@ def expected_path(
                 steps += [_ACCEPTED, _telemetry_step(fault, policy)]
                 attempts, recovering, lost_at = 0, True, None
                 if isinstance(fault.idle, Stay | GarbageAfterIdle):
-                    return tuple(steps)
+                    return end(tuple(steps), index)
                 steps.append(_LOST)
                 if window > 0:
                     assert times is not None
                     lost_at = times[len(steps) - 1] if len(steps) <= len(times) else math.inf
                 if not reconnect():
-                    return tuple(steps)
+                    return end(tuple(steps), index)
                 attempts = 1
                 continue
         if lost_at is not None:  # recovering under a window: attempts are not counted
@@ -573,7 +607,7 @@ def expected_path(
             go_on = max_retries is None or attempts < max_retries
         steps.append(failure._replace(dest=_S.BACKOFF.value if go_on else _S.FAILED.value))
         if not go_on or not reconnect():
-            return tuple(steps)
+            return end(tuple(steps), index)
         attempts += 1
         recovering = True
     raise ValueError(f"no end within {max_attempts} attempts")

@@ -43,12 +43,12 @@ from ..fsm.profile import AgentProfile
 from ..fsm.states import ACTIVE, SETTLED, DeviceStatus
 from ..fsm.trigger import Trigger
 from ..manager import ConstellationDeviceManager, ManagerEvent
-from ..protocol.rejections import RejectionKind, classify_text
 from ..timing import RetryPolicy, Timing
 from . import reference
 from .fake_server import Attempt, FakeAgentServer
 from .faults import (
     Answer,
+    Busy,
     DropAfterIdle,
     Fault,
     Healthy,
@@ -94,6 +94,8 @@ class FleetDevice:
         max_retries: the device's retry limit (``None``: forever).
         os, capabilities, metadata: configured profile fields.
         then: what attempts after the schedule meet (default ``Healthy()``).
+        retries: how many times the owner retries the device (``retry_device``) when it is
+            FAILED; each retry starts a fresh run on the schedule's next entry.
     """
 
     device_id: str
@@ -103,6 +105,7 @@ class FleetDevice:
     capabilities: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
     then: Fault | None = None
+    retries: int = 0
 
     def profile(self, url: str) -> AgentProfile:
         """The configured ``AgentProfile`` (phase 1), pointing at ``url``."""
@@ -123,6 +126,7 @@ class FleetDevice:
                 ("capabilities", self.capabilities),
                 ("metadata", dict(self.metadata)),
                 ("then", self.then),
+                ("retries", self.retries),
             )
             if value
         )
@@ -456,6 +460,7 @@ def _device_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
             policy=timing,
             then=device.then,
             times=[at for at, _step in _timed_steps(outcome.events)],
+            retries=device.retries,
         )
     except ValueError as exc:
         out.append(f"{name}: no expected path: {exc}")
@@ -513,7 +518,9 @@ def _reason_problems(name: str, expected: Path, reason: str, timing: Timing) -> 
     """A FAILED device's reason names what ended it: the rejection, the retries spent, or the
     recovery window that passed."""
     last = expected[-1].trigger
-    recovering = timing.recovery_window > 0 and any(s.source in ACTIVE for s in expected)
+    retried = [i for i, s in enumerate(expected) if s.trigger == Trigger.RETRY]
+    run = expected[retried[-1] :] if retried else expected  # the owner's retry starts over
+    recovering = timing.recovery_window > 0 and any(s.source in ACTIVE for s in run)
     window = reason.startswith("recovery window of ")
     gave_up = reason.startswith("gave up after ")
     if last == Trigger.REGISTRATION_ANSWERED:
@@ -521,10 +528,7 @@ def _reason_problems(name: str, expected: Path, reason: str, timing: Timing) -> 
         # recovering) that used the last retry is a failed attempt: "gave up after N ...".
         final = reason.startswith("registration rejected: ")
         text = reason.partition(" attempts: ")[2]
-        exhausted = gave_up and classify_text(text) in (
-            RejectionKind.TARGET_NOT_YET_KNOWN,
-            RejectionKind.ID_STILL_HELD,
-        )
+        exhausted = gave_up and reference.transient_refusal(text)
         ok = final or exhausted or (recovering and window)
     elif last in (Trigger.CONNECTION_FAILED, Trigger.TIMED_OUT, Trigger.PROTOCOL_VIOLATION):
         ok = window if recovering else gave_up
@@ -537,14 +541,27 @@ def _reason_problems(name: str, expected: Path, reason: str, timing: Timing) -> 
 
 def _reference_waits(outcome: DeviceOutcome, timing: Timing) -> list[reference.Wait]:
     """The wait each backoff of ``outcome`` must be, by the reference, along its timed path."""
+    steps = _timed_steps(outcome.events)
     return reference.backoff_waits(
-        [(at, s.trigger, s.source, s.dest) for at, s in _timed_steps(outcome.events)],
+        [(at, s.trigger, s.source, s.dest) for at, s in steps],
         reconnect_delay=timing.reconnect_delay,
         backoff_cap=timing.backoff_cap,
         rejoin_delay=timing.rejoin_delay,
         recovery_window=timing.recovery_window,
         stability_window=timing.stability_window,
+        jitter_floor=timing.jitter_floor,
+        retry_after=[_retry_after(outcome.attempts, at, step) for at, step in steps],
     )
+
+
+def _retry_after(attempts: Sequence[Attempt], at: float, step: Step) -> float | None:
+    """The Retry-After the server sent with the refusal ``step`` records, if any: the attempt
+    refused at ``at`` met ``Busy``."""
+    if step.trigger != Trigger.CONNECTION_FAILED or step.source != DeviceStatus.CONNECTING:
+        return None
+    started = [a for a in attempts if a.started_at <= at]
+    fault = started[-1].fault if started else None
+    return fault.retry_after if isinstance(fault, Busy) else None
 
 
 def _backoff_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
@@ -566,9 +583,10 @@ def _backoff_problems(outcome: DeviceOutcome, timing: Timing) -> list[str]:
                 f"{name}: backoff after {what} at t={b.at:g} was {b.delay:.3f}s, drawn from "
                 f"{b.low:.3f}–{b.high:.3f}; the documented bounds are {low:.3f}–{high:.3f}"
             )
-        wait = b.delay if want.until is None else max(min(b.delay, want.until - b.at), 0.0)
+        wait = want.waited(b.delay, b.at)
         if b.waited is not None and not math.isclose(b.waited, wait, abs_tol=1e-6):
             cut = "" if want.until is None else f", the recovery window ending at {want.until:g}"
+            cut += f", Retry-After {want.floor:g}s" if want.floor else ""
             out.append(
                 f"{name}: drew a {b.delay:.3f}s backoff at t={b.at:g}{cut}, "
                 f"so should have waited {wait:.3f}s, waited {b.waited:.3f}s"
@@ -586,8 +604,8 @@ def _jitter_problems(outcomes: Iterable[DeviceOutcome], timing: Timing) -> list[
             groups[(b.at, want.failures)].append(b)
     out = []
     for (at, failures), group in sorted(groups.items()):
-        if len(group) < 2 or group[0].high <= 0:
-            continue  # a single device, or no wait at all (reconnect_delay 0)
+        if len(group) < 2 or group[0].high <= group[0].low:
+            continue  # a single device, or no room to jitter (jitter_floor 1)
         if len({b.delay for b in group}) == 1:
             names = ", ".join(sorted(b.device_id for b in group))
             out.append(
@@ -713,19 +731,23 @@ async def _fleet(
         baseline = trio.lowlevel.current_statistics().tasks_living
 
         unsettled = {d.device_id for d in devices}
+        #: The owner's retries left for each device (``FleetDevice.retries``).
+        retries = {d.device_id: d.retries for d in devices}
 
         def update(device_id: str) -> None:
             # A device's settledness changes only with its own transitions: the server marks
             # a connection it will keep healthy before the device can reach IDLE on it.
             state = manager.device_registry.lifecycle(device_id).state
-            if state is DeviceStatus.FAILED or (
+            if (state is DeviceStatus.FAILED and not retries[device_id]) or (
                 state is DeviceStatus.IDLE and fake.settled(device_id)
             ):
                 unsettled.discard(device_id)
             else:
                 unsettled.add(device_id)
 
-        async def watch(channel: trio.MemoryReceiveChannel[ManagerEvent]) -> None:
+        async def watch(
+            channel: trio.MemoryReceiveChannel[ManagerEvent], owner: trio.Nursery
+        ) -> None:
             nonlocal draws_used
             async with channel:
                 async for event in channel:
@@ -754,12 +776,15 @@ async def _fleet(
                         )
                         open_backoff[device_id] = len(backoffs[device_id]) - 1
                     update(device_id)
+                    if Meaning.GAVE_UP in event.meanings and retries[device_id]:
+                        retries[device_id] -= 1  # the owner retries it (a fresh run)
+                        owner.start_soon(manager.retry_device, device_id)
                     if not unsettled:
                         all_settled.set()
 
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run)
-            nursery.start_soon(watch, manager.subscribe())
+            nursery.start_soon(watch, manager.subscribe(), nursery)
             for d in devices:
                 manager.add_device(d.profile(urls[d.device_id]))
             with trio.fail_after(max_virtual_time):

@@ -36,6 +36,7 @@ from .faults import (
     AfterIdle,
     Answer,
     AttemptFault,
+    Busy,
     DropAfterAccept,
     DropAfterIdle,
     DropAfterRegister,
@@ -196,7 +197,7 @@ _IDLE: dict[str, tuple[tuple[str, Callable[[int], AfterIdle]], ...]] = {
 #: Every attempt kind and the faults that cause it (healthy attempts: see ``_TELEMETRY`` and
 #: ``_IDLE``, listed here under their own kinds).
 ALTERNATIVES: dict[str, tuple[str, ...]] = {
-    "refused": ("Refuse",),
+    "refused": ("Refuse", "Busy"),
     "key refused": ("Forbidden",),
     "key refused on accept": ("KeyRefusedAfterAccept",),
     "key refused on register": ("KeyRefusedOnRegister",),
@@ -217,6 +218,7 @@ ALTERNATIVES: dict[str, tuple[str, ...]] = {
 
 _MAKERS: dict[str, Maker] = {
     "Refuse": _fixed(Refuse()),
+    "Busy": lambda p, f: Busy(retry_after=p.reconnect_delay * (1 + f % 3)),
     "Forbidden": _fixed(Forbidden()),
     "KeyRefusedAfterAccept": _fixed(KeyRefusedAfterAccept()),
     "KeyRefusedOnRegister": _fixed(KeyRefusedOnRegister()),

@@ -13,12 +13,19 @@ the table's declared group of activated states.
   device gave them, no duplicates); ``metadata.system_info`` ← the eight system keys;
   ``custom_metadata`` and ``tags`` copied when present; configured metadata kept.
 * :func:`backoff_bounds` — the wait after the n-th failure of a run is drawn uniformly from
-  ``[floor·d, d]`` with ``d = min(backoff_cap, reconnect_delay·2**(n-1))``, ``floor`` = 0.1.
+  ``[floor·d, d]`` with ``d = min(backoff_cap, reconnect_delay·2**(n-1))``, ``floor`` the
+  configured ``jitter_floor`` (0.1 unless set).
+* :func:`rejoin_bounds` — a wait for a target that has not re-joined: ``[floor·rejoin_delay,
+  rejoin_delay]``, never climbing.
 * :func:`backoff_waits` — which bounds each wait of a timed path uses: n counts failed
   attempts since the owner's connect or retry, across activations; the loss of a connection
   that stayed up the stability window sets it back to 0, a flap counts one more; a transient
   refusal while recovering under a recovery window waits the flat rejoin delay; no wait runs
   past the recovery window's end.
+* :func:`transient_refusal` — the refusals a recovering device backs off from instead of
+  failing: the reference server's "Target device 'D' is not connected" and "client_id 'C' is
+  already registered; duplicate registrations are not allowed" (README, "Registration"), any
+  other text being final.
 * :func:`lease_expiry` — a device whose server falls silent is lost once ``miss_limit``
   heartbeats in a row went unanswered: ``heartbeat_interval × miss_limit`` after the first
   unanswered one, not before.
@@ -42,8 +49,11 @@ __all__ = [
     "Wait",
     "backoff_bounds",
     "backoff_waits",
+    "climbing_step",
     "lease_expiry",
     "merged_fields",
+    "rejoin_bounds",
+    "transient_refusal",
 ]
 
 #: The eight keys phase 4 copies into ``metadata["system_info"]`` (the flow document's list).
@@ -58,7 +68,8 @@ SYSTEM_KEYS = (
     "schema_version",
 )
 
-#: The documented lower end of a jittered wait, as a fraction of its ceiling.
+#: The documented default lower end of a jittered wait, as a fraction of its ceiling
+#: (``jitter_floor`` in docs/configuration.md).
 JITTER_FLOOR = 0.1
 
 
@@ -86,7 +97,11 @@ def merged_fields(
 
 
 def backoff_bounds(
-    failures: int, *, reconnect_delay: float, backoff_cap: float
+    failures: int,
+    *,
+    reconnect_delay: float,
+    backoff_cap: float,
+    jitter_floor: float = JITTER_FLOOR,
 ) -> tuple[float, float]:
     """The interval the wait after the ``failures``-th failure (≥ 1) is drawn from."""
     if failures < 1:
@@ -97,7 +112,40 @@ def backoff_bounds(
             break
         ceiling *= 2
     ceiling = min(ceiling, backoff_cap)
-    return JITTER_FLOOR * ceiling, ceiling
+    return jitter_floor * ceiling, ceiling
+
+
+def climbing_step(*, reconnect_delay: float, rejoin_delay: float, recovering: bool) -> float:
+    """The first wait a failed attempt's backoff climbs from: ``reconnect_delay``, or, for an
+    attempt that failed while recovering from a loss under a recovery window, the shorter of
+    ``rejoin_delay`` and ``reconnect_delay``."""
+    if recovering and rejoin_delay < reconnect_delay:
+        return rejoin_delay
+    return reconnect_delay
+
+
+def rejoin_bounds(
+    *, rejoin_delay: float, jitter_floor: float = JITTER_FLOOR
+) -> tuple[float, float]:
+    """The interval a wait for a target that has not re-joined is drawn from (flat)."""
+    return jitter_floor * rejoin_delay, rejoin_delay
+
+
+#: The reference server's two refusals that say the server does not know the device *yet*
+#: (README, "Registration"), as (prefix, suffix) around the id it names.
+_TRANSIENT_TEXTS = (
+    ("Target device '", "' is not connected"),
+    ("client_id '", "' is already registered; duplicate registrations are not allowed"),
+)
+
+
+def transient_refusal(text: str) -> bool:
+    """True if a registration refused with ``text`` is one of the reference's two transient
+    refusals (whatever id it names), False for any other text (a final refusal)."""
+    return any(
+        text.startswith(head) and text.endswith(tail) and len(text) >= len(head) + len(tail)
+        for head, tail in _TRANSIENT_TEXTS
+    )
 
 
 @attrs.frozen
@@ -110,6 +158,14 @@ class Wait:
     until: float | None = None
     #: The failure count n its bounds use (0 for a rejoin wait, which does not climb).
     failures: int = 0
+    #: The server's Retry-After on the failure before it: the wait lasts at least this long.
+    floor: float = 0.0
+
+    def waited(self, drawn: float, at: float) -> float:
+        """How long a wait that drew ``drawn`` at ``at`` lasts: at least the server's
+        Retry-After, and never past ``until``."""
+        wait = max(drawn, self.floor)
+        return wait if self.until is None else max(min(wait, self.until - at), 0.0)
 
 
 def backoff_waits(
@@ -120,6 +176,8 @@ def backoff_waits(
     rejoin_delay: float,
     recovery_window: float = 0.0,
     stability_window: float = 0.0,
+    jitter_floor: float = JITTER_FLOOR,
+    retry_after: Sequence[float | None] = (),
 ) -> list[Wait]:
     """Each wait along a device's timed path (``(time, trigger, source, dest)`` steps).
 
@@ -132,12 +190,15 @@ def backoff_waits(
     device recovering from a loss under a recovery window that is refused with a transient
     rejection ("target not yet known", "id still held") waits ``[floor·rejoin_delay,
     rejoin_delay]`` and n does not move; under a recovery window no wait runs past its end.
+    ``retry_after`` gives, step by step, the server's Retry-After on the failure that step
+    records (None or missing: it sent none): the wait after it lasts at least that long.
     """
     out: list[Wait] = []
     n = 0
     activated: float | None = None
     lost: float | None = None
-    for at, trigger, source, dest in steps:
+    for index, (at, trigger, source, dest) in enumerate(steps):
+        floor = (retry_after[index] if index < len(retry_after) else None) or 0.0
         if trigger == "retry" or (trigger == "connect" and source != "backoff"):
             n, activated, lost = 0, None, None  # the owner's fresh run (not "connect now")
         if dest == "idle" and source == "telemetry":
@@ -150,15 +211,21 @@ def backoff_waits(
             n = 0 if stable else n + 1
             lost = at
         elif trigger == "registration_answered" and lost is not None and recovery_window > 0:
-            out.append(Wait(JITTER_FLOOR * rejoin_delay, rejoin_delay, lost + recovery_window, 0))
+            low, high = rejoin_bounds(rejoin_delay=rejoin_delay, jitter_floor=jitter_floor)
+            out.append(Wait(low, high, lost + recovery_window, 0, floor))
             continue
         else:
             n += 1
-            if lost is not None and recovery_window > 0:  # a failed attempt while recovering
-                step = min(rejoin_delay, reconnect_delay)
-        low, high = backoff_bounds(max(n, 1), reconnect_delay=step, backoff_cap=backoff_cap)
+            step = climbing_step(
+                reconnect_delay=reconnect_delay,
+                rejoin_delay=rejoin_delay,
+                recovering=lost is not None and recovery_window > 0,
+            )
+        low, high = backoff_bounds(
+            max(n, 1), reconnect_delay=step, backoff_cap=backoff_cap, jitter_floor=jitter_floor
+        )
         until = lost + recovery_window if lost is not None and recovery_window > 0 else None
-        out.append(Wait(low, high, until, max(n, 1)))
+        out.append(Wait(low, high, until, max(n, 1), floor))
     return out
 
 

@@ -84,7 +84,9 @@ def _feature() -> st.SearchStrategy[str]:
 
 
 @st.composite
-def system_infos(draw: st.DrawFn, *, extras: bool | None = None) -> dict[str, Any]:
+def system_infos(
+    draw: st.DrawFn, *, extras: bool | None = None, ill_typed: bool | None = None
+) -> dict[str, Any]:
     """``system_info`` dicts shaped like a REGISTER frame's (tests/frames/device_register.json).
 
     ``supported_features`` may repeat a feature or overlap the configured capabilities.
@@ -92,6 +94,10 @@ def system_infos(draw: st.DrawFn, *, extras: bool | None = None) -> dict[str, An
     Args:
         extras: True: always add ``custom_metadata`` and ``tags``; False: never;
             None (default): each independently, sometimes.
+        ill_typed: True: some keys hold a JSON value of another type than the frame's (a
+            ``platform`` that is a number or null, ``supported_features`` that is a string or
+            holds non-strings, ...: what a buggy or hostile device may send, which the merge
+            must take without failing); False: never; None (default): sometimes.
     """
     hostname = draw(_NAME)
     info: dict[str, Any] = {
@@ -114,6 +120,16 @@ def system_infos(draw: st.DrawFn, *, extras: bool | None = None) -> dict[str, An
     ):
         if extras is True or (extras is None and draw(st.booleans())):
             info[key] = draw(values)
+    if ill_typed is True or (ill_typed is None and draw(st.booleans())):
+        wrong: st.SearchStrategy[Any] = st.one_of(
+            _SCALAR, st.lists(_SCALAR, max_size=3), st.just({"x": 1})
+        )
+        keys = sorted(info)
+        for key in draw(st.lists(st.sampled_from(keys), min_size=1, max_size=4, unique=True)):
+            value = draw(wrong)
+            if key == "supported_features" and draw(st.booleans()):
+                value = [*info[key], value]  # a list holding something else than names
+            info[key] = value
     return info
 
 
@@ -163,8 +179,8 @@ def _valid_policy(*, reconnect_delay: float, cap_above: float, **rest: Any) -> R
 
 
 def retry_policies() -> st.SearchStrategy[RetryPolicy]:
-    """Valid ``Timing`` values (non-negative delays, a cap at least the delay, positive
-    deadlines, jitter floor in [0, 1])."""
+    """Valid ``Timing`` values, every field drawn (positive delays and deadlines, a cap at
+    least the delay, jitter floor in [0, 1], ``miss_limit`` 1–10, windows of 0 s or more)."""
     seconds = st.floats(min_value=0.0, max_value=600.0, allow_nan=False)
     deadlines = st.floats(min_value=0.001, max_value=600.0, allow_nan=False)
     return st.builds(
@@ -175,6 +191,11 @@ def retry_policies() -> st.SearchStrategy[RetryPolicy]:
         connect_timeout=deadlines,
         registration_timeout=deadlines,
         telemetry_timeout=deadlines,
+        rejoin_delay=deadlines,
+        heartbeat_interval=deadlines,
+        miss_limit=st.integers(min_value=1, max_value=10),
+        recovery_window=seconds,
+        stability_window=seconds,
     )
 
 

@@ -159,6 +159,8 @@ ALLOWED = {
     "stellate/manager/runner.py:DeviceRunner._attempt": "the CONNECTING state's deadline value",
     "stellate/testing/reference.py:backoff_bounds": "the oracle restates the rules from numbers",
     "stellate/testing/reference.py:backoff_waits": "the oracle restates the rules from numbers",
+    "stellate/testing/reference.py:climbing_step": "the oracle restates the rules from numbers",
+    "stellate/testing/reference.py:rejoin_bounds": "the oracle restates the rules from numbers",
     "stellate/testing/reference.py:lease_expiry": "the oracle restates the rules from numbers",
     "stellate/testing/strategies.py:_valid_policy": "builds a Timing from drawn numbers",
 }

@@ -112,7 +112,7 @@ def test_sampled_paths_replay(data: st.DataObject) -> None:
     start = data.draw(agent_profiles(max_retries=st.just(max_retries)), label="profile")
     telemetry = sum(step.trigger == Trigger.TELEMETRY_RECEIVED for step in path)
     infos = data.draw(
-        st.lists(st.none() | system_infos(), min_size=telemetry, max_size=telemetry),
+        st.lists(st.none() | system_infos(ill_typed=False), min_size=telemetry, max_size=telemetry),
         label="infos",
     )
     check_end(start, path, infos, max_retries)

@@ -3,7 +3,9 @@ time passes (the recovery and stability windows are measured on it).
 
 The table is the oracle for where each event should lead; the guards' truth comes from a model
 written from the rules (what happened so far on this walk), not from the lifecycle's own
-memory. Invariants are checked after every step.
+memory, and the bounds of every wait from ``stellate.testing.reference`` (the documented
+backoff rule restated), never from ``Timing``'s own arithmetic. Invariants are checked after
+every step.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from stellate.fsm.event_data import (
 )
 from stellate.fsm.lifecycle import InvalidEventData, LifecycleEngine
 from stellate.protocol import RejectionKind
-from stellate.testing import retry_policies, system_infos
+from stellate.testing import reference, retry_policies, system_infos
 
 TIMED_STATES = {S.CONNECTING, S.REGISTERING, S.TELEMETRY, S.BACKOFF}
 ACTIVATION = [Trigger.CONNECTION_OPENED, Trigger.REGISTER_SENT, Trigger.REGISTRATION_ANSWERED]
@@ -86,6 +88,21 @@ events = st.sampled_from([*TRIGGERS, "no_such_event"]).flatmap(
 )
 
 
+def documented_bounds(timing: Timing, failures: int, *, recovering: bool) -> tuple[float, float]:
+    """The bounds of the wait after the ``failures``-th failure in a row, by the reference."""
+    step = reference.climbing_step(
+        reconnect_delay=timing.reconnect_delay,
+        rejoin_delay=timing.rejoin_delay,
+        recovering=recovering,
+    )
+    return reference.backoff_bounds(
+        max(failures, 1),
+        reconnect_delay=step,
+        backoff_cap=timing.backoff_cap,
+        jitter_floor=timing.jitter_floor,
+    )
+
+
 class LifecycleWalk(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -94,16 +111,29 @@ class LifecycleWalk(RuleBasedStateMachine):
     @initialize(
         max_retries=st.none() | st.integers(min_value=1, max_value=4),
         policy=retry_policies(),
-        windows=st.tuples(st.sampled_from([0.0, 30.0, 300.0]), st.sampled_from([0.0, 45.0])),
+        # the windows and steps that make the rules differ first (derandomized runs draw them
+        # most)
+        windows=st.tuples(st.sampled_from([300.0, 30.0, 0.0]), st.sampled_from([45.0, 0.0])),
+        steps=st.tuples(st.sampled_from([0.5, 4.0]), st.sampled_from([2.0, 0.25, 8.0])) | st.none(),
         seed=st.integers(min_value=0, max_value=2**32 - 1),
     )
     def start(
-        self, max_retries: int | None, policy: Timing, windows: tuple[float, float], seed: int
+        self,
+        max_retries: int | None,
+        policy: Timing,
+        windows: tuple[float, float],
+        steps: tuple[float, float] | None,
+        seed: int,
     ) -> None:
         self.clock = FakeClock()
         self.mono = Monotonic()
         self.recorder = Recorder()
         self.timing = policy.evolve(recovery_window=windows[0], stability_window=windows[1])
+        if steps is not None:  # waits short beside the windows, rejoin_delay either side
+            reconnect, rejoin = steps
+            self.timing = self.timing.evolve(
+                reconnect_delay=reconnect, rejoin_delay=rejoin, backoff_cap=16.0
+            )
         self.lc = self.engine.create(
             attrs.evolve(WINDOWSAGENT, max_retries=max_retries),
             timing=self.timing,
@@ -178,6 +208,22 @@ class LifecycleWalk(RuleBasedStateMachine):
             event = attrs.evolve(event, accepted=True)
         self._fire(trigger, event)
 
+    @precondition(lambda self: self.lc.state not in ACTIVE)
+    @rule(data=st.data())
+    def activate(self, data: st.DataObject) -> None:
+        """The happy path's events up to task-ready in one rule: walks activate, and so lose
+        an activated connection and recover, within a few steps."""
+        for _ in range(len(HAPPY)):
+            if self.lc.state in ACTIVE:
+                return
+            self.progress(data)
+
+    @precondition(lambda self: self.lc.state in ACTIVE)
+    @rule(data=st.data())
+    def lose(self, data: st.DataObject) -> None:
+        """A connection lost after activation: recoveries, reached as often as tasks."""
+        self._fire(Trigger.CONNECTION_FAILED, data.draw(event_of(Trigger.CONNECTION_FAILED)))
+
     @rule(seconds=st.sampled_from([0.5, 10.0, 40.0, 400.0]))
     def time_passes(self, seconds: float) -> None:
         self.mono.now += seconds
@@ -251,13 +297,16 @@ class LifecycleWalk(RuleBasedStateMachine):
                 stable = "stable" in row.conditions
                 self.failures = 0 if stable else self.failures + 1
                 self.lost_at = now
-                self.wait = timing.backoff_bounds(self.failures)
+                self.wait = documented_bounds(timing, self.failures, recovering=False)
             elif trigger == Trigger.REGISTRATION_ANSWERED and "recovering" in row.conditions:
-                self.wait = timing.rejoin_bounds()  # transient while recovering: flat
+                # transient while recovering: flat
+                self.wait = reference.rejoin_bounds(
+                    rejoin_delay=timing.rejoin_delay, jitter_floor=timing.jitter_floor
+                )
             else:
                 self.failures += 1
                 recovering = "recovering" in row.conditions  # the row's conditions
-                self.wait = timing.backoff_bounds(self.failures, recovering=recovering)
+                self.wait = documented_bounds(timing, self.failures, recovering=recovering)
             retry_after = event.retry_after if isinstance(event, ConnectionFailed) else None
             self.backoff_entered = (now, retry_after or 0.0)
         if dest == S.IDLE and source == S.TELEMETRY:

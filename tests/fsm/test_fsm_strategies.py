@@ -16,7 +16,7 @@ from stellate.testing import agent_profiles, legal_paths, retry_policies, system
 FIND = settings(database=None, derandomize=True, max_examples=500)
 
 
-@given(system_infos())
+@given(system_infos(ill_typed=False))
 def test_system_infos_look_like_a_register_frame(info: dict[str, Any]) -> None:
     assert set(SYSTEM_INFO_KEYS) | {"device_id", "supported_features"} <= set(info)
     assert set(info) - set(SYSTEM_INFO_KEYS) <= {
@@ -27,6 +27,16 @@ def test_system_infos_look_like_a_register_frame(info: dict[str, Any]) -> None:
     }
     assert isinstance(info["cpu_count"], int) and isinstance(info["memory_total_gb"], float)
     assert all(isinstance(f, str) for f in info["supported_features"])
+
+
+def test_ill_typed_system_infos_are_drawn() -> None:
+    strings = {"platform": str, "cpu_count": int, "supported_features": list}
+    seen = find(
+        system_infos(ill_typed=True),
+        lambda i: any(not isinstance(i[k], t) for k, t in strings.items()),
+        settings=FIND,
+    )
+    assert seen
 
 
 @given(st.booleans().flatmap(lambda on: st.tuples(st.just(on), system_infos(extras=on))))

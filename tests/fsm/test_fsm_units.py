@@ -54,7 +54,7 @@ from stellate.fsm.event_data import (
 )
 from stellate.fsm.lifecycle import DeviceLifecycle, InvalidEventData, LifecycleEngine
 from stellate.fsm.paths import Step
-from stellate.testing import agent_profiles, retry_policies, system_infos
+from stellate.testing import agent_profiles, reference, retry_policies, system_infos
 
 ENGINE = LifecycleEngine()
 
@@ -357,7 +357,7 @@ def test_merge_replaces_previous_telemetry() -> None:
     assert twice.metadata["tags"] == ["a"]  # tags only change when telemetry sends them
 
 
-@given(agent_profiles(), system_infos())
+@given(agent_profiles(), system_infos(ill_typed=False))
 def test_merge_property(profile: AgentProfile, info: dict[str, Any]) -> None:
     merged = merge_system_info(profile, info)
     new = [f for f in dict.fromkeys(info["supported_features"]) if f not in profile.capabilities]
@@ -374,6 +374,18 @@ def test_merge_property(profile: AgentProfile, info: dict[str, Any]) -> None:
     assert merged.os == info["platform"]
     assert attrs.evolve(merged, os=profile.os, capabilities=profile.capabilities,
                         metadata=profile.metadata) == profile  # fmt: skip
+
+
+@given(agent_profiles(), system_infos(ill_typed=True))
+def test_ill_typed_telemetry_merges_as_the_rule_says(
+    profile: AgentProfile, info: dict[str, Any]
+) -> None:
+    """A platform that is no string, features that are no list or hold non-names: the merge
+    takes what the rule takes (stellate.testing.reference) and never fails."""
+    merged = merge_system_info(profile, info)
+    expected = reference.merged_fields(profile.os, profile.capabilities, profile.metadata, info)
+    assert (merged.os, merged.capabilities, merged.metadata) == expected
+    assert all(isinstance(c, str) for c in merged.capabilities)
 
 
 # -- backoff -----------------------------------------------------------------------------------
