@@ -35,7 +35,7 @@ test: $(STAMP) lint typecheck
 ## `thorough`, tests/profiles.py). Its hypothesis seed is printed; SEED=N replays that run.
 ## make test-slice [SEED=N]: the property tests only, random, 3x the examples (profile `ci`): the
 ## bounded slice .ci/run adds after `make test`.
-SLICE := tests/harness tests/fsm tests/protocol tests/config/test_config_roundtrip.py examples
+SLICE := tests/harness tests/fsm tests/protocol tests/store tests/config/test_config_roundtrip.py examples
 NEW_SEED := $(PY) -c 'import secrets; print(secrets.randbelow(2**32))'
 
 test-thorough: $(STAMP)

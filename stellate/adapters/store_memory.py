@@ -68,6 +68,14 @@ class MemoryFleetStore:
     def name(self) -> str:
         return self._name
 
+    def lose_data(self) -> None:
+        """Forget every membership, lease and snapshot, as a store restarted without
+        persistence would (a test's bad day). The fencing counter keeps growing, as the Redis
+        adapter's does (seeded from the server's clock when it is missing)."""
+        self._members.clear()
+        self._holders.clear()
+        self._snapshots.clear()
+
     async def _enter(self) -> float:
         await trio.lowlevel.checkpoint()
         if self.unavailable is not None:

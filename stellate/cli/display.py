@@ -40,6 +40,8 @@ from ..manager.metrics import profile_json
 from ..manager.stats import FleetStats, StatusCounts
 from ..text.redact import redact_url, safe_json, shown
 
+#: How often a display redraws (seconds).
+TICK = 0.25
 #: Above this many devices, plain output summarises instead of listing every transition.
 DETAIL_LIMIT = 40
 #: Full profile blocks printed at the end; the rest of the fleet gets a summary line.

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import agent, configs, diagram, exits, serve, up, validate
+from . import agent, configs, diagram, exits, serve, status, up, validate
 
 #: Every subcommand module, in the order ``stellate --help`` lists them.
-_COMMANDS = (up, validate, configs, diagram, serve, agent)
+_COMMANDS = (up, status, validate, configs, diagram, serve, agent)
 
 
 def _verbosity_parent() -> argparse.ArgumentParser:

@@ -59,9 +59,10 @@ from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
 from ..manager.metrics import FLEET_DESCRIPTORS, serve_fleet
 from ..manager.stats import StatusCounts
 from ..text.redact import shown
-from . import exits
+from . import exits, shared_fleet
 from .configs import choose_config, load_announced, plain_text
 from .display import (
+    TICK,
     DeviceReport,
     Display,
     Displays,
@@ -75,14 +76,13 @@ from .display import (
 from .keys import API_KEY_ENV, read_api_key
 from .limits import ensure_descriptors
 from .serve import port_number
+from .shared_fleet import SharedOptions
 
 if TYPE_CHECKING:
     from ..server import AgentServer
 
 logger = logging.getLogger(__name__)
 
-#: How often the display redraws (seconds).
-TICK = 0.25
 #: Descriptors one device needs: in embedded mode the manager's socket and the server's end of
 #: it, the agent's socket and the server's end of that; otherwise the manager's socket only.
 DESCRIPTORS_PER_DEVICE = {True: 4, False: 1}
@@ -177,6 +177,7 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         help="interface for --metrics-port (default: 127.0.0.1; elsewhere requests must "
         "carry the fleet's api_key as X-API-Key)",
     )
+    shared_fleet.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -193,6 +194,8 @@ class _Options:
     strict: bool = False
     #: Where the servers' key came from (named when a server refuses it).
     key_source: str | None = None
+    #: The store the fleet is shared through (None: this manager runs every device).
+    shared: SharedOptions | None = None
 
 
 def _fail(message: str) -> int:
@@ -210,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_announced(choice, "up")
     if config is None:
         return 2
+    shared = shared_fleet.shared_options(args, config, embedded=embedded, once=args.once)
+    if isinstance(shared, str):
+        return _fail(shared)
     if embedded:
         print(f"stellate up: {EMBEDDED_NOTE}", file=sys.stderr, flush=True)
     options = _Options(
@@ -222,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         strict=os.environ.get(STRICT_ENV, "") not in ("", "0"),
+        shared=shared,
     )
     try:
         key = read_api_key(args, config_key=config.manager.api_key, config_path=choice.path)
@@ -281,7 +288,17 @@ async def _up(config: StellateConfig, options: _Options) -> int:
             if options.embedded:
                 config, server = await start_local_agents(nursery, config)
         manager = ConstellationDeviceManager.from_config(config, **overrides)
-        if not interrupt.requested:
+        if options.shared is not None and not interrupt.requested:
+            display = _display(options, len(config.devices), live=False)
+            code = await shared_fleet.run_shared(
+                config,
+                options.shared,
+                manager,
+                display,
+                interrupt,
+                partial(_serve_metrics_if_asked, nursery, manager, config, options),
+            )
+        elif not interrupt.requested:
             async with manager, manager.events() as events:
                 if options.metrics_port is not None:
                     await _serve_metrics(nursery, manager, config, options)
@@ -295,6 +312,16 @@ async def _up(config: StellateConfig, options: _Options) -> int:
         print("stellate: stopped; every connection closed.", file=sys.stderr)
         return exits.when_stopped(runs_until_stopped=not options.once)
     return code
+
+
+async def _serve_metrics_if_asked(
+    nursery: trio.Nursery,
+    manager: ConstellationDeviceManager,
+    config: StellateConfig,
+    options: _Options,
+) -> None:
+    if options.metrics_port is not None:
+        await _serve_metrics(nursery, manager, config, options)
 
 
 async def _serve_metrics(

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..config import DEFAULT_CONFIG_PATH
+from ..text.urls import redact_url
 from .configs import load_chosen
 
 
@@ -25,5 +26,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_chosen(args.file, "validate")
     if config is None:
         return 2
-    print(f"OK: {len(config.devices)} devices")
+    store = config.store
+    shared = (
+        ""
+        if store is None
+        else f", shared through the fleet store {redact_url(store.url)} (lease {store.lease:g} s)"
+    )
+    print(f"OK: {len(config.devices)} devices{shared}")
     return 0

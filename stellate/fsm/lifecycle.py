@@ -199,6 +199,9 @@ class DeviceLifecycle:
         self._lost_at: float | None = None
         # When the device was last activated (monotonic), for the stability window.
         self._activated_at: float | None = None
+        # This run was moved from another manager (``fsm.resume``): the server is in flux
+        # for it, as after a failed attempt (the old owner's id may still be held there).
+        self._moved = False
         # The wait entering BACKOFF will draw, set by the row's callback: (low, high) bounds.
         self._wait: tuple[float, float] = (0.0, 0.0)
         self._retry_after = 0.0
@@ -327,12 +330,13 @@ class DeviceLifecycle:
 
     def transient_rejection(self, event: Any) -> bool:
         """A refusal this run can expect: the server does not know the target yet or still
-        holds our id, after an earlier attempt of this run failed or the activated connection
-        was lost (the server is in flux, and this is part of it)."""
+        holds our id, after an earlier attempt of this run failed, the activated connection
+        was lost, or the device was moved here from another manager (``fsm.resume``): the
+        server is in flux, and this is part of it."""
         answer: RegistrationAnswer = event.args[0]
         if answer.accepted:
             return False
-        in_flux = self._profile.connection_attempts > 1 or self._lost_at is not None
+        in_flux = self._profile.connection_attempts > 1 or self._lost_at is not None or self._moved
         return answer.kind in TRANSIENT_KINDS and in_flux
 
     def stable(self, event: Any) -> bool:
@@ -428,6 +432,7 @@ class DeviceLifecycle:
         self.consecutive_failures = 0
         self._lost_at = None
         self._activated_at = None
+        self._moved = False
 
     def _count_failure(self, event: Any) -> None:
         """A failed attempt: the backoff climbs."""
@@ -496,6 +501,7 @@ class DeviceLifecycle:
         self.last_error = None
         self._lost_at = None
         self._activated_at = self._now()
+        self._moved = False
         self._effects.append(StartHeartbeat())
 
     def _take_task(self, event: Any) -> None:

@@ -10,7 +10,16 @@ state it resumes in is a rule about device states, so it lives here, with the ma
 * any other device lost its socket with its old owner: it resumes in ``backoff`` with nothing
   left to wait (the new owner connects at once), as after a loss that is nobody's fault —
   an activated device starts (or continues) a recovery, so the reconnect does not spend
-  ``max_retries``; an attempt cut short is not counted; a task it was running is over.
+  ``max_retries``; an attempt cut short is not counted; a task it was running is over;
+* either way, until it is next activated (or the owner starts a new run), a moved device meets
+  its server in flux: the old owner's registration may not be gone yet, so a refusal that says
+  the id is still held (or the target not yet known) backs off instead of failing the device,
+  as it does after a failed attempt (the table's ``transient_rejection``).
+
+A device taken over with no snapshot at all (the fleet's first start, or a store that lost its
+data) is started by :func:`resume_fresh` as one moved here in the middle of an attempt: it
+connects at once, and since a previous owner may still be registered for it, a refusal saying
+so backs off rather than failing the device.
 
 Everything the lifecycle remembers beyond its profile travels as :class:`LifecycleMemory`, in
 durations: the FSM has no wall clock, and the snapshot turns them into absolute times.
@@ -26,7 +35,7 @@ from .lifecycle import DeviceLifecycle, LifecycleEngine
 from .profile import AgentProfile
 from .states import ACTIVE, ATTEMPTING, HOLDS_SOCKET, DeviceStatus
 
-__all__ = ["LifecycleMemory", "memory_of", "resume", "resumed_status"]
+__all__ = ["LifecycleMemory", "memory_of", "resume", "resume_fresh", "resumed_status"]
 
 
 @attrs.frozen
@@ -100,6 +109,7 @@ def resume(
         recovering_for = 0.0  # the move is a loss of the activated connection
     lifecycle._lost_at = None if recovering_for is None else now - recovering_for
     lifecycle._activated_at = None if memory.active_for is None else now - memory.active_for
+    lifecycle._moved = True
     if moved:
         lifecycle.timeout = 0.0
     elif memory.deadline_in is not None:
@@ -107,3 +117,10 @@ def resume(
     else:
         lifecycle.timeout = None
     return lifecycle
+
+
+def resume_fresh(engine: LifecycleEngine, profile: AgentProfile, **create: Any) -> DeviceLifecycle:
+    """A lifecycle for ``profile`` taken over with no snapshot: resumed as left in the middle
+    of an attempt (nothing counted, nothing remembered), so it connects at once as a moved
+    device (``resume``'s keyword arguments)."""
+    return resume(engine, profile, DeviceStatus.CONNECTING, LifecycleMemory(), **create)

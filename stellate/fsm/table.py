@@ -31,7 +31,8 @@ Rules, read top to bottom (h11 style):
 * A registration answer goes on to ``telemetry`` if ``accepted``. A refusal is final
   (``failed``, no retry) — except a ``transient_rejection``: the server does not know the
   target yet or still holds our id, once this run has met a server in flux (an earlier attempt
-  failed, or the device lost its activated connection). That answer is a consequence of the
+  failed, the device lost its activated connection, or it was moved here from another manager:
+  ``fsm/resume.py``). That answer is a consequence of the
   trouble being recovered from: the device backs off, bounded like any failed attempt
   (``retries_left``, or the recovery window). While recovering, the wait is short, jittered
   and does not climb (``Timing.rejoin_delay``): the server is up, only the device agent has

@@ -27,6 +27,7 @@ import random
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -47,14 +48,17 @@ from ..fsm import (
     TransitionRecord,
 )
 from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
+from ..fsm.resume import memory_of, resume, resume_fresh
 from ..protocol import ClientType, Connector
 from ..protocol.ids import id_refusal
+from ..store.snapshot import DeviceSnapshot, snapshot_of
 from ..text.redact import redact_url
 from ..text.urls import token_of, with_token
 from .alarms import Alarms
 from .events import EventKind, ManagerEvent, _kinds
 from .registry import DeviceFailed, DeviceRegistry, UnknownDevice
 from .runner import Command, DeviceRunner, RunnerSettings
+from .sharing import SharedFleet
 from .stats import FleetObserver, FleetStats
 
 if TYPE_CHECKING:
@@ -179,6 +183,10 @@ class ConstellationDeviceManager:
         # Transitions seen per device: lets a caller wait for "a transition after this one"
         # without caring whether it was woken in time to see the intermediate states.
         self._transitions: dict[str, int] = {}
+        #: The manager's part of a fleet shared with other managers through a fleet store,
+        #: while one runs (``stellate.manager.fleet_share``); None: this manager runs every
+        #: device it is given.
+        self.fleet_share: SharedFleet | None = None
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
@@ -289,6 +297,41 @@ class ConstellationDeviceManager:
             ValueError: a device with that id is already registered, or the id breaks the id
                 rule (``stellate.protocol.ids``: no server would take it).
         """
+        self._start(profile, self._engine.create, connect=auto_connect)
+
+    def resume_device(
+        self, profile: AgentProfile, snapshot: DeviceSnapshot | None, *, now: datetime
+    ) -> None:
+        """Add a device another manager (or an earlier run) left as ``snapshot``, and start
+        its task where the FSM's rule resumes it (``stellate.fsm.resume``): a FAILED device
+        stays FAILED with its reason, a backoff waits what is left of it at ``now`` (wall
+        time), a device that held or was attempting a socket reconnects at once. Without a
+        snapshot, it connects at once as a device moved here mid-attempt (``resume_fresh``).
+
+        Args:
+            profile: the device as configured (its URL and ``max_retries`` are the config's).
+            snapshot: what the old owner left (``stellate.store.snapshot.decode``), or None.
+            now: the wall time the snapshot's absolute times are measured against.
+
+        Raises:
+            RuntimeError: the manager is not running.
+            ValueError: as ``add_device``.
+        """
+
+        def make(configured: AgentProfile, **create: Any) -> DeviceLifecycle:
+            if snapshot is None:
+                return resume_fresh(self._engine, configured, **create)
+            memory = snapshot.memory(now)
+            left_in = snapshot.status
+            return resume(self._engine, snapshot.profile(configured), left_in, memory, **create)
+
+        self._start(profile, make, connect=False)
+
+    def _start(
+        self, profile: AgentProfile, make: Callable[..., DeviceLifecycle], *, connect: bool
+    ) -> None:
+        """Check ``profile``, make its lifecycle (``make(profile, **create)``) and start
+        its task; connect it now if ``connect``."""
         if self._nursery is None or self._stop_requested.is_set():
             raise RuntimeError("the manager is not running (async with / nursery.start(run))")
         refusal = id_refusal(profile.device_id, ClientType.DEVICE)
@@ -297,13 +340,13 @@ class ConstellationDeviceManager:
         own_token = token_of(profile.server_url) is not None
         key_source = "the token= in its server_url" if own_token else self._api_key_source
         profile = attrs.evolve(profile, server_url=with_token(profile.server_url, self._api_key))
-        lifecycle = self._engine.create(
-            profile,
-            timing=self.timing,
-            rng=self._rng,
-            observer=self._observe,
-            monotonic=trio.current_time,
-        )
+        create: dict[str, Any] = {
+            "timing": self.timing,
+            "rng": self._rng,
+            "observer": self._observe,
+            "monotonic": trio.current_time,
+        }
+        lifecycle = make(profile, **create)
         try:
             self.device_registry.add(lifecycle)
         except ValueError:
@@ -318,7 +361,7 @@ class ConstellationDeviceManager:
         self._nursery.start_soon(
             self._device_task, runner, handle, name=f"device:{profile.device_id}"
         )
-        if auto_connect:
+        if connect:
             runner.command(Command(OwnerCommand.CONNECT))
 
     async def _device_task(self, runner: DeviceRunner, handle: _DeviceHandle) -> None:
@@ -427,6 +470,36 @@ class ConstellationDeviceManager:
 
     def failure_reason(self, device_id: str) -> str | None:
         return self.device_registry.lifecycle(device_id).failure_reason
+
+    def owner_elsewhere(self, device_id: str) -> str | None:
+        """The id of the manager that owns ``device_id`` when another one does (a fleet shared
+        through a store: ``fleet_share.owner_of``); None when this manager runs the device,
+        when no other owner is known, and always without a fleet store.
+
+        For commands on one device: run them here if the registry has it; otherwise this
+        names the manager to send them to.
+        """
+        share = self.fleet_share
+        if share is None or device_id in self.device_registry:
+            return None
+        owner = share.owner_of(device_id)
+        return owner if owner != share.manager_id else None
+
+    def device_snapshot(self, device_id: str, now: datetime) -> DeviceSnapshot:
+        """What a new owner needs to resume the device (``resume_device``), at wall time
+        ``now``: its profile, its lifecycle's memory, and its deadline as the runner armed it.
+
+        Raises:
+            UnknownDevice: no such device.
+        """
+        handle = self._handles.get(device_id)
+        if handle is None:
+            raise UnknownDevice(device_id)
+        runner = handle.runner
+        memory = memory_of(runner.lc, deadline_in=runner.deadline_in(trio.current_time()))
+        in_state = self.fleet.time_in_current_state(device_id)
+        since = None if in_state is None else now - timedelta(seconds=in_state)
+        return snapshot_of(runner.lc.profile, memory, now=now, since=since)
 
     async def wait_for(self, device_id: str, *statuses: DeviceStatus) -> AgentProfile:
         """Wait until the device is in one of ``statuses`` (default: settled); return that

@@ -19,6 +19,7 @@ can register :class:`ManagerCollector` in its own registry instead of serving it
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any, NoReturn
@@ -38,6 +39,7 @@ from ..fsm import AgentProfile, DeviceStatus, Meaning, rows
 from ..fsm.states import INITIAL
 from ..text.redact import redact_url, safe_json
 from .constellation import ConstellationDeviceManager
+from .sharing import SharedFleet
 from .stats import Durations
 
 __all__ = [
@@ -110,6 +112,52 @@ class ManagerCollector:
             "start",
             observer.time_to_idle,
         )
+        share = manager.fleet_share
+        if share is not None:
+            yield from _shared_fleet(share, p)
+
+
+def _shared_fleet(share: SharedFleet, p: str) -> Iterator[Metric]:
+    """A fleet shared through a store: this manager's part, and the whole fleet per manager
+    (as the store held it at the last read of its view)."""
+    yield GaugeMetricFamily(
+        f"{p}_owned_units",
+        "Units (hash slots of devices) this manager acts as the owner of.",
+        value=share.owned_units(),
+    )
+    yield CounterMetricFamily(
+        f"{p}_devices_adopted",
+        "Devices this manager took over (from a snapshot, or fresh).",
+        value=share.adopted,
+    )
+    yield CounterMetricFamily(
+        f"{p}_devices_released",
+        "Devices this manager handed over or stopped running (their unit lost).",
+        value=share.released,
+    )
+    yield GaugeMetricFamily(
+        f"{p}_unreadable_snapshots",
+        "Devices whose snapshot could not be read (each started fresh).",
+        value=len(share.unreadable),
+    )
+    report = share.report()
+    if report is None:
+        return
+    yield GaugeMetricFamily(
+        f"{p}_fleet_managers", "Live managers of the shared fleet.", value=len(report.managers)
+    )
+    fleet = GaugeMetricFamily(
+        f"{p}_fleet_devices",
+        "Devices of the shared fleet by owner and status, as the store holds them "
+        "(owner empty: nobody holds the device's unit now).",
+        labels=["owner", "status"],
+    )
+    counts = Counter((d.owner or "", d.status or "unreadable") for d in report.devices)
+    for manager in report.managers:  # every live manager listed, idle count included
+        counts.setdefault((manager.id, DeviceStatus.IDLE.value), 0)
+    for (owner, status), n in sorted(counts.items()):
+        fleet.add_metric([owner, status], n)
+    yield fleet
 
 
 def _failing_triggers() -> set[str]:
@@ -144,8 +192,17 @@ def profile_json(profile: AgentProfile) -> dict[str, Any]:
 
 
 def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
-    """What the fleet page shows: the table, the counts, and one entry per device."""
+    """What the fleet page shows: the table, the counts, and one entry per device.
+
+    Each device says its ``owner``: the manager running it (None without a fleet store). With
+    one (``manager.fleet_share``), the devices other managers run are listed too, as the store
+    holds them (their status as their owner last wrote it; no profile, attempts or time in
+    state), and ``store`` names the store, this manager and every live one; ``stats`` stays
+    this manager's own.
+    """
     observer = manager.fleet
+    share = manager.fleet_share
+    here = share.manager_id if share is not None else None
     devices = []
     for lifecycle in manager.device_registry.lifecycles():
         profile = lifecycle.profile
@@ -154,6 +211,7 @@ def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
             {
                 "device_id": profile.device_id,
                 "status": lifecycle.state.value,
+                "owner": here,
                 "attempts": profile.connection_attempts,
                 "last_error": lifecycle.last_error,
                 "failure_reason": lifecycle.failure_reason,
@@ -161,12 +219,40 @@ def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
                 "profile": profile_json(profile),
             }
         )
+    store = None
+    if share is not None:
+        report = share.report()
+        listed = {device["device_id"] for device in devices}
+        rows = {row.device_id: row for row in report.devices} if report is not None else {}
+        for device_id in share.devices:
+            if device_id in listed:
+                continue
+            row = rows.get(device_id)
+            devices.append(
+                {
+                    "device_id": device_id,
+                    "status": None if row is None else row.status,
+                    "owner": None if row is None else row.owner,
+                    "attempts": None,
+                    "last_error": None if row is None else row.last_error,
+                    "failure_reason": None if row is None else row.failure_reason or row.problem,
+                    "time_in_state": None,
+                    "profile": None,
+                }
+            )
+        store = {
+            "name": share.store.name,
+            "manager_id": here,
+            "managers": [] if report is None else [m.to_json() for m in report.managers],
+            "unreadable": dict(share.unreadable),
+        }
     return {
         "task_name": manager.task_name,
         "states": [status.value for status in DeviceStatus],
         "initial": INITIAL,
         "transitions": [dict(row) for row in _table_rows()],
         "stats": manager.stats().to_dict(),
+        "store": store,
         "devices": devices,
     }
 

@@ -213,6 +213,16 @@ class DeviceRunner:
         """
         await self._released.wait()
 
+    def deadline_in(self, now: float) -> float | None:
+        """Seconds from ``now`` (trio time) until the current state's deadline passes (None:
+        the state has none); counted from the entry as the runner armed it, or the whole
+        deadline if the runner has not looked at the new state yet."""
+        lc = self.lc
+        if lc.entered != self._deadline_of:
+            return lc.timeout
+        at = self._deadline_at
+        return None if at is None else max(0.0, at - now)
+
     # -- the mailbox ------------------------------------------------------------------------------
     def command(self, command: Command) -> None:
         """Queue an owner's command (handled in order; at once if it must interrupt)."""

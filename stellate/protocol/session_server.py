@@ -433,7 +433,10 @@ class ServerSession:
         entry = self._registry.remove(self.client_id, self)
         if entry is not None and self._counts is not None:
             self._counts.departed[entry.client_type] += 1
-        if entry is None or entry.client_type is not ClientType.DEVICE:
+        if entry is None:
+            return []
+        if entry.client_type is not ClientType.DEVICE:
+            logger.info("constellation %s left", entry.client_id)
             return []
         logger.info("device %s left", entry.client_id)
         # Fix 4: constellations acting on this device are told at once.

@@ -22,10 +22,16 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from .ownership import CLAIM_RETRY, LeasePolicy, RateLimit, assign, units_of
+from .ownership import CLAIM_RETRY, DRIFT_BOUND, LeasePolicy, RateLimit, assign, units_of
 from .port import Claimed, Lease, Renewal
 
-__all__ = ["Change", "OwnershipKeeper"]
+__all__ = ["OVERDUE", "OVERDUE_SLACK", "Change", "OwnershipKeeper"]
+
+#: A member that has not renewed for this many renewal periods is overdue: the next round is
+#: made when its membership would end, not a whole renewal period after.
+OVERDUE = 1.2
+#: Seconds past an overdue member's end before that round (the store's clock may be behind).
+OVERDUE_SLACK = 0.05
 
 
 @attrs.frozen
@@ -34,6 +40,11 @@ class Change:
 
     gained: frozenset[str] = frozenset()
     lost: frozenset[str] = frozenset()
+    #: The leases of the units in ``lost`` that were handed over (a hand-off or a graceful
+    #: stop), not lost to time: they are still the units' current leases on the store until
+    #: the driver releases them, after ``on_change`` returns, so the manager may write its
+    #: last snapshots of their devices under them.
+    handed: tuple[Lease, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.gained or self.lost)
@@ -78,6 +89,11 @@ class OwnershipKeeper:
         self.members: tuple[str, ...] = ()
         #: Unit → manager it should belong to, by the last member list.
         self._assigned: dict[str, str] = {}
+        # Leases handed over since the last ``settle`` (reported with the loss).
+        self._handed: list[Lease] = []
+        # When (manager's clock) a member that missed its renewals loses its membership, if
+        # it does not renew: the next round is made then, so its units are claimed at once.
+        self._overdue_until: float | None = None
 
     # -- what the manager may do now ------------------------------------------------------------
     def acting(self, unit: str, now: float) -> bool:
@@ -109,12 +125,25 @@ class OwnershipKeeper:
         mine = {unit for unit, owner in self._assigned.items() if owner == self.manager}
         return frozenset(mine - self._held.keys())
 
+    def owed(self) -> frozenset[str]:
+        """Units held that the rendezvous rule gives to another live manager."""
+        return frozenset(
+            unit
+            for unit in self._held
+            if (owner := self._assigned.get(unit)) is not None and owner != self.manager
+        )
+
     def wake_in(self, now: float) -> float:
-        """Seconds until the next round: the renewal period, shorter while units are wanted,
-        and never past the next self-fencing instant."""
+        """Seconds until the next round: the renewal period; the claim retry while units are
+        wanted or owed to another manager (a hand-off goes at its rate, not once a renewal);
+        when an overdue member's membership would end (its units are claimed as soon as the
+        store frees them); never past the next self-fencing instant."""
         wait = self.policy.renew_every
-        if self.wanted():
+        if self.wanted() or self.owed():
             wait = min(wait, CLAIM_RETRY)
+        overdue = self._overdue_until
+        if overdue is not None and overdue > now:  # past: the next answer says more
+            wait = min(wait, overdue - now)
         expiry = self.next_expiry(now)
         return wait if expiry is None else max(0.0, min(wait, expiry - now))
 
@@ -139,6 +168,7 @@ class OwnershipKeeper:
                 break
             del self._held[unit]
             out.append(held.lease)
+        self._handed += out
         return tuple(out)
 
     def to_claim(self, now: float) -> tuple[str, ...]:
@@ -156,6 +186,8 @@ class OwnershipKeeper:
         self._held.clear()
         self._assigned = {}
         self.members = ()
+        self._overdue_until = None
+        self._handed += leases
         return leases
 
     # -- a round: what came back ----------------------------------------------------------------
@@ -170,6 +202,12 @@ class OwnershipKeeper:
                 del self._held[unit]
         self.members = tuple(member.manager for member in renewal.members)
         self._assigned = assign(self.units, self.members)
+        overdue = [
+            sent + member.expires_in * (1 + DRIFT_BOUND) + OVERDUE_SLACK
+            for member in renewal.members
+            if member.manager != self.manager and member.age > self.policy.renew_every * OVERDUE
+        ]
+        self._overdue_until = min(overdue) if overdue else None
 
     def claimed(self, claimed: Claimed, sent: float, asked: Iterable[str] = ()) -> None:
         """A claim sent at ``sent`` came back: hold what was granted. Tokens spent on units
@@ -189,6 +227,9 @@ class OwnershipKeeper:
     def settle(self, now: float) -> Change:
         """Units gained and lost since the last call (by answers, hand-offs and time)."""
         acting = self.acting_units(now)
-        change = Change(gained=acting - self._acting, lost=self._acting - acting)
+        lost = self._acting - acting
+        handed = tuple(lease for lease in self._handed if lease.unit in lost)
+        self._handed = []
+        change = Change(gained=acting - self._acting, lost=lost, handed=handed)
         self._acting = acting
         return change

@@ -54,12 +54,14 @@ __all__ = [
     "DEFAULT_LEASE",
     "DRIFT_BOUND",
     "MAX_LEASE",
+    "MAX_MANAGER_ID",
     "MIN_LEASE",
     "SLOTS",
     "LeasePolicy",
     "RateLimit",
     "assign",
     "lease_problems",
+    "manager_id_problems",
     "owner_of",
     "slot_of",
     "unit_of",
@@ -86,6 +88,8 @@ DRIFT_BOUND = 0.05
 CLAIM_RATE = 500.0
 #: Seconds between claim attempts while a manager wants units it does not hold yet.
 CLAIM_RETRY = 1.0
+#: The longest manager id accepted.
+MAX_MANAGER_ID = 128
 
 
 def _weight(*parts: str) -> int:
@@ -123,6 +127,17 @@ def assign(units: Iterable[str], managers: Collection[str]) -> dict[str, str]:
     if not managers:
         return {}
     return {unit: owner for unit in units if (owner := owner_of(unit, managers)) is not None}
+
+
+def manager_id_problems(manager_id: str) -> Iterator[str]:
+    """What is wrong with ``manager_id`` as a manager's id (nothing when it is fine): it
+    names the manager in the store, in logs and in ``stellate status``."""
+    if not manager_id:
+        yield "must not be empty"
+    elif len(manager_id) > MAX_MANAGER_ID:
+        yield f"must be at most {MAX_MANAGER_ID} characters, got {len(manager_id)}"
+    elif not all(ch.isprintable() and not ch.isspace() for ch in manager_id):
+        yield "must be printable, without spaces or control characters"
 
 
 def lease_problems(lease: float) -> Iterator[str]:

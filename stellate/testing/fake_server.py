@@ -11,6 +11,12 @@ Accepted connections are served by a handler that speaks AIP frames through the 
 Everything the server saw is kept: the fault each attempt met (:meth:`~FakeAgentServer.applied`),
 with the time it started, and every frame from the manager that broke the protocol
 (:attr:`~FakeAgentServer.violations`: an empty list means the manager spoke correct AIP).
+
+Like the reference server it refuses a registration for a device that already has a live one
+(``client_id ... is already registered``): with several managers sharing a fleet, that is the
+agent server's fence against two of them registering one device. Each such registration is
+listed in :attr:`~FakeAgentServer.duplicates` (an empty list: never two registrations of one
+device at once), and :meth:`~FakeAgentServer.registrations` counts the live ones.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ..protocol.messages import (
     ServerMessageType,
     TaskStatus,
 )
+from ..protocol.rejections import ALREADY_REGISTERED
 from ..protocol.rejections import CLOSE_POLICY_VIOLATION as KEY_REFUSED_CODE
 from ..protocol.transport import ConnectError, Connection, ConnectionClosed
 from .faults import (
@@ -108,6 +115,8 @@ class _Device:
     current: AttemptFault | None = None
     #: The current connection has reached a state it keeps (IDLE with ``Stay``).
     settled: bool = False
+    #: Live (confirmed, not yet closed) registrations of the device.
+    registered: int = 0
 
 
 def _server_frame(**fields: Any) -> str:
@@ -141,6 +150,9 @@ class FakeAgentServer:
         self.violations: list[str] = []
         #: Handlers currently serving a connection (0 once every socket is gone).
         self.live_handlers = 0
+        #: Registrations that arrived while the device had a live one (refused), as
+        #: ``"t=SECONDS: device: registered twice"``.
+        self.duplicates: list[str] = []
         self.connector = FaultConnector(self)
 
     # -- scripting ---------------------------------------------------------------------------
@@ -178,6 +190,10 @@ class FakeAgentServer:
     def applied(self, device_id: str) -> list[Attempt]:
         """Every attempt ``device_id`` made so far, with the fault it met."""
         return list(self._devices[device_id].attempts)
+
+    def registrations(self, device_id: str) -> int:
+        """Live (confirmed, not yet closed) registrations for ``device_id``: at most 1."""
+        return self._devices[device_id].registered
 
     def settled(self, device_id: str) -> bool:
         """True while the device's current connection is one the server will keep healthy."""
@@ -239,9 +255,13 @@ class FakeAgentServer:
         self.live_handlers += 1
         try:
             async with trio.open_nursery() as nursery:
-                with suppress(ConnectionClosed):
-                    attempt = device.attempts[index]
-                    await _Connection(self, device, fault, conn, nursery, attempt).run()
+                connection = _Connection(self, device, fault, conn, nursery, device.attempts[index])
+                try:
+                    with suppress(ConnectionClosed):
+                        await connection.run()
+                finally:
+                    if connection.registered:
+                        device.registered -= 1
                 nursery.cancel_scope.cancel()
         finally:
             self.live_handlers -= 1
@@ -275,6 +295,8 @@ class _Connection:
         self.nursery = nursery
         self.attempt = attempt
         self.client_id = "?"
+        #: This connection's registration was confirmed and counts as live.
+        self.registered = False
 
     async def send(self, frame: Frame) -> None:
         """Send ``frame`` to the device, noting when (every frame is a sign of life)."""
@@ -285,6 +307,14 @@ class _Connection:
         frame = await self.conn.receive()
         if not self._check_register(frame):
             await self.conn.aclose(1008, "invalid first frame")
+            return
+        if self.device.registered:  # the reference server's answer to a duplicate client_id
+            self.server.duplicates.append(
+                f"t={trio.current_time():.3f}: {self.device.device_id}: registered twice"
+            )
+            text = ALREADY_REGISTERED.format(client_id=self.client_id)
+            await self.send(self._error(text))
+            await self.conn.aclose(1000, text[:120])
             return
         fault = self.fault
         if isinstance(fault, DropAfterAccept):  # the connector should have dropped it already
@@ -453,6 +483,9 @@ class _Connection:
             self.server._violation(self.device, f"device_info_request for {target_id!r}")
 
     def _confirmation(self) -> str:
+        if not self.registered:
+            self.registered = True
+            self.device.registered += 1
         return self._ack()
 
     def _ack(self) -> str:

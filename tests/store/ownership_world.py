@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import attrs
 import trio
@@ -216,10 +216,16 @@ class World:
                 await keep_ownership(
                     manager.link,
                     manager.keeper,
-                    lambda change: self.oracle.changed(manager.name, change),
+                    self._reporter(manager),
                     clock=manager.clock,
                     sleep=manager.sleep,
                 )
+
+    def _reporter(self, manager: SimManager) -> Callable[[Change], Awaitable[None]]:
+        async def report(change: Change) -> None:
+            self.oracle.changed(manager.name, change)
+
+        return report
 
     async def _write_snapshots(self, manager: SimManager) -> None:
         """What a manager does as owner: write its devices' snapshots, under its leases."""
@@ -247,7 +253,7 @@ class World:
         await stop_ownership(
             manager.link,
             manager.keeper,
-            lambda change: self.oracle.changed(manager.name, change),
+            self._reporter(manager),
             clock=manager.clock,
         )
         self.oracle.ended(manager.name)

@@ -39,7 +39,7 @@ class Seen:
         self.units: set[str] = set()
         self.changes: list[Change] = []
 
-    def __call__(self, change: Change) -> None:
+    async def __call__(self, change: Change) -> None:
         self.changes.append(change)
         self.units |= change.gained
         self.units -= change.lost
@@ -134,3 +134,60 @@ async def test_an_outage_stops_acting_at_the_margin_and_is_logged_once_each_way(
     assert len(messages) == 2, messages
     assert "unreachable" in messages[0] and "until their leases run out" in messages[0]
     assert "is back" in messages[1]
+
+
+async def test_a_hand_off_goes_at_its_rate_not_once_a_renewal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 4 devices a second: m2's share of the 40 devices takes several hand-off batches. Made
+    # once a renewal (every 5 s) they would take a renewal period each; made at the claim
+    # retry while units are owed, they follow each other a second apart.
+    store = MemoryFleetStore()
+    first, second = keeper("m1", rate=4.0), keeper("m2", rate=4.0)
+    seen1, seen2 = Seen(), Seen()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_ownership, store, first, seen1)
+        await trio.sleep(30)  # m1 holds every unit
+        assert seen1.units == set(first.units)
+        nursery.start_soon(keep_ownership, store, second, seen2)
+        joined = trio.current_time()
+        await trio.sleep(0.001)
+        while seen2.units != {u for u, owner in second._assigned.items() if owner == "m2"}:
+            assert trio.current_time() - joined < 10 * POLICY.lease  # (a hang guard)
+            await trio.sleep(0.1)
+        took = trio.current_time() - joined
+        devices = sum(len(first.units[u]) for u in seen2.units)
+        batches = -(-devices // 4)
+        assert batches >= 3, devices  # several batches, each a second apart at most
+        assert took <= POLICY.renew_every + (batches + 1) * CLAIM_RETRY + 1, took
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dead_manager_s_units_are_claimed_as_soon_as_its_membership_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # m2 dies (nothing released). The survivor's renewals see it overdue (not renewed for more
+    # than a renewal period), so its next round is when m2's membership ends, not its next
+    # renewal, up to a renewal period later.
+    store = MemoryFleetStore()
+    first, second = keeper("m1"), keeper("m2")
+    seen1 = Seen()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_ownership, store, first, seen1)
+        await trio.sleep(2.5)
+        dying = trio.CancelScope()
+        nursery.start_soon(_run_until, store, second, dying)
+        await trio.sleep(10.5)
+        dying.cancel()  # a crash: nothing released
+        (member,) = [m for m in (await store.view()).members if m.manager == "m2"]
+        ends = trio.current_time() + member.expires_in
+        while seen1.units != set(first.units):
+            assert trio.current_time() < ends + POLICY.renew_every  # (a hang guard)
+            await trio.sleep(0.01)
+        assert ends <= trio.current_time() < ends + 0.2
+        nursery.cancel_scope.cancel()
+
+
+async def _run_until(store: MemoryFleetStore, k: OwnershipKeeper, scope: trio.CancelScope) -> None:
+    with scope:
+        await keep_ownership(store, k, Seen())

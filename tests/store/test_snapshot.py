@@ -28,6 +28,7 @@ from stellate.fsm.event_data import (
 )
 from stellate.fsm.lifecycle import DeviceLifecycle, LifecycleEngine
 from stellate.fsm.resume import memory_of, resume, resumed_status
+from stellate.protocol import RejectionKind
 from stellate.store.snapshot import (
     FORMAT_VERSION,
     DeviceSnapshot,
@@ -154,6 +155,43 @@ def test_an_attempt_cut_short_by_the_move_is_not_counted() -> None:
     assert resumed.profile.connection_attempts == 0
     resumed.fire(Trigger.TIMED_OUT)
     assert resumed.profile.connection_attempts == 1
+
+
+def test_a_moved_device_s_first_attempt_backs_off_when_the_old_owner_still_holds_its_id() -> None:
+    # Cut short in its first attempt, the device resumes with no attempt counted; the server
+    # may not have processed the old owner's close yet. That refusal is the move's, not the
+    # device's: it backs off (the table's transient_rejection), as after a failed attempt.
+    held = RegistrationAnswer(
+        accepted=False,
+        reason="client_id 'stellate@dev-1' is already registered; duplicate registrations "
+        "are not allowed",
+        kind=RejectionKind.ID_STILL_HELD,
+    )
+    device = lifecycle(Mono(100.0))
+    device.fire(Trigger.CONNECT)
+    device.fire(Trigger.CONNECTION_OPENED)
+    resumed = move(device, deadline_in=20.0, later=1.0)
+    resumed.fire(Trigger.TIMED_OUT)
+    resumed.fire(Trigger.CONNECTION_OPENED)
+    resumed.fire(Trigger.REGISTER_SENT)
+    resumed.fire(held)
+    assert resumed.state is DeviceStatus.BACKOFF
+    # The same refusal on a device that never moved, in its first attempt, is final.
+    fresh = lifecycle(Mono(100.0))
+    for event in (Trigger.CONNECT, Trigger.CONNECTION_OPENED, Trigger.REGISTER_SENT, held):
+        fresh.fire(event)
+    assert fresh.state is DeviceStatus.FAILED
+    # Once the moved device is activated again, the move is over: it is like any other.
+    resumed.fire(Trigger.TIMED_OUT)
+    for event in (
+        Trigger.CONNECTION_OPENED,
+        Trigger.REGISTER_SENT,
+        RegistrationAnswer(accepted=True),
+        TelemetryAnswer(None),
+    ):
+        resumed.fire(event)
+    assert resumed.state is DeviceStatus.IDLE
+    assert not resumed._moved
 
 
 @pytest.mark.parametrize("status", list(DeviceStatus))

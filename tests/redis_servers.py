@@ -100,3 +100,68 @@ def redis_server(
                     proc.kill()
                     proc.wait()
     raise RuntimeError("could not start redis-server on a free port (5 attempts)")
+
+
+class RestartableRedis:
+    """A ``redis-server`` a test can stop and start again on the same port (as a restart of
+    the service would): ``with RestartableRedis(password=...) as redis: ... redis.restart()``.
+    It keeps nothing on disk, so it comes back empty (a restart without persistence)."""
+
+    def __init__(self, *args: str, password: str | None = None) -> None:
+        self.args = args
+        self.password = password
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._directory = tempfile.TemporaryDirectory(prefix="stellate-redis-")
+
+    def url(self, db: int = 0, *, with_password: bool = True) -> str:
+        return RedisServer(self.port, self.password).url(db, with_password=with_password)
+
+    def _start(self) -> bool:
+        binary = redis_binary()
+        assert binary is not None, MISSING
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", self._directory.name, *self.args]
+        command += ["--requirepass", self.password] if self.password else []
+        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + HANG_GUARD
+        while self._proc.poll() is None and not _answers(self.port, False):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} never answered")
+            time.sleep(0.02)
+        return self._proc.poll() is None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=HANG_GUARD)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop it, wait ``down_for`` seconds, then start it again on the same port (retried
+        while the port is busy)."""
+        self.stop()
+        time.sleep(down_for)
+        deadline = time.monotonic() + HANG_GUARD
+        while not self._start():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server could not start again on port {self.port}")
+            time.sleep(0.1)
+
+    def __enter__(self) -> RestartableRedis:
+        for _attempt in range(5):
+            self.port = free_port()
+            if self._start():
+                return self
+        raise RuntimeError("could not start redis-server on a free port (5 attempts)")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._directory.cleanup()
