@@ -60,6 +60,8 @@ _STORE = (
     "tests/store/test_ownership_simulation.py",
     "tests/store/test_store_contract.py",
     "tests/store/test_ownership_loop.py",
+    "tests/store/test_fleet_share.py",
+    "tests/store/test_share_simulation.py",
 )
 _SERVER = (
     "tests/server/test_session_server.py",
@@ -135,6 +137,10 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "stellate/store/ownership.py": _STORE,
     "stellate/store/keeper.py": _STORE,
     "stellate/store/snapshot.py": _STORE,
+    "stellate/store/report.py": (
+        "tests/store/test_fleet_report.py",
+        "tests/store/test_fleet_share.py",
+    ),
     "stellate/adapters/store_memory.py": _STORE,
 }
 
