@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import cli_up, codec, fleet, floor, latency, machine, targets
+from . import cli_up, codec, fleet, floor, latency, machine, reference, targets
 from .env import describe
 from .env import machine as machine_info
 from .procs import Rig
 from .report import Row, grid, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS = ("codec", "machine", "latency", "fleet", "heartbeat", "floor", "storm", "cli", "split")
+STEPS = (
+    "codec",
+    "machine",
+    "latency",
+    "fleet",
+    "heartbeat",
+    "floor",
+    "storm",
+    "cli",
+    "reference",
+    "split",
+)
 
 
 def log(message: str) -> None:
@@ -29,9 +42,13 @@ def log(message: str) -> None:
 class Plan:
     """What to run: the full set, or the quick one (small N, short windows, under a minute)."""
 
-    def __init__(self, quick: bool, only: set[str]) -> None:
+    def __init__(self, quick: bool, only: set[str], reference: str | None = None) -> None:
         self.quick = quick
         self.only = only
+        #: The reference implementation's checkout (None: from the environment, or skipped).
+        self.reference = reference
+        #: Devices brought up side by side by `stellate up` and the reference Galaxy manager.
+        self.reference_n = 500 if quick else 1_000
         self.machine_models = 2_000 if quick else 10_000
         self.latency_runs = 50 if quick else 200
         self.fleet_sizes = [100, 500] if quick else [100, 500, 1_000, 5_000, 10_000]
@@ -67,11 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", default="", help="comma-separated fleet sizes (default: the plan's)"
     )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="DIR",
+        help=f"checkout of the reference implementation for the side-by-side step (default: "
+        f"${reference.ENV_ROOT}; its Python: ${reference.ENV_PYTHON} or DIR/.venv/bin/python)",
+    )
     args = parser.parse_args(argv)
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.quick and "--only" not in " ".join(argv or sys.argv):
         only.discard("split")  # tracemalloc makes the quick run twice as long
-    plan = Plan(args.quick, only)
+    plan = Plan(args.quick, only, args.reference)
     if args.sizes:
         plan.fleet_sizes = [int(x) for x in args.sizes.split(",")]
     info = machine_info()
@@ -99,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         step("latency", lambda: results.update(latency=latency.measure(plan.latency_runs)))
     for n in plan.fleet_sizes:
         step(f"fleet N={n:,}", lambda n=n: _fleet(plan, n, results))
+    if plan.wants("reference"):
+        step(f"side by side N={plan.reference_n:,}", lambda: _reference(plan, results))
 
     rows = _rows(plan, results)
     finished = machine_info()
@@ -156,7 +182,17 @@ def _fleet(plan: Plan, n: int, results: dict[str, Any]) -> None:
             results["cli_up"] = cli_up.measure(rig)
         if n == plan.split_n and plan.wants("split"):
             log("  tracemalloc split")
-            results["split"] = fleet.measure(rig, tracemalloc=True)
+            results["split"] = fleet.measure(rig, tracemalloc=True, shutdown=False)
+
+
+def _reference(plan: Plan, results: dict[str, Any]) -> None:
+    """`stellate up` and the reference Galaxy manager on the reference agent server."""
+    log_dir = Path(tempfile.mkdtemp(prefix="stellate-bench-reference-"))
+    found = reference.measure(plan.reference_n, log_dir, plan.reference)
+    results["reference"] = found
+    if "skipped" in found:
+        log(f"  skipped: {found['skipped']}")
+    shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def _heartbeat(plan: Plan, results: dict[str, Any]) -> tuple[dict[str, Any] | None, str, bool]:
@@ -177,15 +213,18 @@ def _rows(plan: Plan, results: dict[str, Any]) -> dict[str, list[Row]]:
     fleets: dict[int, dict[str, Any]] = results["fleet"]
     beat, source, estimated = _heartbeat(plan, results)
     storm_result = fleets.get(plan.storm_n)
+    floor_result = results.get("floor")
     t: list[Row] = []
-    t += targets.heartbeat_rows(beat, source, estimated)
-    t += targets.bring_up_rows(fleets)
+    t += targets.side_by_side_rows(results.get("reference"))
     t += targets.cli_rows(results.get("cli_up"), fleets.get(plan.cli_n))
+    t += targets.shutdown_rows(fleets.get(500), floor_result)
+    t += targets.bring_up_rows(fleets, floor_result)
     t += targets.latency_rows(results.get("latency"))
     t += targets.memory_rows(fleets.get(plan.memory_from))
+    t += targets.server_rows({n: r for n, r in fleets.items() if n == 500}, beat, floor_result)
+    t += targets.heartbeat_rows(beat, source, estimated)
     t += targets.big_fleet_rows(fleets.get(10_000))
     t += targets.storm_rows(storm_result if storm_result and "storm" in storm_result else None)
-    t += targets.server_rows({n: r for n, r in fleets.items() if n == 500}, beat)
     d: list[Row] = []
     if "floor" in results and 500 in fleets:
         fast = results.get("heartbeat_1s")
@@ -202,7 +241,15 @@ def _rows(plan: Plan, results: dict[str, Any]) -> dict[str, list[Row]]:
         d += machine.rows(results["machine"])
     for n, result in sorted(fleets.items()):
         note = _fleet_note(result)
-        d.append(Row("fleet", f"N={n:,}", f"{result['wall_s']:.2f} s to all IDLE", note=note))
+        d.append(
+            Row(
+                "fleet",
+                f"N={n:,}",
+                f"{result['wall_s']:.2f} s to all IDLE",
+                value=result["wall_s"],
+                note=note,
+            )
+        )
     return {"targets": t, "details": d}
 
 

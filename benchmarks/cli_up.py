@@ -27,11 +27,15 @@ def _config(rig: Rig, path: Path, limit: int | None = None) -> Path:
     return path
 
 
-def _run(argv: list[str], out: Path, timeout: float) -> dict[str, Any]:
+def run_child(
+    argv: list[str], out: Path, timeout: float, cwd: Path | None = None
+) -> dict[str, Any]:
     """Run ``argv`` with stdout/stderr to files; its CPU from the kernel's rusage of the child."""
     began = time.monotonic()
     with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd
+        )
         deadline = began + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -54,7 +58,7 @@ def _run(argv: list[str], out: Path, timeout: float) -> dict[str, Any]:
 def _up(rig: Rig, limit: int | None, name: str) -> dict[str, Any]:
     config = _config(rig, rig.log_dir / f"{name}.yaml", limit)
     argv = [STELLATE, "up", "--once", "--json", str(config)]
-    run = _run(argv, rig.log_dir / f"{name}.out", max(120.0, rig.n / 10))
+    run = run_child(argv, rig.log_dir / f"{name}.out", max(120.0, rig.n / 10))
     if run["exit"] != 0:
         raise RigError(f"stellate up exited {run['exit']}: see {rig.log_dir}/{name}.err")
     return run

@@ -45,11 +45,22 @@ def rows(result: dict[str, Any]) -> list[Row]:
         return f"{result[key] * 1e6:.1f} µs"
 
     return [
-        Row("codec", "manager: build a heartbeat frame", us("manager_heartbeat_s")),
-        Row("codec", "manager: interpret a heartbeat ack", us("manager_ack_s")),
+        Row(
+            "codec",
+            "manager: build a heartbeat frame",
+            us("manager_heartbeat_s"),
+            value=result["manager_heartbeat_s"],
+        ),
+        Row(
+            "codec",
+            "manager: interpret a heartbeat ack",
+            us("manager_ack_s"),
+            value=result["manager_ack_s"],
+        ),
         Row(
             "codec",
             "server: interpret a heartbeat, renew the lease, build the ack",
             us("server_heartbeat_s"),
+            value=result["server_heartbeat_s"],
         ),
     ]

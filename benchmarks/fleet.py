@@ -25,11 +25,13 @@ def measure(
     storm: bool = False,
     tracemalloc: bool = False,
     storm_timeout: float = 180.0,
+    shutdown: bool = True,
 ) -> dict[str, Any]:
     """Run one manager over ``rig``'s devices: the worker's result plus the children's CPU.
 
     Adds ``servers_cpu_bring_up_s`` (the agent servers' CPU while the manager brought the fleet
-    up), ``servers_cpu_window_s`` (during the steady window) and, for a storm, when each agent
+    up), ``servers_cpu_window_s`` (during the steady window), ``servers_cpu_shutdown_s`` (while
+    the manager closed every connection gracefully, last) and, for a storm, when each agent
     re-joined (the restarted servers log each registration).
     """
     job: dict[str, Any] = {
@@ -41,6 +43,7 @@ def measure(
         "tracemalloc": tracemalloc,
         "storm_timeout": storm_timeout,
         "timeout": max(120.0, rig.n / 20),
+        "shutdown": shutdown,
     }
     marks: dict[str, dict[str, float]] = {"start": rig.cpu_seconds()}
     restart: dict[str, float] = {}
@@ -67,6 +70,10 @@ def measure(
     if "window" in marks and "window_end" in marks:
         spent = _spent(marks["window"], marks["window_end"])
         result["servers_cpu_window_s"] = spent["servers"]
+    if "shutdown" in marks and "shutdown_end" in marks:
+        result["shutdown"]["servers_cpu_s"] = _spent(marks["shutdown"], marks["shutdown_end"])[
+            "servers"
+        ]
     if storm:
         result["storm"]["restart_s"] = restart.get("s", 0.0)
         # Read now: the rig's logs are deleted when it closes.

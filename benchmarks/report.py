@@ -49,7 +49,7 @@ def table(rows: list[Row]) -> str:
 
 def grid(headers: list[str], lines: list[list[str]]) -> str:
     """A plain table: one header line, a rule, one line per row (markdown-compatible)."""
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(headers)]
 
     def fmt(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"

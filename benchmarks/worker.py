@@ -32,6 +32,8 @@ from stellate.fsm.lifecycle import DeviceLifecycle
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import Connection, Connector
 
+from .marks import mark
+
 
 def emit(payload: dict[str, Any]) -> None:
     sys.stdout.write("@@ " + json.dumps(payload) + "\n")
@@ -169,7 +171,9 @@ async def fleet(job: dict[str, Any]) -> dict[str, Any]:
     Job keys: ``spec``; ``tracemalloc`` (split the memory by owner); ``window`` (seconds of
     steady-state CPU after bring-up); ``storm`` (have the driver restart the servers, and stamp
     the reconnection); ``stagger`` (seconds between two ``add_device`` calls: devices brought
-    up together send their heartbeats together, and trio then wakes once for many of them).
+    up together send their heartbeats together, and trio then wakes once for many of them);
+    ``shutdown`` (end with the graceful stop, every device closed with a closing handshake, and
+    measure it; without it the job ends by cancellation, which nobody waits for).
     """
     devices = profiles(job["spec"], max_retries=job.get("max_retries", 5))
     n = len(devices)
@@ -193,6 +197,7 @@ async def fleet(job: dict[str, Any]) -> dict[str, Any]:
                 settled = await _settle(manager, job.get("timeout", 600.0))
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
+            mark("bring_up")
             result: dict[str, Any] = {
                 "n": n,
                 "wall_s": wall,
@@ -217,6 +222,10 @@ async def fleet(job: dict[str, Any]) -> dict[str, Any]:
                 result["steady"] = await _steady(manager, job["window"])
             if job.get("storm"):
                 result["storm"] = await _storm(manager, storm, n, job.get("storm_timeout", 180.0))
+            if job.get("shutdown"):
+                mark("idle")
+                result["shutdown"] = await _shutdown(manager)
+                mark("shutdown")
             stop.cancel()
             await trio.lowlevel.checkpoint()
     return result
@@ -272,6 +281,23 @@ async def _steady(manager: ConstellationDeviceManager, window: float) -> dict[st
     with profiled("steady"):
         await trio.sleep(window)
     emit({"event": "window_end"})
+    times1 = os.times()
+    return {
+        "cpu_s": time.process_time() - cpu0,
+        "user_s": times1.user - times0.user,
+        "system_s": times1.system - times0.system,
+        "wall_s": time.perf_counter() - t0,
+        "statuses": _statuses(manager),
+    }
+
+
+async def _shutdown(manager: ConstellationDeviceManager) -> dict[str, Any]:
+    """The graceful stop of the whole fleet (``aclose``: a closing handshake per device)."""
+    times0, cpu0, t0 = os.times(), time.process_time(), time.perf_counter()
+    emit({"event": "shutdown"})
+    with profiled("shutdown"):
+        await manager.aclose()
+    emit({"event": "shutdown_end"})
     times1 = os.times()
     return {
         "cpu_s": time.process_time() - cpu0,
@@ -369,7 +395,8 @@ JOBS = {"latency": latency, "fleet": fleet, "floor": floor}
 @contextlib.contextmanager
 def profiled(stage: str) -> Iterator[None]:
     """Diagnostics: with ``STELLATE_BENCH_PROFILE=PREFIX`` (and optionally
-    ``STELLATE_BENCH_STAGE=bring_up|steady|storm``), cProfile a stage into ``PREFIX.STAGE.prof``.
+    ``STELLATE_BENCH_STAGE=bring_up|steady|storm|shutdown``), cProfile a stage into
+    ``PREFIX.STAGE.prof``.
     """
     prefix = os.environ.get("STELLATE_BENCH_PROFILE")
     wanted = os.environ.get("STELLATE_BENCH_STAGE", stage)

@@ -241,12 +241,14 @@ class _ClientSession(AbstractAsyncContextManager[WebSocketConnection]):
         assert self._nursery_manager is not None and self._nursery is not None
         assert self._stream is not None and self._connection is not None
         try:
-            with trio.move_on_after(self._connector.close_timeout):
-                await self._connection.aclose()
+            if not self._connection.closed:  # the body did not close it (a closed one: no-op)
+                with trio.move_on_after(self._connector.close_timeout):
+                    await self._connection.aclose()
         finally:
             try:
                 # The reader would otherwise wait for the server's TCP close; we own the stream.
-                await trio.aclose_forcefully(self._stream)
+                if not _socket_closed(self._stream):
+                    await trio.aclose_forcefully(self._stream)
             finally:
                 # No checkpoint between cancelling the nursery and leaving it: the body of a
                 # nursery runs inside its cancel scope.
@@ -261,6 +263,14 @@ class _ClientSession(AbstractAsyncContextManager[WebSocketConnection]):
                         return False  # the body's own exception propagates unchanged
                     raise _collapse(group) from None
         return False
+
+
+def _socket_closed(stream: _ClientStream) -> bool:
+    """True once the socket under ``stream`` is closed (trio-websocket closes it at the end of
+    its closing handshake): closing it again would only cost a cancelled checkpoint."""
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    sock = getattr(inner, "socket", None)  # None: a stream of another kind (tests' memory pairs)
+    return sock is not None and bool(sock.fileno() == -1)
 
 
 def _os_reason(exc: OSError) -> str:

@@ -20,7 +20,6 @@ sends commands to the runners.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -216,17 +215,32 @@ class ConstellationDeviceManager:
             raise RuntimeError("a manager runs once")
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._alarms.run, name="stellate alarms")
+                alarms = trio.CancelScope()
+                nursery.start_soon(self._run_alarms, alarms, name="stellate alarms")
                 self._nursery = nursery
                 task_status.started(self)
                 await self._stop_requested.wait()
                 with trio.move_on_after(self.shutdown_timeout):
                     await self._disconnect_all()
-                nursery.cancel_scope.cancel()
+                self._finish_all()
+                alarms.cancel()
         finally:
             self._nursery = None
             self._close_subscribers()
             self._stopped.set()
+
+    async def _run_alarms(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._alarms.run()
+
+    def _finish_all(self) -> None:
+        """End every device task: those without a socket return by themselves (no
+        cancellation raised through each of them), the others are cancelled."""
+        for handle in self._handles.values():
+            runner = handle.runner
+            runner.finish()
+            if not runner.released:
+                handle.scope.cancel()
 
     def stop(self) -> None:
         """Ask ``run`` to disconnect every device and return (does not wait; see ``aclose``)."""
@@ -239,28 +253,40 @@ class ConstellationDeviceManager:
             await self._stopped.wait()
 
     async def _disconnect_all(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for device_id in list(self._handles):
-                nursery.start_soon(self._disconnect_quietly, device_id)
+        """Every device is told to disconnect at once, then each is waited for in turn.
+
+        No task per device: the commands go out in one pass (each device's own task closes
+        its socket, all of them concurrently), and the waits that follow mostly find their
+        device already done.
+        """
+        waiting = []
+        for device_id, handle in list(self._handles.items()):
+            if not handle.done.is_set():
+                handle.runner.command(Command(OwnerCommand.DISCONNECT))
+                waiting.append((device_id, handle))
+        for device_id, handle in waiting:
+            await self._until_disconnected(device_id, handle)
 
     async def _disconnect_quietly(self, device_id: str) -> None:
         handle = self._handles.get(device_id)
         if handle is None or handle.done.is_set():
             return
         handle.runner.command(Command(OwnerCommand.DISCONNECT))
-        with trio.CancelScope() as scope:
-            # A device task that ends (removed meanwhile) will never reach DISCONNECTED.
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._cancel_when_done, handle.done, scope)
-                with contextlib.suppress(UnknownDevice):
-                    await self._wait_status(device_id, DeviceStatus.DISCONNECTED)
-                    await handle.runner.wait_released()  # its closing handshake is over
-                scope.cancel()
+        await self._until_disconnected(device_id, handle)
 
-    @staticmethod
-    async def _cancel_when_done(done: trio.Event, scope: trio.CancelScope) -> None:
-        await done.wait()
-        scope.cancel()
+    async def _until_disconnected(self, device_id: str, handle: _DeviceHandle) -> None:
+        """Until the device is DISCONNECTED and its closing handshake is over, or it is gone
+        (removed, or its task ended: it will never get there)."""
+        while not handle.done.is_set():
+            try:
+                status = self.device_registry.lifecycle(device_id).state
+            except UnknownDevice:
+                return
+            if status is DeviceStatus.DISCONNECTED:
+                if not handle.runner.released:  # bounded: the close has its own deadline
+                    await handle.runner.wait_released()
+                return
+            await self._waiter(device_id).wait()  # set by every transition, and at the end
 
     async def __aenter__(self) -> Self:
         if self._nursery is not None or self._stopped.is_set():
@@ -370,6 +396,9 @@ class ConstellationDeviceManager:
                 await runner.run()
         finally:
             handle.done.set()
+            waiter = self._waiters.pop(runner.lc.device_id, None)
+            if waiter is not None:  # whoever waits on this device learns its task is over
+                waiter.set()
 
     async def register_device(
         self,

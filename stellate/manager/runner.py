@@ -158,6 +158,13 @@ class _Beat:
 
 _BEAT: Final = _Beat()
 
+
+class _Finish:
+    """The owner is done with the device and no socket is held (an item ``_next`` returns)."""
+
+
+_FINISH: Final = _Finish()
+
 InboxItem = Command | _FromPeer | _Closed | _LeaseExpired
 
 SessionFactory = Callable[[str, str], ConstellationSession]
@@ -203,6 +210,22 @@ class DeviceRunner:
         # Set while the runner holds no socket (replaced by a fresh one per attempt).
         self._released = trio.Event()
         self._released.set()
+        # The owner is done with the device (``finish``): ``run`` returns once no socket is held.
+        self._finishing = False
+
+    @property
+    def released(self) -> bool:
+        """True while the runner holds no socket (its last closing handshake is over)."""
+        return self._released.is_set()
+
+    def finish(self) -> None:
+        """Have ``run`` return as soon as the runner holds no socket (at once if it is
+        waiting without one): the owner stopping a fleet ends each device task this way,
+        without a cancellation to raise through it. A socket still open stays open: whoever
+        calls this cancels the devices it must not wait for."""
+        self._finishing = True
+        if self._waiter is not None:
+            self._wake()
 
     async def wait_released(self) -> None:
         """Wait until the runner holds no socket (its closing handshake is over).
@@ -312,12 +335,15 @@ class DeviceRunner:
             self._deadline_at = None if timeout is None else trio.current_time() + timeout
         return self._deadline_at
 
-    async def _next(self, deadline: float | None) -> InboxItem | _Beat | None:
+    async def _next(self, deadline: float | None) -> InboxItem | _Beat | _Finish | None:
         """The next current item; ``_BEAT`` when a heartbeat is due (or the lease's verdict);
-        None once ``deadline`` (trio time) has come."""
+        ``_FINISH`` once the owner is done and no socket is held; None once ``deadline``
+        (trio time) has come."""
         if deadline is not None and deadline <= trio.current_time():
             return None  # no time left: the deadline wins over anything queued
         while True:
+            if self._finishing and self._released.is_set():
+                return _FINISH
             item = self._take()
             if item is not None:
                 return item
@@ -350,16 +376,20 @@ class DeviceRunner:
 
     # -- the outer loop: effects in, events out -----------------------------------------------
     async def run(self) -> None:
-        pending: list[Effect] = []
-        while True:
+        """Run the device until cancelled, or until ``finish`` finds it without a socket."""
+        pending: list[Effect] | None = []
+        while pending is not None:
             try:
                 pending = await self._step(pending)
             except Exception as exc:  # our bug: contain it in this device (see the docstring)
                 pending = self._contain(exc)
 
-    async def _step(self, pending: list[Effect]) -> list[Effect]:
+    async def _step(self, pending: list[Effect]) -> list[Effect] | None:
         """Perform ``pending`` without a socket, then wait for the next event; return the
-        effects it caused. An ``OpenConnection`` runs a whole connection (attempt and life)."""
+        effects it caused (None: finished). An ``OpenConnection`` runs a whole connection
+        (attempt and life)."""
+        if self._finishing:
+            return None  # the owner is done: no new connection, no more waiting
         for effect in pending:
             if isinstance(effect, OpenConnection):
                 return await self._connection(effect.url)
@@ -370,13 +400,13 @@ class DeviceRunner:
             return self._fire(Trigger.TIMED_OUT)
         if isinstance(item, Command):
             return self._command(item)
+        if item is _FINISH:
+            return None
         return []  # no socket of this generation exists: nothing else can be current
 
     def _command(self, command: Command) -> list[Effect]:
-        trigger = self.lc.serving(command.name)
-        if trigger is None:
-            return []  # already done (connecting, connected, stopped): nothing to do
-        return self._fire(trigger)
+        effects = self.lc.serve(command.name)
+        return [] if effects is None else effects  # None: already done, nothing to do
 
     def _contain(self, exc: Exception) -> list[Effect]:
         """Log a bug of ours with its traceback and fail only this device (or re-raise)."""
@@ -531,7 +561,7 @@ class DeviceRunner:
             if item is _BEAT:
                 pending = await self._beat(conn, session, scope)
             else:
-                assert not isinstance(item, _Beat)
+                assert not isinstance(item, _Beat | _Finish)  # a socket is held: never finished
                 pending = self._on_item(item, session)
 
     async def _send(

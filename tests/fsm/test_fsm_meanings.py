@@ -136,6 +136,28 @@ def test_each_command_fires_what_the_rules_say(state: DeviceStatus, command: Own
         engine.release(lifecycle)
 
 
+@pytest.mark.parametrize("command", list(OwnerCommand))
+@pytest.mark.parametrize("state", list(DeviceStatus))
+def test_serve_fires_what_serving_names_and_changes_nothing_else(
+    state: DeviceStatus, command: OwnerCommand
+) -> None:
+    engine = LifecycleEngine()
+    asked = engine.create(AgentProfile("d", "ws://h/ws", status=state))
+    served = engine.create(AgentProfile("d", "ws://h/ws", status=state))
+    try:
+        trigger = asked.serving(command)
+        effects = served.serve(command)
+        if trigger is None:
+            assert effects is None
+            assert served.profile == AgentProfile("d", "ws://h/ws", status=state)
+        else:
+            assert effects == asked.fire(trigger)
+            assert served.profile == asked.profile and served.timeout == asked.timeout
+    finally:
+        engine.release(asked)
+        engine.release(served)
+
+
 def test_a_command_served_twice_from_one_state_is_named() -> None:
     table = copy.deepcopy(TRANSITIONS)
     from_backoff = next(r for r in table if r.get("serves") == [C.CONNECT] and "before" not in r)

@@ -39,6 +39,7 @@ from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus, Trigger
 from stellate.manager import ConstellationDeviceManager, DeviceFailed, EventKind, UnknownDevice
+from stellate.manager.runner import DeviceRunner
 from stellate.protocol import (
     ClientMessageType,
     ClientType,
@@ -672,6 +673,37 @@ async def test_started_in_a_nursery_and_closed_gracefully(autojump_clock: Any) -
             async with manager:
                 pass
         nursery.cancel_scope.cancel()
+
+
+async def test_a_graceful_stop_ends_every_device_task_without_cancelling_it(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Devices that closed (or held no socket) return from their task once the manager stops:
+    no cancellation is raised through them (``DeviceRunner.finish``)."""
+    ended: list[str] = []
+    run = DeviceRunner.run
+
+    async def recorded(self: DeviceRunner) -> None:
+        try:
+            await run(self)
+        except trio.Cancelled:
+            ended.append(f"{self.lc.device_id} cancelled")
+            raise
+        ended.append(f"{self.lc.device_id} returned")
+
+    monkeypatch.setattr(DeviceRunner, "run", recorded)
+    async with site("dev0", "dev1") as (net, _nursery, _server):
+        async with manager_on(net) as manager:
+            manager.add_device(profile("dev0"))
+            manager.add_device(profile("dev1"))
+            manager.add_device(profile("resting"), auto_connect=False)
+            manager.add_device(AgentProfile("lost", "ws://nowhere.invalid/ws", max_retries=1))
+            settled = await manager.wait_settled(["dev0", "dev1", "lost"])
+            assert [p.status for p in settled.values()] == [S.IDLE, S.IDLE, S.FAILED]
+        assert not manager.running
+        statuses = {d: p.status for d, p in manager.get_all_devices().items()}
+        assert statuses == dict.fromkeys(["dev0", "dev1", "resting", "lost"], S.DISCONNECTED)
+        assert sorted(ended) == [f"{d} returned" for d in ("dev0", "dev1", "lost", "resting")]
 
 
 async def test_cancelling_the_manager_leaves_no_task_and_no_socket(autojump_clock: Any) -> None:
