@@ -57,6 +57,16 @@ _PAGE_TYPES = frozenset({b"text/html", b"application/xhtml+xml"})
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY_HEADER = re.compile(rb"\r\nsec-websocket-key:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)
 _END_OF_HEAD = re.compile(rb"\n\r?\n")  # where h11 sees the blank line
+#: The usual answer, read without h11: an HTTP/1.1 ``101`` whose head came in one read, every
+#: header a token name and a value of printable ASCII. Anything else (and a head in pieces)
+#: is read by h11, which gives every other verdict and its reason.
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_CLEAN_101 = re.compile(
+    rb"HTTP/1\.1 101[ ][\x20-\x7e]*\r\n((?:" + _TOKEN + rb":[\x20-\x7e]*\r\n)*)\r\n"
+)
+_CLEAN_HEADER = re.compile(rb"(" + _TOKEN + rb"):[ ]*([\x20-\x7e]*?)[ ]*\r\n")
+#: Headers whose value h11 checks further (a number, a coding): their answers go through h11.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class UpgradeFailed(RemoteError):
@@ -126,7 +136,7 @@ class UpgradeCheck:
     def __init__(self, *, max_header_bytes: int = MAX_ANSWER_HEADER_BYTES) -> None:
         self._request = b""
         self._key: bytes | None = None
-        self._http = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+        self._http: h11.Connection | None = None  # made for an answer the fast path passes on
         self._max_header_bytes = max_header_bytes
         self._received = 0
         self._head: bytes | None = b""  # the answer until its blank line (None: seen it)
@@ -146,16 +156,25 @@ class UpgradeCheck:
         if match is None:  # never: trio-websocket always sends one; a bug on our side
             raise RuntimeError("the upgrade request has no Sec-WebSocket-Key")
         self._key = match.group(1)
-        # h11 must believe it sent the request to read the answer: a stand-in with the same
-        # upgrade headers (the bytes it would write are not used).
-        self._http.send(
-            h11.Request(
-                method="GET",
-                target="/",
-                headers=[("Host", "-"), ("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        self._request = b""
+
+    def _reader(self) -> h11.Connection:
+        """h11, for an answer that is not a clean ``101`` in one read."""
+        http = self._http
+        if http is None:
+            http = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
+            # h11 must believe it sent the request to read the answer: a stand-in with the
+            # same upgrade headers (the bytes it would write are not used).
+            http.send(
+                h11.Request(
+                    method="GET",
+                    target="/",
+                    headers=[("Host", "-"), ("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                )
             )
-        )
-        self._http.send(h11.EndOfMessage())
+            http.send(h11.EndOfMessage())
+            self._http = http
+        return http
 
     def answer_received(self, data: bytes) -> bool:
         """The server sent ``data`` (``b""``: it closed). True once the upgrade is accepted.
@@ -168,12 +187,17 @@ class UpgradeCheck:
             return True
         if self._key is None:
             raise UpgradeFailed(self._early(data))
+        if self._received == 0 and self._clean_101(data):
+            self._received = len(data)
+            self.accepted = True
+            return True
         self._received += len(data)
         self._check_head_size(data)
-        self._http.receive_data(data)
+        http = self._reader()
+        http.receive_data(data)
         while True:
             try:
-                event = self._http.next_event()
+                event = http.next_event()
             except h11.RemoteProtocolError as exc:
                 raise UpgradeFailed(self._malformed(exc, closed=not data)) from None
             if event is h11.NEED_DATA:
@@ -181,7 +205,12 @@ class UpgradeCheck:
                     raise UpgradeFailed(self._cut_short())
                 return False  # a pending refusal's body may follow (see refusal_pending)
             if isinstance(event, h11.InformationalResponse):
-                self._check_informational(event)
+                if event.status_code != 101:
+                    raise UpgradeFailed(
+                        f"the server answered HTTP {event.status_code} (informational) instead "
+                        "of 101 Switching Protocols"
+                    )
+                self._check_101(list(event.headers))
                 self.accepted = True
                 return True
             if isinstance(event, h11.Response):
@@ -242,14 +271,26 @@ class UpgradeCheck:
             return f"the answer's headers are longer than {self._max_header_bytes} bytes"
         return f"the answer is not valid HTTP ({escape_text(detail, REASON_LIMIT)})"
 
-    def _check_informational(self, event: h11.InformationalResponse) -> None:
-        status = event.status_code
-        if status != 101:
-            raise UpgradeFailed(
-                f"the server answered HTTP {status} (informational) instead of "
-                "101 Switching Protocols"
-            )
-        headers = list(event.headers)
+    def _clean_101(self, data: bytes) -> bool:
+        """The answer is a ``101`` whose whole head is in ``data`` and plain enough to read
+        without h11 (see ``_CLEAN_101``); its headers are then held to the same rules.
+
+        Raises:
+            UpgradeFailed: it is such a ``101``, and breaks a rule of RFC 6455.
+        """
+        match = _CLEAN_101.match(data)
+        if match is None or match.end() > self._max_header_bytes:
+            return False
+        # Every line of the head is a header (_CLEAN_101 made sure): one pair per line.
+        headers = [(n.lower(), v) for n, v in _CLEAN_HEADER.findall(match.group(1))]
+        if any(name in _FRAMING for name, _ in headers):
+            return False
+        self._check_101(headers)
+        return True
+
+    def _check_101(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A ``101`` answer's headers (lower-case names) against the client rules of RFC 6455
+        section 4.1."""
         rules = (
             (b"upgrade" in _tokens(_header(headers, b"connection")), "'Connection: Upgrade'"),
             (_tokens(_header(headers, b"upgrade")) == {b"websocket"}, "'Upgrade: websocket'"),

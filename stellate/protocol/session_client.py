@@ -176,6 +176,49 @@ _CONSTELLATION_HEARTBEAT = FrameTemplate(_constellation_heartbeat)
 _DEVICE_HEARTBEAT = FrameTemplate(_device_heartbeat)
 
 
+# --- a constellation's two other frames, sent once per connection: encoded once as well -----
+
+
+def _constellation_register(
+    client_id: str, timestamp: str, target_id: str, task_name: str, targeted_device_id: str
+) -> ClientMessage:
+    """``frames/constellation_register.json``: the device is named twice (as the target, and
+    in the metadata), so it is two values of the template."""
+    return ClientMessage(
+        type=ClientMessageType.REGISTER,
+        status=TaskStatus.OK,
+        client_type=ClientType.CONSTELLATION,
+        client_id=client_id,
+        target_id=target_id,
+        timestamp=timestamp,
+        metadata={
+            "type": "constellation_client",
+            "task_name": task_name,
+            "targeted_device_id": targeted_device_id,
+            "capabilities": list(CONSTELLATION_CAPABILITIES),
+            "version": CONSTELLATION_CLIENT_VERSION,
+        },
+    )
+
+
+def _device_info_request(
+    client_id: str, timestamp: str, target_id: str, request_id: str
+) -> ClientMessage:
+    return ClientMessage(
+        type=ClientMessageType.DEVICE_INFO_REQUEST,
+        status=TaskStatus.OK,
+        client_type=ClientType.CONSTELLATION,
+        client_id=client_id,
+        target_id=target_id,
+        timestamp=timestamp,
+        request_id=request_id,
+    )
+
+
+_CONSTELLATION_REGISTER = FrameTemplate(_constellation_register)
+_DEVICE_INFO_REQUEST = FrameTemplate(_device_info_request)
+
+
 # --- shared phase logic -------------------------------------------------------------------
 
 
@@ -214,11 +257,12 @@ class _ClientSessionBase:
             )
         )
 
-    def _start_registration(self, **fields: Any) -> str:
+    def _start_registration(self, frame: Callable[[], str]) -> str:
+        """The REGISTER frame ``frame()`` builds, once per session."""
         self._require(SessionPhase.NEW, action="register")
-        frame = self._message(ClientMessageType.REGISTER, **fields)
+        text = frame()
         self.phase = SessionPhase.REGISTERING
-        return frame
+        return text
 
     def _interpret(
         self, frame: str | bytes
@@ -281,15 +325,11 @@ class ConstellationSession(_ClientSessionBase):
 
     def register(self) -> str:
         """The REGISTER frame (``frames/constellation_register.json``)."""
+        device = self.device_id
         return self._start_registration(
-            target_id=self.device_id,
-            metadata={
-                "type": "constellation_client",
-                "task_name": self.task_name,
-                "targeted_device_id": self.device_id,
-                "capabilities": list(CONSTELLATION_CAPABILITIES),
-                "version": CONSTELLATION_CLIENT_VERSION,
-            },
+            lambda: _CONSTELLATION_REGISTER.fill(
+                self.client_id, self._now(), device, self.task_name, device
+            )
         )
 
     def heartbeat(self) -> str:
@@ -302,9 +342,7 @@ class ConstellationSession(_ClientSessionBase):
         self._require(SessionPhase.REGISTERED, action="request device info")
         request_id = self._new_id()
         self.pending_request_id = request_id
-        return self._message(
-            ClientMessageType.DEVICE_INFO_REQUEST, target_id=self.device_id, request_id=request_id
-        )
+        return _DEVICE_INFO_REQUEST.fill(self.client_id, self._now(), self.device_id, request_id)
 
     def receive(self, frame: str | bytes) -> list[ClientEvent]:
         """Interpret one received frame in the current phase."""
@@ -365,11 +403,14 @@ class DeviceSession(_ClientSessionBase):
     def register(self) -> str:
         """The REGISTER frame (``frames/device_register.json``)."""
         return self._start_registration(
-            metadata={
-                "system_info": self.system_info,
-                "registration_time": self._now(),
-                "platform": self.platform,
-            }
+            lambda: self._message(
+                ClientMessageType.REGISTER,
+                metadata={
+                    "system_info": self.system_info,
+                    "registration_time": self._now(),
+                    "platform": self.platform,
+                },
+            )
         )
 
     def heartbeat(self) -> str:

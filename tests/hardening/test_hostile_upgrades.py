@@ -92,6 +92,29 @@ def test_upgrade_check_ends_every_answer_with_a_verdict(answer: Answer, split: i
     assert accepted == answer.valid
 
 
+def _verdict(check: UpgradeCheck, chunks: list[bytes]) -> tuple[object, ...]:
+    try:
+        for chunk in chunks:
+            if check.answer_received(chunk):
+                return ("accepted",)
+    except UpgradeFailed as exc:
+        return ("refused", exc.reason, exc.status, exc.retry_after)
+    return ("pending",)
+
+
+@settings(max_examples=examples(400))
+@given(answer=answers())
+def test_a_head_read_at_once_gets_the_verdict_of_one_read_byte_by_byte(answer: Answer) -> None:
+    """The usual 101 is read without h11 when its whole head comes in one read (the fast
+    path); byte by byte, h11 reads every answer: both give the same verdict, reason included."""
+    data = b"".join(chunk for _, chunk in answer.chunks(b"dGhlIHNhbXBsZSBub25jZQ=="))
+    at_once, by_bytes = UpgradeCheck(), UpgradeCheck()
+    at_once.request_sent(REQUEST)
+    by_bytes.request_sent(REQUEST)
+    pieces = [data[i : i + 1] for i in range(len(data))]
+    assert _verdict(at_once, [data, b""]) == _verdict(by_bytes, [*pieces, b""])
+
+
 # -- the real connector, in memory or on a raw TCP listener ------------------------------------
 
 #: Where an answer is played: "memory" (``MemoryConnector``, under ``autojump_threshold=0``)
