@@ -92,13 +92,18 @@ async def test_something_that_is_not_redis(caplog: pytest.LogCaptureFixture) -> 
 
 
 async def test_a_store_out_of_memory_refuses_writes_clearly() -> None:
-    with redis_server("--maxmemory", "1mb", "--maxmemory-policy", "noeviction") as server:
+    # The data is written first and the limit lowered under it afterwards: had the limit been
+    # reached by writing, the refused write's own buffers would count, and once its connection
+    # closed the store could fall back under the limit and take the next manager's probe.
+    with redis_server("--maxmemory-policy", "noeviction") as server:
         async with open_redis_store(server.url(), check=False) as store:
             big = "x" * 100_000
+            for index in range(30):  # 3 MB of snapshots, three times the limit set below
+                (lease,) = (await store.claim("m1", [f"u{index}"], 15)).granted
+                await store.write_snapshots([SnapshotWrite(lease, f"d{index}", big)])
+            await store._client.config_set({"maxmemory": "1mb"})
             with pytest.raises(StoreUnavailable) as caught:
-                for index in range(100):  # 10 MB: far past the limit, wherever it bites
-                    (lease,) = (await store.claim("m1", [f"u{index}"], 15)).granted
-                    await store.write_snapshots([SnapshotWrite(lease, f"d{index}", big)])
+                await store.write_snapshots([SnapshotWrite(lease, "d-next", big)])
             assert caught.value.kind is Unavailability.OUT_OF_MEMORY
             assert "maxmemory" in str(caught.value)
         error = await unavailable(server.url())  # and a manager starting now is told at once
