@@ -18,8 +18,9 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any
 
 import psutil
@@ -271,33 +272,32 @@ def split(snap: tracemalloc.Snapshot) -> dict[str, int]:
 
 
 async def _steady(manager: ConstellationDeviceManager, window: float) -> dict[str, Any]:
-    """Manager CPU over ``window`` seconds of heartbeating (nothing else happening).
+    """Manager CPU over ``window`` seconds of heartbeating (nothing else happening)."""
+    return await _timed(manager, "window", "steady", partial(trio.sleep, window))
+
+
+async def _shutdown(manager: ConstellationDeviceManager) -> dict[str, Any]:
+    """The graceful stop of the whole fleet (``aclose``: a closing handshake per device)."""
+    return await _timed(manager, "shutdown", "shutdown", manager.aclose)
+
+
+async def _timed(
+    manager: ConstellationDeviceManager,
+    event: str,
+    stage: str,
+    work: Callable[[], Awaitable[object]],
+) -> dict[str, Any]:
+    """CPU and wall time of ``work``, announced to the driver as ``event`` and ``event_end``
+    (it reads the servers' CPU then), profiled as ``stage``; the statuses after it.
 
     User and system time are kept apart: the kernel's share (socket sends and receives, waking
     the peer process) is the same whatever the Python above it does.
     """
     times0, cpu0, t0 = os.times(), time.process_time(), time.perf_counter()
-    emit({"event": "window"})
-    with profiled("steady"):
-        await trio.sleep(window)
-    emit({"event": "window_end"})
-    times1 = os.times()
-    return {
-        "cpu_s": time.process_time() - cpu0,
-        "user_s": times1.user - times0.user,
-        "system_s": times1.system - times0.system,
-        "wall_s": time.perf_counter() - t0,
-        "statuses": _statuses(manager),
-    }
-
-
-async def _shutdown(manager: ConstellationDeviceManager) -> dict[str, Any]:
-    """The graceful stop of the whole fleet (``aclose``: a closing handshake per device)."""
-    times0, cpu0, t0 = os.times(), time.process_time(), time.perf_counter()
-    emit({"event": "shutdown"})
-    with profiled("shutdown"):
-        await manager.aclose()
-    emit({"event": "shutdown_end"})
+    emit({"event": event})
+    with profiled(stage):
+        await work()
+    emit({"event": f"{event}_end"})
     times1 = os.times()
     return {
         "cpu_s": time.process_time() - cpu0,
