@@ -57,3 +57,14 @@ def test_filter_keeps_ordinary_records_untouched() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "n=%d", (3,), None)
     assert filt.filter(record)
     assert record.args == (3,) and record.getMessage() == "n=3"
+
+
+def test_a_logged_message_is_cut_after_ten_thousand_characters() -> None:
+    """A log record's message is cut after 10,000 characters (``MESSAGE_LIMIT``), the cut said."""
+    filt = RedactingFilter()
+    for length, kept, cut in ((10_000, 10_000, 0), (10_001, 10_000, 1), (25_000, 10_000, 15_000)):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "a" * length, None, None)
+        assert filt.filter(record)
+        message = record.getMessage()
+        assert message.startswith("a" * kept) and not message.startswith("a" * (kept + 1))
+        assert message.endswith(f"…({cut} more characters)") if cut else message == "a" * length

@@ -345,3 +345,10 @@ def test_all_problems_are_reported_together_in_file_order() -> None:
         "devices.yaml:15: devices[3].device_id: required key missing",
         "devices.yaml:15: devices[3].server_url: required key missing",
     ]
+
+
+def test_a_task_name_the_id_rule_refuses_is_named() -> None:
+    found = problems_in("manager:\n  task_name: ' '\ndevices:\n" + OK_DEVICE)
+    assert len(found) == 1 and found[0].startswith("devices.yaml:2: manager.task_name: ")
+    config = loads_config("manager:\n  task_name: lab-7\ndevices:\n" + OK_DEVICE)
+    assert config.manager.task_name == "lab-7"

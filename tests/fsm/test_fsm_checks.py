@@ -145,3 +145,12 @@ def test_a_broken_table_fails_at_import(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "TableError" in result.stderr
     assert "names 'acceptd', which DeviceLifecycle does not define" in result.stderr
+
+
+def test_a_row_s_close_code_must_be_one_a_websocket_can_send() -> None:
+    """RFC 6455 §7.4: an endpoint sends 1000-4999; anything else is refused by name."""
+    for code, ok in ((999, False), (1000, True), (4999, True), (5000, False), ("1000", False)):
+        rows = copy.deepcopy(TRANSITIONS)
+        rows[0]["close"] = code
+        named = [p for p in problems(transitions=rows) if "is not a WebSocket close code" in p]
+        assert (named == []) is ok, (code, named)

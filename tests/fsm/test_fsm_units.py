@@ -506,3 +506,32 @@ def test_event_data_of_the_wrong_type_is_refused(make: Any, event: Any, says: st
     with pytest.raises(InvalidEventData, match=re.escape(says)):
         lc.fire(event)
     assert snapshot(lc) == before and lc.state == S.REGISTERING
+
+
+# -- what the flow document and the configuration reference state ---------------------------
+
+
+def test_each_status_belongs_to_its_documented_phase() -> None:
+    """docs/registration-flow.md: disconnected is phase 1 (configured), connecting and
+    connected phase 2, registering 3, telemetry 4, idle 5; busy, backoff and failed are in
+    none of the five."""
+    assert {s: s.phase for s in S} == {
+        S.DISCONNECTED: 1,
+        S.CONNECTING: 2,
+        S.CONNECTED: 2,
+        S.REGISTERING: 3,
+        S.TELEMETRY: 4,
+        S.IDLE: 5,
+        S.BUSY: None,
+        S.BACKOFF: None,
+        S.FAILED: None,
+    }
+
+
+def test_a_configured_profile_has_the_documented_defaults() -> None:
+    """docs/configuration.md: max_retries defaults to 5; a configured device has made no
+    attempt, is disconnected and has no task."""
+    profile = AgentProfile("d", "ws://h/ws")
+    assert profile.max_retries == 5
+    assert (profile.connection_attempts, profile.status) == (0, S.DISCONNECTED)
+    assert (profile.current_task_id, profile.last_heartbeat, profile.os) == (None, None, None)

@@ -109,12 +109,14 @@ def mutants_of(module: str) -> list[Mutant]:
     return sorted(found, key=lambda m: (m.line, m.spec.start_pos[1], m.operator))
 
 
-def exclusion(mutant: Mutant, lines: Sequence[str]) -> str | None:
-    """The reason ``mutant`` is excluded, or None."""
-    text = lines[mutant.line - 1]
+def exclusion(mutant: Mutant, source: str) -> str | None:
+    """The reason ``mutant`` is excluded (an equivalent mutant of the plan), or None."""
+    text = source.splitlines()[mutant.line - 1]
     for entry in EXCLUDED:
         if entry.matches(mutant.module, mutant.operator, text):
-            return entry.reason
+            added = [d for d in mutated_line(mutant, source).splitlines() if d.startswith("+")]
+            if any(entry.becomes in line for line in added):
+                return entry.reason
     return None
 
 
@@ -188,16 +190,18 @@ def tree_key(copy: Path) -> str:
 
 
 def measure_coverage(copy: Path, modules: Sequence[str], jobs: int) -> Coverage:
-    """Run every test of the plan once under coverage, each test in its own context."""
-    cached = WORK / f"coverage-{tree_key(copy)}.json"
+    """Run the tests of ``modules`` once under coverage, each test in its own context (cached
+    by the test files and a hash of the tree)."""
+    files = sorted({test for module in modules for test in TARGETS[module]})
+    key = hashlib.sha256(("\0".join(files) + tree_key(copy)).encode()).hexdigest()[:16]
+    cached = WORK / f"coverage-{key}.json"
     if cached.exists():
         data = json.loads(cached.read_text())
         return Coverage(
             {m: {int(k): v for k, v in lines.items()} for m, lines in data["lines"].items()},
             data["times"],
         )
-    files = sorted({test for tests in TARGETS.values() for test in tests})
-    shards = [files[n::jobs] for n in range(jobs)]
+    shards = [shard for shard in (files[n::jobs] for n in range(jobs)) if shard]
     env = {
         **os.environ,
         "PYTHONPATH": f"{copy}{os.pathsep}{copy / 'tests' / 'mutation'}",
@@ -230,7 +234,7 @@ def measure_coverage(copy: Path, modules: Sequence[str], jobs: int) -> Coverage:
                 text=True,
             )
         )
-    lines: dict[str, dict[int, list[str]]] = {m: {} for m in TARGETS}
+    lines: dict[str, dict[int, list[str]]] = {m: {} for m in modules}
     times: dict[str, float] = {}
     for n, proc in enumerate(procs):
         output, _ = proc.communicate()
@@ -240,7 +244,7 @@ def measure_coverage(copy: Path, modules: Sequence[str], jobs: int) -> Coverage:
         times.update(json.loads((copy / f".times-{n}.json").read_text()))
         data = coverage.CoverageData(basename=str(copy / f".coverage-mutate-{n}"))
         data.read()
-        for module in TARGETS:
+        for module in modules:
             found = data.contexts_by_lineno(str(copy / module))
             for line, contexts in found.items():
                 lines[module].setdefault(line, []).extend(contexts)
@@ -329,6 +333,37 @@ def not_an_operator(mutant: Mutant, lines: Sequence[str]) -> bool:
     return rest.startswith((",", ")")) or rest == ""
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where ``source`` holds type annotations the interpreter never evaluates (under ``from
+    __future__ import annotations``): a function's parameters and return, and annotated
+    assignments inside functions. Class-level field annotations are kept: attrs and cattrs
+    resolve those (a mutant there is live)."""
+    spans = []
+
+    def add(node: ast.expr | None) -> None:
+        if node is not None and node.end_lineno is not None and node.end_col_offset is not None:
+            spans.append(((node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset)))
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            add(node.returns)
+            arguments = node.args
+            for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                add(arg.annotation)
+            for extra in (arguments.vararg, arguments.kwarg):
+                add(extra.annotation if extra else None)
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.AnnAssign):
+                    add(inner.annotation)
+    return spans
+
+
+def in_annotation(mutant: Mutant, spans: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> bool:
+    """cosmic-ray mutates annotations too; one the interpreter never evaluates is no mutant."""
+    at = (mutant.spec.start_pos[0], mutant.spec.start_pos[1])
+    return any(start <= at < end for start, end in spans)
+
+
 def run(
     modules: Sequence[str], *, sample: int, seed: int, budget: float | None, jobs: int
 ) -> list[ModuleReport]:
@@ -342,11 +377,16 @@ def run(
         source = (ROOT / module).read_text(encoding="utf-8")
         lines = source.splitlines()
         spans[module] = statement_lines(source)
-        mutants = [m for m in mutants_of(module) if not not_an_operator(m, lines)]
+        annotations = annotation_spans(source)
+        mutants = [
+            m
+            for m in mutants_of(module)
+            if not not_an_operator(m, lines) and not in_annotation(m, annotations)
+        ]
         report.generated = len(mutants)
         kept = []
         for mutant in mutants:
-            reason = exclusion(mutant, lines)
+            reason = exclusion(mutant, source)
             if reason is None:
                 kept.append(mutant)
             else:
@@ -361,7 +401,7 @@ def run(
         check_copy(copy)
     started = time.monotonic()
     cov = measure_coverage(copies[0], modules, jobs)
-    print(f"  coverage of every test of the plan: {time.monotonic() - started:.0f} s", flush=True)
+    print(f"  the modules' tests under coverage: {time.monotonic() - started:.0f} s", flush=True)
 
     def timeout(tests: Sequence[str]) -> float:
         files = [t for t in tests if "::" not in t]

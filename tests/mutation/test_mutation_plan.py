@@ -9,6 +9,7 @@ runs at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mutate
 from cosmic_ray.work_item import MutationSpec
@@ -102,3 +103,46 @@ def test_a_mutant_runs_against_the_tests_that_execute_its_statement() -> None:
     # a line run at import time: what it builds reaches every test of the module's list
     at_import = mutate.tests_for(_mutant(module, 1, 8, "NumberReplacer"), cov, spans)
     assert sorted(at_import) == sorted(TARGETS[module])
+
+
+ANNOTATED = """\
+from __future__ import annotations
+
+
+class Config:
+    port: int | None = None
+
+
+def parse(text: str | bytes, *, limit: int | None = None) -> dict[str, int] | None:
+    found: list[int] | None = None
+    return {"n": 1 | 2}
+"""
+
+
+def test_annotations_never_evaluated_make_no_mutants() -> None:
+    spans = mutate.annotation_spans(ANNOTATED)
+    m = "m.py"
+    assert mutate.in_annotation(_mutant(m, 8, 20, "ReplaceBinaryOperator_BitOr_BitAnd"), spans)
+    assert mutate.in_annotation(_mutant(m, 8, 43, "ReplaceBinaryOperator_BitOr_BitAnd"), spans)
+    assert mutate.in_annotation(_mutant(m, 8, 76, "ReplaceBinaryOperator_BitOr_BitAnd"), spans)
+    assert mutate.in_annotation(_mutant(m, 9, 21, "ReplaceBinaryOperator_BitOr_BitAnd"), spans)
+    # a class field's annotation is resolved by attrs/cattrs; an expression is code
+    assert not mutate.in_annotation(_mutant(m, 5, 14, "ReplaceBinaryOperator_BitOr_BitAnd"), spans)
+    assert not mutate.in_annotation(_mutant(m, 10, 19, "ReplaceBinaryOperator_BitOr_BitAnd"), spans)
+
+
+def test_an_exclusion_takes_only_the_mutant_it_names(tmp_path: Path, monkeypatch: Any) -> None:
+    # the urls.py entry: of the two numbers the line's 0 becomes, only "end < 1" is equivalent
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(mutate, "WORK", tmp_path)
+    module = "stellate/text/urls.py"
+    source = (ROOT / module).read_text(encoding="utf-8")
+    lines = source.splitlines()
+    on_line = [
+        m
+        for m in mutate.mutants_of(module)
+        if "end = len(head) if end < 0 else end" in lines[m.line - 1]
+        and m.operator == "NumberReplacer"
+    ]
+    reasons = [mutate.exclusion(m, source) for m in on_line]
+    assert len(on_line) == 2 and sum(r is not None for r in reasons) == 1

@@ -187,6 +187,14 @@ def test_error_without_text_is_still_a_rejection() -> None:
     assert isinstance(event, Rejected) and event.reason
 
 
+def test_a_heartbeat_with_an_error_status_refuses_the_registration() -> None:
+    """Either an error frame or an error status answers REGISTER with a refusal."""
+    session = constellation()
+    session.register()
+    (event,) = session.receive(server_frame(type="heartbeat", status="error", error="no"))
+    assert event == Rejected("no") and session.phase is SessionPhase.REJECTED
+
+
 def test_error_after_registration_is_a_peer_error() -> None:
     session = registered_constellation()
     text = server_frame(type="error", status="error", error="Device 'linux_dev_2' disconnected")

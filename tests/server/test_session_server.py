@@ -11,7 +11,8 @@ from golden_frames import assert_like, client_frame, frame
 from server_support import error_of
 
 from stellate import Timing
-from stellate.protocol.registry import ClientRegistry
+from stellate.protocol.messages import ClientType
+from stellate.protocol.registry import ClientEntry, ClientRegistry
 from stellate.protocol.session_server import (
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
@@ -378,3 +379,15 @@ def test_connection_lost_is_idempotent() -> None:
     session.connection_lost(1.0)
     assert session.connection_lost(2.0) == []
     assert session.deadline_passed(1e9) == []
+
+
+def test_only_an_entry_s_owner_removes_it() -> None:
+    """A closing socket removes its own registration, never one that replaced it."""
+    registry = ClientRegistry()
+    first, second = object(), object()
+    registry.add(ClientEntry("dev", ClientType.DEVICE, first))
+    assert registry.remove("ghost", first) is None  # nothing registered under that id
+    assert registry.remove("dev", second) is None  # not its owner: kept
+    assert registry.get("dev") is not None
+    removed = registry.remove("dev", first)
+    assert removed is not None and removed.owner is first and registry.get("dev") is None
