@@ -184,6 +184,9 @@ def test_every_path_through_a_recovery_window_replays(max_retries: int, window: 
                 reason = lc.failure_reason or ""
                 lost = any(s.source == S.IDLE for s in path)
                 assert reason.startswith("recovery window of 60s passed") is lost, reason
+                # the loss said why ("refused"): the reason names the last error, whatever
+                # ended the window (an attempt's failure, or a wait's end that says nothing)
+                assert not lost or "(last error: no connection)" not in reason, reason
         finally:
             ENGINE.release(lc)
     assert beyond_max_retries is (window > max_retries)
