@@ -51,14 +51,16 @@ test-slice: $(STAMP)
 
 ## make mutate [SAMPLE=N] [SEED=S] [BUDGET=seconds] [MODULES="stellate/timing.py ..."]: mutation
 ## testing of the rule-bearing modules (tests/mutation/mutation_plan.py) with cosmic-ray, two
-## workers: every mutant (SAMPLE=N: N per module at random, seed printed), each against the
-## tests that execute its line; prints the score per module and lists every survivor.
+## workers, each mutant against the tests that execute its line; prints the score per module
+## and lists every survivor. SAMPLE=12 mutants per module by default (drawn by a seed it
+## prints; SEED=S replays), SAMPLE=0 every mutant (docs/testing.md gives the times).
 ## make mutate-slice: the bounded slice .ci/run adds: 3 mutants per module, a fresh seed.
 MUTATE := $(PY) tests/mutation/mutate.py
+SAMPLE ?= 12
 
 mutate: $(STAMP)
-	$(MUTATE) $(if $(SAMPLE),--sample $(SAMPLE)) $(if $(SEED),--seed $(SEED)) \
-		$(if $(BUDGET),--budget $(BUDGET)) $(MODULES)
+	$(MUTATE) --sample $(SAMPLE) $(if $(SEED),--seed $(SEED)) $(if $(BUDGET),--budget $(BUDGET)) \
+		$(MODULES)
 
 mutate-slice: $(STAMP)
 	$(MUTATE) --sample 3 --budget 900 $(if $(SEED),--seed $(SEED))

@@ -103,6 +103,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tests/hardening/test_peer_json.py",
     ),
     "stellate/protocol/ids.py": (
+        "tests/protocol/test_ids.py",
+        "tests/hardening/test_identities.py",
         "tests/hardening/test_hostile_text.py",
         "tests/server/test_session_server.py",
     ),
