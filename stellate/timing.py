@@ -25,6 +25,12 @@ steps once it is back, while a server that stays down still sees the waits climb
 While a device recovers and the server answers but does not know its target yet, the wait is
 drawn from ``[floor·rejoin_delay, rejoin_delay]``: short and jittered, and it does not climb
 (the server is up; only the device agent is missing).
+
+A way back from FAILED. A device that gave up (retries exhausted, the recovery window passed, a
+refusal) starts a fresh run by itself ``retry_failed_after`` seconds later, as if its owner had
+retried it: a device whose agent was away longer than the recovery window comes back once the
+agent does, without anyone restarting the manager. ``None`` keeps the registration flow's rule
+(FAILED waits for the owner's ``retry``: manual intervention).
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ _POSITIVE = (
 )
 #: Windows: 0 is meaningful (no recovery window; every loss starts the backoff over).
 _NON_NEGATIVE = ("backoff_cap", "recovery_window", "stability_window")
+#: Waits that may be switched off (None); when set, > 0 like the other waits.
+_OPTIONAL_POSITIVE = ("retry_failed_after",)
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +125,12 @@ class Timing:
     #: A connection must stay up this long for its loss not to count as a flap: flaps keep the
     #: reconnect delay climbing (0: every loss starts the backoff over).
     stability_window: float = 60.0
+    #: A FAILED device starts a fresh run (as the owner's ``retry`` would) after this long
+    #: (None: it stays FAILED until the owner retries it). The default brings back, within five
+    #: minutes of its return, a device whose agent was away longer than the recovery window,
+    #: while one refused for a reason no retry fixes (a wrong key, a final rejection) costs its
+    #: server one short run of attempts every five minutes, not a retry loop.
+    retry_failed_after: float | None = 300.0
 
     def __attrs_post_init__(self) -> None:
         problems = Timing.rule_violations(attrs.asdict(self, recurse=False))
@@ -133,6 +147,11 @@ class Timing:
         problems: list[tuple[FieldPath, str]] = []
         for name in _POSITIVE:
             if name in values:
+                problems += [
+                    ((name,), m) for m in number_rule(values[name], minimum=0.0, inclusive=False)
+                ]
+        for name in _OPTIONAL_POSITIVE:
+            if values.get(name) is not None:
                 problems += [
                     ((name,), m) for m in number_rule(values[name], minimum=0.0, inclusive=False)
                 ]

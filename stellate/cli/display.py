@@ -189,13 +189,21 @@ def event_line(event: ManagerEvent) -> str:
     if Meaning.BACKS_OFF in meanings:
         return f"{moved}: {_waiting(event)}"
     if Meaning.GAVE_UP in meanings:
-        return f"{moved}: {shown(event.reason or 'gave up')}"
+        line = f"{moved}: {shown(event.reason or 'gave up')}"
+        if event.retry_in is not None:  # retry_failed_after: a fresh run comes by itself
+            line += f"; retrying in {_seconds(event.retry_in)}"
+        return line
     # Leaving backoff on its deadline is the retry, not a timeout of the attempt.
     cause = "wait over, retrying" if Meaning.WAIT_OVER in meanings else str(record.trigger)
     line = f"{moved} ({cause})  [phase {phase_label(record.dest)}]"
     if Meaning.NO_TELEMETRY in meanings:
         line = f"{shown(event.device_id)}: no telemetry in time; activated without it\n{line}"
     return line
+
+
+def _seconds(seconds: float) -> str:
+    """A wait as a person reads it: ``1.8 s`` below a minute, ``5 min 00 s`` above."""
+    return f"{seconds:.1f} s" if seconds < 60 else _duration(seconds)
 
 
 def _waiting(event: ManagerEvent) -> str:

@@ -28,8 +28,11 @@ Exit status (the rule of every command: ``stellate.cli.exits``). --once: 0 when 
 is IDLE, 1 when any failed or --timeout passed first (the devices still pending are named), 2
 for a bad config, 130 when interrupted (Ctrl-C or SIGTERM) before every device settled. Without
 --once the fleet is kept until Ctrl-C (or SIGTERM), which disconnects every device with a clean
-close handshake and exits 0; but when every device has settled FAILED (at bring-up, or
-later) it says so and exits 1, so a supervisor can restart it. A second Ctrl-C stops at once
+close handshake and exits 0. A FAILED device starts a fresh run by itself
+``retry_failed_after`` seconds later (default 300), so the fleet is kept even when every
+device has failed; only where that setting is null (FAILED waits for the owner) does a fleet
+whose every device settled FAILED (at bring-up, or later) say so and exit 1, so a supervisor
+can restart it. A second Ctrl-C stops at once
 (130). Devices with ``auto_connect: false`` are registered (phase 1) but not connected, and
 count for neither.
 """
@@ -404,20 +407,33 @@ async def _run_fleet(
             if r.profile.device_id in expected
         )
         return 0 if all_idle and not timed_out else 1
+    # A failed device comes back by itself after retry_failed_after; only where FAILED is
+    # final (null) is a fleet with every device failed over, for a supervisor to restart.
+    retry_after = manager.timing.retry_failed_after
     if expected and not any(
         r.profile.status is DeviceStatus.IDLE for r in reports if r.profile.device_id in expected
     ):
+        if retry_after is None:
+            print(
+                f"stellate up: every device failed ({summary}); exiting with status 1",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         print(
-            f"stellate up: every device failed ({summary}); exiting with status 1",
+            f"stellate up: every device failed ({summary}); each starts a fresh run "
+            f"{retry_after:g} s after it failed (retry_failed_after); Ctrl-C to disconnect "
+            "and exit",
             file=sys.stderr,
             flush=True,
         )
-        return 1
-    print(f"stellate: fleet up: {summary}; Ctrl-C to disconnect and exit", file=out, flush=True)
+    else:
+        print(f"stellate: fleet up: {summary}; Ctrl-C to disconnect and exit", file=out, flush=True)
     keep = _display(options, len(config.devices), live=False)
     all_failed = False
+    until = _Until.ALL_FAILED if retry_after is None else _Until.NEVER
     with interrupt.scope():
-        all_failed = await _watch(manager, events, keep, expected, until=_Until.ALL_FAILED)
+        all_failed = await _watch(manager, events, keep, expected, until=until)
     if all_failed:
         summary = fleet_summary(_reports(manager, embedded=options.embedded), expected)
         print(

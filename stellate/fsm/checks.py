@@ -15,7 +15,9 @@ What is checked:
 * every guard and callback named by a row or a state exists on the model;
 * no two rows for one (trigger, source) could both fire: each pair must be told apart by a
   guard one requires and the other excludes (``conditions`` vs ``unless``);
-* every deadline names ``Timing`` settings (one, unless the deadline is drawn);
+* every deadline names ``Timing`` settings (one, unless the deadline is drawn), a state with a
+  deadline has a ``timed_out`` row out of it, and ``timed_out`` leaves only states with one
+  (the runner fires it when the deadline passes: it must be legal there, and only there);
 * every trigger is used by some row;
 * every declared meaning is a ``Meaning``, and rows that differ only by their guards mean the
   same (so a fired step's meaning does not depend on which guard held);
@@ -160,6 +162,18 @@ def table_problems(
             todo.append(nxt)
     problems += [
         f"state {n!r} is unreachable from {initial!r}" for n in state_names if n not in seen
+    ]
+    timed = {r.source.value for r in expanded if r.trigger is Trigger.TIMED_OUT}
+    with_deadline = {spec.status.value for spec in states if spec.deadline is not None}
+    problems += [
+        f"state {n!r} declares a deadline but no {Trigger.TIMED_OUT.value!r} row leaves it"
+        for n in state_names
+        if n in with_deadline - timed
+    ]
+    problems += [
+        f"{Trigger.TIMED_OUT.value!r} leaves state {n!r}, which declares no deadline"
+        for n in state_names
+        if n in timed - with_deadline
     ]
     finals = set(final)
     problems += [

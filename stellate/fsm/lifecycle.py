@@ -70,7 +70,15 @@ from .event_data import (
 )
 from .meaning import Meaning
 from .profile import AgentProfile, merge_system_info
-from .states import INITIAL, SPECS, STATE_SPECS, Deadline, DeviceStatus, machine_states
+from .states import (
+    INITIAL,
+    SPECS,
+    STATE_SPECS,
+    Deadline,
+    DeadlineKind,
+    DeviceStatus,
+    machine_states,
+)
 from .table import MACHINE_KEYS, TRANSITIONS, TRIGGERS, Row, command_trigger, expand, row_of
 from .trigger import OwnerCommand, Trigger
 
@@ -234,6 +242,16 @@ class DeviceLifecycle:
         reconnecting after that loss; None otherwise."""
         return self._lost_at
 
+    @property
+    def next_attempt_in(self) -> float | None:
+        """Seconds from entering the current state until the device's next attempt, when the
+        state is a wait that ends by itself (``backoff``; ``failed`` with
+        ``retry_failed_after``); None otherwise (a failed device waiting for its owner too)."""
+        deadline = SPECS[self.state].deadline
+        if deadline is None or deadline.kind is not DeadlineKind.WAIT:
+            return None
+        return self.timeout
+
     # -- the one way in -----------------------------------------------------------------------
     def fire(self, event: Trigger | str | EventData) -> list[Effect]:
         """Apply one event; return the effects to perform, in order.
@@ -368,6 +386,11 @@ class DeviceLifecycle:
         activated = self._activated_at
         return activated is not None and (self._now() - activated >= self.timing.stability_window)
 
+    def auto_retry(self, event: Any) -> bool:
+        """A failed device starts a fresh run by itself (``Timing.retry_failed_after`` is set;
+        None: FAILED waits for the owner, and no deadline is armed there)."""
+        return self.timing.retry_failed_after is not None
+
     # -- callbacks named by the table -------------------------------------------------------
     def _leave_state(self, event: Any) -> None:
         if not event.transition.row.internal:  # an internal row keeps the state's deadline
@@ -401,8 +424,8 @@ class DeviceLifecycle:
         if deadline is None:
             return None
         if not deadline.drawn:
-            value: float = getattr(self.timing, deadline.settings[0])
-            return value
+            value: float | None = getattr(self.timing, deadline.settings[0])
+            return value  # None: switched off in this configuration (retry_failed_after)
         low, high = self._wait
         wait = max(self._rng.uniform(low, high), self._retry_after)
         lost = self._lost_at

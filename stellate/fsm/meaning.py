@@ -14,11 +14,13 @@ from enum import StrEnum
 class Meaning(StrEnum):
     #: A connection attempt starts (it counts one of ``max_retries``).
     ATTEMPT = "attempt"
-    #: The owner's connect or retry starts a fresh run: attempts, backoff and recovery over.
+    #: A fresh run starts (the owner's connect or retry, or a failed device's
+    #: ``retry_failed_after`` passing): attempts, backoff and recovery over.
     RUN_STARTED = "run_started"
     #: The device waits before its next attempt; the wait is the state's deadline.
     BACKS_OFF = "backs_off"
-    #: The wait between attempts is over: the device tries again.
+    #: The wait before the next attempt is over (a backoff, or a failed device's
+    #: ``retry_failed_after``): the device tries again.
     WAIT_OVER = "wait_over"
     #: Activated: the device is task-ready (the end of the five phases).
     READY = "ready"

@@ -5,8 +5,9 @@ owner rebuilds its lifecycle from what the old one kept (``stellate.store.snapsh
 state it resumes in is a rule about device states, so it lives here, with the machine:
 
 * a device that neither holds a socket nor is attempting one (``disconnected``, ``backoff``,
-  ``failed``) resumes where it was: a FAILED device stays FAILED with its reason until retried,
-  a device backing off waits out what is left of its wait;
+  ``failed``) resumes where it was: a FAILED device stays FAILED with its reason until retried
+  or what is left of its ``retry_failed_after`` passes, a device backing off waits out what
+  is left of its wait;
 * any other device lost its socket with its old owner: it resumes in ``backoff`` with nothing
   left to wait (the new owner connects at once), as after a loss that is nobody's fault —
   an activated device starts (or continues) a recovery, so the reconnect does not spend

@@ -5,8 +5,9 @@ profiles serialise the way Galaxy users expect; ``telemetry`` and ``backoff`` ar
 additions, because every phase of the registration flow, and the wait between retries, must be
 a state one can see and test). ``STATE_SPECS`` declares each state's phase, tags (the groups
 below), deadline, and what entering or leaving it means (``Meaning``: entering ``failed`` is
-giving up, leaving ``busy`` interrupts the task); the rows that move between them are in
-``table.py``. Code that needs a group of states uses the sets here, never a list of its own.
+giving up, entering ``backoff`` backing off, leaving ``busy`` interrupts the task); the rows
+that move between them are in ``table.py``. Code that needs a group of states uses the sets
+here, never a list of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class DeviceStatus(StrEnum):
     IDLE = "idle"  # phase 5: activated, task-ready
     BUSY = "busy"  # running a task
     BACKOFF = "backoff"  # waiting (jittered) before the next connection attempt
-    FAILED = "failed"  # gave up: retries exhausted or registration rejected
+    FAILED = "failed"  # gave up: retries exhausted or registration rejected (a fresh run
+    # starts after retry_failed_after, or when the owner retries)
 
     @property
     def phase(self) -> int | None:
@@ -66,7 +68,9 @@ class DeadlineKind(StrEnum):
     #: How long the state may last: the server is too slow when it passes (the table's
     #: ``timed_out`` rows decide what follows).
     LIMIT = "limit"
-    #: A wait the device sits out before its next attempt (``ManagerEvent.retry_in``).
+    #: A wait the device sits out before its next attempt (``ManagerEvent.retry_in``). A
+    #: setting that is None (``retry_failed_after: null``) arms no deadline: the device waits
+    #: for its owner.
     WAIT = "wait"
 
 
@@ -74,7 +78,8 @@ class DeadlineKind(StrEnum):
 class Deadline:
     """How long a state may last before ``timed_out`` fires, and which settings say so.
 
-    ``settings`` name ``Timing`` fields. A fixed deadline is the value of its one setting; a
+    ``settings`` name ``Timing`` fields. A fixed deadline is the value of its one setting (None:
+    the state has no deadline in that configuration); a
     drawn one (``drawn=True``) is computed by the backoff rule from all of them (jittered
     exponential backoff, the rejoin schedule, a Retry-After floor, never past the recovery
     window).
@@ -100,6 +105,8 @@ BACKOFF_DEADLINE: Final = Deadline(
     drawn=True,
     kind=DeadlineKind.WAIT,
 )
+#: A failed device's way back: a fresh run after ``retry_failed_after`` (null: none).
+RETRY_FAILED_DEADLINE: Final = Deadline(("retry_failed_after",), kind=DeadlineKind.WAIT)
 
 
 @attrs.frozen
@@ -165,12 +172,14 @@ STATE_SPECS: Final[tuple[StateSpec, ...]] = (
         on_exit="_leave_busy",
         leaving=Meaning.TASK_INTERRUPTED,
     ),
-    StateSpec(S.BACKOFF, _tags(), None, BACKOFF_DEADLINE, "_enter_backoff"),
+    StateSpec(
+        S.BACKOFF, _tags(), None, BACKOFF_DEADLINE, "_enter_backoff", entering=Meaning.BACKS_OFF
+    ),
     StateSpec(
         S.FAILED,
         _tags(Tag.SETTLED, Tag.AT_REST, Tag.OUTCOME),
         None,
-        None,
+        RETRY_FAILED_DEADLINE,
         "_enter_failed",
         entering=Meaning.GAVE_UP,
     ),

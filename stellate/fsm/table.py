@@ -51,7 +51,12 @@ Rules, read top to bottom (h11 style):
   ``connect`` cuts the wait short (same run).
 * ``idle`` ⇄ ``busy``: the app marks a device busy with a task and idle again
   (``task_assigned`` / ``task_finished``); a loss while busy ends the task.
-* ``failed`` is left only by the owner: ``retry`` (a fresh run) or ``disconnect``.
+* ``failed`` is left by the owner's ``retry`` (a fresh run) or ``disconnect``, and by its own
+  deadline: ``retry_failed_after`` seconds after giving up, the device starts a fresh run as a
+  retry would (while ``auto_retry``: ``Timing.retry_failed_after`` is set; null arms no
+  deadline and the device waits for its owner, the registration flow's "manual
+  intervention"). Every way into ``failed`` has this way back, so a long-running manager
+  strands no device.
 * The owner's commands (``OwnerCommand``) fire the trigger of the row that ``serves`` them
   from the current state: ``connect`` connects a stopped device, retries a failed one and cuts
   a backoff short; elsewhere it has nothing to do. ``checks.py`` verifies that a command is
@@ -71,11 +76,11 @@ text is the reason the device is left with (``CloseConnection``).
 
 Meanings. A row means what it declares (``"meaning"``: ready, lost, wait over...), plus what its
 states declare: entering ``failed`` is giving up, entering ``connecting`` an attempt, entering
-``disconnected`` the owner's stop, entering a state whose deadline is a wait (``backoff``)
-backing off; leaving ``busy`` interrupts the task unless the row declares how it ended
-(``task_finished``). ``rows()`` carries the result, computed once per row; rows that differ
-only by their guards mean the same (``checks.py`` verifies it), so a fired step's meaning is
-known from its trigger, source and destination.
+``disconnected`` the owner's stop, entering ``backoff`` backing off; leaving ``busy``
+interrupts the task unless the row declares how it ended (``task_finished``). ``rows()``
+carries the result, computed once per row; rows that differ only by their guards mean the same
+(``checks.py`` verifies it), so a fired step's meaning is known from its trigger, source and
+destination.
 """
 
 from __future__ import annotations
@@ -93,7 +98,6 @@ from .states import (
     AWAITING_SERVER,
     SPECS,
     STATE_SPECS,
-    DeadlineKind,
 )
 from .states import DeviceStatus as S
 from .trigger import OwnerCommand as C
@@ -115,6 +119,7 @@ RECOVERING = "recovering"
 WINDOW_OPEN = "window_open"
 TRANSIENT = "transient_rejection"
 STABLE = "stable"
+AUTO_RETRY = "auto_retry"
 
 
 def _attempt_failed(
@@ -298,6 +303,15 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "meaning": [M.RUN_STARTED],
         "serves": [C.RETRY, C.CONNECT],
     },
+    # Failed: its own deadline (retry_failed_after) starts a fresh run, as a retry would.
+    {
+        "trigger": T.TIMED_OUT.value,
+        "source": _v(S.FAILED),
+        "dest": S.CONNECTING.value,
+        "conditions": AUTO_RETRY,
+        "before": "_start_run",
+        "meaning": [M.RUN_STARTED, M.WAIT_OVER],
+    },
     {
         "trigger": T.DISCONNECT.value,
         "source": _v(_ALL - {S.DISCONNECTED}),
@@ -386,8 +400,6 @@ def _meanings(declared: Iterable[M], source: S, dest: S | None) -> frozenset[M]:
     entering, leaving = SPECS[dest], SPECS[source]
     if entering.entering is not None:
         out.add(entering.entering)
-    if entering.deadline is not None and entering.deadline.kind is DeadlineKind.WAIT:
-        out.add(M.BACKS_OFF)
     if leaving.leaving is not None and source is not dest and not out & _TASK_ENDINGS:
         out.add(leaving.leaving)
     return frozenset(out)

@@ -40,7 +40,6 @@ from ..fsm import (
     SETTLED,
     AgentProfile,
     DeviceStatus,
-    Meaning,
     OwnerCommand,
     RandomSource,
     Timing,
@@ -534,9 +533,10 @@ class ConstellationDeviceManager:
         """Wait until the device is in one of ``statuses`` (default: settled); return that
         profile.
 
-        A FAILED device stays FAILED until someone retries or disconnects it, so a wait that
+        A FAILED device stays FAILED until someone retries or disconnects it (or, with
+        ``Timing.retry_failed_after``, until its own fresh run minutes later), so a wait that
         does not include FAILED ends there with :class:`DeviceFailed` (its reason) instead of
-        blocking forever. To take either outcome, wait for the settled states (the default,
+        blocking on. To take either outcome, wait for the settled states (the default,
         ``*SETTLED``) or use ``wait_settled``.
 
         Raises:
@@ -615,7 +615,7 @@ class ConstellationDeviceManager:
         waiter = self._waiters.pop(device_id, None)
         if waiter is not None:
             waiter.set()
-        retry_in = lifecycle.timeout if Meaning.BACKS_OFF in record.meanings else None
+        retry_in = lifecycle.next_attempt_in
         for kind in _kinds(record):
             reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
             event = ManagerEvent(kind, device_id, record, profile, reason, retry_in, record.task_id)

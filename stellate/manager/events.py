@@ -41,8 +41,9 @@ class ManagerEvent:
     record: TransitionRecord
     profile: AgentProfile
     reason: str | None = None
-    #: Backing off (``Meaning.BACKS_OFF``: the new state's deadline is a wait): seconds until
-    #: the next attempt (what a display says while waiting).
+    #: Waiting for the next attempt (the new state's deadline is a wait: backing off, or
+    #: failed with ``retry_failed_after``): seconds until it (what a display says while
+    #: waiting); None otherwise.
     retry_in: float | None = None
     #: The task this transition started, finished or interrupted (see ``EventKind``).
     task_id: str | None = None

@@ -18,7 +18,8 @@ class UnknownDevice(LocalError, KeyError):
 class DeviceFailed(RemoteError):
     """A device waited for (``wait_for``) is FAILED, which the wait did not ask for.
 
-    FAILED is left only by a retry or a disconnect, so the wait would otherwise never end.
+    FAILED is left only by a retry, a disconnect or (``Timing.retry_failed_after``, minutes
+    later) a fresh run of its own, so the wait would otherwise not end with the failure.
     ``reason`` is the device's failure reason; ``profile`` its profile at that moment.
     """
 

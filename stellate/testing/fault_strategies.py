@@ -312,6 +312,8 @@ def fleet_timings(draw: st.DrawFn) -> Timing:
     of seconds to minutes; no stability window (every loss starts the backoff over) or one
     that makes short-lived connections flaps; rejoin delays of 0.5–5 s; the jitter floor at
     its default, at either end (0: anywhere down to no wait; 1: no jitter) or anywhere between.
+    FAILED waits for the owner (``retry_failed_after=None``): the fleet's checks treat it as
+    where a run ends.
 
     ``reconnect_delay`` is at least 0.5 s (the configuration's floor is any value > 0), so a
     device that retries forever against a server that is down makes a bounded number of
@@ -342,6 +344,7 @@ def fleet_timings(draw: st.DrawFn) -> Timing:
         jitter_floor=draw(
             st.one_of(st.just(0.1), st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0))
         ),
+        retry_failed_after=None,
     )
 
 

@@ -136,10 +136,11 @@ class FleetDevice:
         )
 
 
-#: The harness's default timing: ``Timing``'s, without a recovery or stability window (the
-#: reference's rules: reconnects after a loss spend ``max_retries``, every loss starts the
-#: backoff over). ``fleet_timings()`` draws both windows, and the checks follow either way.
-HARNESS_TIMING = Timing(recovery_window=0.0, stability_window=0.0)
+#: The harness's default timing: ``Timing``'s, without a recovery or stability window and
+#: without a way back from FAILED (the reference's rules: reconnects after a loss spend
+#: ``max_retries``, every loss starts the backoff over, FAILED waits for the owner).
+#: ``fleet_timings()`` draws both windows, and the checks follow either way.
+HARNESS_TIMING = Timing(recovery_window=0.0, stability_window=0.0, retry_failed_after=None)
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +152,7 @@ class FleetTiming(Timing):
     task_name: str = "stellate"
     recovery_window: float = 0.0
     stability_window: float = 0.0
+    retry_failed_after: float | None = None
 
     def __attrs_post_init__(self) -> None:
         warnings.warn(

@@ -180,7 +180,8 @@ def _valid_policy(*, reconnect_delay: float, cap_above: float, **rest: Any) -> R
 
 def retry_policies() -> st.SearchStrategy[RetryPolicy]:
     """Valid ``Timing`` values, every field drawn (positive delays and deadlines, a cap at
-    least the delay, jitter floor in [0, 1], ``miss_limit`` 1–10, windows of 0 s or more)."""
+    least the delay, jitter floor in [0, 1], ``miss_limit`` 1–10, windows of 0 s or more,
+    ``retry_failed_after`` None or a positive wait)."""
     seconds = st.floats(min_value=0.0, max_value=600.0, allow_nan=False)
     deadlines = st.floats(min_value=0.001, max_value=600.0, allow_nan=False)
     return st.builds(
@@ -196,6 +197,7 @@ def retry_policies() -> st.SearchStrategy[RetryPolicy]:
         miss_limit=st.integers(min_value=1, max_value=10),
         recovery_window=seconds,
         stability_window=seconds,
+        retry_failed_after=st.none() | deadlines,
     )
 
 
@@ -212,8 +214,9 @@ _Option = tuple[Step, Event, _Key]
 
 _ENGINE = LifecycleEngine()
 #: The timing ``paths()`` enumerates by default: no recovery window (reconnects after a loss
-#: spend ``max_retries``), so every path is bounded.
-_PATH_TIMING = RetryPolicy(recovery_window=0.0)
+#: spend ``max_retries``), so every path is bounded, and FAILED, where a path ends, waits for
+#: the owner.
+_PATH_TIMING = RetryPolicy(recovery_window=0.0, retry_failed_after=None)
 #: A sequence of events that leads to each key seen so far (how to get a probe there).
 _REACH: dict[_Key, tuple[Event, ...]] = {}
 _SUCCESSORS: dict[_Key, tuple[_Option, ...]] = {}

@@ -225,14 +225,41 @@ def test_timeout_needs_once(tmp_path: Path) -> None:
     assert "--timeout applies to --once" in result.stderr
 
 
-def test_up_without_once_exits_1_when_every_device_failed(tmp_path: Path) -> None:
+def test_up_without_once_exits_1_when_every_device_failed_for_good(tmp_path: Path) -> None:
+    """With ``retry_failed_after: null`` FAILED waits for the owner: a fleet with every device
+    failed is over, and says so with exit 1 for a supervisor."""
     config = unreachable_fleet(
-        tmp_path, "reconnect_delay: 0.05, backoff_cap: 0.1", a="max_retries: 1", b="max_retries: 1"
+        tmp_path,
+        "reconnect_delay: 0.05, backoff_cap: 0.1, retry_failed_after: null",
+        a="max_retries: 1",
+        b="max_retries: 1",
     )
     result = stellate("up", config, cwd=tmp_path)
     assert result.returncode == 1
     assert "fleet up" not in result.stdout + result.stderr
     assert "stellate up: every device failed (0/2 idle, 2 failed (a: gave up" in result.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery to a child process")
+def test_up_keeps_a_failed_fleet_that_retries_by_itself(tmp_path: Path) -> None:
+    """With ``retry_failed_after`` set (the default is 300 s) every device failing is not the
+    end: stdout shows each failed device starting a fresh run once the setting has passed, and
+    the run ends as a kept fleet does (Ctrl-C: exit 0)."""
+    config = unreachable_fleet(
+        tmp_path,
+        "reconnect_delay: 0.05, backoff_cap: 0.1, retry_failed_after: 0.3",
+        a="max_retries: 1",
+    )
+    with running("up", config, cwd=tmp_path) as proc:
+        lines = lines_until(proc, lambda seen: "wait over" in seen[-1] and "failed" in seen[-1])
+        _out, err = interrupt(proc)
+    text = "".join(lines)
+    assert "a: connecting -> failed: gave up after 1 attempts" in text
+    assert "retrying in 0.3 s" in text  # the failure says when the next run starts
+    assert "a: failed -> connecting (wait over, retrying)" in lines[-1]
+    assert proc.returncode == 0, err
+    assert "every device failed (0/1 idle, 1 failed" in err
+    assert "each starts a fresh run 0.3 s after it failed (retry_failed_after)" in err
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery to a child process")

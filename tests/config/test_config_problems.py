@@ -111,7 +111,7 @@ def test_timings_are_written_inline_not_under_a_timing_key() -> None:
         "devices.yaml:2: manager.timing: unknown key 'timing' (expected one of: task_name, "
         "api_key, connect_timeout, registration_timeout, telemetry_timeout, reconnect_delay, "
         "backoff_cap, jitter_floor, rejoin_delay, heartbeat_interval, miss_limit, "
-        "recovery_window, stability_window)",
+        "recovery_window, stability_window, retry_failed_after)",
         "devices.yaml:3: manager.miss_limit: must be >= 1, got 0",
     ]
 

@@ -41,8 +41,9 @@ from stellate.fsm.paths import Path, Step
 from stellate.protocol import RejectionKind
 
 S = DeviceStatus
-#: What ``paths()`` enumerates by default: no recovery window (reconnects spend max_retries).
-REFERENCE_TIMING = Timing(recovery_window=0.0)
+#: What ``paths()`` enumerates by default: no recovery window (reconnects spend max_retries),
+#: and FAILED waits for the owner (no ``retry_failed_after``): a path ends there.
+REFERENCE_TIMING = Timing(recovery_window=0.0, retry_failed_after=None)
 T0 = datetime(2025, 11, 6, 10, 30, tzinfo=UTC)
 
 #: The example's windowsagent, as Phase 1 creates it.

@@ -51,14 +51,35 @@ def test_an_unreachable_state_is_named() -> None:
     assert "state 'telemetry' is unreachable from 'disconnected'" in found
 
 
+def leaving_failed_by_its_deadline(row: dict[str, Any]) -> bool:
+    return row["trigger"] == Trigger.TIMED_OUT and row["source"] == ["failed"]
+
+
 def test_a_state_without_a_way_out_is_named() -> None:
-    rows = rows_without(lambda r: r["trigger"] == Trigger.RETRY)
-    rows = [r for r in rows if r["trigger"] != Trigger.DISCONNECT]
-    found = problems(transitions=rows)
+    rows = rows_without(lambda r: r["trigger"] in (Trigger.RETRY, Trigger.DISCONNECT))
+    rows = [r for r in rows if not leaving_failed_by_its_deadline(r)]
+    # Without its deadline too (else the deadline's missing row is named as well).
+    states = tuple(
+        attrs.evolve(spec, deadline=None) if spec.status.value == "failed" else spec
+        for spec in STATE_SPECS
+    )
+    found = problems(states, transitions=rows)
     assert "state 'failed' has no way out" in found
-    assert set(problems(transitions=rows, final=("failed",))) == {
+    assert set(problems(states, transitions=rows, final=("failed",))) == {
         f"trigger {t.value!r} is used by no row" for t in (Trigger.RETRY, Trigger.DISCONNECT)
     } | {f"the owner's command {c!r} is served by no row" for c in ("retry", "disconnect")}
+
+
+def test_a_deadline_needs_its_timed_out_row_and_only_a_deadline_has_one() -> None:
+    rows = rows_without(leaving_failed_by_its_deadline)
+    assert problems(transitions=rows) == [
+        "state 'failed' declares a deadline but no 'timed_out' row leaves it"
+    ]
+    states = tuple(
+        attrs.evolve(spec, deadline=None) if spec.status.value == "failed" else spec
+        for spec in STATE_SPECS
+    )
+    assert problems(states) == ["'timed_out' leaves state 'failed', which declares no deadline"]
 
 
 def test_a_missing_guard_or_callback_is_named() -> None:

@@ -43,8 +43,14 @@ def documented(row: Row) -> set[Meaning]:
         out.add(M.RUN_STARTED)  # the owner's connect from rest: a fresh run
     if row.dest is S.BACKOFF:
         out.add(M.BACKS_OFF)
-    if row.source is S.BACKOFF and row.trigger is T.TIMED_OUT and row.dest is S.CONNECTING:
-        out.add(M.WAIT_OVER)
+    if (
+        row.source in (S.BACKOFF, S.FAILED)
+        and row.trigger is T.TIMED_OUT
+        and row.dest is S.CONNECTING
+    ):
+        out.add(M.WAIT_OVER)  # a wait before the next attempt is over
+    if row.source is S.FAILED and row.trigger is T.TIMED_OUT:
+        out.add(M.RUN_STARTED)  # retry_failed_after: a fresh run, as the owner's retry
     if row.source is S.TELEMETRY and row.dest is S.IDLE:
         out.add(M.READY)
         if row.trigger is T.TIMED_OUT:

@@ -115,6 +115,7 @@ class LifecycleWalk(RuleBasedStateMachine):
         # most)
         windows=st.tuples(st.sampled_from([300.0, 30.0, 0.0]), st.sampled_from([45.0, 0.0])),
         steps=st.tuples(st.sampled_from([0.5, 4.0]), st.sampled_from([2.0, 0.25, 8.0])) | st.none(),
+        retry_failed_after=st.sampled_from([None, 300.0, 7.5]),
         seed=st.integers(min_value=0, max_value=2**32 - 1),
     )
     def start(
@@ -123,12 +124,17 @@ class LifecycleWalk(RuleBasedStateMachine):
         policy: Timing,
         windows: tuple[float, float],
         steps: tuple[float, float] | None,
+        retry_failed_after: float | None,
         seed: int,
     ) -> None:
         self.clock = FakeClock()
         self.mono = Monotonic()
         self.recorder = Recorder()
-        self.timing = policy.evolve(recovery_window=windows[0], stability_window=windows[1])
+        self.timing = policy.evolve(
+            recovery_window=windows[0],
+            stability_window=windows[1],
+            retry_failed_after=retry_failed_after,
+        )
         if steps is not None:  # waits short beside the windows, rejoin_delay either side
             reconnect, rejoin = steps
             self.timing = self.timing.evolve(
@@ -168,6 +174,7 @@ class LifecycleWalk(RuleBasedStateMachine):
             and in_flux,
             "stable": self.activated_at is not None
             and now - self.activated_at >= timing.stability_window,
+            "auto_retry": timing.retry_failed_after is not None,
         }
 
     def table_row(self, trigger: str, event: Any) -> Row | None:
@@ -277,14 +284,18 @@ class LifecycleWalk(RuleBasedStateMachine):
         dest = lc.state
         assert dest == row.dest
         assert self.recorder.records[-1].step == (trigger, source.value, dest.value)
-        if source == S.FAILED:
-            assert trigger in (Trigger.RETRY, Trigger.DISCONNECT)
+        if source == S.FAILED:  # the owner, or its own deadline when one is configured
+            assert trigger in (Trigger.RETRY, Trigger.DISCONNECT) or (
+                trigger == Trigger.TIMED_OUT and self.timing.retry_failed_after is not None
+            )
         self._update_model(trigger, event, source, dest, row)
 
     def _update_model(self, trigger: str, event: Any, source: S, dest: S, row: Row) -> None:
         now = self.mono.now
-        if trigger in (Trigger.RETRY, Trigger.CONNECT) and source != S.BACKOFF:
-            self.attempts, self.failures = 0, 0  # the owner starts a fresh run
+        fresh = trigger in (Trigger.RETRY, Trigger.CONNECT) and source != S.BACKOFF
+        if fresh or (source == S.FAILED and trigger == Trigger.TIMED_OUT):
+            # the owner starts a fresh run, or a failed device's retry_failed_after passed
+            self.attempts, self.failures = 0, 0
             self.lost_at = self.activated_at = None
         if dest == S.CONNECTING:
             self.attempts += 1
@@ -350,14 +361,21 @@ class LifecycleWalk(RuleBasedStateMachine):
     @invariant()
     def timeout_exactly_in_waiting_states(self) -> None:
         lc, timing = self.lc, self.timing
+        if lc.state == S.FAILED:  # its way back, when configured (null: the owner's retry)
+            assert lc.timeout == timing.retry_failed_after
+            assert lc.next_attempt_in == timing.retry_failed_after
+            return
         if lc.state not in TIMED_STATES:
             assert lc.timeout is None
+            assert lc.next_attempt_in is None
             return
         if self.since_connecting is None and lc.state != S.BACKOFF:
             return  # still in the state the walk started in
         if lc.state == S.BACKOFF and self.wait is None:
             return
         assert lc.timeout is not None
+        # a wait before the next attempt only in backoff; a limit elsewhere
+        assert lc.next_attempt_in == (lc.timeout if lc.state == S.BACKOFF else None)
         if lc.state == S.CONNECTING:
             assert lc.timeout == timing.connect_timeout
         elif lc.state == S.REGISTERING:

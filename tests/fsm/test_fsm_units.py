@@ -29,6 +29,7 @@ from stellate.fsm import (
     TRIGGERS,
     AgentProfile,
     IllegalTransition,
+    Meaning,
     RetryPolicy,
     Row,
     Timing,
@@ -279,12 +280,13 @@ def test_timeouts_are_armed_per_state(make: Any) -> None:
 
 
 def test_rejection_is_final_until_retry(make: Any) -> None:
-    lc = make(S.REGISTERING, attempts=1)
+    lc = make(S.REGISTERING, attempts=1, timing=Timing(retry_failed_after=None))
     lc.fire(RegistrationAnswer(accepted=False))
     assert lc.state == S.FAILED and lc.profile.connection_attempts == 1  # retries were left
+    assert lc.timeout is None and lc.next_attempt_in is None  # manual intervention
     for event in (
         Trigger.CONNECT,
-        Trigger.TIMED_OUT,
+        Trigger.TIMED_OUT,  # no deadline: only the owner's retry leaves it
         ConnectionFailed("refused"),
         Trigger.CONNECTION_OPENED,
     ):
@@ -292,6 +294,29 @@ def test_rejection_is_final_until_retry(make: Any) -> None:
     lc.fire(Trigger.RETRY)
     assert lc.state == S.CONNECTING
     assert lc.profile.connection_attempts == 1 and lc.failure_reason is None
+
+
+def test_a_failed_device_starts_a_fresh_run_once_retry_failed_after_passes(make: Any) -> None:
+    mono = Monotonic()
+    timing = Timing(retry_failed_after=42.0, recovery_window=30.0)
+    recorder = Recorder()
+    lc = make(S.IDLE, timing=timing, monotonic=mono, observer=recorder)
+    lc.fire(ConnectionFailed("reset"))  # lost: a recovery begins
+    mono.now += 31.0
+    lc.fire(Trigger.TIMED_OUT)  # the wait ends past the window: given up
+    assert lc.state == S.FAILED and lc.failure_reason is not None
+    assert "recovery window of 30s passed" in lc.failure_reason
+    # Its deadline is the way back, and a watcher is told when the next attempt comes.
+    assert lc.timeout == 42.0 and lc.next_attempt_in == 42.0
+    effects = lc.fire(Trigger.TIMED_OUT)
+    assert lc.state == S.CONNECTING and effects == [OpenConnection(lc.profile.server_url)]
+    # A fresh run, as the owner's retry: one attempt, no recovery, no climbing backoff.
+    assert lc.profile.connection_attempts == 1 and lc.failure_reason is None
+    assert lc.recovering_since is None and lc.consecutive_failures == 0
+    assert lc.timeout == timing.connect_timeout and lc.next_attempt_in is None
+    record = recorder.records[-1]
+    assert record.step == (Trigger.TIMED_OUT, "failed", "connecting")
+    assert {Meaning.RUN_STARTED, Meaning.WAIT_OVER, Meaning.ATTEMPT} == set(record.meanings)
 
 
 def test_activation_resets_attempts_and_stamps_heartbeat(make: Any) -> None:

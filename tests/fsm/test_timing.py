@@ -20,8 +20,11 @@ from stellate.timing import DEFAULT_TIMING, RetryPolicy, Timing
 def test_every_holder_takes_its_defaults_from_timing() -> None:
     assert ManagerSettings().timing == Timing()
     assert ConstellationDeviceManager(strict=True).timing == Timing()
-    # the harness models the reference's rules: no recovery or stability window
-    assert Timing(recovery_window=0.0, stability_window=0.0) == HARNESS_TIMING
+    # the harness models the reference's rules: no recovery or stability window, and FAILED
+    # waits for the owner
+    assert (
+        Timing(recovery_window=0.0, stability_window=0.0, retry_failed_after=None) == HARNESS_TIMING
+    )
     assert ServerPolicy().timing == DEFAULT_TIMING == Timing()
     # an agent differs only in coming back sooner and connecting faster: its heartbeat is
     # everyone's

@@ -182,19 +182,33 @@ async def test_connect_timeout_is_30_seconds(autojump_clock: Any) -> None:
 # -- phase 3: rejections ----------------------------------------------------------------------
 
 
-async def test_target_not_connected_fails_after_one_attempt_no_retry(autojump_clock: Any) -> None:
+@pytest.mark.parametrize("retry_failed_after", [None, 300.0])
+async def test_target_not_connected_fails_after_one_attempt_no_retry(
+    autojump_clock: Any, retry_failed_after: float | None
+) -> None:
+    """The rejection is final for the run: no second attempt. With ``retry_failed_after``
+    null nothing else ever happens; with the default, a fresh run starts 300 s later (and
+    meets the same rejection)."""
     async with memory_network() as net:
         serve_on(net, AgentServer())  # a server, but no device agent "dev" on it
-        async with manager_on(net) as manager:
+        timing = Timing(retry_failed_after=retry_failed_after)
+        async with manager_on(net, timing=timing) as manager:
             assert await manager.register_device("dev", URL, max_retries=5) is False
             p = manager.get_device_info("dev")
             assert p is not None and p.status is S.FAILED and p.connection_attempts == 1
             assert manager.failure_reason("dev") == (
                 "registration rejected: Target device 'dev' is not connected"
             )
-            await trio.sleep(10_000)
-            assert net.connections == 1  # never retried
-            assert manager.get_device_info("dev") == p
+            if retry_failed_after is None:
+                await trio.sleep(10_000)
+                assert net.connections == 1  # never retried
+                assert manager.get_device_info("dev") == p
+            else:
+                await trio.sleep(retry_failed_after - 0.01)
+                assert net.connections == 1  # not retried within its run
+                await trio.sleep(0.02)
+                assert net.connections == 2  # a fresh run, refused again at once
+                assert manager.get_device_info("dev").status is S.FAILED  # type: ignore[union-attr]
 
 
 async def test_duplicate_client_id_is_rejected_without_retry(autojump_clock: Any) -> None:

@@ -323,3 +323,47 @@ async def test_retry_after_is_a_lower_bound_on_the_next_wait(autojump_clock: Any
     assert second - first >= 30.0
     (backoff,) = [e for _, e in recorder.events if e.record.dest is S.BACKOFF]
     assert backoff.reason == "HTTP 503"
+
+
+# -- a way back from FAILED: no device stranded in a long-running manager ----------------------
+
+
+@pytest.mark.parametrize("retry_failed_after", [300.0, None])
+async def test_an_agent_away_longer_than_the_window_comes_back(
+    autojump_clock: Any, retry_failed_after: float | None
+) -> None:
+    """The agent leaves for 3 minutes, past the 120 s recovery window: the device FAILS at the
+    window's end. With the default ``retry_failed_after`` (300 s) it starts a fresh run by
+    itself 300 s after giving up and is IDLE again, its agent back since; with null it stays
+    FAILED (the flow's manual intervention) until the owner retries it."""
+    recorder = Recorder()
+    timing = Timing(retry_failed_after=retry_failed_after)
+    assert timing.recovery_window == 120.0  # the defaults, as an operator has them
+    async with site() as (net, nursery, _):
+        agent = Agent(nursery, net, "dev")
+        await agent.start()
+        async with manager_on(net, timing=timing) as manager:
+            await nursery.start(recorder.run, manager)
+            assert await manager.register_device("dev", URL, max_retries=5)
+            agent.stop()
+            lost_at = trio.current_time()
+            await trio.sleep(180.0)
+            await agent.start(seed=2)
+            (failed_at,) = recorder.times("dev", EventKind.FAILED)
+            assert failed_at - lost_at == pytest.approx(120.0, abs=0.01)
+            (failed,) = [e for _, e in recorder.events if e.kind is EventKind.FAILED]
+            assert failed.retry_in == retry_failed_after  # what a watcher is told
+            await trio.sleep(460.0 - 180.0)  # past 120 + 300 s, and its fresh run
+            profile = manager.get_device_info("dev")
+            assert profile is not None
+            if retry_failed_after is None:
+                assert profile.status is S.FAILED
+                assert await manager.retry_device("dev")  # the owner's way back
+            else:
+                assert profile.status is S.IDLE
+                (again,) = [t for t, e in recorder.events if e.record.source is S.FAILED]
+                assert again - failed_at == pytest.approx(retry_failed_after, abs=0.01)
+                steps = recorder.steps("dev")
+                gave_up = next(i for i, step in enumerate(steps) if step[2] == "failed")
+                assert steps[gave_up + 1] == (Trigger.TIMED_OUT, "failed", "connecting")
+            assert manager.get_device_info("dev").status is S.IDLE  # type: ignore[union-attr]

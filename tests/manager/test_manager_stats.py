@@ -125,10 +125,13 @@ async def test_events_read_each_rows_meaning(
         else:
             expected = [EventKind.PHASE]
         assert kinds == expected, record
-        waiting = record.dest is DeviceStatus.BACKOFF  # the one state whose deadline is a wait
-        assert (event.retry_in is not None) is waiting, record
-        if waiting:
-            assert event.retry_in is not None and 0 < event.retry_in <= 2.0  # capped at 2 s
+        # the states whose deadline is a wait: backoff, and failed (retry_failed_after)
+        if record.dest is DeviceStatus.BACKOFF:
+            assert event.retry_in is not None and 0 < event.retry_in <= 2.0, record  # capped
+        elif record.dest is DeviceStatus.FAILED:
+            assert event.retry_in == Timing().retry_failed_after, record
+        else:
+            assert event.retry_in is None, record
     assert {EventKind.CONNECTION_LOST, EventKind.FAILED, EventKind.READY} <= {e.kind for e in seen}
     manager.stop()
 
