@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+from processes import stop_process
 from real_time import HANG_GUARD
 
 #: Why Redis tests skip where the binary is missing.
@@ -58,6 +59,37 @@ def _answers(port: int, tls: bool) -> bool:
         return False
 
 
+def _launch(
+    port: int, directory: str, extra: list[str], tls: tuple[str, str, str] | None = None
+) -> subprocess.Popen[bytes] | None:
+    """A ``redis-server`` on ``port`` once it answers, or None when it could not bind there."""
+    binary = redis_binary()
+    assert binary is not None, MISSING
+    if tls is None:
+        command = [binary, "--port", str(port)]
+    else:
+        cert, key, ca = tls
+        command = [binary, "--port", "0", "--tls-port", str(port), "--tls-auth-clients"]
+        command += ["no", "--tls-cert-file", cert, "--tls-key-file", key]
+        command += ["--tls-ca-cert-file", ca]
+    command += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
+    proc = subprocess.Popen([*command, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + HANG_GUARD
+    while proc.poll() is None and not _answers(port, tls is not None):
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"redis-server on port {port} never answered")
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        stop_process(proc)  # reaps it and closes its pipe
+        return None
+    return proc
+
+
+def _password(password: str | None) -> list[str]:
+    return ["--requirepass", password] if password else []
+
+
 @contextmanager
 def redis_server(
     *args: str, password: str | None = None, tls: tuple[str, str, str] | None = None
@@ -66,39 +98,17 @@ def redis_server(
 
     ``tls``: (certificate, key, CA) files: the server then speaks TLS only, on its port.
     """
-    binary = redis_binary()
-    assert binary is not None, MISSING
-    extra = [*args, *(["--requirepass", password] if password else [])]
     for _attempt in range(5):  # the free port may be taken between choosing and binding it
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="stellate-redis-") as directory:
-            if tls is None:
-                command = [binary, "--port", str(port)]
-            else:
-                cert, key, ca = tls
-                command = [binary, "--port", "0", "--tls-port", str(port), "--tls-auth-clients"]
-                command += ["no", "--tls-cert-file", cert, "--tls-key-file", key]
-                command += ["--tls-ca-cert-file", ca]
-            command += ["--bind", "127.0.0.1", "--save", ""]
-            command += ["--appendonly", "no", "--dir", directory, *extra]
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = _launch(port, directory, [*args, *_password(password)], tls)
+            if proc is None:
+                continue  # it could not bind: another port
             try:
-                deadline = time.monotonic() + HANG_GUARD
-                while proc.poll() is None and not _answers(port, tls is not None):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server on port {port} never answered")
-                    time.sleep(0.02)
-                if proc.poll() is not None:
-                    continue  # it could not bind: another port
                 yield RedisServer(port, password)
                 return
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=HANG_GUARD)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc)
     raise RuntimeError("could not start redis-server on a free port (5 attempts)")
 
 
@@ -118,31 +128,14 @@ class RestartableRedis:
         return RedisServer(self.port, self.password).url(db, with_password=with_password)
 
     def _start(self) -> bool:
-        binary = redis_binary()
-        assert binary is not None, MISSING
-        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", self._directory.name, *self.args]
-        command += ["--requirepass", self.password] if self.password else []
-        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + HANG_GUARD
-        while self._proc.poll() is None and not _answers(self.port, False):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} never answered")
-            time.sleep(0.02)
-        return self._proc.poll() is None
+        extra = [*self.args, *_password(self.password)]
+        self._proc = _launch(self.port, self._directory.name, extra)
+        return self._proc is not None
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=HANG_GUARD)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        if proc is not None:
+            stop_process(proc)
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop it, wait ``down_for`` seconds, then start it again on the same port (retried

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from processes import stop_process
 from real_time import HANG_GUARD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,12 +60,7 @@ def running(
         yield proc
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.communicate(timeout=HANG_GUARD)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+            stop_process(proc)
 
 
 def lines_until(proc: subprocess.Popen[str], done: Callable[[list[str]], bool]) -> list[str]:

@@ -258,6 +258,14 @@ class World:
         )
         self.oracle.ended(manager.name)
 
+    async def partition(self, manager: SimManager, seconds: float) -> None:
+        """``manager`` cut off from the store for ``seconds``, writing late half-way through."""
+        manager.link.cut = True
+        await trio.sleep(seconds / 2)
+        await self.zombie_write(manager)
+        await trio.sleep(seconds / 2)
+        manager.link.cut = False
+
     async def zombie_write(self, manager: SimManager) -> None:
         """A manager that is gone (or cut off) writes late under its last leases, as a paused
         process whose packets arrive after a long pause would."""

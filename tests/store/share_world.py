@@ -152,6 +152,12 @@ class ShareWorld:
         sim.stop_requested.set()
         await sim.done.wait()
 
+    async def partition(self, sim: SimManager, seconds: float) -> None:
+        """``sim`` cut off from the store for ``seconds``."""
+        sim.link.cut = True
+        await trio.sleep(seconds)
+        sim.link.cut = False
+
     def running(self, device_id: str) -> list[SimManager]:
         return [
             m

@@ -14,16 +14,16 @@ A last test runs a clock drifting past the bound and shows the oracle catches th
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ownership_world import World
 from profiles import examples
+from schedules import Schedule, drift, play, who
+from schedules import schedules as schedules_of
 
-from stellate.store.ownership import DRIFT_BOUND, LeasePolicy, RateLimit, unowned_bound
+from stellate.store.ownership import LeasePolicy, RateLimit, unowned_bound
 
 DEVICES = [f"device-{i}" for i in range(30)]
 POLICY = LeasePolicy(15.0)
@@ -31,68 +31,31 @@ RATE, BURST = 10.0, 10.0
 BOUND = unowned_bound(POLICY, len(DEVICES), RateLimit(RATE, BURST))
 SAMPLE = 0.1  # seconds of true time between two samples of every keeper
 
-drift = st.floats(-DRIFT_BOUND, DRIFT_BOUND)
-who = st.integers(0, 7)
-steps = st.one_of(
-    st.tuples(st.just("join"), drift),
-    st.tuples(st.just("crash"), who),
-    st.tuples(st.just("stop"), who),
-    st.tuples(st.just("outage"), st.floats(0.5, 40.0)),
-    st.tuples(st.just("partition"), who, st.floats(0.5, 40.0)),
-    st.tuples(st.just("zombie"), who),
-)
-schedules = st.lists(st.tuples(st.floats(0.0, 30.0), steps), min_size=1, max_size=10)
+schedules = schedules_of(st.tuples(st.just("zombie"), who), max_size=10)
 
 #: Figures of the last run, for the report (the schedules run, the samples taken).
 RUNS = {"schedules": 0, "samples": 0, "writes accepted": 0, "writes refused": 0}
 
 
-async def run_schedule(
-    schedule: list[tuple[float, tuple[Any, ...]]], drifts: tuple[float, float]
-) -> World:
+async def run_schedule(schedule: Schedule, drifts: tuple[float, float]) -> World:
     async with trio.open_nursery() as nursery:
         world = World(nursery, DEVICES, POLICY, RATE, BURST)
         for d in drifts:
             world.join(d)
-        last_change = trio.current_time()
-        settled_from = [last_change + BOUND]
 
-        async def sampler() -> None:
-            while True:
-                world.sample(
-                    all_owned=trio.current_time() >= settled_from[0] and bool(world.live())
-                )
-                await trio.sleep(SAMPLE)
+        async def zombie(index: int) -> None:
+            if world.managers:
+                await world.zombie_write(world.managers[index % len(world.managers)])
 
-        nursery.start_soon(sampler)
-        for wait, (kind, *args) in schedule:
-            await trio.sleep(wait)
-            settled_from[0] = float("inf")  # a change begins: the bound counts from its end
-            live = world.live()
-            if kind == "join":
-                world.join(args[0])
-            elif kind == "crash" and live:
-                world.crash(live[args[0] % len(live)])
-            elif kind == "stop" and live:
-                await world.stop(live[args[0] % len(live)])
-            elif kind == "outage":
-                world.store.unavailable = _unreachable()
-                await trio.sleep(args[0])
-                world.store.unavailable = None
-            elif kind == "partition" and live:
-                manager = live[args[0] % len(live)]
-                manager.link.cut = True
-                await trio.sleep(args[1] / 2)
-                await world.zombie_write(manager)
-                await trio.sleep(args[1] / 2)
-                manager.link.cut = False
-            elif kind == "zombie" and world.managers:
-                await world.zombie_write(world.managers[args[0] % len(world.managers)])
-            settled_from[0] = trio.current_time() + BOUND
-        if not world.live():
-            world.join(0.0)
-            settled_from[0] = trio.current_time() + BOUND
-        await trio.sleep_until(settled_from[0] + 2 * POLICY.lease)
+        settled_from = await play(
+            world,
+            schedule,
+            bound=BOUND,
+            sample_every=SAMPLE,
+            nursery=nursery,
+            more={"zombie": zombie},
+        )
+        await trio.sleep_until(settled_from + 2 * POLICY.lease)
         for manager in world.managers:  # the dead write late, after the survivors took over
             await world.zombie_write(manager)
         world.finish()
@@ -100,13 +63,7 @@ async def run_schedule(
     return world
 
 
-def _unreachable() -> Any:
-    from stellate.store.port import Unavailability
-
-    return Unavailability.UNREACHABLE
-
-
-def simulate(schedule: list[tuple[float, tuple[Any, ...]]], drifts: tuple[float, float]) -> World:
+def simulate(schedule: Schedule, drifts: tuple[float, float]) -> World:
     return trio.run(
         run_schedule, schedule, drifts, clock=trio.testing.MockClock(autojump_threshold=0)
     )
@@ -115,7 +72,7 @@ def simulate(schedule: list[tuple[float, tuple[Any, ...]]], drifts: tuple[float,
 @settings(max_examples=examples(40))
 @given(schedules, st.tuples(drift, drift))
 def test_ownership_invariants_hold_on_every_schedule(
-    schedule: list[tuple[float, tuple[Any, ...]]], drifts: tuple[float, float]
+    schedule: Schedule, drifts: tuple[float, float]
 ) -> None:
     world = simulate(schedule, drifts)
     RUNS["schedules"] += 1

@@ -17,18 +17,17 @@ and at the end, with the store reachable, every device IDLE on exactly one manag
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
+from schedules import Schedule, drift, play
+from schedules import schedules as schedules_of
 from share_world import ShareWorld
 
 from stellate.adapters.memory import MemoryNetwork
 from stellate.store.ownership import DRIFT_BOUND, LeasePolicy, RateLimit, unowned_bound
-from stellate.store.port import Unavailability
 
 DEVICES = [f"device-{i}" for i in range(24)]
 POLICY = LeasePolicy(15.0)
@@ -41,18 +40,7 @@ BOUND = unowned_bound(POLICY, len(DEVICES), RateLimit(RATE, BURST))
 SETTLE = 30.0
 SAMPLE = 0.1
 
-drift = st.floats(-DRIFT_BOUND, DRIFT_BOUND)
-who = st.integers(0, 7)
-steps = st.one_of(
-    st.tuples(st.just("join"), drift),
-    st.tuples(st.just("crash"), who),
-    st.tuples(st.just("stop"), who),
-    st.tuples(st.just("outage"), st.floats(0.5, 40.0)),
-    st.tuples(st.just("partition"), who, st.floats(0.5, 40.0)),
-)
-schedules = st.lists(st.tuples(st.floats(0.0, 30.0), steps), min_size=1, max_size=8)
-
-Schedule = list[tuple[float, tuple[Any, ...]]]
+schedules = schedules_of(max_size=8)
 
 
 async def run_schedule(schedule: Schedule, drifts: tuple[float, ...]) -> ShareWorld:
@@ -60,41 +48,10 @@ async def run_schedule(schedule: Schedule, drifts: tuple[float, ...]) -> ShareWo
         world = ShareWorld(nursery, network, DEVICES, POLICY, RATE, BURST)
         for d in drifts:
             world.join(d)
-        settled_from = [trio.current_time() + BOUND]
-
-        async def sampler() -> None:
-            while True:
-                world.sample(
-                    all_owned=trio.current_time() >= settled_from[0] and bool(world.live())
-                )
-                await trio.sleep(SAMPLE)
-
-        nursery.start_soon(sampler)
-        for wait, (kind, *args) in schedule:
-            await trio.sleep(wait)
-            settled_from[0] = float("inf")  # a change begins: the bound counts from its end
-            live = world.live()
-            if kind == "join":
-                world.join(args[0])
-            elif kind == "crash" and live:
-                world.crash(live[args[0] % len(live)])
-            elif kind == "stop" and live:
-                await world.stop(live[args[0] % len(live)])
-            elif kind == "outage":
-                world.store.unavailable = Unavailability.UNREACHABLE
-                await trio.sleep(args[0])
-                world.store.unavailable = None
-            elif kind == "partition" and live:
-                sim = live[args[0] % len(live)]
-                sim.link.cut = True
-                await trio.sleep(args[1])
-                sim.link.cut = False
-            world.sample(all_owned=False)
-            settled_from[0] = trio.current_time() + BOUND
-        if not world.live():
-            world.join(0.0)
-            settled_from[0] = trio.current_time() + BOUND
-        await trio.sleep_until(settled_from[0] + SETTLE)
+        settled_from = await play(
+            world, schedule, bound=BOUND, sample_every=SAMPLE, nursery=nursery
+        )
+        await trio.sleep_until(settled_from + SETTLE)
         world.sample(all_owned=True)
         world.violations += world.idle_everywhere()
         nursery.cancel_scope.cancel()

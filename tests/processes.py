@@ -1,0 +1,23 @@
+"""Stopping a child process a test started, one way for every test: politely, then for sure."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import AnyStr
+
+from real_time import HANG_GUARD
+
+
+def stop_process(proc: subprocess.Popen[AnyStr]) -> tuple[AnyStr | None, AnyStr | None]:
+    """SIGTERM ``proc``, then SIGKILL it if it is still there after ``HANG_GUARD`` seconds.
+
+    Returns what was left on its piped stdout and stderr (None for a stream not piped): reading
+    them while waiting is what keeps a child that writes on its way out from blocking on a full
+    pipe and never ending.
+    """
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=HANG_GUARD)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
