@@ -45,6 +45,16 @@ CONSTELLATION_URL = HOST + CONSTELLATION_PATH
 SERVER_POLICY = ServerPolicy(
     timing=Timing(registration_timeout=10.0, heartbeat_interval=5.0, miss_limit=3)
 )
+#: The manager's timing in the hardening scenarios: retries and phases short enough that a
+#: scenario's faults play out in a few virtual minutes, long enough that every phase completes
+#: on a healthy connection. Each scenario sets its heartbeat and miss limit from it.
+MANAGER_TIMING = Timing(
+    reconnect_delay=1.0,
+    backoff_cap=8.0,
+    connect_timeout=5.0,
+    registration_timeout=5.0,
+    telemetry_timeout=5.0,
+)
 AGENT_RETRY = RetryPolicy(reconnect_delay=1.0, backoff_cap=4.0, registration_timeout=10.0)
 
 
@@ -339,13 +349,8 @@ class Fleet:
         ]
         self.manager = ConstellationDeviceManager(
             task_name="hardening",
-            timing=Timing(
+            timing=MANAGER_TIMING.evolve(
                 heartbeat_interval=heartbeat_interval,
-                reconnect_delay=1.0,
-                backoff_cap=8.0,
-                connect_timeout=5.0,
-                registration_timeout=5.0,
-                telemetry_timeout=5.0,
                 miss_limit=miss_limit,
                 # These scenarios count attempts against max_retries after a loss too: the
                 # reference's rule, which a recovery window of 0 keeps.

@@ -25,12 +25,17 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hardening_support import FIGURES, check_nothing_lost, lost_configuration, system_info_for
+from hardening_support import (
+    FIGURES,
+    MANAGER_TIMING,
+    check_nothing_lost,
+    lost_configuration,
+    system_info_for,
+)
 from hostile_frames import DEEP_BEYOND, LONE_SURROGATE_FRAME, json_values
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from stellate import Timing
 from stellate.adapters.memory import MemoryNetwork
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager, EventKind, ManagerEvent
@@ -243,15 +248,7 @@ async def face(
             task_name="victim",
             connector=network,
             rng=random.Random(3),
-            timing=Timing(
-                heartbeat_interval=5.0,
-                reconnect_delay=1.0,
-                backoff_cap=8.0,
-                connect_timeout=5.0,
-                registration_timeout=5.0,
-                telemetry_timeout=5.0,
-                miss_limit=2,
-            ),
+            timing=MANAGER_TIMING.evolve(heartbeat_interval=5.0, miss_limit=2),
             strict=True,
         )
         await nursery.start(manager.run)
