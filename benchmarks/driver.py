@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,20 @@ from typing import Any
 from .procs import PYTHON, Child, RigError
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What starts a line a worker writes for its driver (any other line is its own output).
+EVENT = "@@ "
+
+
+def emit(payload: dict[str, Any]) -> None:
+    """Say ``payload`` to the driver (a worker's progress event, or its result)."""
+    sys.stdout.write(EVENT + json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def parse_event(line: str) -> dict[str, Any]:
+    """The payload of a line :func:`emit` wrote."""
+    payload: dict[str, Any] = json.loads(line[len(EVENT) :])
+    return payload
 
 
 def run_worker(
@@ -35,8 +50,7 @@ def run_worker(
                 raise RigError(
                     f"worker {job['kind']}: no result within {timeout:g} s{child.tail()}"
                 )
-            line = child.wait_line("@@ ", left)
-            message = json.loads(line[3:])
+            message = parse_event(child.wait_line(EVENT, left))
             if "result" in message:
                 result: dict[str, Any] = message["result"]
                 return result

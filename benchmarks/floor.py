@@ -18,7 +18,7 @@ from typing import Any
 import trio
 import trio_websocket
 
-from .driver import run_worker
+from .driver import emit, run_worker
 from .marks import mark
 from .procs import PYTHON, Child, Rig
 from .report import Row, ms
@@ -48,8 +48,6 @@ async def _client(job: dict[str, Any]) -> dict[str, Any]:
     """Connect ``n``, three round trips each; beats for ``window`` seconds (none when
     ``interval`` is 0); then, with ``close``, every connection closed at once (the closing
     handshake trio-websocket does when its ``async with`` ends)."""
-    from .worker import emit  # the worker runs this job (and imports this module lazily)
-
     n, url, interval, window = job["n"], job["url"], job["interval"], job["window"]
     rng = random.Random(1)
     connected, stop, all_closed = trio.Event(), trio.Event(), trio.Event()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import marks
+from .driver import EVENT, parse_event
 from .procs import PYTHON, Rig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +80,8 @@ def _instructions(job: dict[str, Any], root: Path, out: Path) -> tuple[int, dict
     done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=3600, env=env)
     result: dict[str, Any] = {}
     for line in done.stdout.splitlines():
-        if line.startswith("@@ ") and '"result"' in line:
-            result = json.loads(line[3:])["result"]
+        if line.startswith(EVENT) and '"result"' in line:
+            result = parse_event(line)["result"]
     total, calls, stages = 0, dict.fromkeys(_CALLS, 0), {}
     parts = sorted(out.parent.glob(out.name + "*"))
     for part in parts:

@@ -33,12 +33,8 @@ from stellate.fsm.lifecycle import DeviceLifecycle
 from stellate.manager import ConstellationDeviceManager
 from stellate.protocol import Connection, Connector
 
+from .driver import emit
 from .marks import mark
-
-
-def emit(payload: dict[str, Any]) -> None:
-    sys.stdout.write("@@ " + json.dumps(payload) + "\n")
-    sys.stdout.flush()
 
 
 def profiles(spec: list[dict[str, Any]], max_retries: int | None = 5) -> list[AgentProfile]:
