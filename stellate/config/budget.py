@@ -40,7 +40,7 @@ try:
 
     _WITH_LIBYAML = True
 except ImportError:  # PyYAML built without libyaml: the pure loader does it all
-    CParser = object  # type: ignore[misc,assignment]
+    CParser = type("CParser", (), {})  # type: ignore[misc,assignment]  # a stand-in base
     _WITH_LIBYAML = False
 
 from ..errors import FieldPath, LocalError, format_path
@@ -167,7 +167,7 @@ class _DepthBudget(yaml.composer.Composer):
             mark = self.peek_event().start_mark
             raise OverBudget(
                 int(mark.line) + 1,
-                tuple(self._path),
+                tuple(self._path[1:]),  # [0] is the document's own part, not a field
                 f"nested deeper than {self._limits.max_depth} levels (the limit)",
             )
         self._path.append(_part(index))
