@@ -352,3 +352,34 @@ def test_a_task_name_the_id_rule_refuses_is_named() -> None:
     assert len(found) == 1 and found[0].startswith("devices.yaml:2: manager.task_name: ")
     config = loads_config("manager:\n  task_name: lab-7\ndevices:\n" + OK_DEVICE)
     assert config.manager.task_name == "lab-7"
+
+
+# --- what a problem quotes, and where it points ---
+
+
+def test_a_secret_of_the_wrong_type_is_named_without_its_value() -> None:
+    """The API key is a secret: a wrong-typed one is described by its type alone; any other
+    field quotes the value it was given."""
+    text = "manager:\n  api_key: 12345\n  task_name: 67890\ndevices:\n" + OK_DEVICE
+    assert problems_in(text) == [
+        "devices.yaml:2: manager.api_key: expected a string or null, got integer",
+        "devices.yaml:3: manager.task_name: expected a string, got integer 67890",
+    ]
+
+
+def test_a_problem_with_a_value_points_at_the_value_and_an_unknown_key_at_the_key() -> None:
+    value_below = one_device("device_id: d", "server_url: ws://h", "max_retries:", "  [1]")
+    assert problems_in(value_below) == [
+        "devices.yaml:5: devices[0].max_retries: expected an integer or null, got a list"
+    ]
+    key_above = one_device("device_id: d", "server_url: ws://h", "colour:", "  a: 1")
+    assert problems_in(key_above) == [
+        "devices.yaml:4: devices[0].colour: unknown key 'colour' (expected one of: device_id, "
+        "server_url, os, capabilities, metadata, max_retries, auto_connect)"
+    ]
+
+
+def test_an_unknown_key_that_is_not_a_string_is_named_as_it_is() -> None:
+    assert problems_in("1: x\ndevices:\n" + OK_DEVICE) == [
+        "devices.yaml:1: [1]: unknown key 1 (expected one of: devices, manager, store)"
+    ]

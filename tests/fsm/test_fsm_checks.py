@@ -104,10 +104,24 @@ def test_two_rows_that_could_both_fire_are_named() -> None:
     # The flapping loss loses its guard: both loss rows could fire from idle and busy.
     del rows[first(lambda r: r.get("unless") == "stable")]["unless"]
     found = problems(transitions=rows)
-    assert any(
-        p.startswith("'connection_failed' from 'idle': two rows could both fire") for p in found
-    )
+    assert (
+        "'connection_failed' from 'idle': two rows could both fire ([stable] and no guard); "
+        "give them guards that exclude each other"
+    ) in found
     assert any("from 'busy'" in p for p in found)
+
+
+def test_rows_requiring_different_guards_could_both_fire() -> None:
+    """Only a guard one row requires and the other excludes tells two rows apart."""
+    rows = copy.deepcopy(TRANSITIONS)
+    flapping = first(lambda r: r.get("unless") == "stable")
+    del rows[flapping]["unless"]
+    rows[flapping]["conditions"] = "retries_left"
+    found = problems(transitions=rows)
+    assert (
+        "'connection_failed' from 'idle': two rows could both fire ([stable] and "
+        "[retries_left]); give them guards that exclude each other"
+    ) in found
 
 
 def test_a_guard_both_rows_require_does_not_tell_them_apart() -> None:
@@ -175,3 +189,36 @@ def test_a_row_s_close_code_must_be_one_a_websocket_can_send() -> None:
         rows[0]["close"] = code
         named = [p for p in problems(transitions=rows) if "is not a WebSocket close code" in p]
         assert (named == []) is ok, (code, named)
+
+
+def test_a_state_declared_twice_or_an_undeclared_initial_state_is_named() -> None:
+    twice = (*STATE_SPECS, STATE_SPECS[1])
+    assert "a state is declared twice" in problems(states=twice)
+    assert "initial state 'nowhere' is not declared" in problems(initial="nowhere")
+    assert not any("declared" in p for p in problems())
+
+
+def test_a_state_s_missing_exit_hook_is_named() -> None:
+    states = (*STATE_SPECS[:-1], attrs.evolve(STATE_SPECS[-1], on_exit="_exit_nowhere"))
+    name = STATE_SPECS[-1].status.value
+    assert f"state {name!r} names '_exit_nowhere', which DeviceLifecycle does not define" in (
+        problems(states=states)
+    )
+
+
+def test_a_deadline_without_settings_is_refused_drawn_or_fixed() -> None:
+    """A fixed deadline names exactly one setting; a drawn one names at least one."""
+    one = "state 'connecting': a fixed deadline names exactly one setting"
+
+    def named(deadline: Deadline) -> bool:
+        states = tuple(
+            attrs.evolve(s, deadline=deadline) if s.status.value == "connecting" else s
+            for s in STATE_SPECS
+        )
+        return one in problems(states=states)
+
+    assert named(Deadline(()))
+    assert named(Deadline((), drawn=True))
+    assert not named(Deadline(("connect_timeout",)))
+    assert not named(Deadline(("connect_timeout",), drawn=True))
+    assert not named(Deadline(("connect_timeout", "backoff_cap"), drawn=True))

@@ -26,7 +26,14 @@ from stellate.protocol import (
     decode_client,
     encode_server,
 )
-from stellate.protocol.closing import MAX_REASON_BYTES, close_reason
+from stellate.protocol.closing import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    MAX_REASON_BYTES,
+    close_reason,
+)
 from stellate.protocol.transport import Connection, ConnectionClosed
 
 CONFIRMED = encode_server(ServerMessage(type=ServerMessageType.HEARTBEAT, status=TaskStatus.OK))
@@ -130,13 +137,24 @@ async def test_a_manager_cancelled_says_it_goes_away(autojump_clock: Any) -> Non
         ("plain", "plain"),
         ("a\nb\x1b", "a\\nb\\x1b"),
         ("see ws://u:p@h/ws?token=abc", "see ws://***@h/ws?token=***"),
-        ("x" * 200, "x" * MAX_REASON_BYTES),
+        ("x" * 200, "x" * 123),  # RFC 6455 §5.5: a 125-byte payload, 2 of them the code
+        ("x" * 123, "x" * 123),
         ("€" * 50, "€" * 41),  # 3 bytes each: 41 fit in 123
     ],
 )
 def test_close_reason_fits_a_close_frame(text: str, expected: str) -> None:
     assert close_reason(text) == expected
-    assert len(close_reason(text).encode("utf-8")) <= MAX_REASON_BYTES
+    assert len(close_reason(text).encode("utf-8")) <= MAX_REASON_BYTES == 123
+
+
+def test_the_close_codes_are_rfc_6455_s() -> None:
+    """§7.4.1: normal closure, going away, protocol error, internal error."""
+    assert (CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR, CLOSE_INTERNAL_ERROR) == (
+        1000,
+        1001,
+        1002,
+        1011,
+    )
 
 
 async def test_ignored_frames_do_not_restart_the_telemetry_deadline(autojump_clock: Any) -> None:
