@@ -333,6 +333,10 @@ async def _up(config: StellateConfig, options: _Options) -> int:
         manager = ConstellationDeviceManager.from_config(config, **overrides)
         if options.shared is not None and not interrupt.requested:
             display = _display(options, len(config.devices), live=False)
+            if threading.current_thread() is threading.main_thread():
+                # SIGHUP is answered (refused, saying to restart), not the default's death
+                # without the clean hand-over of the devices
+                await nursery.start(_reload_on_hangup, _reloader(manager, config, options))
             code = await shared_fleet.run_shared(
                 config,
                 options.shared,

@@ -7,11 +7,12 @@ holds (text, and the JSON the issue specifies).
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
 import trio
-from cli_support import running, stellate, write_config
+from cli_support import interrupt, running, stellate, write_config
 from redis_servers import MISSING, redis_binary, redis_server
 
 from stellate.adapters.store_redis import open_redis_store
@@ -157,3 +158,27 @@ async def _two_devices(url: str) -> None:
             writes.append(SnapshotWrite(lease, device_id, encode(snapshot)))
         written = await store.write_snapshots(writes)
         assert written.refused == ()
+
+
+def test_sighup_to_a_shared_fleet_is_refused_saying_to_restart_and_the_manager_keeps_running(
+    tmp_path: Path,
+) -> None:
+    """A reload is for a manager that runs its whole file: a shared one says so on SIGHUP
+    instead of dying without handing its devices over (SIGHUP's default)."""
+    url = "redis://127.0.0.1:1/0"  # nobody answers: the manager waits for its store
+    with running("up", config(tmp_path), "--store", url, "--manager-id", "m1") as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "retrying" in line:
+                break
+        proc.send_signal(signal.SIGHUP)
+        for line in proc.stderr:
+            if "not reloaded" in line:
+                break
+        assert proc.poll() is None  # still running
+        _out, err = interrupt(proc)
+    assert line == (
+        "stellate up: not reloaded: a fleet shared through a store is not reloaded: restart "
+        "each manager with the new file; nothing was changed\n"
+    )
+    assert proc.returncode == 0, err
