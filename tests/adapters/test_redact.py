@@ -231,3 +231,8 @@ def test_safe_json_writes_what_json_cannot_hold_as_null_or_its_masked_text(
         "3": "three",
     }
     assert redact._redacted(7, frozenset()) == 7 and redact._redacted(False, frozenset()) is False
+
+
+def test_safe_json_is_always_valid_json_even_with_nothing_to_mask() -> None:
+    assert safe_json({"x": math.nan, "y": [math.inf]}) == '{"x": null, "y": [null]}'
+    assert safe_json({"url": "ws://h/ws?token=abc"}) == '{"url": "ws://h/ws?token=***"}'

@@ -26,7 +26,7 @@ from stellate.fsm.diagram import (
     span_clusters,
     table,
 )
-from stellate.fsm.states import INITIAL, STATES
+from stellate.fsm.states import BACKOFF_DEADLINE, CONNECT_DEADLINE, INITIAL, STATES
 from stellate.fsm.table import rows
 
 DOT_EDGE = re.compile(
@@ -203,3 +203,11 @@ def test_cli_diagram(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert out == render(fmt)  # type: ignore[arg-type]
     for status in DeviceStatus:
         assert status.value in out
+
+
+def test_a_deadline_is_labelled_by_its_setting_or_as_drawn_from_all_of_them() -> None:
+    assert CONNECT_DEADLINE.label == "connect_timeout"
+    assert BACKOFF_DEADLINE.label == (
+        "backoff drawn from reconnect_delay, backoff_cap, jitter_floor, rejoin_delay, "
+        "recovery_window"
+    )

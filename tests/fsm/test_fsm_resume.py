@@ -161,6 +161,19 @@ def test_a_device_taken_over_without_a_snapshot_connects_at_once_expecting_flux(
     )
     assert device.state is S.BACKOFF and device.timeout == 0.0
     assert device.recovering_since is None and device.profile.connection_attempts == 0
+    assert (device.consecutive_failures, device.failure_reason, device.last_error) == (
+        0,
+        None,
+        None,
+    )
     for event in (Trigger.TIMED_OUT, Trigger.CONNECTION_OPENED, Trigger.REGISTER_SENT, HELD):
         device.fire(event)
     assert device.state is S.BACKOFF
+
+
+def test_a_duration_read_back_is_never_negative() -> None:
+    """A snapshot written by a manager whose wall clock runs ahead gives times in the future;
+    what the lifecycle then remembers is a duration of 0, not a negative one."""
+    device = resumed(S.BACKOFF, LifecycleMemory(recovering_for=-2.0, active_for=-3.0))
+    memory = memory_of(device, deadline_in=None)
+    assert (memory.recovering_for, memory.active_for) == (0.0, 0.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from stellate.store.keeper import Change, OwnershipKeeper
-from stellate.store.ownership import CLAIM_RETRY, LeasePolicy, RateLimit, units_of
+from stellate.store.ownership import CLAIM_RETRY, LeasePolicy, RateLimit, assign, units_of
 from stellate.store.port import Claimed, Holder, Lease, Member, Renewal
 
 POLICY = LeasePolicy(15.0)
@@ -197,3 +197,50 @@ def test_the_manager_itself_is_never_overdue() -> None:
     k.renewed(Renewal(frozenset(), (member("m1", age=60.0, expires_in=0.5),)), 0.0)
     grant(k, sorted(k.wanted()), sent=0.0)
     assert k.wake_in(0.0) == RENEW
+
+
+def units_owned_by(manager: str, sizes: list[int]) -> list[list[str]]:
+    """Devices for units of these sizes that the rendezvous rule gives to ``manager`` when the
+    members are m1 and m2 (searched, so the test need not know the hash)."""
+    found: list[list[str]] = []
+    slots: dict[str, list[str]] = {}
+    for n in range(200_000):
+        name = f"dev-{n}"
+        (unit,) = units_of([name])
+        slots.setdefault(unit, []).append(name)
+        if assign({unit: tuple(slots[unit])}, ("m1", "m2"))[unit] != manager:
+            continue
+        if len(slots[unit]) == sizes[len(found)]:
+            found.append(slots.pop(unit))
+            if len(found) == len(sizes):
+                return found
+    raise AssertionError("not found")
+
+
+def test_hand_offs_go_in_order_a_unit_the_bucket_cannot_pay_for_waiting_with_those_after() -> None:
+    """One token per device, at most the rate; a unit larger than what is left waits (and the
+    units after it too, so a large unit is not overtaken round after round)."""
+    solo1, big, solo2 = units_owned_by("m2", [1, 3, 1])
+    k = OwnershipKeeper(
+        "m1", [*solo1, *big, *solo2], POLICY, handoffs=RateLimit(1.0, 3.0), claims=RateLimit()
+    )
+    join(k, 0.0)
+    order = [units_of(devices).popitem()[0] for devices in (solo1, big, solo2)]
+    for unit in order:
+        grant(k, [unit], sent=0.0)
+    join(k, 0.0, member("m2"))
+    assert k.owed() == set(order)
+    assert [lease.unit for lease in k.hand_off(0.0)] == order[:1]  # 1 of 3 tokens; 3 > 2
+    assert [lease.unit for lease in k.hand_off(1.0)] == order[1:2]  # full again: 3 tokens
+    assert [lease.unit for lease in k.hand_off(2.0)] == order[2:]  # one token back
+
+
+def test_the_lease_policy_given_is_the_one_applied() -> None:
+    k = OwnershipKeeper("m1", DEVICES, LeasePolicy(30.0))  # renew every 10 s, margin 6 s
+    join(k, 0.0)
+    unit = sorted(k.units)[0]
+    grant(k, [unit], sent=5.0)
+    assert k.acting_until(unit) == 29.0
+    k.to_claim(5.0)
+    grant(k, sorted(k.wanted()), sent=5.0)
+    assert k.wake_in(5.0) == 10.0
