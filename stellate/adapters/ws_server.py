@@ -10,7 +10,12 @@
 * a plain request: route (404), method (405), key (``X-API-Key`` or ``Authorization: Bearer``:
   401 when absent, 403 when wrong), room (503), then the route's answer; one request per
   connection. Without a key the routes answer only when the caller says so (``http_open``:
-  the server binds loopback), else 403.
+  the server binds loopback), else 403;
+* a ``POST`` to an action (:class:`HttpActions`: what changes things, ``/api/reload``,
+  ``/api/devices/{device_id}/retry``): a page of another origin (``Origin``: 403), then the
+  actions' own key, compared in constant time like every key (401 absent, 403 wrong; without
+  one configured every action answers 403 saying how to enable them), room (503), then the
+  action, awaited within the request deadline.
 
 Authentication comes before admission, so a client without the key learns nothing about the
 server's load and reserves nothing. The adapter owns each connection's stream and closes it
@@ -61,6 +66,8 @@ from .ws_limits import DEFAULT_MAX_MESSAGE_SIZE
 __all__ = [
     "AcceptedRequest",
     "Admission",
+    "HttpAction",
+    "HttpActions",
     "HttpRequest",
     "HttpResponse",
     "HttpRoute",
@@ -104,6 +111,8 @@ class HttpRequest:
     path: str
     query: str
     remote: str
+    #: The ``{name}`` segments of an action's pattern, decoded (``device_id``).
+    params: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -122,6 +131,48 @@ class HttpResponse:
 
 HttpRoute = Callable[[HttpRequest], HttpResponse]
 """``route(request) -> response``: synchronous, so it answers from one consistent moment."""
+
+HttpAction = Callable[[HttpRequest], Awaitable[HttpResponse]]
+"""``await action(request) -> response``: a ``POST`` that changes something (awaited within
+the request deadline: an action that takes longer starts its work and answers 202)."""
+
+
+@attrs.frozen
+class HttpActions:
+    """The ``POST`` routes of a listener and the key they require.
+
+    Args:
+        routes: by pattern: a path whose ``{name}`` segments match any one segment, handed to
+            the action decoded in :attr:`HttpRequest.params`
+            (``/api/devices/{device_id}/retry``).
+        key: what ``X-API-Key`` or ``Authorization: Bearer`` must carry (compared in constant
+            time); ``None``: every action answers 403 with ``disabled``.
+        disabled: why the actions are off and how to turn them on, for that 403.
+    """
+
+    routes: Mapping[str, HttpAction] = attrs.field(factory=dict)
+    key: str | None = attrs.field(default=None, repr=False)
+    disabled: str = "actions are disabled: no key is configured for them"
+
+    def match(self, path: str) -> tuple[str, HttpAction, dict[str, str]] | None:
+        """The pattern and action serving ``path`` and its decoded ``{name}`` segments (the
+        pattern is what the counts name: a peer cannot grow their keys), if any."""
+        segments = path.split("/")
+        for pattern, action in self.routes.items():
+            wanted = pattern.split("/")
+            if len(wanted) != len(segments):
+                continue
+            params: dict[str, str] = {}
+            for want, got in zip(wanted, segments, strict=True):
+                if want.startswith("{") and want.endswith("}"):
+                    if not got:
+                        break
+                    params[want[1:-1]] = urllib.parse.unquote(got, errors="strict")
+                elif want != got:
+                    break
+            else:
+                return pattern, action, params
+        return None
 
 
 @attrs.define
@@ -204,6 +255,7 @@ class _Front:
     path: str
     api_key: str | None
     http_routes: Mapping[str, HttpRoute]
+    http_actions: HttpActions
     http_open: bool
     #: Bound to loopback: answer only requests addressed to a loopback name (DNS rebinding).
     check_host: bool
@@ -372,6 +424,15 @@ class _Front:
 
     async def _http(self, reader: RequestReader, head: RequestHead, peer: str) -> None:
         path = head.path
+        try:
+            action = self.http_actions.match(path)
+        except UnicodeDecodeError:
+            action = None  # a segment that is not UTF-8 once decoded names nothing
+        if action is not None:
+            pattern, serve, params = action
+            status = await self._action(reader, head, peer, serve, params)
+            self.stats.http[pattern, status] += 1
+            return
         route = self.http_routes.get(path)
         if route is None:
             if path == self.path and self.handler is not None:
@@ -396,41 +457,112 @@ class _Front:
         status = await self._http_route(reader, head, route, peer)
         self.stats.http[path, status] += 1
 
+    async def _presented_key_ok(
+        self, reader: RequestReader, head: RequestHead, key: str, peer: str
+    ) -> int | None:
+        """None when ``head`` carries ``key``; else the refusal sent (401 absent, 403 wrong)."""
+        presented = _presented_key(head)
+        if presented is None:
+            await self._refuse(
+                reader,
+                HandshakeFailure.UNAUTHORIZED,
+                401,
+                "missing API key (X-API-Key)",
+                peer,
+                level=logging.WARNING,
+            )
+            return 401
+        if not _key_ok(presented, key):
+            await self._refuse(
+                reader,
+                HandshakeFailure.FORBIDDEN,
+                403,
+                "invalid API key",
+                peer,
+                level=logging.WARNING,
+            )
+            return 403
+        return None
+
+    async def _admitted(self, reader: RequestReader, head: RequestHead, peer: str) -> bool:
+        """Held to the same limits as an upgrade, but the answer is computed at once and holds
+        no slot: the reservation is given back before anyone could see it."""
+        if self.admission is None:
+            return True
+        info = AcceptedRequest(peer, head.path)
+        refusal = self.admission.admit(info)
+        if refusal is not None:
+            await self._busy(reader, refusal, peer)
+            return False
+        self.admission.abandon(info)
+        return True
+
+    async def _action(
+        self,
+        reader: RequestReader,
+        head: RequestHead,
+        peer: str,
+        action: HttpAction,
+        params: dict[str, str],
+    ) -> int:
+        """A ``POST`` that changes things: method, origin, the actions' key, room, then it."""
+        if await self._wrong_method(reader, head, peer, ("POST",)):
+            return 405
+        cross_origin = origin_problem(head)
+        if cross_origin is not None:  # a web page's form or fetch from elsewhere
+            await self._refuse(reader, HandshakeFailure.CROSS_ORIGIN, 403, cross_origin, peer)
+            return 403
+        key = self.http_actions.key
+        if key is None:
+            await self._refuse(
+                reader, HandshakeFailure.FORBIDDEN, 403, self.http_actions.disabled, peer
+            )
+            return 403
+        refused = await self._presented_key_ok(reader, head, key, peer)
+        if refused is not None:
+            return refused
+        if not await self._admitted(reader, head, peer):
+            return 503
+        request = HttpRequest(head.method, head.path, head.query, peer, params)
+        try:
+            response = await action(request)
+        except Exception:
+            logger.exception("HTTP action %s failed", head.path)
+            response = HttpResponse(_detail("internal error"), status=500)
+        return await self._answer(reader, head, peer, response)
+
+    async def _wrong_method(
+        self, reader: RequestReader, head: RequestHead, peer: str, allowed: tuple[str, ...]
+    ) -> bool:
+        """True once a method not ``allowed`` is refused (405, saying which are)."""
+        if head.method in allowed:
+            return False
+        await self._refuse(
+            reader,
+            HandshakeFailure.METHOD,
+            405,
+            "Method Not Allowed",
+            peer,
+            headers=[("Allow", ", ".join(allowed))],
+        )
+        return True
+
+    async def _answer(
+        self, reader: RequestReader, head: RequestHead, peer: str, response: HttpResponse
+    ) -> int:
+        logger.debug("%s %s %d to %s", head.method, head.path, response.status, peer)
+        await reader.answer(response.status, response.body, content_type=response.content_type)
+        return response.status
+
     async def _http_route(
         self, reader: RequestReader, head: RequestHead, route: HttpRoute, peer: str
     ) -> int:
-        if head.method not in ("GET", "HEAD"):
-            await self._refuse(
-                reader,
-                HandshakeFailure.METHOD,
-                405,
-                "Method Not Allowed",
-                peer,
-                headers=[("Allow", "GET, HEAD")],
-            )
+        if await self._wrong_method(reader, head, peer, ("GET", "HEAD")):
             return 405
         if self.api_key is not None:
-            presented = _presented_key(head)
-            if presented is None:
-                await self._refuse(
-                    reader,
-                    HandshakeFailure.UNAUTHORIZED,
-                    401,
-                    "missing API key (X-API-Key)",
-                    peer,
-                    level=logging.WARNING,
-                )
-                return 401
-            if not _key_ok(presented, self.api_key):
-                await self._refuse(
-                    reader,
-                    HandshakeFailure.FORBIDDEN,
-                    403,
-                    "invalid API key",
-                    peer,
-                    level=logging.WARNING,
-                )
-                return 403
+            refused = await self._presented_key_ok(reader, head, self.api_key, peer)
+            if refused is not None:
+                return refused
         elif not self.http_open:
             await self._refuse(
                 reader,
@@ -440,23 +572,14 @@ class _Front:
                 peer,
             )
             return 403
-        if self.admission is not None:
-            # Held to the same limits as an upgrade, but the answer is computed at once and
-            # holds no slot: the reservation is given back before anyone could see it.
-            info = AcceptedRequest(peer, head.path)
-            refusal = self.admission.admit(info)
-            if refusal is not None:
-                await self._busy(reader, refusal, peer)
-                return 503
-            self.admission.abandon(info)
+        if not await self._admitted(reader, head, peer):
+            return 503
         try:
             response = route(HttpRequest(head.method, head.path, head.query, peer))
         except Exception:
             logger.exception("HTTP route %s failed", head.path)
             response = HttpResponse(_detail("internal error"), status=500)
-        logger.debug("%s %s %d to %s", head.method, head.path, response.status, peer)
-        await reader.answer(response.status, response.body, content_type=response.content_type)
-        return response.status
+        return await self._answer(reader, head, peer, response)
 
 
 async def serve_websocket(
@@ -473,6 +596,7 @@ async def serve_websocket(
     message_queue_size: int = 1,
     admission: Admission | None = None,
     http_routes: Mapping[str, HttpRoute] | None = None,
+    http_actions: HttpActions | None = None,
     http_open: bool = False,
     max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
     max_open: int | None = None,
@@ -501,6 +625,7 @@ async def serve_websocket(
         admission: asked, after the path and key checks, whether there is room for the
             connection or request (``None``: always); a refusal is HTTP 503 with Retry-After.
         http_routes: plain ``GET`` routes by path.
+        http_actions: ``POST`` routes that change things, behind their own key.
         http_open: without an ``api_key``, answer the routes anyway (the caller binds
             loopback); otherwise they answer 403.
         max_head_size: largest request head in bytes (larger: HTTP 431).
@@ -526,6 +651,7 @@ async def serve_websocket(
         path=path,
         api_key=api_key,
         http_routes=dict(http_routes or {}),
+        http_actions=http_actions or HttpActions(),
         http_open=http_open,
         check_host=is_loopback_host(host),
         max_message_size=max_message_size,
@@ -571,19 +697,22 @@ async def serve_http(
     port: int,
     *,
     api_key: str | None = None,
+    actions: HttpActions | None = None,
     http_open: bool = False,
     request_timeout: float = 10.0,
     max_open: int | None = None,
     stats: ListenerStats | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve plain HTTP ``GET`` routes only (no WebSocket), with the same front and rules."""
+    """Serve plain HTTP ``GET`` routes (and ``POST`` ``actions``) only (no WebSocket), with
+    the same front and rules."""
     await serve_websocket(
         None,
         host,
         port,
         api_key=api_key,
         http_routes=routes,
+        http_actions=actions,
         http_open=http_open,
         handshake_timeout=request_timeout,
         max_open=max_open,

@@ -52,6 +52,8 @@ FAILED_LISTED = 10
 SLOWEST_LISTED = 5
 #: A plain progress line at most this often (seconds), so a log stays short.
 PLAIN_PROGRESS_EVERY = 2.0
+#: Failing and backing-off devices named in the live view, most recent first.
+TROUBLE_LISTED = 5
 
 #: Activated devices are green (the table's ACTIVE group); a failed one red, a waiting one yellow.
 _STATUS_STYLE = {
@@ -169,6 +171,86 @@ class Progress:
         return line
 
 
+@attrs.frozen
+class Trouble:
+    """A device that failed or is backing off: where it is, why, and when it tries again."""
+
+    device_id: str
+    status: DeviceStatus
+    reason: str | None
+    #: When the next attempt starts, on the display's clock (None: none is scheduled, or one
+    #: is under way).
+    next_attempt_at: float | None
+
+    def text(self, now: float) -> str:
+        """``dev-07: failed: connection refused; next attempt in 4 min 12 s``."""
+        return f"{shown(self.device_id)}: {self.status.value}: {self.detail(now)}"
+
+    def detail(self, now: float) -> str:
+        """Why, and when it tries again: ``connection refused; next attempt in 1.8 s``."""
+        reason = shown(self.reason or "no reason given")
+        if self.next_attempt_at is not None:
+            return f"{reason}; next attempt in {_seconds(max(0.0, self.next_attempt_at - now))}"
+        if self.status is DeviceStatus.FAILED:
+            return f"{reason}; waits for a retry (stellate ctl retry)"
+        return f"{reason}; attempt under way"
+
+
+class Troubles:
+    """The devices that failed or began backing off and have not become ready since, most
+    recent first: what the live view names (``51/52 idle, 1 failed`` alone does not say which,
+    why, or when it tries again).
+
+    Fed the manager's events: a row that gives up or backs off (its meanings) records the
+    device with the event's reason and its next attempt (``retry_in``); a later attempt keeps
+    it listed (still failing) without a scheduled time; becoming ready or being stopped ends
+    it. One entry per device at most, so its size is bounded by the fleet's.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._by_device: dict[str, Trouble] = {}  # insertion order: oldest first
+
+    def observe(self, event: ManagerEvent) -> None:
+        if event.kind is EventKind.TELEMETRY_MERGED:
+            return
+        device_id, meanings = event.device_id, event.meanings
+        if Meaning.GAVE_UP in meanings or Meaning.BACKS_OFF in meanings:
+            self._by_device.pop(device_id, None)  # moved to the front: the most recent
+            at = None if event.retry_in is None else self._clock() + event.retry_in
+            self._by_device[device_id] = Trouble(device_id, event.record.dest, event.reason, at)
+        elif Meaning.READY in meanings or Meaning.STOPPED in meanings:
+            self._by_device.pop(device_id, None)
+        elif device_id in self._by_device:  # trying again: still failing, nothing scheduled
+            reason = self._by_device[device_id].reason
+            self._by_device[device_id] = Trouble(device_id, event.record.dest, reason, None)
+
+    def __len__(self) -> int:
+        return len(self._by_device)
+
+    def latest(self, limit: int = TROUBLE_LISTED) -> list[Trouble]:
+        """At most ``limit`` of them, the most recent first."""
+        out: list[Trouble] = []
+        for trouble in reversed(self._by_device.values()):
+            if len(out) == limit:
+                break
+            out.append(trouble)
+        return out
+
+    def lines(self, limit: int = TROUBLE_LISTED) -> list[str]:
+        """What the view prints: a heading, then one line per device (none: no lines)."""
+        if not self._by_device:
+            return []
+        now = self._clock()
+        more = len(self._by_device) - limit
+        heading = "failing or waiting (most recent first"
+        heading += f"; {more} more):" if more > 0 else "):"
+        return [heading] + [f"  {t.text(now)}" for t in self.latest(limit)]
+
+    def get(self, device_id: str) -> Trouble | None:
+        return self._by_device.get(device_id)
+
+
 class Display(Protocol):
     def event(self, event: ManagerEvent) -> None: ...
     def tick(self, profiles: Mapping[str, AgentProfile], stats: FleetStats) -> None: ...
@@ -254,11 +336,13 @@ class PlainDisplay:
         self._detailed = device_count <= DETAIL_LIMIT
         self._clock = clock
         self._rate = RateMeter(clock)
+        self._troubles = Troubles(clock)
         self._last_counts = ""
         self._last_print = -math.inf
 
     def event(self, event: ManagerEvent) -> None:
         self._rate.observe(event)
+        self._troubles.observe(event)
         if self._detailed:
             print(event_line(event), file=self._out, flush=True)
 
@@ -271,7 +355,8 @@ class PlainDisplay:
             return
         self._last_counts, self._last_print = counts, now
         progress = Progress.of(stats.by_status, self._total, self._rate.rate())
-        print(f"[{self._total} devices] {progress.text()} — {counts}", file=self._out, flush=True)
+        lines = [f"[{self._total} devices] {progress.text()} — {counts}", *self._troubles.lines()]
+        print("\n".join(lines), file=self._out, flush=True)
 
     def close(self) -> None:
         pass
@@ -331,6 +416,8 @@ class RichDisplay:
         # Rows of the table, its borders and title, and a few logged lines above it.
         self._detailed = device_count <= max(0, self._console.size.height - 8)
         self._rate = RateMeter(clock)
+        self._clock = clock
+        self._troubles = Troubles(clock)
         self._live = Live(console=self._console, refresh_per_second=8, transient=False)
         self._live.start()
 
@@ -341,6 +428,7 @@ class RichDisplay:
         from rich.text import Text
 
         self._rate.observe(event)
+        self._troubles.observe(event)
         if self._detailed:
             self._live.console.print(Text(event_line(event)), soft_wrap=True)
 
@@ -357,9 +445,12 @@ class RichDisplay:
         from rich.text import Text
 
         table = Table(title="stellate: registration", caption=progress.text(), expand=False)
-        for column in ("device", "phase", "status", "attempts", "os", "capabilities"):
+        columns = ("device", "phase", "status", "attempts", "os", "capabilities", "why / next")
+        for column in columns:
             table.add_column(column)
+        now = self._clock()
         for device_id, p in profiles.items():
+            trouble = self._troubles.get(device_id)
             table.add_row(
                 Text(shown(device_id)),
                 Text(phase_label(p.status)),
@@ -367,6 +458,7 @@ class RichDisplay:
                 Text(str(p.connection_attempts)),
                 Text(shown(p.os or "-")),
                 Text(str(len(p.capabilities))),
+                Text("" if trouble is None else trouble.detail(now)),
             )
         return table
 
@@ -397,6 +489,10 @@ class RichDisplay:
             listed = ", ".join(shown(p.device_id) for p in failed[:FAILED_LISTED])
             more = f" (+{len(failed) - FAILED_LISTED} more)" if len(failed) > FAILED_LISTED else ""
             parts.append(Text(f"failed: {listed}{more}", style="red"))
+        troubles = self._troubles.lines()
+        if troubles:
+            parts.append(Text(troubles[0], style="yellow"))
+            parts += [Text(line) for line in troubles[1:]]
         return Group(*parts)
 
     def close(self) -> None:

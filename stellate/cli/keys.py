@@ -12,6 +12,10 @@ The first of these that is set wins:
 ``up`` applies the key to every device whose ``server_url`` has no ``token=`` of its own; a
 device whose URL carries one uses that token. Wherever a server refuses the key, the message
 names where it came from (:attr:`ApiKey.source`), never the key.
+
+The control key (``stellate up``'s control API and ``stellate ctl``, which send it) is another
+key, with its own rule: ``--control-key-file FILE``, else ``$STELLATE_CONTROL_KEY``
+(:func:`read_control_key`); none: the control API is off.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import attrs
 
 from ..server import API_KEY_ENV
 
-__all__ = ["API_KEY_ENV", "ApiKey", "read_api_key"]
+__all__ = ["API_KEY_ENV", "CONTROL_KEY_ENV", "ApiKey", "read_api_key", "read_control_key"]
+
+#: Where ``up`` and ``ctl`` take the control key from when no ``--control-key-file`` is given.
+CONTROL_KEY_ENV = "STELLATE_CONTROL_KEY"
 
 #: What a refusal says when no source gave a key.
 NO_KEY = "no key was given"
@@ -52,11 +59,7 @@ def read_api_key(
     """
     path = getattr(args, "api_key_file", None)
     if path:
-        with open(path, encoding="utf-8") as f:
-            key = f.read().strip()
-        if not key:
-            raise ValueError(f"{path}: the key file is empty")
-        return ApiKey(key, f"the key from --api-key-file {path}")
+        return ApiKey(_key_file(path), f"the key from --api-key-file {path}")
     if getattr(args, "api_key", None):
         return ApiKey(args.api_key, "the key from --api-key")
     if os.environ.get(API_KEY_ENV):
@@ -65,3 +68,27 @@ def read_api_key(
         where = f" in {config_path}" if config_path else ""
         return ApiKey(config_key, f"the key from manager.api_key{where}")
     return ApiKey(None)
+
+
+def read_control_key(args: argparse.Namespace) -> ApiKey:
+    """The control key: ``--control-key-file``, else ``$STELLATE_CONTROL_KEY``, else none.
+
+    Raises:
+        OSError: the key file cannot be read.
+        ValueError: the key file is empty.
+    """
+    path = getattr(args, "control_key_file", None)
+    if path:
+        return ApiKey(_key_file(path), f"the key from --control-key-file {path}")
+    if os.environ.get(CONTROL_KEY_ENV):
+        return ApiKey(os.environ[CONTROL_KEY_ENV], f"the key from ${CONTROL_KEY_ENV}")
+    return ApiKey(None)
+
+
+def _key_file(path: str) -> str:
+    """A key file's text, surrounding whitespace stripped."""
+    with open(path, encoding="utf-8") as f:
+        key = f.read().strip()
+    if not key:
+        raise ValueError(f"{path}: the key file is empty")
+    return key

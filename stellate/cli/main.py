@@ -1,6 +1,6 @@
 """The ``stellate`` command line: the parser, logging set-up, and dispatch to a subcommand.
 
-Each subcommand lives in its own module of this package (``up``, ``validate``, ``init`` in
+Each subcommand lives in its own module of this package (``up``, ``ctl``, ``validate``, ``init`` in
 ``configs``, ``diagram``, ``serve``, ``agent``), with its arguments next to its handler so
 ``stellate <cmd> --help`` stays accurate. The library modules (``stellate.server``,
 ``stellate.agent``, ``stellate.manager``) never parse arguments, print, or install signal
@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import agent, configs, diagram, exits, serve, status, up, validate
+from . import agent, configs, ctl, diagram, exits, serve, status, up, validate
 
 #: Every subcommand module, in the order ``stellate --help`` lists them.
-_COMMANDS = (up, status, validate, configs, diagram, serve, agent)
+_COMMANDS = (up, ctl, status, validate, configs, diagram, serve, agent)
 
 
 def _verbosity_parent() -> argparse.ArgumentParser:

@@ -24,6 +24,15 @@ up --once --json | jq`` works. Without --once, one JSON object per line per even
 flushed as it happens: time, event, device_id, trigger, source, dest, reason, retry_in,
 profile, embedded).
 
+Control while it runs (``stellate ctl``): with ``--metrics-port`` and a control key
+(``--control-key-file F``, else ``$STELLATE_CONTROL_KEY``), the same port takes ``POST
+/api/devices/ID/retry``, ``/api/devices/ID/disconnect`` and ``/api/reload`` carrying that key;
+without a key they answer 403 saying how to enable them. SIGHUP (or ``/api/reload``) re-reads
+CONFIG: devices added start, devices removed disconnect cleanly, devices whose entry changed
+restart, the others are not touched (their connections stay); a file with problems changes
+nothing and each problem is printed (``FILE:LINE: field: message``). Not in embedded mode or
+with ``--store``: restart for those.
+
 Exit status (the rule of every command: ``stellate.cli.exits``). --once: 0 when every device
 is IDLE, 1 when any failed or --timeout passed first (the devices still pending are named), 2
 for a bad config, 130 when interrupted (Ctrl-C or SIGTERM) before every device settled. Without
@@ -55,10 +64,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..config import DEFAULT_CONFIG_PATH, StellateConfig
+from ..config import DEFAULT_CONFIG_PATH, ConfigError, StellateConfig, load_config
 from ..fsm import SETTLED, DeviceStatus, Tag
 from ..local import start_local_agents
-from ..manager import ConstellationDeviceManager, EventKind, ManagerEvent
+from ..manager import (
+    ConstellationDeviceManager,
+    EventKind,
+    ManagerEvent,
+    ReloadRefused,
+    ReloadReport,
+)
+from ..manager.control import Reload, control_actions
 from ..manager.metrics import FLEET_DESCRIPTORS, serve_fleet
 from ..manager.stats import StatusCounts
 from ..text.redact import shown
@@ -76,7 +92,7 @@ from .display import (
     print_profiles,
     profiles_json,
 )
-from .keys import API_KEY_ENV, read_api_key
+from .keys import API_KEY_ENV, CONTROL_KEY_ENV, read_api_key, read_control_key
 from .limits import ensure_descriptors
 from .serve import port_number
 from .shared_fleet import SharedOptions
@@ -99,6 +115,11 @@ AS_WRITTEN_NOTE = "its devices connect to the servers it names; --embedded start
 EMBEDDED_NOTE = (
     "embedded mode: a local agent server and one agent per device on 127.0.0.1 stand in for "
     "the servers the file names (those are not contacted)"
+)
+#: What the control API answers (403) when no control key is configured.
+CONTROL_DISABLED = (
+    "the control API is disabled: start stellate up with --control-key-file FILE (or "
+    f"${CONTROL_KEY_ENV} set) to enable it"
 )
 
 
@@ -180,6 +201,13 @@ def add_command(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
         help="interface for --metrics-port (default: 127.0.0.1; elsewhere requests must "
         "carry the fleet's api_key as X-API-Key)",
     )
+    p.add_argument(
+        "--control-key-file",
+        default=None,
+        metavar="FILE",
+        help=f"enable the control API on --metrics-port (stellate ctl: retry, disconnect, "
+        f"reload) behind the key in FILE (else ${CONTROL_KEY_ENV}; neither: it answers 403)",
+    )
     shared_fleet.add_arguments(p)
     p.set_defaults(handler=run)
 
@@ -199,6 +227,10 @@ class _Options:
     key_source: str | None = None
     #: The store the fleet is shared through (None: this manager runs every device).
     shared: SharedOptions | None = None
+    #: The control API's key (None: its actions answer 403).
+    control_key: str | None = attrs.field(default=None, repr=False)
+    #: The devices.yaml a reload re-reads.
+    config_path: str | None = None
 
 
 def _fail(message: str) -> int:
@@ -244,6 +276,14 @@ def run(args: argparse.Namespace) -> int:
     # One key for everything that uses it: the devices' URLs, the embedded server, the page.
     config = attrs.evolve(config, manager=attrs.evolve(config.manager, api_key=key.value))
     options = attrs.evolve(options, key_source=key.source)
+    try:
+        control = read_control_key(args)
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot read the control key: {exc}")
+    if args.control_key_file is not None and args.metrics_port is None:
+        return _fail("--control-key-file needs --metrics-port (the control API is served there)")
+    add_log_secret(control.value)
+    options = attrs.evolve(options, control_key=control.value, config_path=choice.path)
     if args.cafile is not None and not os.path.isfile(args.cafile):
         return _fail(f"--cafile {args.cafile}: no such file")
     count = len(config.devices)
@@ -306,11 +346,15 @@ async def _up(config: StellateConfig, options: _Options) -> int:
                 partial(_serve_metrics_if_asked, nursery, manager, config, options),
             )
         elif not interrupt.requested:
-            async with manager, manager.events() as events:
+            async with manager, manager.events() as events, trio.open_nursery() as controls:
+                reload = _reloader(manager, config, options)
                 if options.metrics_port is not None:
-                    await _serve_metrics(nursery, manager, config, options)
+                    await _serve_metrics(nursery, manager, config, options, reload)
+                if threading.current_thread() is threading.main_thread():
+                    await controls.start(_reload_on_hangup, reload)
                 manager.add_config(config)  # after subscribing: no transition goes unseen
                 code = await _run_fleet(manager, events, config, expected, options, interrupt)
+                controls.cancel_scope.cancel()
             # Leaving the manager's block disconnected every device (close handshake 1000).
         if server is not None:
             await server.shutdown()  # agents are told 1001 and close their side cleanly
@@ -328,7 +372,7 @@ async def _serve_metrics_if_asked(
     options: _Options,
 ) -> None:
     if options.metrics_port is not None:
-        await _serve_metrics(nursery, manager, config, options)
+        await _serve_metrics(nursery, manager, config, options, _reloader(manager, config, options))
 
 
 async def _serve_metrics(
@@ -336,9 +380,14 @@ async def _serve_metrics(
     manager: ConstellationDeviceManager,
     config: StellateConfig,
     options: _Options,
+    reload: Reload,
 ) -> None:
-    """Start the fleet page and metrics; say where (stderr: --json keeps stdout clean)."""
+    """Start the fleet page, metrics and the control API; say where (stderr: --json keeps
+    stdout clean)."""
     assert options.metrics_port is not None
+    actions = control_actions(
+        manager, key=options.control_key, reload=reload, disabled=CONTROL_DISABLED
+    )
     port = await nursery.start(
         partial(
             serve_fleet,
@@ -346,6 +395,7 @@ async def _serve_metrics(
             options.metrics_host,
             options.metrics_port,
             api_key=config.manager.api_key,
+            actions=actions,
         )
     )
     host = options.metrics_host
@@ -355,6 +405,56 @@ async def _serve_metrics(
         file=sys.stderr,
         flush=True,
     )
+
+
+def _reloader(
+    manager: ConstellationDeviceManager, config: StellateConfig, options: _Options
+) -> Reload:
+    """How SIGHUP and ``/api/reload`` re-read the file: loaded again, with the key this run
+    took by the key rule (not only the file's), then applied (``manager.reload``).
+
+    Raises (from the returned callable): ``ConfigError`` (the file does not load),
+    ``ReloadRefused`` (embedded mode, a shared fleet, or a change only a restart applies)."""
+
+    async def reload() -> ReloadReport:
+        if options.embedded:
+            raise ReloadRefused(
+                "embedded mode starts its local agents once: restart stellate up to change "
+                "an embedded fleet; nothing was changed"
+            )
+        if options.shared is not None or options.config_path is None:
+            raise ReloadRefused(
+                "a fleet shared through a store is not reloaded: restart each manager with "
+                "the new file; nothing was changed"
+            )
+        fresh = await trio.to_thread.run_sync(load_config, options.config_path)
+        keyed = attrs.evolve(fresh.manager, api_key=config.manager.api_key)
+        return await manager.reload(attrs.evolve(fresh, manager=keyed))
+
+    return reload
+
+
+async def _reload_on_hangup(
+    reload: Reload, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Each SIGHUP re-reads the file (``reload``); what it changed, or why it changed nothing,
+    is said on stderr."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            try:
+                report = await reload()
+            except ConfigError as exc:
+                lines = [
+                    f"stellate up: not reloaded ({len(exc.problems)} problem(s) in the "
+                    "file; nothing was changed):"
+                ]
+                lines += [f"  {problem}" for problem in exc.problems]
+                print("\n".join(lines), file=sys.stderr, flush=True)
+            except ReloadRefused as exc:
+                print(f"stellate up: not reloaded: {exc}", file=sys.stderr, flush=True)
+            else:
+                print(f"stellate up: reloaded: {report.text()}", file=sys.stderr, flush=True)
 
 
 async def _run_fleet(

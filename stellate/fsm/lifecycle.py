@@ -199,6 +199,8 @@ class DeviceLifecycle:
         self.failure_reason: str | None = None
         #: The last connection error seen (kept across retries for display).
         self.last_error: str | None = None
+        #: The owner disconnects the device once its task is over (``drain``): no new task.
+        self.drain_requested = False
         # -- the run's memory, read by the guards ------------------------------------------
         #: Failures in a row that climb the backoff (failed attempts, and losses of
         #: connections that did not stay up for the stability window).
@@ -386,6 +388,10 @@ class DeviceLifecycle:
         activated = self._activated_at
         return activated is not None and (self._now() - activated >= self.timing.stability_window)
 
+    def draining(self, event: Any) -> bool:
+        """The owner is draining the device (``drain``): it takes no new task."""
+        return self.drain_requested
+
     def auto_retry(self, event: Any) -> bool:
         """A failed device starts a fresh run by itself (``Timing.retry_failed_after`` is set;
         None: FAILED waits for the owner, and no deadline is armed there)."""
@@ -435,6 +441,7 @@ class DeviceLifecycle:
 
     def _enter_disconnected(self, event: Any) -> None:
         self.failure_reason = None  # the owner stopped the device: nothing has failed
+        self.drain_requested = False
         self._effects.append(CloseConnection("disconnect", event.transition.row.close_code))
 
     def _enter_connecting(self, event: Any) -> None:
@@ -476,6 +483,7 @@ class DeviceLifecycle:
         """The owner's connect or retry: attempts, backoff and recovery start over."""
         self._profile = attrs.evolve(self._profile, connection_attempts=0)
         self.failure_reason = None
+        self.drain_requested = False
         self.consecutive_failures = 0
         self._lost_at = None
         self._activated_at = None
@@ -558,6 +566,12 @@ class DeviceLifecycle:
         self._task_ended = task_id  # reported with the record: the task this row started
 
     # -- bookkeeping the runner reports outside transitions ---------------------------------
+    def drain(self) -> None:
+        """The owner will disconnect the device once its task is over: it takes no new task
+        (the table's ``draining`` guard) until it is stopped or a new run starts. Data, like a
+        heartbeat stamp: the status does not change."""
+        self.drain_requested = True
+
     def heartbeat_seen(self, at: datetime | None = None) -> None:
         """Record a heartbeat answer (not a state change: last_heartbeat is data)."""
         self._profile = attrs.evolve(self._profile, last_heartbeat=at or self._clock())

@@ -9,6 +9,7 @@ them on rows and states), and a new row that means "lost" is read as lost everyw
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 
 class Meaning(StrEnum):
@@ -41,3 +42,8 @@ class Meaning(StrEnum):
     STOPPED = "stopped"
     #: Logged and ignored: the row changes nothing (an internal row, no state change).
     IGNORED = "ignored"
+
+
+#: Meanings that say a task is over, finished or not (a row declaring one replaces busy's
+#: "interrupted"; a device its owner drains is disconnected then).
+TASK_OVER: Final = frozenset({Meaning.TASK_FINISHED, Meaning.TASK_INTERRUPTED})

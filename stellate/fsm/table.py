@@ -50,7 +50,8 @@ Rules, read top to bottom (h11 style):
 * ``backoff`` ends with its own deadline (the jittered delay) and connects again; the owner's
   ``connect`` cuts the wait short (same run).
 * ``idle`` ⇄ ``busy``: the app marks a device busy with a task and idle again
-  (``task_assigned`` / ``task_finished``); a loss while busy ends the task.
+  (``task_assigned`` / ``task_finished``); a loss while busy ends the task. A device its owner
+  is ``draining`` (disconnecting once its task is over) takes no new task.
 * ``failed`` is left by the owner's ``retry`` (a fresh run) or ``disconnect``, and by its own
   deadline: ``retry_failed_after`` seconds after giving up, the device starts a fresh run as a
   retry would (while ``auto_retry``: ``Timing.retry_failed_after`` is set; null arms no
@@ -91,6 +92,7 @@ from typing import Any, Final
 import attrs
 
 from ..protocol.closing import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
+from .meaning import TASK_OVER
 from .meaning import Meaning as M
 from .states import (
     ACTIVE,
@@ -120,6 +122,7 @@ WINDOW_OPEN = "window_open"
 TRANSIENT = "transient_rejection"
 STABLE = "stable"
 AUTO_RETRY = "auto_retry"
+DRAINING = "draining"
 
 
 def _attempt_failed(
@@ -285,6 +288,7 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
         "trigger": T.TASK_ASSIGNED.value,
         "source": _v(S.IDLE),
         "dest": S.BUSY.value,
+        "unless": DRAINING,
         "before": "_take_task",
         "meaning": [M.TASK_STARTED],
     },
@@ -400,13 +404,9 @@ def _meanings(declared: Iterable[M], source: S, dest: S | None) -> frozenset[M]:
     entering, leaving = SPECS[dest], SPECS[source]
     if entering.entering is not None:
         out.add(entering.entering)
-    if leaving.leaving is not None and source is not dest and not out & _TASK_ENDINGS:
+    if leaving.leaving is not None and source is not dest and not out & TASK_OVER:
         out.add(leaving.leaving)
     return frozenset(out)
-
-
-#: Meanings that say how a task ended (a row declaring one replaces busy's "interrupted").
-_TASK_ENDINGS: Final = frozenset({M.TASK_FINISHED, M.TASK_INTERRUPTED})
 
 
 def expand(transitions: list[dict[str, Any]]) -> list[Row]:

@@ -46,6 +46,7 @@ from ..fsm import (
     TransitionRecord,
 )
 from ..fsm.lifecycle import DeviceLifecycle, LifecycleEngine
+from ..fsm.meaning import TASK_OVER
 from ..fsm.resume import memory_of, resume, resume_fresh
 from ..protocol import ClientType, Connector
 from ..protocol.ids import id_refusal
@@ -54,9 +55,10 @@ from ..text.redact import redact_url
 from ..text.urls import token_of, with_token
 from .alarms import Alarms
 from .events import EventKind, ManagerEvent, _kinds
-from .registry import DeviceFailed, DeviceRegistry, UnknownDevice
+from .registry import DeviceFailed, DeviceOwnedElsewhere, DeviceRegistry, UnknownDevice
+from .reload import ReloadRefused, ReloadReport, plan_reload
 from .runner import Command, DeviceRunner, RunnerSettings
-from .sharing import SharedFleet
+from .sharing import ConfiguredDevice, SharedFleet
 from .stats import FleetObserver, FleetStats
 
 if TYPE_CHECKING:
@@ -185,6 +187,9 @@ class ConstellationDeviceManager:
         #: while one runs (``stellate.manager.fleet_share``); None: this manager runs every
         #: device it is given.
         self.fleet_share: SharedFleet | None = None
+        # The devices given by a file (``add_config``, ``reload``), as the file gave them.
+        self._configured: dict[str, ConfiguredDevice] = {}
+        self._reload_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
@@ -429,9 +434,71 @@ class ConstellationDeviceManager:
         return final.status is DeviceStatus.IDLE
 
     def add_config(self, config: StellateConfig) -> None:
-        """Add every device of a loaded devices.yaml."""
+        """Add every device of a loaded devices.yaml (remembered for ``reload``)."""
         for device in config.devices:
-            self.add_device(device.to_profile(), auto_connect=device.auto_connect)
+            configured = ConfiguredDevice(device.to_profile(), device.auto_connect)
+            self.add_device(configured.profile, auto_connect=configured.auto_connect)
+            self._configured[device.device_id] = configured
+
+    async def reload(self, config: StellateConfig) -> ReloadReport:
+        """Apply a re-read devices.yaml to the devices ``add_config`` (or an earlier reload)
+        gave: a device only in ``config`` is added, one no longer in it is disconnected
+        cleanly and forgotten, one whose entry changed is restarted (disconnected, then added
+        anew), and one whose entry is the same is not touched (its connection stays). Devices
+        added in code (``add_device``) are left alone. One reload at a time: a second waits.
+
+        Removals are concurrent, each bounded by ``shutdown_timeout``.
+
+        Raises:
+            ReloadRefused: ``config``'s ``manager:`` block differs from the running manager's
+                (task name, timing, key): that takes a restart. Nothing was changed.
+            RuntimeError: the manager is not running.
+        """
+        changed_settings = [
+            name
+            for name, now, wanted in (
+                ("task_name", self.task_name, config.manager.task_name),
+                ("timing", self.timing, config.manager.timing),
+                ("api_key", self._api_key, config.manager.api_key),
+            )
+            if now != wanted
+        ]
+        if changed_settings:
+            raise ReloadRefused(
+                f"{config.source}: manager: {', '.join(changed_settings)} changed; a reload "
+                "applies the devices only, and these take a restart: nothing was changed"
+            )
+        if self._nursery is None or self._stop_requested.is_set():
+            raise RuntimeError("the manager is not running (async with / nursery.start(run))")
+        async with self._reload_lock:
+            new = {
+                d.device_id: ConfiguredDevice(d.to_profile(), d.auto_connect)
+                for d in config.devices
+            }
+            plan = plan_reload(self._configured, new)
+            async with trio.open_nursery() as nursery:
+                for device_id in (*plan.removed, *plan.changed):
+                    self._configured.pop(device_id, None)
+                    if device_id in self._handles:
+                        nursery.start_soon(self.remove_device, device_id)
+            not_started: dict[str, str] = {}
+            for device_id in new:
+                if device_id not in plan.added and device_id not in plan.changed:
+                    continue
+                configured = new[device_id]
+                try:
+                    self.add_device(configured.profile, auto_connect=configured.auto_connect)
+                except ValueError as exc:  # e.g. a look-alike of a device added in code
+                    not_started[device_id] = str(exc)
+                    continue
+                self._configured[device_id] = configured
+            return ReloadReport(
+                added=plan.added,
+                removed=plan.removed,
+                changed=plan.changed,
+                unchanged=len(plan.unchanged),
+                not_started=not_started,
+            )
 
     async def remove_device(self, device_id: str) -> None:
         """Disconnect the device cleanly, stop its task and forget it.
@@ -449,6 +516,7 @@ class ConstellationDeviceManager:
             with trio.CancelScope(shield=True):
                 await handle.done.wait()  # bounded: the runner's close has its own deadline
             self._handles.pop(device_id, None)
+            self._configured.pop(device_id, None)
             self._transitions.pop(device_id, None)
             self.device_registry.remove(device_id)
             waiter = self._waiters.pop(device_id, None)
@@ -485,9 +553,70 @@ class ConstellationDeviceManager:
         """Explicitly retry a FAILED device (the only way out of FAILED but disconnect)."""
         return await self.connect_device(device_id)
 
-    async def disconnect_device(self, device_id: str) -> None:
-        await self._command(device_id, OwnerCommand.DISCONNECT)
+    async def disconnect_device(self, device_id: str, *, after_task: bool = False) -> None:
+        """Disconnect the device and wait until it is DISCONNECTED (it stays so until
+        connected or retried). ``after_task``: a BUSY device finishes its task first (and
+        takes no new one meanwhile); without it, its task is interrupted."""
+        self.disconnect(device_id, after_task=after_task)
+        await trio.lowlevel.checkpoint()
         await self._wait_status(device_id, DeviceStatus.DISCONNECTED)
+
+    # -- the operator's commands: at once, without waiting for their outcome -----------------
+    def _lifecycle_here(self, device_id: str) -> DeviceLifecycle:
+        owner = self.owner_elsewhere(device_id)
+        if owner is not None:
+            raise DeviceOwnedElsewhere(device_id, owner)
+        return self.device_registry.lifecycle(device_id)
+
+    def retry(self, device_id: str) -> bool:
+        """The operator's retry, without waiting for its outcome (``retry_device`` waits): a
+        FAILED or DISCONNECTED device starts a fresh run, one backing off tries at once.
+
+        Returns False when there is nothing to retry (the device is connecting or active).
+
+        Raises:
+            UnknownDevice: no such device here.
+            DeviceOwnedElsewhere: another manager of the shared fleet runs it.
+        """
+        lifecycle = self._lifecycle_here(device_id)
+        if lifecycle.serving(OwnerCommand.CONNECT) is None:
+            return False
+        self._handles[device_id].runner.command(Command(OwnerCommand.CONNECT))
+        return True
+
+    def disconnect(self, device_id: str, *, after_task: bool = True) -> str | None:
+        """The operator's disconnect, without waiting (``disconnect_device`` waits): the
+        device closes its connection and stays DISCONNECTED until retried. ``after_task``
+        (the default here): a device working on a task finishes it first and takes no new
+        one meanwhile (it is drained), then disconnects.
+
+        Returns the task the device finishes first (None: it disconnects now).
+
+        Raises:
+            UnknownDevice: no such device here.
+            DeviceOwnedElsewhere: another manager of the shared fleet runs it.
+        """
+        lifecycle = self._lifecycle_here(device_id)
+        task = lifecycle.profile.current_task_id if after_task else None
+        if task is not None:
+            lifecycle.drain()  # disconnected by _observe once the task is over
+            return task
+        self._handles[device_id].runner.command(Command(OwnerCommand.DISCONNECT))
+        return None
+
+    def next_attempt_in(self, device_id: str) -> float | None:
+        """Seconds until the device's next connection attempt while it waits for one by
+        itself (backing off; FAILED with ``retry_failed_after``); None otherwise.
+
+        Raises:
+            UnknownDevice: no such device.
+        """
+        handle = self._handles.get(device_id)
+        if handle is None:
+            raise UnknownDevice(device_id)
+        if handle.runner.lc.next_attempt_in is None:
+            return None
+        return handle.runner.deadline_in(trio.current_time())
 
     # -- queries ------------------------------------------------------------------------------
     def get_device_info(self, device_id: str) -> AgentProfile | None:
@@ -616,6 +745,10 @@ class ConstellationDeviceManager:
         if waiter is not None:
             waiter.set()
         retry_in = lifecycle.next_attempt_in
+        if lifecycle.drain_requested and record.meanings & TASK_OVER:
+            handle = self._handles.get(device_id)
+            if handle is not None:  # drained: its task is over, now it disconnects
+                handle.runner.command(Command(OwnerCommand.DISCONNECT))
         for kind in _kinds(record):
             reason = lifecycle.failure_reason if kind is EventKind.FAILED else lifecycle.last_error
             event = ManagerEvent(kind, device_id, record, profile, reason, retry_in, record.task_id)

@@ -34,7 +34,14 @@ from prometheus_client.core import (
 )
 
 from ..adapters.listener import is_loopback_host
-from ..adapters.ws_server import HttpRequest, HttpResponse, HttpRoute, ListenerStats, serve_http
+from ..adapters.ws_server import (
+    HttpActions,
+    HttpRequest,
+    HttpResponse,
+    HttpRoute,
+    ListenerStats,
+    serve_http,
+)
 from ..fsm import AgentProfile, DeviceStatus, Meaning, rows
 from ..fsm.states import INITIAL
 from ..text.redact import redact_url, safe_json
@@ -216,6 +223,8 @@ def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
                 "last_error": lifecycle.last_error,
                 "failure_reason": lifecycle.failure_reason,
                 "time_in_state": None if in_state is None else round(in_state, 3),
+                "next_attempt_in": _rounded(manager.next_attempt_in(profile.device_id)),
+                "draining": lifecycle.drain_requested,
                 "profile": profile_json(profile),
             }
         )
@@ -237,6 +246,8 @@ def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
                     "last_error": None if row is None else row.last_error,
                     "failure_reason": None if row is None else row.failure_reason or row.problem,
                     "time_in_state": None,
+                    "next_attempt_in": None,
+                    "draining": False,
                     "profile": None,
                 }
             )
@@ -255,6 +266,10 @@ def fleet_json(manager: ConstellationDeviceManager) -> dict[str, Any]:
         "store": store,
         "devices": devices,
     }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 @functools.cache
@@ -302,21 +317,25 @@ async def serve_fleet(
     port: int = 0,
     *,
     api_key: str | None = None,
+    actions: HttpActions | None = None,
     stats: ListenerStats | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve the manager's ``/metrics``, ``/api/fleet`` and ``/`` until cancelled.
+    """Serve the manager's ``/metrics``, ``/api/fleet`` and ``/`` until cancelled, and the
+    control API's ``actions`` (``stellate.manager.control.control_actions``) when given.
 
     ``port = await nursery.start(serve_fleet, manager, "127.0.0.1", 0)``. On a loopback
     address every request addressed to a loopback name is answered; elsewhere only those
     carrying ``api_key`` (``X-API-Key`` or ``Authorization: Bearer``), and none when there is
-    no key. At most :data:`MAX_FLEET_CONNECTIONS` connections are held at once.
+    no key; the actions need their own key wherever the port listens. At most
+    :data:`MAX_FLEET_CONNECTIONS` connections are held at once.
     """
     await serve_http(
         fleet_routes(manager),
         host,
         port,
         api_key=None if is_loopback_host(host) else api_key,
+        actions=actions,
         http_open=is_loopback_host(host),
         max_open=MAX_FLEET_CONNECTIONS,
         stats=stats,

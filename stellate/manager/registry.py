@@ -15,6 +15,16 @@ class UnknownDevice(LocalError, KeyError):
     """No device with that id is registered."""
 
 
+class DeviceOwnedElsewhere(LocalError):
+    """A command for a device this manager does not run: another manager of a fleet shared
+    through a store owns it (``owner``: its id). Send the command to that one."""
+
+    def __init__(self, device_id: str, owner: str) -> None:
+        super().__init__(f"device {device_id!r} is run by manager {owner!r}, not this one")
+        self.device_id = device_id
+        self.owner = owner
+
+
 class DeviceFailed(RemoteError):
     """A device waited for (``wait_for``) is FAILED, which the wait did not ask for.
 
@@ -101,6 +111,8 @@ class DeviceRegistry:
             why = (
                 f"it is already busy with task {current!r}"
                 if current is not None
+                else "it is being disconnected once its task is over, and takes no new one"
+                if lifecycle.drain_requested
                 else "a device takes a task only when idle"
             )
             raise _in_words(exc, f"set_device_busy({device_id!r}, {task_id!r})", why) from None

@@ -21,11 +21,13 @@ from stellate.cli.display import (
     PLAIN_PROGRESS_EVERY,
     PROFILE_BLOCKS,
     RATE_WINDOW,
+    TROUBLE_LISTED,
     DeviceReport,
     PlainDisplay,
     Progress,
     RateMeter,
     RichDisplay,
+    Troubles,
     event_line,
     fleet_summary,
     print_profiles,
@@ -326,3 +328,100 @@ def test_activation_without_telemetry_says_so() -> None:
     )
     answered = event("d", S.TELEMETRY, S.IDLE, Trigger.TELEMETRY_RECEIVED, EventKind.READY)
     assert event_line(answered) == "d: telemetry -> idle (telemetry_received)  [phase 5 activation]"
+
+
+def backs_off(device_id: str, reason: str, retry_in: float) -> ManagerEvent:
+    return event(
+        device_id,
+        S.CONNECTING,
+        S.BACKOFF,
+        Trigger.CONNECTION_FAILED,
+        reason=reason,
+        retry_in=retry_in,
+    )
+
+
+def gives_up(device_id: str, reason: str, retry_in: float | None) -> ManagerEvent:
+    return event(
+        device_id,
+        S.REGISTERING,
+        S.FAILED,
+        Trigger.REGISTRATION_ANSWERED,
+        EventKind.FAILED,
+        reason=reason,
+        retry_in=retry_in,
+    )
+
+
+def test_troubles_name_failing_and_waiting_devices_most_recent_first_with_their_next_attempt() -> (
+    None
+):
+    clock = FakeClock()
+    troubles = Troubles(clock)
+    troubles.observe(backs_off("a", "connection refused (127.0.0.1:5055)", 1.84))
+    clock.now = 10.0
+    troubles.observe(gives_up("b", "registration rejected: no such device", 300.0))
+    clock.now = 20.0
+    troubles.observe(gives_up("c", "registration rejected", None))  # retry_failed_after: null
+    clock.now = 70.0
+    assert troubles.lines() == [
+        "failing or waiting (most recent first):",
+        "  c: failed: registration rejected; waits for a retry (stellate ctl retry)",
+        "  b: failed: registration rejected: no such device; next attempt in 4 min 00 s",
+        "  a: backoff: connection refused (127.0.0.1:5055); next attempt in 0.0 s",
+    ]
+    # a's wait is over: it is trying again, still listed (still failing), nothing scheduled
+    troubles.observe(event("a", S.BACKOFF, S.CONNECTING, Trigger.TIMED_OUT))
+    assert troubles.latest(1)[0].device_id == "c"  # an attempt does not make it more recent
+    assert troubles.lines()[3] == (
+        "  a: connecting: connection refused (127.0.0.1:5055); attempt under way"
+    )
+    troubles.observe(ready("a"))  # ready: no longer in trouble
+    troubles.observe(event("c", S.FAILED, S.DISCONNECTED, Trigger.DISCONNECT))  # stopped
+    assert [t.device_id for t in troubles.latest()] == ["b"]
+
+
+def test_the_troubles_listed_are_bounded_and_say_how_many_more() -> None:
+    clock = FakeClock()
+    troubles = Troubles(clock)
+    for i in range(TROUBLE_LISTED + 3):
+        troubles.observe(backs_off(f"d{i}", "connection refused", 2.0))
+    lines = troubles.lines()
+    assert lines[0] == "failing or waiting (most recent first; 3 more):"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        f"d{i}" for i in reversed(range(3, TROUBLE_LISTED + 3))
+    ]
+    assert len(troubles) == TROUBLE_LISTED + 3
+
+
+def test_the_live_views_name_the_failing_device_its_reason_and_next_attempt() -> None:
+    """The class of ``51/52 idle, 1 failed`` naming nobody: the progress view (a fleet bigger
+    than the terminal), the table (one that fits) and the plain progress line of a log."""
+    console, out = terminal(height=20)
+    clock = FakeClock()
+    big = RichDisplay(52, console=console, clock=clock)
+    fleet = {f"d{i:02}": profile(f"d{i:02}", S.IDLE) for i in range(51)}
+    fleet["d51"] = profile("d51", S.FAILED)
+    big.event(gives_up("d51", "connection refused (10.0.0.7:5005)", 300.0))
+    clock.now = 48.0
+    tick(big, fleet)
+    big.close()
+    assert "d51: failed: connection refused (10.0.0.7:5005); next attempt in 4 min 12 s" in (
+        out.getvalue()
+    )
+
+    console, out = terminal()
+    small = RichDisplay(2, console=console, clock=clock)
+    small.event(backs_off("b", "connection refused", 1.5))
+    tick(small, {"a": profile("a", S.IDLE), "b": profile("b", S.BACKOFF)})
+    small.close()
+    assert "connection refused; next attempt in 1.5 s" in out.getvalue()
+
+    log = io.StringIO()
+    plain = PlainDisplay(log, DETAIL_LIMIT + 1, clock)
+    plain.event(gives_up("d7", "registration rejected", None))
+    tick(plain, {"d7": profile("d7", S.FAILED)})
+    assert log.getvalue().splitlines()[1:] == [
+        "failing or waiting (most recent first):",
+        "  d7: failed: registration rejected; waits for a retry (stellate ctl retry)",
+    ]

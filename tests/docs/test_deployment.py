@@ -128,8 +128,9 @@ def test_the_run_blocks_run_as_written(tmp_path: Path) -> None:
     finally:
         if server is not None:
             stop(server)
-    keys, fleet, tls, client, validate = outputs
+    keys, fleet, control_key, tls, client, validate = outputs
     assert keys == f"600 {etc}/api.key\n"
+    assert control_key == f"600 {etc}/control.key\n"
     assert fleet.splitlines()[-1] == "OK: 3 devices"
     assert tls.strip().endswith("server.pem: OK")
     assert client.splitlines() == [

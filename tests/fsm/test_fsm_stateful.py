@@ -154,6 +154,7 @@ class LifecycleWalk(RuleBasedStateMachine):
         self.lost_at: float | None = None  # the loss of an activated connection
         self.activated_at: float | None = None
         self.failures = 0  # failures in a row that climb the backoff
+        self.draining = False  # the owner drains the device: no new task
         self.wait: tuple[float, float] | None = None  # the bounds the last backoff drew from
         self.backoff_entered: tuple[float, float] | None = None  # (when, retry_after floor)
 
@@ -175,6 +176,7 @@ class LifecycleWalk(RuleBasedStateMachine):
             "stable": self.activated_at is not None
             and now - self.activated_at >= timing.stability_window,
             "auto_retry": timing.retry_failed_after is not None,
+            "draining": self.draining,
         }
 
     def table_row(self, trigger: str, event: Any) -> Row | None:
@@ -230,6 +232,14 @@ class LifecycleWalk(RuleBasedStateMachine):
     def lose(self, data: st.DataObject) -> None:
         """A connection lost after activation: recoveries, reached as often as tasks."""
         self._fire(Trigger.CONNECTION_FAILED, data.draw(event_of(Trigger.CONNECTION_FAILED)))
+
+    @rule()
+    def drain(self) -> None:
+        """The owner will disconnect the device once its task is over (data, not a state)."""
+        before = self.lc.state
+        self.lc.drain()
+        self.draining = True
+        assert self.lc.state == before
 
     @rule(seconds=st.sampled_from([0.5, 10.0, 40.0, 400.0]))
     def time_passes(self, seconds: float) -> None:
@@ -297,6 +307,8 @@ class LifecycleWalk(RuleBasedStateMachine):
             # the owner starts a fresh run, or a failed device's retry_failed_after passed
             self.attempts, self.failures = 0, 0
             self.lost_at = self.activated_at = None
+        if dest == S.DISCONNECTED or fresh or (source == S.FAILED and trigger == Trigger.TIMED_OUT):
+            self.draining = False  # stopped, or a new run: the drain is over
         if dest == S.CONNECTING:
             self.attempts += 1
             self.since_connecting = []

@@ -17,6 +17,7 @@ import pytest
 import trio
 from real_time import HANG_GUARD
 
+from stellate import Timing
 from stellate.agent import DeviceAgent
 from stellate.fsm import AgentProfile, DeviceStatus
 from stellate.manager import ConstellationDeviceManager
@@ -113,6 +114,89 @@ async def test_the_fleet_page_shows_a_fleet_coming_up(nursery: trio.Nursery) -> 
             assert sorted(row[0] for row in table) == ids
             # device, status, owner (a hidden column without a fleet store), attempts, ...
             assert all(row[1] == "idle" and row[2] == "\u2014" and row[3] == "0" for row in table)
+            errors = await trio.to_thread.run_sync(driver.get_log, "browser")
+            assert [e for e in errors if e["level"] == "SEVERE"] == []
+        finally:
+            await trio.to_thread.run_sync(driver.quit)
+        manager.stop()
+        await server.shutdown()
+        nursery.cancel_scope.cancel()
+
+
+def choose(driver: Any, select_id: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, select_id)).select_by_value(value)
+
+
+def wait_for_rows(driver: Any, done: Any) -> list[list[str]]:
+    """The device rows once ``done(rows)`` holds (the page redraws every second)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    found: list[list[str]] = []
+
+    def check(_: Any) -> bool:
+        found[:] = device_rows(driver)
+        return bool(done(found))
+
+    WebDriverWait(driver, WAIT).until(check)
+    return found
+
+
+async def test_the_fleet_page_sorts_and_filters_by_status_and_shows_the_next_attempt(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        server = AgentServer()
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/ws"
+        for device_id in ("b-up", "d-up"):
+            await nursery.start(DeviceAgent(url, device_id, system_info={}).run)
+        # a-gone and c-gone have no agent: refused, they fail and start again by themselves
+        # retry_failed_after (an hour) later, which the page shows as their next attempt
+        timing = Timing(retry_failed_after=3600.0)
+        manager = ConstellationDeviceManager(task_name="browser", strict=True, timing=timing)
+        await nursery.start(manager.run)
+        for device_id in ("a-gone", "b-up", "c-gone", "d-up"):
+            await manager.register_device(device_id, url, max_retries=1)
+        page_port = await nursery.start(partial(serve_fleet, manager, "127.0.0.1", 0))
+
+        driver = await trio.to_thread.run_sync(open_browser)
+        try:
+            await trio.to_thread.run_sync(driver.get, f"http://127.0.0.1:{page_port}/")
+            await trio.to_thread.run_sync(wait_for_text, driver, "counts", "failed: 2")
+            everything = await trio.to_thread.run_sync(
+                wait_for_rows, driver, lambda rows: len(rows) == 4
+            )
+            assert [row[0] for row in everything] == ["a-gone", "b-up", "c-gone", "d-up"]
+            # device, status, owner, attempts, time in state, next attempt, last error
+            next_attempts = {row[0]: row[5] for row in everything}
+            assert next_attempts["b-up"] == "" and next_attempts["d-up"] == ""
+            assert next_attempts["a-gone"].startswith("in 59 min")  # an hour, counting down
+
+            await trio.to_thread.run_sync(choose, driver, "sort", "status")
+            by_status = await trio.to_thread.run_sync(
+                wait_for_rows, driver, lambda rows: rows[0][0] == "b-up"
+            )
+            assert [row[0] for row in by_status] == ["b-up", "d-up", "a-gone", "c-gone"]
+
+            await trio.to_thread.run_sync(choose, driver, "filter", "failed")
+            failed = await trio.to_thread.run_sync(
+                wait_for_rows, driver, lambda rows: len(rows) == 2
+            )
+            assert {row[1] for row in failed} == {"failed"}
+            assert "2 of 4 shown" in await trio.to_thread.run_sync(
+                wait_for_text, driver, "shown", "shown"
+            )
+            # the view is in the URL: loaded again, the page shows the same rows
+            link = await trio.to_thread.run_sync(lambda: driver.current_url)
+            assert link.endswith("#status=failed&sort=status")
+            await trio.to_thread.run_sync(driver.refresh)
+            again = await trio.to_thread.run_sync(
+                wait_for_rows, driver, lambda rows: len(rows) == 2
+            )
+            assert [row[0] for row in again] == ["a-gone", "c-gone"]
             errors = await trio.to_thread.run_sync(driver.get_log, "browser")
             assert [e for e in errors if e["level"] == "SEVERE"] == []
         finally:
