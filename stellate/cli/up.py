@@ -293,7 +293,16 @@ def run(args: argparse.Namespace) -> int:
         fleet_port = (
             f" and the fleet port ({FLEET_DESCRIPTORS})" if options.metrics_port is not None else ""
         )
-        return _fail(shortfall.message(f"a fleet of {count} devices{mode}{fleet_port}"))
+        message = shortfall.message(f"a fleet of {count} devices{mode}{fleet_port}")
+        if options.shared is None:
+            return _fail(message)
+        # Shared, this manager runs only its part; all of it only if every other one is down.
+        print(
+            f"stellate up: warning: {message}; sharing the fleet, this manager can run at most "
+            f"{shortfall.available} of its devices at once",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         return trio.run(_up, config, options)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop at once

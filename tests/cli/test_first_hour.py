@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
+import threading
 import tomllib
 from pathlib import Path
 
@@ -163,6 +165,42 @@ def test_up_says_up_front_when_a_fleet_cannot_fit_the_open_file_limit(tmp_path: 
         message,
     ), message
     assert result.stdout == ""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="ulimit")
+def test_a_manager_sharing_a_fleet_warns_of_the_open_file_limit_and_runs_its_part(
+    tmp_path: Path,
+) -> None:
+    # Shared through a store, a manager runs only its part of the fleet: a limit too low for
+    # the whole of it is a warning (naming what it can run at once), not a refusal to start.
+    devices = "".join(f"  - {{device_id: d{i}, server_url: 'ws://h/ws'}}\n" for i in range(200))
+    config = write(tmp_path, f"devices:\n{devices}")
+    with socket.socket() as sock:  # a port where no store answers: up keeps trying to join
+        sock.bind(("127.0.0.1", 0))
+        store = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    command = f'ulimit -n 128 && exec "{STELLATE}" up "{config}" --store {store}'
+    proc = subprocess.Popen(["bash", "-c", command], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines = iter(proc.stderr.readline, "")
+        timer = threading.Timer(HANG_GUARD, proc.kill)
+        timer.start()
+        try:
+            warning = next(line for line in lines if "warning" in line)
+            retrying = next(line for line in lines if "retrying" in line)
+        finally:
+            timer.cancel()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert re.fullmatch(
+        r"stellate up: warning: a fleet of 200 devices \(1 per device\) needs about \d+ open "
+        r"files, but only (\d+) are available \(ulimit -n is 128, hard limit 128\): raise the "
+        r"limit \(ulimit -n \d+\) or run fewer devices; sharing the fleet, this manager can run "
+        r"at most \1 of its devices at once\n",
+        warning,
+    ), warning
+    assert "unreachable" in retrying or "refused" in retrying.lower(), retrying
 
 
 # -- 3. reasons while still trying; --json reasons; no "None" -----------------------------------
