@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from typing import Any
 
@@ -25,38 +21,31 @@ import trio
 from stellate.adapters.store_redis import BATCH, open_redis_store
 from stellate.store.ownership import units_of
 
+from .redis_server import RedisServer
+from .report import grid
+
 TTL = 15.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _server_cpu(store: Any) -> float:
-    info = await store._client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-
-async def _measure(url: str, devices: list[str], way: str, rounds: int) -> dict[str, Any]:
+async def _measure(
+    server: RedisServer, devices: list[str], way: str, rounds: int
+) -> dict[str, Any]:
     units = sorted(units_of(devices)) if way == "slots" else devices
-    async with open_redis_store(url, prefix=f"bench-{way}-{len(devices)}") as store:
+    async with open_redis_store(server.url, prefix=f"bench-{way}-{len(devices)}") as store:
         await store.join("bench", TTL)
         claimed = await store.claim("bench", units, TTL)
         leases = claimed.granted
         assert len(leases) == len(units)
         await store.renew("bench", leases, TTL)  # warm: scripts loaded, connection open
         cpu, wall = [], []
-        server_before = await _server_cpu(store)
+        server_before = server.cpu()
         for _ in range(rounds):
             began_cpu, began = time.process_time(), time.perf_counter()
             renewal = await store.renew("bench", leases, TTL)
             cpu.append(time.process_time() - began_cpu)
             wall.append(time.perf_counter() - began)
             assert len(renewal.renewed) == len(units)
-        server = (await _server_cpu(store) - server_before) / rounds
+        server_cpu = (server.cpu() - server_before) / rounds
         await store.release(leases)
     cpu.sort()
     wall.sort()
@@ -70,7 +59,7 @@ async def _measure(url: str, devices: list[str], way: str, rounds: int) -> dict[
         "manager CPU ms per round": round(median_cpu * 1000, 2),
         "manager CPU us per device": round(median_cpu * 1e6 / len(devices), 2),
         "wall ms per round": round(wall[len(wall) // 2] * 1000, 2),
-        "redis CPU ms per round": round(server * 1000, 2),
+        "redis CPU ms per round": round(server_cpu * 1000, 2),
     }
 
 
@@ -79,33 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,20000")
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
-    binary = shutil.which("redis-server")
-    if binary is None:
-        print("redis-server is not installed (apt-get install redis-server)")
-        return 2
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        proc = subprocess.Popen(
-            [*command, "--appendonly", "no", "--dir", directory], stdout=subprocess.DEVNULL
-        )
-        try:
-            time.sleep(0.5)
-            rows = []
-            for size in (int(s) for s in args.sizes.split(",")):
-                devices = [f"device-{i}" for i in range(size)]
-                for way in ("keys", "slots"):
-                    rows.append(
-                        trio.run(_measure, f"redis://127.0.0.1:{port}/0", devices, way, args.rounds)
-                    )
-        finally:
-            proc.terminate()
-            proc.wait()
+    with RedisServer() as server:
+        rows = []
+        for size in (int(s) for s in args.sizes.split(",")):
+            devices = [f"device-{i}" for i in range(size)]
+            for way in ("keys", "slots"):
+                rows.append(trio.run(_measure, server, devices, way, args.rounds))
     headers = list(rows[0])
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in headers) + " |")
+    print(grid(headers, [[str(row[h]) for h in headers] for row in rows]))
     return 0
 
 
