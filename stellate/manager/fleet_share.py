@@ -118,7 +118,7 @@ class FleetShare:
         manager_id: this manager's id among them (default :func:`default_manager_id`).
         policy: the lease arithmetic (``store: lease:``).
         claims, handoffs: the rates at which devices are taken over and handed over
-            (default ``RateLimit()``: ``ownership.CLAIM_RATE``).
+            (default ``ownership.CLAIM_RATE`` and ``ownership.handoff_limit()``).
         clock, sleep: the manager's monotonic clock and a sleep on it (tests drift them).
         wall: wall time, for the snapshots' absolute times.
     """
@@ -343,6 +343,7 @@ class FleetShare:
         """Start the devices of ``units`` from their snapshots (those still acted on)."""
         gains = {unit: self._gains.get(unit, 0) for unit in units}
         device_ids = [d for unit in sorted(units) for d in self.keeper.units.get(unit, ())]
+        logger.debug("taking over %d devices (%d units)", len(device_ids), len(units))
         texts = await self._read(device_ids, units)
         for unit in sorted(units):
             stopping = self._stopping.get(unit)

@@ -143,6 +143,7 @@ async def keep_ownership(
                 await settle()  # their devices are closed before the leases are released
                 if handed:
                     await store.release(handed)
+                    logger.debug("released %d units handed over", len(handed))
                 asked = keeper.to_claim(clock())
                 if asked:
                     sent = clock()
@@ -152,6 +153,12 @@ async def keep_ownership(
                         keeper.claim_failed(asked)
                         raise
                     keeper.claimed(claimed, sent, asked)
+                    logger.debug(
+                        "claimed %d of %d units (%d held by others)",
+                        len(claimed.granted),
+                        len(asked),
+                        len(claimed.taken),
+                    )
                 if down is not None:
                     logger.warning(
                         "fleet store %s is back: renewing and claiming again", store.name

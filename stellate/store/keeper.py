@@ -22,7 +22,16 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from .ownership import CLAIM_RETRY, DRIFT_BOUND, LeasePolicy, RateLimit, assign, units_of
+from .ownership import (
+    CLAIM_RETRY,
+    DRIFT_BOUND,
+    LeasePolicy,
+    RateLimit,
+    assign,
+    handoff_limit,
+    handoff_share,
+    units_of,
+)
 from .port import Claimed, Lease, Renewal
 
 __all__ = ["OVERDUE", "OVERDUE_SLACK", "Change", "OwnershipKeeper"]
@@ -65,7 +74,7 @@ class OwnershipKeeper:
         devices: every device of the fleet (all managers are given the same list).
         policy: the lease arithmetic.
         claims: limits devices taken over per second (default: ``RateLimit()``).
-        handoffs: limits devices handed over per second (default: ``RateLimit()``).
+        handoffs: limits devices handed over per second (default: ``handoff_limit()``).
     """
 
     def __init__(
@@ -82,7 +91,9 @@ class OwnershipKeeper:
         #: Unit → its devices.
         self.units: Mapping[str, tuple[str, ...]] = units_of(devices)
         self._claims = claims or RateLimit()
-        self._handoffs = handoffs or RateLimit()
+        self._handoffs = handoffs or handoff_limit()
+        # The hand-off rate given, shared among the managers that may hand over at once.
+        self._handoff_rate = (self._handoffs.rate, self._handoffs.burst)
         self._held: dict[str, _Held] = {}
         self._acting: frozenset[str] = frozenset()
         #: The live managers in the last answer from the store (empty: not joined yet).
@@ -202,6 +213,8 @@ class OwnershipKeeper:
                 del self._held[unit]
         self.members = tuple(member.manager for member in renewal.members)
         self._assigned = assign(self.units, self.members)
+        rate, burst = handoff_share(*self._handoff_rate, len(self.members))
+        self._handoffs.rate, self._handoffs.burst = rate, burst
         overdue = [
             sent + member.expires_in * (1 + DRIFT_BOUND) + OVERDUE_SLACK
             for member in renewal.members

@@ -30,8 +30,17 @@ the units it gains or loses (about 1/n of them).
   the unit to another manager.
 
 **Claim rate** (:class:`RateLimit`): a manager takes over at most :data:`CLAIM_RATE` devices a
-second (a burst of one second's worth), and hands over at the same pace, so a failover or a
-join is not a reconnect storm. A unit costs as many tokens as it has devices.
+second (a burst of one second's worth), so a failover or a join is not a reconnect storm. A unit
+costs as many tokens as it has devices.
+
+**Hand-off rate** (:func:`handoff_limit`): a planned move (a manager joining) takes devices that
+are on the air, and each is off the air from its old owner's close to its new owner's
+registration, so hand-offs go at the pace a manager registers devices without a queue:
+:data:`HANDOFF_RATE` devices a second for the joiner, in batches of a claim retry's worth. A
+manager that joins takes from every other one at once, so each of the ``n − 1`` others hands
+over ``1 / (n − 1)`` of it (:func:`handoff_share`); a unit handed over then waits at most a
+claim retry for its new owner and a batch's registrations. A failover has no such pace: the
+devices of a dead manager are off the air already, and the survivors claim at the claim rate.
 
 **Unowned bound** (:func:`unowned_bound`): with the store reachable, after the last change
 (a manager joining, stopping or dying, the store coming back) every unit is held again within
@@ -53,6 +62,7 @@ __all__ = [
     "CLAIM_RETRY",
     "DEFAULT_LEASE",
     "DRIFT_BOUND",
+    "HANDOFF_RATE",
     "MAX_LEASE",
     "MAX_MANAGER_ID",
     "MIN_LEASE",
@@ -60,6 +70,8 @@ __all__ = [
     "LeasePolicy",
     "RateLimit",
     "assign",
+    "handoff_limit",
+    "handoff_share",
     "lease_problems",
     "manager_id_problems",
     "owner_of",
@@ -86,8 +98,11 @@ RENEWALS_PER_LEASE = 3
 DRIFT_BOUND = 0.05
 #: Devices a manager takes over (or hands over) per second, at most.
 CLAIM_RATE = 500.0
-#: Seconds between claim attempts while a manager wants units it does not hold yet.
-CLAIM_RETRY = 1.0
+#: Seconds between claim attempts while a manager wants units it does not hold yet (and
+#: between hand-off batches while it owes some).
+CLAIM_RETRY = 0.5
+#: Devices a second a joining manager takes over by hand-offs, from all the others together.
+HANDOFF_RATE = 100.0
 #: The longest manager id accepted.
 MAX_MANAGER_ID = 128
 
@@ -226,6 +241,19 @@ class RateLimit:
     def time_for(self, cost: float) -> float:
         """Seconds, from a full bucket, to spend ``cost`` tokens."""
         return max(0.0, cost - self.burst) / self.rate
+
+
+def handoff_limit() -> RateLimit:
+    """The hand-off rate limit of one manager (:func:`handoff_share` divides it as managers
+    come and go): :data:`HANDOFF_RATE`, in batches of a claim retry's worth."""
+    return RateLimit(HANDOFF_RATE, HANDOFF_RATE * CLAIM_RETRY)
+
+
+def handoff_share(rate: float, burst: float, members: int) -> tuple[float, float]:
+    """The hand-off rate and burst of one of ``members`` live managers, given the whole rate
+    and burst a manager taking over can follow (see the module's rules)."""
+    others = max(1, members - 1)
+    return rate / others, burst / others
 
 
 def unowned_bound(

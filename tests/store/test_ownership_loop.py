@@ -69,8 +69,8 @@ async def test_the_claim_rate_spreads_a_take_over(autojump_clock: trio.testing.M
         await trio.sleep(0.001)
         first = len(seen.units)
         assert 0 < first < len(slow.units)  # a burst of 10 devices' worth
-        await trio.sleep(CLAIM_RETRY * 5)
-        assert len(seen.units) == len(slow.units)  # the rest, one retry a second
+        await trio.sleep((len(DEVICES) - 10) / 10.0 + CLAIM_RETRY)
+        assert len(seen.units) == len(slow.units)  # the rest at 10 a second, a retry apart
         nursery.cancel_scope.cancel()
 
 
@@ -161,6 +161,48 @@ async def test_a_hand_off_goes_at_its_rate_not_once_a_renewal(
         assert batches >= 3, devices  # several batches, each a second apart at most
         assert took <= POLICY.renew_every + (batches + 1) * CLAIM_RETRY + 1, took
         nursery.cancel_scope.cancel()
+
+
+async def test_the_managers_handing_over_to_a_joiner_share_one_hand_off_rate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Three managers, each given 12 devices a second: a fourth joining takes from all three at
+    # once, and together they hand over 12 a second (4 each), not 36 — the pace the joiner
+    # registers its devices at, whatever the number of managers.
+    devices = [f"device-{i}" for i in range(400)]
+    store = MemoryFleetStore()
+    fast = 1e6
+    old = [
+        OwnershipKeeper(
+            f"m{i}", devices, POLICY, claims=RateLimit(fast, fast), handoffs=RateLimit(12.0, 12.0)
+        )
+        for i in (1, 2, 3)
+    ]
+    joiner = OwnershipKeeper("m4", devices, POLICY, claims=RateLimit(fast, fast))
+    gained: list[tuple[float, int]] = []
+
+    class Timed(Seen):
+        async def __call__(self, change: Change) -> None:
+            await super().__call__(change)
+            count = sum(len(joiner.units[u]) for u in change.gained)
+            gained.append((trio.current_time(), count))
+
+    async with trio.open_nursery() as nursery:
+        for one in old:
+            nursery.start_soon(keep_ownership, store, one, Seen())
+        await trio.sleep(POLICY.lease)  # settled among three
+        nursery.start_soon(keep_ownership, store, joiner, Timed())
+        await trio.sleep(10 * POLICY.lease)
+        nursery.cancel_scope.cancel()
+    share = sum(len(joiner.units[u]) for u in joiner.acting_units(trio.current_time()))
+    assert share >= 60  # about a quarter of 400: enough to see the pace
+    began = gained[0][0]
+    total = 0
+    for at, count in gained:
+        total += count
+        # Each of the three saves at most a burst of 4 devices' worth (a slot holds 1-3).
+        assert total <= 3 * (4 + 2) + 12.0 * (at - began), (at - began, total)
+    assert total == share
 
 
 async def test_a_dead_manager_s_units_are_claimed_as_soon_as_its_membership_ends(

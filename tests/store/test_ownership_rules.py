@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stellate.store.ownership import (
+    CLAIM_RETRY,
     DEFAULT_LEASE,
     DRIFT_BOUND,
     MAX_LEASE,
@@ -17,6 +18,7 @@ from stellate.store.ownership import (
     LeasePolicy,
     RateLimit,
     assign,
+    handoff_share,
     lease_problems,
     owner_of,
     slot_of,
@@ -134,7 +136,17 @@ def test_a_unit_larger_than_the_burst_is_allowed_from_a_full_bucket() -> None:
 def test_the_unowned_bound() -> None:
     policy = LeasePolicy()
     limit = RateLimit(rate=500, burst=500)
-    # 15 s lease + (5 s notice + 1 s retry + 0 s of rate limit) x 1.05
-    assert unowned_bound(policy, 400, limit) == pytest.approx(15 + 6 * 1.05)
+    # 15 s lease + (5 s notice + 0.5 s retry + 0 s of rate limit) x 1.05
+    assert CLAIM_RETRY == 0.5
+    assert unowned_bound(policy, 400, limit) == pytest.approx(15 + 5.5 * 1.05)
     # 5,500 devices to one manager: 10 s more of claims at 500/s.
-    assert unowned_bound(policy, 5_500, limit) == pytest.approx(15 + 16 * 1.05)
+    assert unowned_bound(policy, 5_500, limit) == pytest.approx(15 + 15.5 * 1.05)
+
+
+def test_the_managers_handing_over_to_a_joiner_share_its_claim_rate() -> None:
+    # A manager joining takes from every other one at once: together they hand over no faster
+    # than it claims, so a unit released waits at most a claim retry for it.
+    assert handoff_share(500.0, 500.0, 1) == (500.0, 500.0)  # alone: nobody to hand over to
+    assert handoff_share(500.0, 500.0, 2) == (500.0, 500.0)
+    rate, burst = handoff_share(500.0, 500.0, 4)
+    assert rate * 3 == pytest.approx(500.0) and burst * 3 == pytest.approx(500.0)
