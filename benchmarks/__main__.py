@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import cli_up, codec, fleet, floor, latency, machine, reference, targets
+from . import cli_up, codec, fleet, floor, latency, machine, reference, scale_out, targets
 from .env import describe
 from .env import machine as machine_info
 from .procs import Rig
@@ -32,6 +32,7 @@ STEPS = (
     "cli",
     "reference",
     "split",
+    "scale-out",
 )
 
 
@@ -40,7 +41,8 @@ def log(message: str) -> None:
 
 
 class Plan:
-    """What to run: the full set, or the quick one (small N, short windows, under a minute)."""
+    """What to run: the full set, or the quick one (small N, short windows; a few minutes, about
+    4 of them the scale-out step's)."""
 
     def __init__(self, quick: bool, only: set[str], reference: str | None = None) -> None:
         self.quick = quick
@@ -60,6 +62,8 @@ class Plan:
         self.storm_timeout = 25.0 if quick else 120.0
         self.cli_n = 500 if quick else 1_000
         self.split_n = 500
+        #: Devices shared by the scale-out benchmark's managers (20,000; 2,000 with --quick).
+        self.scale_out_n = 2_000 if quick else 20_000
         #: Where each target's figure comes from.
         self.heartbeat_from = 500 if quick else 5_000
         self.memory_from = 500 if quick else 1_000
@@ -75,7 +79,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="reduced set, under a minute")
+    parser.add_argument("--quick", action="store_true", help="reduced set, a few minutes")
     parser.add_argument(
         "--only",
         default=",".join(STEPS),
@@ -91,11 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         help=f"checkout of the reference implementation for the side-by-side step (default: "
         f"${reference.ENV_ROOT}; its Python: ${reference.ENV_PYTHON} or DIR/.venv/bin/python)",
     )
+    parser.add_argument(
+        "--scale-out-n",
+        type=int,
+        default=None,
+        metavar="N",
+        help="devices of the scale-out step (default: 20,000; 2,000 with --quick)",
+    )
     args = parser.parse_args(argv)
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.quick and "--only" not in " ".join(argv or sys.argv):
         only.discard("split")  # tracemalloc makes the quick run twice as long
     plan = Plan(args.quick, only, args.reference)
+    if args.scale_out_n:
+        plan.scale_out_n = args.scale_out_n
     if args.sizes:
         plan.fleet_sizes = [int(x) for x in args.sizes.split(",")]
     info = machine_info()
@@ -125,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         step(f"fleet N={n:,}", lambda n=n: _fleet(plan, n, results))
     if plan.wants("reference"):
         step(f"side by side N={plan.reference_n:,}", lambda: _reference(plan, results))
+    if plan.wants("scale-out"):
+        step(
+            f"scale-out N={plan.scale_out_n:,}",
+            lambda: results.update({"scale_out": scale_out.measure(plan.scale_out_n)}),
+        )
 
     rows = _rows(plan, results)
     finished = machine_info()
@@ -135,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at the end: {'/'.join(str(x) for x in finished['loadavg'])}")
     print("\nTargets\n")
     print(table(rows["targets"]))
-    print("\nScaling (manager alone in its process; servers and agents in others)\n")
-    print(grid(*_scaling(results)))
-    print("\nDetails\n")
-    print(table(rows["details"]))
+    if results["fleet"]:
+        print("\nScaling (manager alone in its process; servers and agents in others)\n")
+        print(grid(*_scaling(results)))
+    if rows["details"]:
+        print("\nDetails\n")
+        print(table(rows["details"]))
     if errors:
         print("\nerrors:\n  " + "\n  ".join(errors))
     path = _write(plan, info, finished, elapsed, rows["targets"] + rows["details"], results)
@@ -225,6 +245,8 @@ def _rows(plan: Plan, results: dict[str, Any]) -> dict[str, list[Row]]:
     t += targets.heartbeat_rows(beat, source, estimated)
     t += targets.big_fleet_rows(fleets.get(10_000))
     t += targets.storm_rows(storm_result if storm_result and "storm" in storm_result else None)
+    if plan.wants("scale-out"):
+        t += scale_out.rows(results.get("scale_out"))
     d: list[Row] = []
     if "floor" in results and 500 in fleets:
         fast = results.get("heartbeat_1s")

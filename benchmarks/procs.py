@@ -163,6 +163,8 @@ class Rig:
         ready_timeout: float | None = None,
         per_server: int | None = None,
         tag: str = "rig",
+        verbose_servers: bool = False,
+        stagger: bool = False,
     ) -> None:
         self.n = n
         self.agent_heartbeat = agent_heartbeat
@@ -174,6 +176,12 @@ class Rig:
         ]
         self.agent_registration_s = 0.0
         self._retired_server_cpu = 0.0
+        #: Servers log each registration and departure (``server_log_paths``).
+        self.verbose_servers = verbose_servers
+        #: Start the agent processes one at a time, each once the one before has registered:
+        #: tens of thousands of agents connecting at once to a loaded machine's servers time
+        #: out, retry and never get through (the agents have no limit on connects in flight).
+        self.stagger = stagger
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Rig:
@@ -181,13 +189,16 @@ class Rig:
         try:
             began = time.monotonic()
             for shard in self.shards:
-                self._start_server(shard)
+                self._start_server(shard, verbose=self.verbose_servers)
             for shard in self.shards:
                 for prefix, count in _blocks(shard):
                     shard.agents.append(self._start_agents(shard, prefix, count))
+                    if self.stagger:
+                        shard.agents[-1].wait_line("registered", self.ready_timeout)
             for shard in self.shards:
                 for agents in shard.agents:
-                    agents.wait_line("registered", self.ready_timeout)
+                    if not self.stagger:
+                        agents.wait_line("registered", self.ready_timeout)
             self.agent_registration_s = time.monotonic() - began
         except BaseException:
             self.close()
