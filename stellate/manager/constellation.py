@@ -295,10 +295,12 @@ class ConstellationDeviceManager:
     async def __aenter__(self) -> Self:
         if self._nursery is not None or self._stopped.is_set():
             raise RuntimeError("a manager runs once")
-        stack = AsyncExitStack()
-        nursery = await stack.enter_async_context(trio.open_nursery())
-        await nursery.start(self.run)
-        self._context = (stack, nursery.cancel_scope)
+        # Entered under an exit stack that is kept only once started: cancelled (or failing)
+        # while starting, the nursery is exited here, in this task, before the error goes on.
+        async with AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            await nursery.start(self.run)
+            self._context = (stack.pop_all(), nursery.cancel_scope)
         return self
 
     async def __aexit__(

@@ -210,14 +210,16 @@ class FleetShare:
             ManagerIdInUse: another live manager has this id.
         """
         await self.join()
-        stack = AsyncExitStack()
-        nursery = await stack.enter_async_context(trio.open_nursery())
-        self._adoptions = await nursery.start(_nursery_task)
-        self._own_scope = trio.CancelScope()
-        nursery.start_soon(self._own, name="stellate ownership")
-        nursery.start_soon(self._write_changes, name="stellate snapshots")
-        nursery.start_soon(self._read_views, name="stellate fleet view")
-        self._context = (stack, nursery.cancel_scope)
+        # As ConstellationDeviceManager.__aenter__: the nursery is exited here if cancelled
+        # while starting, and kept open for __aexit__ only once everything started.
+        async with AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            self._adoptions = await nursery.start(_nursery_task)
+            self._own_scope = trio.CancelScope()
+            nursery.start_soon(self._own, name="stellate ownership")
+            nursery.start_soon(self._write_changes, name="stellate snapshots")
+            nursery.start_soon(self._read_views, name="stellate fleet view")
+            self._context = (stack.pop_all(), nursery.cancel_scope)
         self.manager.fleet_share = self
         return self
 

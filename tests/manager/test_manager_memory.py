@@ -689,6 +689,19 @@ async def test_started_in_a_nursery_and_closed_gracefully(autojump_clock: Any) -
         nursery.cancel_scope.cancel()
 
 
+async def test_a_manager_cancelled_while_it_starts_leaves_no_scope_open() -> None:
+    # Cancelled while `async with manager` starts it (a manager crashing at start-up, drawn by
+    # the share simulation): its nursery must be exited before the cancellation goes on, or
+    # trio's cancel-scope stack is corrupted for the rest of the run.
+    manager = ConstellationDeviceManager(strict=True)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with manager:
+            pytest.fail("started although cancelled")
+    assert scope.cancelled_caught
+    await trio.lowlevel.checkpoint()  # trio still runs this task normally
+
+
 async def test_a_graceful_stop_ends_every_device_task_without_cancelling_it(
     autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -67,6 +67,7 @@ def simulate(schedule: Schedule, drifts: tuple[float, ...] = (0.0, 0.0)) -> Shar
 @settings(max_examples=examples(25))
 @given(schedules, st.tuples(drift, drift))
 @example([(20.0, ("join", 0.0)), (20.0, ("stop", 0)), (20.0, ("crash", 0))], (0.0, 0.0))
+@example([(0.0, ("crash", 0))], (0.0, 0.0))  # while it starts (the thorough profile found it)
 @example([(20.0, ("partition", 0, 40.0))], (-DRIFT_BOUND, DRIFT_BOUND))
 @example([(20.0, ("outage", 30.0)), (1.0, ("join", DRIFT_BOUND))], (DRIFT_BOUND, 0.0))
 def test_managers_share_a_fleet_safely_on_every_schedule(
