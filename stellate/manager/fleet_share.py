@@ -412,6 +412,11 @@ class FleetShare:
             writes: list[SnapshotWrite] = []
             for device_id in list(self._dirty):
                 unit = unit_of(device_id)
+                if unit in self._stopping:
+                    # Being closed because its unit was lost: DISCONNECTED by that close, not
+                    # by its owner's will. Written, a unit regained meanwhile (or its next
+                    # owner) would resume it DISCONNECTED and never connect it again.
+                    continue
                 lease = self.keeper.lease(unit, now) if leases is None else leases.get(unit)
                 if lease is None:
                     if leases is None:

@@ -68,6 +68,19 @@ def simulate(schedule: Schedule, drifts: tuple[float, ...] = (0.0, 0.0)) -> Shar
 @given(schedules, st.tuples(drift, drift))
 @example([(20.0, ("join", 0.0)), (20.0, ("stop", 0)), (20.0, ("crash", 0))], (0.0, 0.0))
 @example([(0.0, ("crash", 0))], (0.0, 0.0))  # while it starts (the thorough profile found it)
+@example(  # a partition healing while its devices close (found by the thorough profile too)
+    [
+        (0.0, ("join", 0.05)),
+        (11.852689495404848, ("stop", 4)),
+        (24.118982197184412, ("crash", 1)),
+        (22.93223722783473, ("join", 0.004451085434245314)),
+        (1.1, ("join", -0.0)),
+        (0.5, ("partition", 0, 10.550541521385934)),
+        (1.6874965001226032, ("partition", 1, 18.204247427350854)),
+        (22.19646242695605, ("join", -0.003940445099260226)),
+    ],
+    (-0.0006210733321302536, -0.00547176330606295),
+)
 @example([(20.0, ("partition", 0, 40.0))], (-DRIFT_BOUND, DRIFT_BOUND))
 @example([(20.0, ("outage", 30.0)), (1.0, ("join", DRIFT_BOUND))], (DRIFT_BOUND, 0.0))
 def test_managers_share_a_fleet_safely_on_every_schedule(
