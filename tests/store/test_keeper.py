@@ -189,6 +189,7 @@ def test_a_member_overdue_for_its_renewal_brings_the_next_round_to_its_end(
     join(k, 10.0, member("m0", age=age, expires_in=4.0), member("m2", age=age, expires_in=2.0))
     end = 10.0 + 2.0 * 1.05 + 0.05  # m2's, the earlier
     assert k.wake_in(10.0) == (pytest.approx(end - 10.0) if overdue else RENEW)
+    assert k.wake_in(end) == RENEW  # the round made at the end does not call for another
     assert k.wake_in(end + 0.5) == RENEW
 
 
