@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from ..text.escape import escape_text
-from ..text.redact import redact_text
+from ..text.redact import redact_start
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -39,7 +39,7 @@ _SCANNED: Final = 2048
 def close_reason(text: str) -> str:
     """``text`` as a close frame can carry it: escaped, redacted, at most 123 UTF-8 bytes."""
     # Only the start can fit; redacted before escaping, as the log filter does.
-    safe = escape_text(redact_text(text[:_SCANNED]))
+    safe = escape_text(redact_start(text, _SCANNED))
     data = safe.encode("utf-8")
     if len(data) <= MAX_REASON_BYTES:
         return safe

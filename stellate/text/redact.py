@@ -33,6 +33,7 @@ __all__ = [
     "add_log_secret",
     "install_log_redaction",
     "is_secret_param",
+    "redact_start",
     "redact_text",
     "redact_url",
     "safe_json",
@@ -48,6 +49,8 @@ _TEXT_PARAM = re.compile(
     re.IGNORECASE,
 )
 _TEXT_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
+#: A URL's authority that runs on to the end of a text: cut there, its userinfo's "@" is unseen.
+_OPEN_AUTHORITY = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*$")
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
@@ -62,6 +65,21 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
         for form in _forms(secret):
             text = text.replace(form, MASK)
     return _mask_url_parts(text)
+
+
+def redact_start(text: str, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, redacted as :func:`redact_text` would.
+
+    Redacting only the start bounds the cost of a peer's megabyte-long text. A cut can fall
+    inside a URL's authority before the "@" that would show it holds userinfo (a password
+    longer than the part looked at): an authority running on to the cut is masked whole.
+    """
+    if len(text) <= limit:
+        return redact_text(text)
+    start = redact_text(text[:limit])
+    if "://" not in start:
+        return start
+    return _OPEN_AUTHORITY.sub(lambda m: m.group("head") + MASK, start)
 
 
 def _mask_url_parts(text: str) -> str:

@@ -236,3 +236,20 @@ def test_safe_json_writes_what_json_cannot_hold_as_null_or_its_masked_text(
 def test_safe_json_is_always_valid_json_even_with_nothing_to_mask() -> None:
     assert safe_json({"x": math.nan, "y": [math.inf]}) == '{"x": null, "y": [null]}'
     assert safe_json({"url": "ws://h/ws?token=abc"}) == '{"url": "ws://h/ws?token=***"}'
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("ws://u:p@h/ws", 100, "ws://***@h/ws"),  # short: all of it, redacted
+        ("ws://u:p@h/ws", 13, "ws://***@h/ws"),  # exactly the limit
+        ("see ws://user:secret@h", 12, "see ws://***"),  # the cut falls inside the userinfo
+        ("see ws://host/path", 15, "see ws://host/p"),  # past the authority: nothing hidden
+        ("a?token=abcdef", 10, "a?token=***"),  # a secret parameter's value cut
+        ("plain text", 5, "plain"),
+    ],
+)
+def test_redact_start_looks_at_the_start_and_hides_what_a_cut_leaves_open(
+    text: str, limit: int, expected: str
+) -> None:
+    assert redact.redact_start(text, limit) == expected

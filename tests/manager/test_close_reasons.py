@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from manager_support import URL, manager_on, memory_network
 
 from stellate.fsm import AgentProfile, DeviceStatus, Meaning, Timing
@@ -145,6 +147,21 @@ async def test_a_manager_cancelled_says_it_goes_away(autojump_clock: Any) -> Non
 def test_close_reason_fits_a_close_frame(text: str, expected: str) -> None:
     assert close_reason(text) == expected
     assert len(close_reason(text).encode("utf-8")) <= MAX_REASON_BYTES == 123
+
+
+@given(
+    before=st.text(alphabet="abc xyz:/.", max_size=100),
+    length=st.integers(0, 6000),
+    after=st.text(alphabet="abc xyz/.", max_size=20),
+)
+def test_a_password_in_a_url_never_reaches_a_close_frame_however_long(
+    before: str, length: int, after: str
+) -> None:
+    """However long a URL's userinfo (past the part of a peer's text that is looked at, too),
+    none of it is in the reason: an authority the cut runs through is masked whole."""
+    reason = close_reason(f"{before}ws://user:S3CRET{'k' * length}@host/ws{after}")
+    assert "S3CRET" not in reason and "user" not in reason
+    assert "ws://***" in reason or len(before.encode()) + 8 > MAX_REASON_BYTES
 
 
 def test_the_close_codes_are_rfc_6455_s() -> None:
