@@ -18,10 +18,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
-import pytest
 import trio
 from cli_support import STELLATE, stellate, write_config
 from http_get import http_get
+from processes import sigterm_and_wait
 from real_time import HANG_GUARD
 
 from stellate.agent import DeviceAgent
@@ -86,12 +86,7 @@ async def stellate_up(*args: str, env: dict[str, str] | None = None) -> AsyncIte
         up.port = int(found.group(1))
         yield up
     finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(HANG_GUARD):
-            await process.wait()
-        if process.returncode is None:  # pragma: no cover - a hang is the failure to report
-            process.kill()
-            pytest.fail("stellate up did not stop on SIGTERM")
+        await sigterm_and_wait(process, "stellate up")
     assert process.returncode == 0
 
 

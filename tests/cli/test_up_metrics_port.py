@@ -7,13 +7,12 @@ up while this test asks the port what it sees; SIGTERM then stops it cleanly.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 
-import pytest
 import trio
 from http_get import http_get
+from processes import sigterm_and_wait
 from prometheus_client.parser import text_string_to_metric_families
 from real_time import HANG_GUARD
 
@@ -54,10 +53,5 @@ async def test_up_serves_the_fleet_on_its_metrics_port(tmp_path: object) -> None
             page = await http_get(port, "/")
             assert page.status == 200 and b"<svg" in page.body
     finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(HANG_GUARD):
-            await process.wait()
-        if process.returncode is None:  # pragma: no cover - a hang is the failure to report
-            process.kill()
-            pytest.fail("stellate up did not stop on SIGTERM")
+        await sigterm_and_wait(process, "stellate up")
     assert process.returncode == 0
